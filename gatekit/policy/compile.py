@@ -1,0 +1,341 @@
+"""The replay compiler: a policy as one DuckDB query that decides every stored action, no per-row Python.
+
+Mirrors decide.py node for node and test for test (dispatch tables `LEAVES` and `NODES` below). Each leaf
+compiles to two SQL booleans, its value and whether it errored; a rule errors when any of its leaves errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window, leaves
+from gatekit.policy.model import LEVEL, Policy, Rule
+from gatekit.policy.values import NUMERIC_STRING, numeric_string
+
+Sql = str
+_NUM_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
+
+
+def lit(text: str) -> Sql:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def num(x: float) -> Sql:
+    return f"CAST({lit(repr(float(x)))} AS DOUBLE)"
+
+
+def _any(parts: list[Sql]) -> Sql:
+    return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+
+
+def _all(parts: list[Sql]) -> Sql:
+    return "(" + " AND ".join(parts) + ")" if parts else "TRUE"
+
+
+@dataclass(frozen=True)
+class Val:
+    """SQL expressions for one value: its type tag (NULL when missing) and its typed readings."""
+
+    t: Sql  # 'NUM' | 'VARCHAR' | 'BOOLEAN' | 'ARRAY' | 'OBJECT' | 'NULL' | NULL (missing)
+    n: Sql = "NULL"  # DOUBLE, when a number
+    s: Sql = "NULL"  # VARCHAR, when a string
+    b: Sql = "NULL"  # BOOLEAN, when a boolean
+    j: Sql = "NULL"  # JSON, when a list or object
+    snm: Sql = "FALSE"  # the string has the form of a JSON number
+    snv: Sql = "NULL"  # the string read as a DOUBLE, when it has that form
+
+    @classmethod
+    def of_json(cls, x: Sql) -> Val:
+        t = (f"(CASE WHEN json_type({x}) IN {_NUM_TYPES} THEN 'NUM' ELSE json_type({x}) END)")
+        s = f"({x} ->> '$')"
+        return cls(t=t, n=f"TRY_CAST({x} AS DOUBLE)", s=s, b=f"TRY_CAST({x} AS BOOLEAN)", j=x,
+                   snm=f"regexp_full_match({s}, {lit(NUMERIC_STRING)})",
+                   snv=f"TRY_CAST(trim({s}, {lit(chr(32) + chr(9) + chr(10) + chr(13))}) AS DOUBLE)")
+
+    @classmethod
+    def of_string(cls, x: Sql) -> Val:
+        return cls(t=f"(CASE WHEN {x} IS NULL THEN NULL ELSE 'VARCHAR' END)", s=x,
+                   snm=f"regexp_full_match({x}, {lit(NUMERIC_STRING)})",
+                   snv=f"TRY_CAST(trim({x}, {lit(chr(32) + chr(9) + chr(10) + chr(13))}) AS DOUBLE)")
+
+    # null-safe predicates
+    def is_(self, tag: str) -> Sql:
+        return f"COALESCE({self.t} = '{tag}', FALSE)"
+
+    @property
+    def missing(self) -> Sql:
+        return f"COALESCE({self.t} IS NULL OR {self.t} = 'NULL', TRUE)"
+
+    @property
+    def bad(self) -> Sql:
+        return f"({self.is_('NUM')} AND (isnan({self.n}) OR isinf({self.n})))"
+
+    @property
+    def good(self) -> Sql:
+        return f"({self.is_('NUM')} AND isfinite({self.n}))"
+
+    @property
+    def str_num_ok(self) -> Sql:
+        return f"({self.is_('VARCHAR')} AND COALESCE({self.snm} AND isfinite({self.snv}), FALSE))"
+
+    @property
+    def str_num_bad(self) -> Sql:
+        return f"({self.is_('VARCHAR')} AND COALESCE({self.snm} AND NOT isfinite({self.snv}), FALSE))"
+
+
+Pair = tuple[Sql, Sql]  # (value, error), both non-null booleans
+
+
+# ---- the tests -----------------------------------------------------------------------------------------
+def eq(v: Val, o: object) -> Pair:
+    if isinstance(o, tuple):
+        same = f"({v.is_('ARRAY')} AND json_array_length({v.j}) = {len(o)})"
+        elems = [eq(Val.of_json(f"json_extract({v.j}, '$[{i}]')"), oi) for i, oi in enumerate(o)]
+        return (_all([same] + [e[0] for e in elems]),
+                f"({v.bad} OR ({same} AND {_any([e[1] for e in elems])}))")
+    if o is True or o is False:
+        return f"({v.is_('BOOLEAN')} AND {v.b} = {'TRUE' if o else 'FALSE'})", v.bad
+    if isinstance(o, float):
+        return (f"(({v.good} AND {v.n} = {num(o)}) OR ({v.str_num_ok} AND {v.snv} = {num(o)}))",
+                f"({v.bad} OR {v.str_num_bad})")
+    assert isinstance(o, str)
+    parsed = numeric_string(o)
+    val = f"({v.is_('VARCHAR')} AND {v.s} = {lit(o)})"
+    if isinstance(parsed, float):
+        val = f"({val} OR ({v.good} AND {v.n} = {num(parsed)}))"
+    return val, v.bad
+
+
+def _ne(v: Val, o: object, f: Field) -> Pair:
+    val, err = eq(v, o)
+    return f"(NOT {v.missing} AND NOT {val})", err
+
+
+def _order(cmp: str) -> Callable[[Val, object, Field], Pair]:
+    def test(v: Val, o: object, f: Field) -> Pair:
+        if f.name == "time.date":
+            return f"({v.s} {cmp} {lit(str(o))})", "FALSE"
+        x = num(o)  # type: ignore[arg-type]
+        val = f"(({v.good} AND {v.n} {cmp} {x}) OR ({v.str_num_ok} AND {v.snv} {cmp} {x}))"
+        err = (f"({v.bad} OR ({v.is_('VARCHAR')} AND NOT {v.str_num_ok}) OR {v.is_('BOOLEAN')} "
+               f"OR {v.is_('ARRAY')} OR {v.is_('OBJECT')})")
+        return val, err
+    return test
+
+
+def _in(v: Val, o: object, f: Field) -> Pair:
+    coll = f"({v.is_('ARRAY')} OR {v.is_('OBJECT')})"
+    parts = [eq(v, x) for x in o]  # type: ignore[union-attr]
+    return (f"(NOT {coll} AND {_any([p[0] for p in parts])})",
+            f"({coll} OR {_any([p[1] for p in parts])})")
+
+
+def _not_in(v: Val, o: object, f: Field) -> Pair:
+    val, err = _in(v, o, f)
+    return f"(NOT {v.missing} AND NOT {val})", err
+
+
+def _contains(v: Val, o: object, f: Field) -> Pair:
+    x = Val.of_json("x_")
+    k = Val.of_string("k_")
+    xv, xe = eq(x, o)
+    kv, ke = eq(k, o)
+    elems = f"CAST(json_extract({v.j}, '$[*]') AS JSON[])"
+    keys = f"json_keys({v.j})"
+    in_str = f"({v.is_('VARCHAR')} AND contains({v.s}, {lit(o)}))" if isinstance(o, str) else "FALSE"
+    val = (f"({in_str} "
+           f"OR ({v.is_('ARRAY')} AND COALESCE(list_bool_or(list_transform({elems}, lambda x_: {xv})), FALSE)) "
+           f"OR ({v.is_('OBJECT')} AND COALESCE(list_bool_or(list_transform({keys}, lambda k_: {kv})), FALSE)))")
+    err = (f"({v.is_('NUM')} OR {v.is_('BOOLEAN')} "
+           f"OR ({v.is_('ARRAY')} AND COALESCE(list_bool_or(list_transform({elems}, lambda x_: {xe})), FALSE)) "
+           f"OR ({v.is_('OBJECT')} AND COALESCE(list_bool_or(list_transform({keys}, lambda k_: {ke})), FALSE)))")
+    return val, err
+
+
+def _string_test(fn: str) -> Callable[[Val, object, Field], Pair]:
+    def test(v: Val, o: object, f: Field) -> Pair:
+        return (f"({v.is_('VARCHAR')} AND {fn}({v.s}, {lit(str(o))}))",
+                f"(NOT {v.missing} AND NOT {v.is_('VARCHAR')})")
+    return test
+
+
+def _exists(v: Val, o: object, f: Field) -> Pair:
+    return (f"(NOT {v.missing})" if o else v.missing), "FALSE"
+
+
+LEAVES: dict[str, Callable[[Val, object, Field], Pair]] = {
+    "eq": lambda v, o, f: eq(v, o),
+    "ne": _ne,
+    "gt": _order(">"),
+    "gte": _order(">="),
+    "lt": _order("<"),
+    "lte": _order("<="),
+    "in": _in,
+    "not_in": _not_in,
+    "contains": _contains,
+    "matches": _string_test("regexp_matches"),
+    "startswith": _string_test("starts_with"),
+    "endswith": _string_test("suffix"),
+    "exists": _exists,
+}
+
+
+# ---- the query -----------------------------------------------------------------------------------------
+class _Query:
+    """Collects the columns a policy needs, then writes the query in layers (fields, typed, windows, rules)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.fields: dict[str, tuple[int, Field]] = {}
+        self.windows: list[Sql] = []
+        self.uses_time = False
+
+    def field(self, f: Field) -> Val:
+        if f.root in ("tool", "agent", "session", "user"):
+            return Val.of_string(f'"{f.root}"')
+        if f.root == "time":
+            self.uses_time = True
+            part = f.path[0]
+            if part == "hour":
+                return Val(t="'NUM'", n="CAST(hour(lt_) AS DOUBLE)")
+            if part == "weekday":
+                days = " ".join(f"WHEN {i + 1} THEN '{d}'" for i, d in
+                                enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun")))
+                return Val(t="'VARCHAR'", s=f"(CASE isodow(lt_) {days} END)")
+            return Val(t="'VARCHAR'", s="strftime(lt_, '%Y-%m-%d')")
+        if f.name not in self.fields:
+            self.fields[f.name] = (len(self.fields), f)
+        i = self.fields[f.name][0]
+        return Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snm=f"snm{i}", snv=f"snv{i}")
+
+    def tool_match(self, rule: Rule) -> Sql:
+        if all(not any(c in t for c in "*?[") for t in rule.tools):
+            return f'COALESCE("tool" IN ({", ".join(lit(t) for t in rule.tools)}), FALSE)'
+        return f'COALESCE(regexp_full_match("tool", {lit(rule.tool_regex)}), FALSE)'
+
+    def cond(self, node: Cond, rule: Rule, r: int) -> Pair:
+        return NODES[type(node)](self, node, rule, r)
+
+    def window(self, node: Window, rule: Rule, r: int) -> Pair:
+        k = len(self.windows)
+        part = f'PARTITION BY "{node.per}" ' if node.per else ""
+        peers = f'PARTITION BY {node.per + ", " if node.per else ""}ts_us'
+        frame = f"ORDER BY ts_us RANGE BETWEEN {node.window_us - 1} PRECEDING AND CURRENT ROW"
+        cmp = ">" if node.op == "gt" else ">="
+        key_ok = f'"{node.per}" IS NOT NULL' if node.per else "TRUE"
+        if node.kind == "rate":
+            self.windows.append(
+                f"(count(*) FILTER (WHERE tm{r}) OVER ({part}{frame}) - count(*) FILTER (WHERE tm{r}) OVER "
+                f"({peers} ORDER BY seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)) AS w{k}")
+            return f"({key_ok} AND w{k} {cmp} {num(node.threshold)})", "FALSE"
+        v = self.field(node.field)  # type: ignore[arg-type]
+        amount = (f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)")
+        self.windows.append(
+            f"list({{'t': ts_us, 'q': seq, 'a': {amount}}}) FILTER (WHERE tm{r}) OVER ({part}{frame}) AS w{k}")
+        total = (f"list_reduce(list_sort([e_.a FOR e_ IN w{k} IF NOT (e_.t = ts_us AND e_.q > seq)]), "
+                 f"lambda p_, q_: p_ + q_)")
+        usable = f"({v.missing} OR {v.good} OR {v.str_num_ok})"
+        return f"({key_ok} AND COALESCE({total} {cmp} {num(node.threshold)}, FALSE))", f"(NOT {usable})"
+
+    def sql(self, source: Sql) -> Sql:
+        p = self.policy
+        rules = []
+        for r, rule in enumerate(p.rules):
+            val, err = self.cond(rule.when, rule, r)
+            rules.append((rule, val, err))
+        fcols = [f"json_extract({f.root}, {lit(_pointer(f.path))}) AS j{i}" for i, f in self.fields.values()]
+        tcols = []
+        for i, _ in self.fields.values():
+            jv = Val.of_json(f"j{i}")
+            tcols += [f"{jv.t} AS t{i}", f"{jv.n} AS n{i}", f"{jv.s} AS s{i}", f"{jv.b} AS b{i}",
+                      f"{jv.snm} AS snm{i}", f"{jv.snv} AS snv{i}"]
+        tcols += [f"{self.tool_match(rule)} AS tm{r}" for r, rule in enumerate(p.rules)]
+        lt = [f"timezone({lit(p.timezone)}, ts) AS lt_"] if self.uses_time else []
+        layer1 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"',
+                            "epoch_us(ts) AS ts_us"] + lt + fcols)
+        layer2 = ", ".join(["*"] + tcols)
+        layer3 = ", ".join(["*"] + self.windows)
+        rcols = []
+        for r, (rule, val, err) in enumerate(rules):
+            rcols.append(f"(tm{r} AND COALESCE({err}, TRUE)) AS e{r}")
+            rcols.append(f"(tm{r} AND NOT COALESCE({err}, TRUE) AND COALESCE({val}, FALSE)) AS m{r}")
+        layer4 = ", ".join(["seq", "action_id"] + rcols)
+        return (f"WITH src AS ({source}),\n"
+                f"f AS (SELECT {layer1} FROM src),\n"
+                f"g AS (SELECT {layer2} FROM f),\n"
+                f"w AS (SELECT {layer3} FROM g),\n"
+                f"r AS (SELECT {layer4} FROM w),\n"
+                f"d AS (SELECT seq, action_id, {self._decision()} AS lvl, r.* EXCLUDE (seq, action_id) FROM r)\n"
+                f"SELECT seq, action_id, {self._verdict()} AS decision, {self._ids('m')} AS rules, "
+                f"{self._ids('e')} AS errors, {self._tier()} AS tier FROM d")
+
+    def _decision(self) -> Sql:
+        p = self.policy
+        levels = [f"CASE WHEN m{r} THEN {LEVEL[rule.action]} ELSE -1 END"
+                  for r, rule in enumerate(p.rules) if rule.enforced]
+        best = f"GREATEST(-1, {', '.join(levels)})" if levels else "-1"
+        base = f"(CASE WHEN {best} < 0 THEN {LEVEL[p.default]} ELSE {best} END)"
+        errs = _any([f"e{r}" for r, rule in enumerate(p.rules) if rule.enforced])
+        return f"(CASE WHEN {errs} THEN GREATEST({base}, {LEVEL[p.on_error]}) ELSE {base} END)"
+
+    def _verdict(self) -> Sql:
+        return "(CASE lvl WHEN 0 THEN 'allow' WHEN 1 THEN 'escalate' ELSE 'deny' END)"
+
+    def _ids(self, prefix: str) -> Sql:
+        if not self.policy.rules:
+            return "CAST([] AS VARCHAR[])"
+        items = ", ".join(f"CASE WHEN {prefix}{r} THEN {lit(rule.id)} END" for r, rule in enumerate(self.policy.rules))
+        return f"CAST([x_ FOR x_ IN [{items}] IF x_ IS NOT NULL] AS VARCHAR[])"
+
+    def _tier(self) -> Sql:
+        rank = self.policy.tier_rank()
+        cands = sorted(((rank[rule.tier], r, rule) for r, rule in enumerate(self.policy.rules)
+                        if rule.enforced and rule.action == "escalate" and rule.tier is not None),
+                       key=lambda c: (c[0], c[1]))
+        if not cands:
+            return "CAST(NULL AS VARCHAR)"
+        whens = " ".join(f"WHEN m{r} THEN {lit(rule.tier)}" for _, r, rule in cands)
+        return f"(CASE WHEN lvl = 1 THEN (CASE {whens} END) END)"
+
+
+def _leaf(q: _Query, node: Test, rule: Rule, r: int) -> Pair:
+    val, err = LEAVES[node.op](q.field(node.field), node.operand, node.field)
+    return f"COALESCE({val}, FALSE)", f"COALESCE({err}, FALSE)"
+
+
+def _combine(q: _Query, node: All | Any_, rule: Rule, r: int) -> Pair:
+    parts = [q.cond(item, rule, r) for item in node.items]
+    vals = [p[0] for p in parts]
+    return (_all(vals) if isinstance(node, All) else _any(vals)), _any([p[1] for p in parts])
+
+
+def _not(q: _Query, node: Not, rule: Rule, r: int) -> Pair:
+    val, err = q.cond(node.item, rule, r)
+    return f"(NOT {val})", err
+
+
+NODES: dict[type, Callable[[_Query, object, Rule, int], Pair]] = {
+    Test: _leaf,  # type: ignore[dict-item]
+    Window: lambda q, node, rule, r: q.window(node, rule, r),  # type: ignore[arg-type]
+    All: _combine,  # type: ignore[dict-item]
+    Any_: _combine,  # type: ignore[dict-item]
+    Not: _not,  # type: ignore[dict-item]
+}
+
+
+def _pointer(path: tuple[str, ...]) -> str:
+    return "/" + "/".join(seg.replace("~", "~0").replace("/", "~1") for seg in path)
+
+
+def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:
+    """The query deciding every row of `source` (which needs the store's action columns).
+
+    It returns `seq, action_id, decision, rules, errors, tier`, one row per action.
+    """
+    return _Query(policy).sql(source)
+
+
+def uses_windows(policy: Policy) -> bool:
+    return any(isinstance(leaf, Window) for rule in policy.rules for leaf in leaves(rule.when))

@@ -1,0 +1,447 @@
+"""Load a policy file: YAML with line numbers, every problem reported at `file:line`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import re2
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from gatekit.errors import PolicyError, Problem
+from gatekit.policy.conditions import (
+    ORDER_OPS, OPS, PER_KEYS, WEEKDAYS, All, Any_, Cond, Field, Not, Test, Window,
+)
+from gatekit.policy.model import Policy, Rule, Tier
+from gatekit.policy.schema import PolicyFile
+from gatekit.policy.values import compile_re2, glob_to_re2, parse_duration, re2_message
+
+Loc = tuple[Any, ...]
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and validate a policy file.
+
+    >>> policy = load_policy("policies/starter.yaml")
+
+    Raises `PolicyError` listing every problem, each at `file:line`.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([Problem(str(path), 0, f"cannot read policy: {exc}", "unreadable")]) from exc
+    return parse_policy(text, source=str(path))
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Validate policy text (YAML); `source` names it in problems."""
+    return _Loader(text, source).load()
+
+
+class _Loader:
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+        self.lines: dict[Loc, int] = {}
+        self.problems: list[Problem] = []
+
+    # -- problems and positions -------------------------------------------------------------------------
+    def problem(self, loc: Loc, msg: str, code: str = "invalid") -> None:
+        self.problems.append(Problem(self.source, self.line_of(loc), msg, code, tuple(loc)))
+
+    def line_of(self, loc: Loc) -> int:
+        loc = tuple(loc)
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), 1)
+
+    def _index(self, node: Any, loc: Loc) -> None:
+        if isinstance(node, CommentedMap):
+            for key in node:
+                try:
+                    self.lines[loc + (key,)] = node.lc.key(key)[0] + 1
+                except (KeyError, TypeError):
+                    pass
+                self._index(node[key], loc + (key,))
+        elif isinstance(node, CommentedSeq):
+            for i, item in enumerate(node):
+                try:
+                    self.lines[loc + (i,)] = node.lc.item(i)[0] + 1
+                except (KeyError, TypeError, IndexError):
+                    pass
+                self._index(item, loc + (i,))
+
+    # -- the pass ---------------------------------------------------------------------------------------
+    def load(self) -> Policy:
+        yaml = YAML(typ="rt")
+        try:
+            doc = yaml.load(self.text)
+        except MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            raise PolicyError([Problem(self.source, line, f"invalid YAML: {exc.problem or exc}", "yaml")]) from exc
+        except YAMLError as exc:
+            raise PolicyError([Problem(self.source, 1, f"invalid YAML: {exc}", "yaml")]) from exc
+        if not isinstance(doc, dict):
+            raise PolicyError([Problem(self.source, 1, "a policy must be a YAML mapping", "type")])
+        self.lines[()] = 1
+        self._index(doc, ())
+        data = _plain(doc)
+
+        try:
+            PolicyFile.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self._pydantic_problem(err)
+
+        tiers = self._tiers(data.get("tiers"))
+        rules = self._rules(data.get("rules"), tiers)
+        tz = data.get("timezone", "UTC")
+        if isinstance(tz, str):
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                self.problem(("timezone",), f"unknown time zone `{tz}`", "timezone")
+        if self.problems:
+            raise PolicyError(_dedupe(self.problems))
+        return Policy(
+            name=data["name"],
+            rules=tuple(rules),
+            tiers=tiers,
+            default=data.get("default", "allow"),
+            on_error=data.get("on_error", "escalate"),
+            timezone=tz,
+            version=data["version"],
+            text=self.text,
+            source=self.source,
+            fingerprint="sha256:" + hashlib.sha256(self.text.encode("utf-8")).hexdigest(),
+        )
+
+    def _pydantic_problem(self, err: dict[str, Any]) -> None:
+        loc = tuple(err["loc"])
+        # `when` is checked by this loader with better messages; skip pydantic's view of it
+        if "when" in loc[:3] and len(loc) > 3:
+            return
+        kind = err["type"]
+        field = ".".join(str(x) for x in loc) or "policy"
+        if kind == "extra_forbidden":
+            msg = f"unknown key `{loc[-1]}`"
+        elif kind == "missing":
+            msg = f"missing required key `{loc[-1]}`"
+        elif kind == "literal_error":
+            msg = f"`{field}`: {err['msg'].lower()}, got `{err.get('input')}`"
+        else:
+            msg = f"`{field}`: {err['msg'][0].lower() + err['msg'][1:]}"
+            # a union's branches each report; keep the message short and singular
+            if len(loc) >= 1 and loc[-1] in ("str", "int", "list[str]"):
+                loc = loc[:-1]
+                msg = f"`{'.'.join(str(x) for x in loc)}`: wrong type, got `{err.get('input')!r}`"
+        self.problem(loc, msg, kind)
+
+    # -- tiers and rules --------------------------------------------------------------------------------
+    def _tiers(self, raw: Any) -> dict[str, Tier]:
+        tiers: dict[str, Tier] = {}
+        if not isinstance(raw, dict):
+            return tiers
+        for name, spec in raw.items():
+            if not isinstance(spec, dict):
+                continue
+            durations = {}
+            for key in ("timeout", "approval_ttl"):
+                if spec.get(key) is not None:
+                    try:
+                        durations[key] = parse_duration(spec[key])
+                    except ValueError as exc:
+                        self.problem(("tiers", name, key), f"tier `{name}` {key}: {exc}", "duration")
+            approvals = spec.get("approvals", 1)
+            roles = spec.get("roles") or []
+            if isinstance(approvals, int) and isinstance(roles, list) and len(set(map(str, roles))) > approvals:
+                self.problem(("tiers", name, "roles"),
+                             f"tier `{name}` requires {len(roles)} roles but only {approvals} approvals", "tier")
+            tiers[str(name)] = Tier(
+                name=str(name),
+                approvals=approvals if isinstance(approvals, int) else 1,
+                roles=tuple(str(r) for r in roles) if isinstance(roles, list) else (),
+                timeout_us=durations.get("timeout"),
+                approval_ttl_us=durations.get("approval_ttl"),
+            )
+        return tiers
+
+    def _rules(self, raw: Any, tiers: dict[str, Tier]) -> list[Rule]:
+        if not isinstance(raw, list):
+            return []
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for i, spec in enumerate(raw):
+            if not isinstance(spec, dict):
+                continue
+            loc = ("rules", i)
+            rid = spec.get("id")
+            if isinstance(rid, str):
+                if rid in seen:
+                    self.problem(loc + ("id",), f"duplicate rule id `{rid}` (first at line {seen[rid]})", "duplicate")
+                else:
+                    seen[rid] = self.line_of(loc + ("id",))
+            tools = spec.get("tool")
+            tool_list = [tools] if isinstance(tools, str) else tools if isinstance(tools, list) else []
+            if isinstance(tools, list) and not tools:
+                self.problem(loc + ("tool",), "`tool` needs at least one name or glob", "tool")
+            regexes = []
+            for j, pattern in enumerate(tool_list):
+                if not isinstance(pattern, str) or not pattern:
+                    if isinstance(tools, list):
+                        self.problem(loc + ("tool", j), f"tool must be a non-empty string, got `{pattern!r}`", "tool")
+                    continue
+                regex = glob_to_re2(pattern)
+                try:
+                    compile_re2(regex)
+                except re2.error as exc:
+                    self.problem(loc + ("tool", j) if isinstance(tools, list) else loc + ("tool",),
+                                 f"invalid tool glob `{pattern}`: {re2_message(exc)}", "glob")
+                    continue
+                regexes.append(regex)
+            action = spec.get("action")
+            tier = spec.get("tier")
+            if tier is not None and isinstance(tier, str):
+                if tier not in tiers:
+                    known = ", ".join(f"`{t}`" for t in tiers) or "none defined"
+                    self.problem(loc + ("tier",), f"unknown tier `{tier}` (tiers: {known})", "tier")
+                elif action != "escalate":
+                    self.problem(loc + ("tier",), f"`tier` applies only to escalate rules, not `{action}`", "tier")
+            when_raw = spec.get("when")
+            when: Cond = All(())
+            if when_raw is not None:
+                when = self._when(when_raw, loc + ("when",))
+            if isinstance(rid, str) and regexes and action in ("allow", "deny", "escalate"):
+                rules.append(Rule(
+                    id=rid,
+                    tools=tuple(t for t in tool_list if isinstance(t, str)),
+                    tool_regex="|".join(f"(?:{r})" for r in regexes),
+                    action=action,
+                    when=when,
+                    tier=tier if isinstance(tier, str) else None,
+                    reason=spec.get("reason") if isinstance(spec.get("reason"), str) else None,
+                    mode=spec.get("mode", "enforce") if spec.get("mode") in ("enforce", "shadow") else "enforce",
+                    line=self.line_of(loc),
+                ))
+        return rules
+
+    # -- conditions -------------------------------------------------------------------------------------
+    def _when(self, node: Any, loc: Loc) -> Cond:
+        if not isinstance(node, dict):
+            self.problem(loc, f"`when` must be a mapping of conditions, got `{_show(node)}`", "when")
+            return All(())
+        items: list[Cond] = []
+        for key, value in node.items():
+            at = loc + (key,)
+            if key in ("all", "any"):
+                if not isinstance(value, list) or not value:
+                    self.problem(at, f"`{key}` needs a non-empty list of conditions", "when")
+                    continue
+                subs = tuple(self._when(v, at + (k,)) for k, v in enumerate(value))
+                items.append(All(subs) if key == "all" else Any_(subs))
+            elif key == "not":
+                items.append(Not(self._when(value, at)))
+            elif key in ("rate", "sum"):
+                window = self._window(key, value, at)
+                if window is not None:
+                    items.append(window)
+            else:
+                items.extend(self._field_tests(str(key), value, at))
+        return items[0] if len(items) == 1 else All(tuple(items))
+
+    def _field_tests(self, name: str, value: Any, loc: Loc) -> list[Test]:
+        try:
+            field = Field.parse(name)
+        except ValueError as exc:
+            self.problem(loc, str(exc), "field")
+            return []
+        tests = value.items() if isinstance(value, dict) else [("eq", value)]
+        if isinstance(value, dict) and not value:
+            self.problem(loc, f"`{name}` has no test", "when")
+        out = []
+        for op, operand in tests:
+            at = loc + (op,) if isinstance(value, dict) else loc
+            if op not in OPS:
+                self.problem(at, f"unknown test `{op}` (tests: {', '.join(OPS)})", "test")
+                continue
+            ok, norm = self._operand(field, op, operand, at)
+            if ok:
+                out.append(Test(field, op, norm, self.line_of(at)))
+        return out
+
+    def _operand(self, field: Field, op: str, operand: Any, loc: Loc) -> tuple[bool, Any]:
+        where = f"`{field.name}` {op}"
+        try:
+            norm = _norm(operand)
+        except ValueError as exc:
+            self.problem(loc, f"{where}: {exc}", "operand")
+            return False, None
+        is_num = isinstance(norm, float)
+        if op in ORDER_OPS:
+            if field.name == "time.date":
+                if not (isinstance(norm, str) and _is_date(norm)):
+                    self.problem(loc, f"{where} needs a date (YYYY-MM-DD), got `{_show(operand)}`", "operand")
+                    return False, None
+            elif not is_num:
+                self.problem(loc, f"{where} needs a number, got `{_show(operand)}`", "operand")
+                return False, None
+        elif op in ("in", "not_in"):
+            if not isinstance(norm, tuple):
+                self.problem(loc, f"{where} needs a list, got `{_show(operand)}`", "operand")
+                return False, None
+        elif op in ("matches", "startswith", "endswith"):
+            if not isinstance(norm, str):
+                self.problem(loc, f"{where} needs a string, got `{_show(operand)}`", "operand")
+                return False, None
+            if op == "matches":
+                try:
+                    compile_re2(norm)
+                except re2.error as exc:
+                    self.problem(loc, f"{where}: invalid RE2 pattern `{norm}`: {re2_message(exc)}", "regex")
+                    return False, None
+        elif op == "exists":
+            if not isinstance(norm, bool):
+                self.problem(loc, f"{where} needs true or false, got `{_show(operand)}`", "operand")
+                return False, None
+        if field.name == "time.weekday" and op in ("eq", "ne", "in", "not_in"):
+            days = norm if isinstance(norm, tuple) else (norm,)
+            bad = [d for d in days if d not in WEEKDAYS]
+            if bad:
+                self.problem(loc, f"{where}: `{_show(bad[0])}` is not a weekday ({', '.join(WEEKDAYS)})", "operand")
+                return False, None
+        if field.name == "time.hour" and op in ("eq", "ne", "in", "not_in"):
+            hours = norm if isinstance(norm, tuple) else (norm,)
+            if any(not (isinstance(h, float) and h.is_integer() and 0 <= h <= 23) for h in hours):
+                self.problem(loc, f"{where}: hours are whole numbers 0-23", "operand")
+                return False, None
+        return True, norm
+
+    def _window(self, kind: str, node: Any, loc: Loc) -> Window | None:
+        if not isinstance(node, dict):
+            self.problem(loc, f"`{kind}` needs a mapping with window and gt or gte", "window")
+            return None
+        allowed = {"per", "window", "gt", "gte"} | ({"field"} if kind == "sum" else set())
+        ok = True
+        for key in node:
+            if key not in allowed:
+                self.problem(loc + (key,), f"unknown key `{key}` in `{kind}` (keys: {', '.join(sorted(allowed))})",
+                             "window")
+                ok = False
+        per = node.get("per")
+        if per is not None and per not in PER_KEYS:
+            self.problem(loc + ("per",), f"`{kind}` per must be one of {', '.join(PER_KEYS)}, got `{_show(per)}`",
+                         "window")
+            ok = False
+        window_us = 0
+        if "window" not in node:
+            self.problem(loc, f"`{kind}` needs `window` (e.g. 10m)", "window")
+            ok = False
+        else:
+            try:
+                window_us = parse_duration(node["window"])
+            except ValueError as exc:
+                self.problem(loc + ("window",), f"`{kind}` window: {exc}", "duration")
+                ok = False
+        ops = [k for k in ("gt", "gte") if k in node]
+        threshold = 0.0
+        if len(ops) != 1:
+            self.problem(loc, f"`{kind}` needs exactly one of gt or gte", "window")
+            ok = False
+        else:
+            try:
+                threshold = _norm(node[ops[0]])
+            except ValueError:
+                threshold = None
+            if not isinstance(threshold, float):
+                self.problem(loc + (ops[0],), f"`{kind}` {ops[0]} needs a number", "window")
+                ok = False
+        field = None
+        if kind == "sum":
+            raw = node.get("field")
+            try:
+                field = Field.parse(raw) if isinstance(raw, str) else None
+            except ValueError as exc:
+                self.problem(loc + ("field",), str(exc), "field")
+                return None
+            if field is None or field.root not in ("args", "context"):
+                self.problem(loc + ("field",) if raw is not None else loc,
+                             "`sum` needs `field`: an args.<path> or context.<path>", "window")
+                ok = False
+        if not ok:
+            return None
+        return Window(kind, window_us, ops[0], threshold, per, field, self.line_of(loc))
+
+
+def _norm(value: Any) -> Any:
+    """A YAML operand as both evaluators compare it: numbers as floats, dates as ISO text, lists as tuples."""
+    if value is None:
+        raise ValueError("`null` cannot be compared (use `exists: false`)")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        try:
+            out = float(value)
+        except OverflowError:
+            raise ValueError(f"number `{value}` is out of range") from None
+        if not math.isfinite(out):
+            raise ValueError(f"`{value}` is not a finite number")
+        return out
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("strings cannot contain NUL")
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value)
+    raise ValueError(f"cannot compare with `{_show(value)}` (use a string, number, boolean or list)")
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {(str(k) if not isinstance(k, (str, int, float, bool)) else k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    name = type(node).__name__
+    if name == "ScalarFloat":
+        return float(node)
+    if name == "ScalarBoolean" or isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if (p.line, p.msg) not in seen:
+            seen.add((p.line, p.msg))
+            out.append(p)
+    return out

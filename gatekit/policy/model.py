@@ -1,0 +1,69 @@
+"""A loaded policy: validated, with parsed conditions and compiled patterns. Immutable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gatekit.policy.conditions import Cond
+
+LEVEL = {"allow": 0, "escalate": 1, "deny": 2}
+VERDICTS = ("allow", "escalate", "deny")
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    approvals: int = 1
+    roles: tuple[str, ...] = ()
+    timeout_us: int | None = None
+    approval_ttl_us: int | None = None
+
+    @property
+    def strictness(self) -> tuple[int, int, float]:
+        """More approvals, then more required roles, then a shorter timeout is stricter."""
+        timeout = self.timeout_us if self.timeout_us is not None else float("inf")
+        return (self.approvals, len(self.roles), -timeout)
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    tools: tuple[str, ...]
+    tool_regex: str  # one RE2 pattern (full match) for all of `tools`
+    action: str
+    when: Cond
+    tier: str | None = None
+    reason: str | None = None
+    mode: str = "enforce"
+    line: int = 0
+
+    @property
+    def enforced(self) -> bool:
+        return self.mode == "enforce"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A policy as both evaluators read it. Build one with `load_policy` or `parse_policy`."""
+
+    name: str
+    rules: tuple[Rule, ...]
+    tiers: dict[str, Tier] = field(default_factory=dict)
+    default: str = "allow"
+    on_error: str = "escalate"
+    timezone: str = "UTC"
+    version: int = 1
+    text: str = ""
+    source: str = "<policy>"
+    fingerprint: str = ""
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def tier_rank(self) -> dict[str, int]:
+        """Tier name -> rank, 0 the strictest; ties keep the file's order."""
+        ordered = sorted(enumerate(self.tiers.values()), key=lambda it: (tuple(-x for x in it[1].strictness), it[0]))
+        return {t.name: rank for rank, (_, t) in enumerate(ordered)}

@@ -1,0 +1,108 @@
+"""The policy file's schema (pydantic): what keys exist and what values they take.
+
+It validates the file's shape and produces the JSON Schema editors use; `load` turns a valid file into a
+`Policy` (model.py) with parsed conditions and compiled patterns.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["allow", "deny", "escalate"]
+Duration = Union[str, int]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TierFile(_Strict):
+    """What an escalation needs before the call may run."""
+
+    approvals: int = Field(1, ge=1, le=100, description="distinct approvals needed (M of N)")
+    roles: list[str] = Field(default_factory=list, description="roles that must each approve at least once")
+    timeout: Duration | None = Field(None, description="no decision by then: deny (e.g. 4h, 30m)")
+    approval_ttl: Duration | None = Field(None, description="an approval expires this long after it is given")
+    description: str | None = None
+
+
+class RuleFile(_Strict):
+    """One rule: the tools it looks at, what it decides, and when."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:/@-]+$", description="unique, stable id")
+    tool: str | list[str] = Field(description="tool name, shell-style glob (db.*), or a list of them")
+    action: Verdict
+    tier: str | None = Field(None, description="tier an escalation needs (escalate rules only)")
+    when: dict[str, Any] | None = Field(None, description="conditions; every entry must hold")
+    reason: str | None = None
+    mode: Literal["enforce", "shadow"] = Field("enforce", description="shadow: recorded, never decides")
+    description: str | None = None
+
+
+class PolicyFile(_Strict):
+    """A gatekit policy file (version 1)."""
+
+    version: Literal[1]
+    name: str = Field(min_length=1)
+    description: str | None = None
+    default: Verdict = Field("allow", description="decision when no enforce-mode rule matches")
+    on_error: Literal["escalate", "deny"] = Field(
+        "escalate", description="at least this when a matching rule cannot be evaluated"
+    )
+    timezone: str = Field("UTC", description="IANA time zone for time.* fields")
+    tiers: dict[str, TierFile] = Field(default_factory=dict)
+    rules: list[RuleFile] = Field(default_factory=list)
+
+
+_TEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        **{op: {} for op in ("eq", "ne", "contains")},
+        **{op: {"type": ["number", "string"]} for op in ("gt", "gte", "lt", "lte")},
+        **{op: {"type": "array"} for op in ("in", "not_in")},
+        **{op: {"type": "string"} for op in ("matches", "startswith", "endswith")},
+        "exists": {"type": "boolean"},
+    },
+}
+_WINDOW = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["window"],
+    "properties": {
+        "per": {"enum": ["agent", "session", "user", "tool"]},
+        "window": {"type": ["string", "integer"]},
+        "gt": {"type": "number"},
+        "gte": {"type": "number"},
+    },
+}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy file, with the `when` language spelled out for editors."""
+    schema = PolicyFile.model_json_schema()
+    when = {
+        "type": "object",
+        "description": "field: value (eq) or field: {test: operand}; all / any / not; rate / sum windows",
+        "properties": {
+            "all": {"type": "array", "items": {"$ref": "#/$defs/When"}},
+            "any": {"type": "array", "items": {"$ref": "#/$defs/When"}},
+            "not": {"$ref": "#/$defs/When"},
+            "rate": _WINDOW,
+            "sum": {**_WINDOW, "required": ["window", "field"],
+                    "properties": {**_WINDOW["properties"], "field": {"type": "string"}}},
+        },
+        "patternProperties": {
+            r"^(tool|agent|session|user|time\.(hour|weekday|date)|(args|context)\..+)$": {
+                "anyOf": [_TEST, {"type": ["string", "number", "boolean", "array"]}]
+            }
+        },
+        "additionalProperties": False,
+    }
+    schema.setdefault("$defs", {})["When"] = when
+    schema["$defs"]["RuleFile"]["properties"]["when"] = {"anyOf": [{"$ref": "#/$defs/When"}, {"type": "null"}]}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "gatekit policy"
+    return schema
