@@ -38,8 +38,13 @@ _TOO_DEEP = f"nesting too deep (more than {MAX_DEPTH} levels)"
 _KNOWN = frozenset(FIELDS)
 _STRINGS = ("agent", "session", "user", "evidence_hash", "executed_hash", "outcome")
 _JSON_TEXT_COLUMNS = ("args", "context", "approvals")  # Parquet string columns that hold JSON text
-# One encoder built once: json.dumps with non-default options builds a new one per call.
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=True).encode
+# JSON text for the store. orjson is ~10x faster but writes NaN as null, so values the stdlib had to
+# parse (the only ones that can hold NaN or Infinity) are written by the stdlib, built once because
+# json.dumps with options builds a new encoder per call. Both write compact text with UTF-8 kept.
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode
+_dumps = orjson.dumps
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+_STRING_FIELDS = ("action_id", *_STRINGS)
 _KINDS = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
 
 Progress = Callable[[int, int], None]
@@ -219,14 +224,14 @@ class _Sink:
             self.read += 1
             try:
                 if from_parquet:
-                    record = _parquet_record(line)
+                    record, slow = _parquet_record(line)
                 else:
                     try:
                         record, slow = orjson.loads(line), False
                     except orjson.JSONDecodeError:
                         record, slow = _decode_slow(line)
                     record = _check(record, slow, line)
-                rows.append(_to_row(record, now, seen, source, number))
+                rows.append(_to_row(record, slow, now, seen, source, number))
             except _Bad as e:
                 self.quarantined += 1
                 text = None if e.undecodable else line.decode("utf-8")
@@ -299,7 +304,7 @@ def _check(value: Any, slow: bool, line: bytes | None) -> dict[str, Any]:
     return value
 
 
-def _parquet_record(line: bytes) -> dict[str, Any]:
+def _parquet_record(line: bytes) -> tuple[dict[str, Any], bool]:
     try:
         record, slow = orjson.loads(line), False
     except orjson.JSONDecodeError:
@@ -318,11 +323,11 @@ def _parquet_record(line: bytes) -> dict[str, Any]:
                     slow = True
         # A Parquet column cannot be absent, only null: drop nulls so a row matches its JSONL line.
         record = {k: v for k, v in record.items() if v is not None}
-    return _check(record, slow, None)
+    return _check(record, slow, None), slow
 
 
 def _to_row(
-    record: dict[str, Any], now: datetime, seen: dict[str, int], source: str, number: int
+    record: dict[str, Any], slow: bool, now: datetime, seen: dict[str, int], source: str, number: int
 ) -> tuple[Any, ...]:
     get = record.get
     tool = get("tool")
@@ -344,10 +349,10 @@ def _to_row(
         ts = datetime.fromtimestamp(ts, timezone.utc)
     else:
         raise _Bad(f"bad timestamp (got {_kind(ts)})")
-    args = _object(get("args"), "args")
-    context = _object(get("context"), "context")
+    args = _object(get("args"), "args", slow)
+    context = _object(get("context"), "context", slow)
     action_id = get("action_id")
-    for name in ("action_id", *_STRINGS):
+    for name in _STRING_FIELDS:
         value = get(name)
         if value is not None and type(value) is not str:
             raise _Bad(f"`{name}` is not a string or null (got {_kind(value)})")
@@ -360,35 +365,41 @@ def _to_row(
             raise _Bad(f"`approvals` is not a list of objects (got {_kind(approvals)})")
         for i, approval in enumerate(approvals):
             if type(approval) is not dict:
-                raise _Bad(f"`approvals` is not a list of objects (item {i} is {_kind(approval)})")
-        approvals = _encode(approvals)
+                raise _Bad(f"`approvals` is not a list of objects (got {_kind(approval)} at index {i})")
+        approvals = _encode(approvals) if slow else _dumps(approvals)
     extra = None
     if not _KNOWN.issuperset(record):
-        extra = _encode({k: v for k, v in record.items() if k not in _KNOWN})
+        extra = {k: v for k, v in record.items() if k not in _KNOWN}
+        extra = _encode(extra) if slow else _dumps(extra)
     if not action_id:
-        action_id = _content_id(record, seen)
+        action_id = _content_id(record, slow, seen)
     return (
         action_id, ts, get("agent"), get("session"), get("user"), tool, args, context,
         get("evidence_hash"), get("executed_hash"), get("outcome"), approvals, label, extra, source, number,
     )
 
 
-def _content_id(record: dict[str, Any], seen: dict[str, int]) -> str:
+def _content_id(record: dict[str, Any], slow: bool, seen: dict[str, int]) -> str:
     # Nulls are left out so `"agent": null` and a missing agent (or a null Parquet cell) hash alike;
     # the n-th repeat of the same content in one file gets `#n` so identical calls stay distinct.
     content = {k: v for k, v in record.items() if v is not None and k != "action_id"}
-    digest = hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()[:24]
+    text = None if slow else _dumps(content, option=_SORT_KEYS)
+    # orjson's sorted output is byte for byte canonical_json's (tested), except that it writes floats
+    # below 1e-4 without Python's exponent form (1e-5, not 1e-05): such text contains one of these.
+    if text is None or b"e-" in text or b"0.0000" in text:
+        text = canonical_json(content).encode("utf-8")
+    digest = hashlib.sha256(text).hexdigest()[:24]
     n = seen.get(digest, 0) + 1
     seen[digest] = n
     return f"a-{digest}" if n == 1 else f"a-{digest}#{n}"
 
 
-def _object(value: Any, name: str) -> str:
+def _object(value: Any, name: str, slow: bool) -> str | bytes:
     if value is None:
         return "{}"
     if type(value) is not dict:
         raise _Bad(f"`{name}` is not an object (got {_kind(value)})")
-    return _encode(value)
+    return _encode(value) if slow else _dumps(value)
 
 
 def _too_deep(value: Any) -> bool:

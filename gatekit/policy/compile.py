@@ -245,7 +245,17 @@ class _Query:
         for r, rule in enumerate(p.rules):
             val, err = self.cond(rule.when, rule, r)
             rules.append((rule, val, err))
-        fcols = [f"json_extract({f.root}, {lit(_pointer(f.path))}) AS j{i}" for i, f in self.fields.values()]
+        # one JSON parse per document: extract every path of a root in one call, then index the list
+        fcols = []
+        for root in ("args", "context"):
+            mine = [(i, f) for i, f in self.fields.values() if f.root == root]
+            if len(mine) == 1:
+                i, f = mine[0]
+                fcols.append(f"json_extract({root}, {lit(_pointer(f.path))}) AS j{i}")
+            elif mine:
+                paths = ", ".join(lit(_pointer(f.path)) for _, f in mine)
+                fcols.append(f"json_extract({root}, [{paths}]) AS {root}_")
+                fcols += [f"{root}_[{k + 1}] AS j{i}" for k, (i, _) in enumerate(mine)]
         tcols = []
         for i, _ in self.fields.values():
             jv = Val.of_json(f"j{i}")

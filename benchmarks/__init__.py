@@ -1,0 +1,1 @@
+"""Benchmarks: each module prints the exact command that produced its numbers."""

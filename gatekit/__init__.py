@@ -1,0 +1,29 @@
+"""gatekit: decide which AI-agent actions need a human.
+
+The core (this import) is light: policy loading, the scalar evaluator and enforce mode. Shadow mode
+(`gatekit.replay`, `gatekit.logs`) pulls in DuckDB and polars only when imported.
+
+>>> from gatekit import load_policy, decide
+>>> decide(load_policy("policies/starter.yaml"), {"tool": "payment.send", "args": {"amount": 250}}).decision
+"""
+
+from gatekit.action import Action
+from gatekit.errors import ApprovalError, GatekitError, LogFormatError, PolicyError, Problem, StoreError
+from gatekit.policy import Decision, Policy, Rule, Tier, decide, load_policy, parse_policy
+
+__all__ = [
+    "Action",
+    "ApprovalError",
+    "Decision",
+    "GatekitError",
+    "LogFormatError",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "Rule",
+    "StoreError",
+    "Tier",
+    "decide",
+    "load_policy",
+    "parse_policy",
+]

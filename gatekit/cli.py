@@ -1,0 +1,277 @@
+"""The command line. Thin: parses options, calls the library, prints; the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from gatekit.errors import ApprovalError, GatekitError, LogFormatError, PolicyError, StoreError
+
+# exit codes, one per error branch
+EXIT_POLICY, EXIT_STORE, EXIT_LOGS, EXIT_APPROVAL, EXIT_OTHER = 3, 4, 5, 6, 1
+_CODES = {PolicyError: EXIT_POLICY, StoreError: EXIT_STORE, LogFormatError: EXIT_LOGS, ApprovalError: EXIT_APPROVAL}
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(EXIT_POLICY)
+    except GatekitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(next((c for t, c in _CODES.items() if isinstance(exc, t)), EXIT_OTHER))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gatekit")
+def cli() -> None:
+    """gatekit: decide which agent actions need a human, from evidence, then enforce the same policy."""
+
+
+def _emit(data: dict[str, Any]) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[Any]:
+    """A rich progress bar on stderr, or a no-op when quiet or not a terminal-worthy job."""
+    if quiet:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+        yield update
+
+
+# ---- policy ------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def validate(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check policy files; print every problem as FILE:LINE: message."""
+    from gatekit.policy import load_policy
+
+    problems = []
+    for f in files:
+        try:
+            load_policy(f)
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+    if as_json:
+        _emit({"valid": not problems, "problems": [
+            {"file": p.file, "line": p.line, "code": p.code, "message": p.msg} for p in problems]})
+    else:
+        for p in problems:
+            click.echo(str(p))
+        if not problems:
+            click.echo(f"ok: {len(files)} polic{'y' if len(files) == 1 else 'ies'} valid", err=True)
+    if problems:
+        sys.exit(EXIT_POLICY)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write to this file")
+def schema(out: Path | None) -> None:
+    """Print the JSON Schema of policy files, for editor autocompletion."""
+    from gatekit.policy.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {out}", err=True)
+    else:
+        click.echo(text)
+
+
+@cli.command("decide")
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("action", default="-")
+def decide_cmd(policy_path: Path, action: str) -> None:
+    """Decide one action (JSON text, or - for standard input) and print the decision as JSON."""
+    from gatekit.policy import decide, load_policy
+
+    policy = load_policy(policy_path)
+    text = sys.stdin.read() if action == "-" else action
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LogFormatError(f"action is not valid JSON: {exc}") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("tool"), str):
+        raise LogFormatError("action must be a JSON object with a string `tool`")
+    _emit(decide(policy, record).to_dict())
+
+
+# ---- store -------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path), help="the action store")
+@click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def ingest(files: tuple[Path, ...], db: Path, as_json: bool, quiet: bool) -> None:
+    """Read JSON Lines or Parquet logs into the store; bad lines go to quarantine with their reason."""
+    from gatekit.logs.ingest import ingest as run_ingest
+    from gatekit.logs.store import Store
+
+    paths = _expand(files)
+    with Store(db) as store, _progress("ingesting", quiet or as_json) as progress:
+        report = run_ingest(store, paths, progress=progress)
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        click.echo(f"read {report.read}, stored {report.stored}, quarantined {report.quarantined}, "
+                   f"duplicates {report.duplicates} ({report.files} file{'s' if report.files != 1 else ''})")
+        if report.quarantined:
+            click.echo(f"see why: duckdb {db} \"SELECT source, source_line, reason FROM quarantine\"", err=True)
+
+
+def _expand(files: tuple[Path, ...]) -> list[Path]:
+    out: list[Path] = []
+    for f in files:
+        if f.is_dir():
+            out += sorted(p for p in f.rglob("*") if p.is_file() and _is_log(p))
+        else:
+            out.append(f)
+    return out
+
+
+def _is_log(p: Path) -> bool:
+    name = p.name.lower()
+    return name.endswith((".jsonl", ".ndjson", ".parquet", ".jsonl.gz", ".ndjson.gz"))
+
+
+@cli.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", help="run name (default: policy name and time)")
+@click.option("--replace", is_flag=True, help="overwrite a run of the same name")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="also write rows to .parquet/.jsonl")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def replay(db: Path, policy_path: Path, name: str | None, replace: bool, out: Path | None, as_json: bool,
+           quiet: bool) -> None:
+    """Replay the stored actions through a policy (shadow mode) and store the run."""
+    from gatekit.logs.store import Store
+    from gatekit.policy import load_policy
+    from gatekit.replay import export_run, replay as run_replay
+
+    policy = load_policy(policy_path)
+    with Store(db) as store:
+        if store.count_actions() == 0:
+            raise StoreError(f"the store `{db}` has no actions: run `gatekit ingest FILES --db {db}` first")
+        run = run_replay(store, policy, name, replace=replace)
+        if out:
+            export_run(store, run.name, out)
+    if as_json:
+        _emit(run.to_dict() | ({"out": str(out)} if out else {}))
+        return
+    _print_run(run)
+    if out and not quiet:
+        click.echo(f"wrote {out}", err=True)
+
+
+def _print_run(run: Any) -> None:
+    click.echo(f"run `{run.name}`: policy `{run.policy_name}` over {run.actions:,} actions "
+               f"in {run.seconds:.2f}s")
+    for d in ("allow", "escalate", "deny"):
+        click.echo(f"  {d:<9}{run.decisions[d]:>10,}  {100 * run.rate(d):6.2f}%")
+    if run.errored:
+        click.echo(f"  {run.errored:,} actions hit a rule that could not be evaluated (they get `on_error`)")
+
+
+@cli.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def runs(db: Path, as_json: bool) -> None:
+    """List the stored replay runs."""
+    from gatekit.logs.store import Store
+    from gatekit.replay import list_runs
+
+    with Store(db, read_only=True) as store:
+        found = list_runs(store)
+    if as_json:
+        _emit({"runs": [r.to_dict() for r in found]})
+        return
+    if not found:
+        click.echo("no runs yet: run `gatekit replay --db ... --policy ...`")
+    for r in found:
+        click.echo(f"{r.name}\t{r.policy_name}\t{r.actions:,} actions\tescalate {100 * r.rate('escalate'):.1f}%"
+                   f"\tdeny {100 * r.rate('deny'):.1f}%")
+
+
+# ---- sample data and the demo ------------------------------------------------------------------------
+@cli.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--n", "n_actions", default=20000, show_default=True, help="number of actions")
+@click.option("--seed", default=7, show_default=True)
+def sample(out: Path, n_actions: int, seed: int) -> None:
+    """Generate realistic synthetic agent logs (seeded, deterministic)."""
+    from gatekit.sample import write_sample
+
+    paths = write_sample(out, n_actions=n_actions, seed=seed)
+    click.echo(f"wrote {n_actions:,} actions to {len(paths)} file(s) in {out}")
+
+
+@cli.command()
+@click.option("--db", default="gatekit-demo.duckdb", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--logs", type=click.Path(file_okay=False, path_type=Path), help="default: the bundled sample_logs/")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="default: policies/starter.yaml")
+@click.option("--json", "as_json", is_flag=True)
+def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -> None:
+    """Build a store from the sample logs, replay the starter policy in shadow mode, and summarise."""
+    from gatekit.logs.ingest import ingest as run_ingest
+    from gatekit.logs.store import Store
+    from gatekit.policy import load_policy
+    from gatekit.replay import replay as run_replay
+
+    logs = logs or _bundled("sample_logs")
+    policy_path = policy_path or _bundled("policies/starter.yaml")
+    policy = load_policy(policy_path)
+    with Store(db) as store:
+        report = run_ingest(store, _expand((logs,)))
+        run = run_replay(store, policy, "starter", replace=True)
+    if as_json:
+        _emit({"ingest": report.to_dict(), "run": run.to_dict(), "db": str(db)})
+        return
+    click.echo(f"ingested {logs}: read {report.read:,}, stored {report.stored:,}, "
+               f"quarantined {report.quarantined:,}, duplicates {report.duplicates:,} -> {db}")
+    _print_run(run)
+    click.echo("\nnext:")
+    click.echo(f"  gatekit runs --db {db}")
+    click.echo(f"  gatekit replay --db {db} --policy policies/starter-strict.yaml --name strict")
+    click.echo(f"  gatekit validate {policy_path}")
+    click.echo(f"  gatekit decide --policy {policy_path} '{{\"tool\": \"payment.send\", \"args\": {{\"amount\": 250}}}}'")
+
+
+def _bundled(rel: str) -> Path:
+    for base in (Path.cwd(), REPO):
+        if (base / rel).exists():
+            return base / rel
+    raise GatekitError(f"cannot find `{rel}`: run from a gatekit checkout, or pass it explicitly")
+
+
+if __name__ == "__main__":
+    main()
