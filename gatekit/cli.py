@@ -259,11 +259,35 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -
     click.echo(f"ingested {logs}: read {report.read:,}, stored {report.stored:,}, "
                f"quarantined {report.quarantined:,}, duplicates {report.duplicates:,} -> {db}")
     _print_run(run)
+    click.echo("  top rules:")
+    for rule_id, count in top_rules(store_path=db, run=run.name):
+        rule = policy.rule(rule_id)
+        action = rule.action + (" (shadow)" if not rule.enforced else "")
+        click.echo(f"    {rule_id:<32}{action:<18}{count:>8,}")
+    strict = _shown(_bundled("policies/starter-strict.yaml")) if (REPO / "policies").exists() else "STRICTER.yaml"
+    policy_path = _shown(policy_path)
     click.echo("\nnext:")
     click.echo(f"  gatekit runs --db {db}")
-    click.echo(f"  gatekit replay --db {db} --policy policies/starter-strict.yaml --name strict")
+    click.echo(f"  gatekit replay --db {db} --policy {strict} --name strict")
     click.echo(f"  gatekit validate {policy_path}")
     click.echo(f"  gatekit decide --policy {policy_path} '{{\"tool\": \"payment.send\", \"args\": {{\"amount\": 250}}}}'")
+
+
+def top_rules(store_path: Path, run: str, limit: int = 8) -> list[tuple[str, int]]:
+    """The rules that matched most often in a run."""
+    from gatekit.logs.store import Store
+
+    with Store(store_path, read_only=True) as store:
+        return [tuple(r) for r in store.con.execute(
+            "SELECT rule, count(*) AS n FROM (SELECT unnest(rules) AS rule FROM decisions WHERE run = ?) "
+            "GROUP BY rule ORDER BY n DESC, rule LIMIT ?", [run, limit]).fetchall()]
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _bundled(rel: str) -> Path:

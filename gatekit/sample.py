@@ -17,9 +17,10 @@ import random
 import statistics
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from gatekit.action import FIELDS, evidence_hash
+from gatekit.errors import GatekitError
 
 __all__ = ["START", "generate", "write_sample"]
 
@@ -35,9 +36,9 @@ _WEEK = 7 * _DAY
 TIMEOUT = {"standard": 4 * _HOUR, "critical": 30 * _MINUTE}
 SLA = _HOUR
 _REVIEWERS: dict[str, tuple[tuple[str, int], ...]] = {
-    "finance": (("u-tom", 45), ("u-maria", 35), ("u-priya", 20)),
+    "finance": (("u-tom", 40), ("u-maria", 35), ("u-priya", 25)),
     "security": (("u-kenji", 55), ("u-sara", 45)),
-    "sre": (("u-omar", 60), ("u-lena", 25), ("u-raj", 15)),
+    "sre": (("u-omar", 70), ("u-lena", 18), ("u-raj", 12)),
     "data-protection": (("u-ines", 60), ("u-paul", 40)),
     "marketing": (("u-chloe", 55), ("u-marco", 45)),
 }
@@ -45,7 +46,7 @@ RUBBER_STAMP = "u-tom"
 OVERLOADED = "u-omar"
 # median latency (s), lognormal sigma, chance of denying a benign call, a harmful one
 _STYLE = {
-    "u-tom": (4, 0.45, 0.003, 0.0),
+    "u-tom": (4, 0.45, 0.002, 0.0),
     "u-maria": (420, 0.9, 0.04, 0.65), "u-priya": (600, 0.9, 0.05, 0.6),
     "u-kenji": (720, 0.8, 0.06, 0.7), "u-sara": (540, 0.9, 0.05, 0.7),
     "u-omar": (2700, 1.1, 0.03, 0.3), "u-lena": (480, 0.8, 0.05, 0.6), "u-raj": (540, 0.9, 0.05, 0.6),
@@ -63,9 +64,9 @@ _TEAMS = {
 }
 # share of sessions, hour-of-week profile, median seconds between calls, first day active
 _AGENTS = {
-    "support-bot": (34, "support", 15, 0), "billing-bot": (16, "office", 20, 0),
-    "ops-bot": (15, "ops", 25, 0), "data-bot": (14, "batch", 6, 0), "growth-bot": (15, "office", 18, 0),
-    "audit-bot": (2, "office", 8, 0), "procure-bot": (4, "office", 25, 14),
+    "support-bot": (28, "support", 15, 0), "billing-bot": (14, "office", 20, 0),
+    "ops-bot": (20, "ops", 25, 0), "data-bot": (16, "batch", 6, 0), "growth-bot": (15, "office", 18, 0),
+    "audit-bot": (1, "office", 8, 0), "procure-bot": (4, "office", 25, 14),
 }
 
 _VENDORS = ("acme-corp", "globex", "initech", "umbrella-supply", "stark-industrial", "wayne-logistics",
@@ -85,9 +86,9 @@ _SANCTIONED = ("hubspot://lists/", "salesforce://campaigns/", "sftp://partner.gl
 _UNKNOWN = ("https://transfer.sh/", "s3://dl-share-7731/", "gs://tmp-bucket-kx/", "https://files.wetransfer.com/",
             "mailto:backup.dump@gmail.com?file=", "sftp://203.0.113.45/upload/")
 _SEGMENTS = (("trial-users", 800, 4000, 30), ("churn-risk", 300, 2000, 20), ("newsletter", 8000, 20000, 25),
-             ("enterprise-admins", 200, 800, 19), ("all-customers", 38000, 42000, 6))
-_IAM_ROLES = (("viewer", 40), ("editor", 25), ("deployer", 20), ("billing-viewer", 7), ("admin", 6),
-              ("owner", 2))
+             ("enterprise-admins", 200, 800, 15), ("all-customers", 38000, 42000, 10))
+_IAM_ROLES = (("viewer", 40), ("editor", 25), ("deployer", 20), ("billing-viewer", 7), ("admin", 11),
+              ("owner", 4))
 _CRITICAL_IAM = ("admin", "owner")
 
 
@@ -98,7 +99,7 @@ def generate(n_actions: int = 20000, *, seed: int = 7, start: datetime = START, 
     >>> payments = [r for r in generate(5000, seed=3) if r["tool"] == "payment.send"]
     """
     records, _ = _build(n_actions, seed, start, days)
-    yield from records
+    return iter(records)
 
 
 def write_sample(out_dir: Path, n_actions: int = 20000, seed: int = 7, *, start: datetime = START,
@@ -121,7 +122,7 @@ def write_sample(out_dir: Path, n_actions: int = 20000, seed: int = 7, *, start:
         path.write_text("\n".join(weeks[week]) + "\n", encoding="utf-8", newline="\n")
         paths.append(path)
     planted = out_dir / "PLANTED.json"
-    planted.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8", newline="\n")
+    planted.write_text(_dump(manifest) + "\n", encoding="utf-8", newline="\n")
     seed_file = out_dir / "SEED"
     seed_file.write_text(f"seed={seed}\nn_actions={n_actions}\nstart={_fmt(start, 0)}\ndays={days}\n",
                          encoding="utf-8", newline="\n")
@@ -130,9 +131,9 @@ def write_sample(out_dir: Path, n_actions: int = 20000, seed: int = 7, *, start:
 
 def _build(n: int, seed: int, start: datetime, days: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if n < MIN_ACTIONS:
-        raise ValueError(f"n_actions must be at least {MIN_ACTIONS} to hold the planted scenarios, got `{n}`")
+        raise GatekitError(f"n_actions must be at least {MIN_ACTIONS} to hold the planted scenarios, got `{n}`")
     if days < 7:
-        raise ValueError(f"days must be at least 7 to include a weekend, got `{days}`")
+        raise GatekitError(f"days must be at least 7 to include a weekend, got `{days}`")
     sample = _Sample(n, seed, _utc(start), days)
     sample.run()
     return sample.finish()
@@ -148,13 +149,15 @@ class _Sample:
         self.calls: list[dict[str, Any]] = []
         self.sessions = 0
         self.episodes: dict[str, list[dict[str, Any]]] = {"email_bursts": [], "split_payments": [],
-                                                           "incidents": []}
+                                                           "incidents": [], "injections": []}
+        self.reused: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self.cum = {agent: self._cum_weights(agent) for agent in _AGENTS}
 
     # -- time -------------------------------------------------------------------------------------------
 
     def _cum_weights(self, agent: str) -> list[float]:
         _, profile, _, first_day = _AGENTS[agent]
+        first_day = min(first_day, self.days // 2)
         total, out = 0.0, []
         for slot in range(self.days * 24):
             dt = self.start + timedelta(hours=slot)
@@ -169,11 +172,11 @@ class _Sample:
         slot = self.rng.choices(range(len(self.cum[agent])), cum_weights=self.cum[agent])[0]
         return slot * _HOUR + self.rng.randrange(_HOUR)
 
-    def _when_at(self, hours: tuple[int, ...], weekdays: tuple[int, ...]) -> int:
+    def _when_at(self, hours: tuple[int, ...], weekdays: tuple[int, ...], first_day: int = 0) -> int:
         """A random time whose hour and weekday are among those given."""
-        slots = [s for s in range(self.days * 24)
+        slots = [s for s in range(first_day * 24, self.days * 24 - 3)
                  if (self.start + timedelta(hours=s)).hour in hours
-                 and (self.start + timedelta(hours=s)).weekday() in weekdays and s < self.days * 24 - 3]
+                 and (self.start + timedelta(hours=s)).weekday() in weekdays]
         return self.rng.choice(slots) * _HOUR + self.rng.randrange(_HOUR)
 
     def _dt(self, ms: int) -> datetime:
@@ -188,9 +191,11 @@ class _Sample:
             self._email_burst()
         for _ in range(max(2, n // 6000)):
             self._split_payments()
-        for _ in range(max(3, n // 1000)):
+        for _ in range(max(3, n // 500)):
             self._injected_payment()
-        for _ in range(max(2, n // 5000)):
+        for _ in range(max(3, n // 500)):
+            self._injected_refund()
+        for _ in range(max(2, n // 4000)):
             self._incident()
         agents = list(_AGENTS)
         weights = [_AGENTS[a][0] for a in agents]
@@ -276,22 +281,24 @@ class _Sample:
 
     def _ops(self) -> list[dict[str, Any]]:
         rng, steps = self.rng, []
-        kind = rng.choices(("deploy", "scale", "access", "maintenance"), weights=(45, 25, 15, 15))[0]
+        kind = rng.choices(("deploy", "scale", "access", "maintenance"), weights=(42, 23, 20, 15))[0]
         service = rng.choice(_SERVICES)
         steps.append(_step("tickets.read", {"ticket_id": f"CHG-{rng.randint(1000, 9999)}"}))
         for _ in range(rng.randint(0, 2)):
             steps.append(_step("kb.search", {"query": f"{service} runbook"}))
         if kind == "deploy":
-            version = f"v{rng.randint(1, 4)}.{rng.randint(0, 60)}.{rng.randint(0, 9)}"
-            strategy = rng.choice(("rolling", "canary", "blue-green"))
-            steps.append(_step("deploy.service", {"service": service, "version": version, "strategy": strategy},
-                               env="staging"))
-            for _ in range(rng.randint(1, 2)):
-                steps.append(self._db_query("app", env="prod"))
-            steps.append(_step("deploy.service", {"service": service, "version": version, "strategy": strategy},
-                               env="prod"))
-            if rng.random() < 0.08:
-                steps.append(_step("deploy.rollback", {"service": service, "to_version": "previous"}, env="prod"))
+            for service in rng.sample(_SERVICES, rng.choice((1, 1, 2, 3))):
+                version = f"v{rng.randint(1, 4)}.{rng.randint(0, 60)}.{rng.randint(0, 9)}"
+                strategy = rng.choice(("rolling", "canary", "blue-green"))
+                steps.append(_step("deploy.service", {"service": service, "version": version,
+                                                      "strategy": strategy}, env="staging"))
+                for _ in range(rng.randint(1, 2)):
+                    steps.append(self._db_query("app", env="prod"))
+                steps.append(_step("deploy.service", {"service": service, "version": version,
+                                                      "strategy": strategy}, env="prod"))
+                if rng.random() < 0.08:
+                    steps.append(_step("deploy.rollback", {"service": service, "to_version": "previous"},
+                                       env="prod"))
         elif kind == "scale":
             before = rng.randint(2, 12)
             after = max(1, before + rng.choice((-2, -1, 1, 2, 4, before, 2 * before)))
@@ -312,15 +319,19 @@ class _Sample:
 
     def _data(self) -> list[dict[str, Any]]:
         rng, steps = self.rng, []
-        kind = rng.choices(("etl", "analysis", "retention"), weights=(45, 35, 20))[0]
+        kind = rng.choices(("etl", "analysis", "retention", "share"), weights=(33, 25, 27, 15))[0]
         if kind == "etl":
             for _ in range(rng.randint(5, 25)):
                 steps.append(self._db_query(rng.choice(("orders", "analytics")), env="prod"))
             for _ in range(rng.randint(1, 3)):
-                env = rng.choice(("staging", "staging", "prod"))
-                steps.append(_step("db.update", {"database": "analytics", "table": "daily_revenue",
-                                                 "rows_affected": rng.randint(100, 50000),
-                                                 "where": "day = current_date - 1"}, env=env))
+                env = rng.choice(("staging", "prod"))
+                args = {"database": "analytics", "table": "daily_revenue", "rows_affected": rng.randint(100, 50000),
+                        "where": "day = current_date - 1"}
+                unbounded = env == "prod" and rng.random() < 0.04  # the WHERE clause got lost
+                if unbounded:
+                    del args["where"]
+                    args["rows_affected"] = rng.randint(2_000_000, 9_000_000)
+                steps.append(_step("db.update", args, env=env, harm="prod_destructive" if unbounded else None))
             if rng.random() < 0.4:
                 steps.append(_step("db.drop_table", {"database": "analytics",
                                                      "table": f"tmp_etl_{rng.randint(100, 999)}",
@@ -333,23 +344,29 @@ class _Sample:
                                                                     "event schema"))}))
             for _ in range(rng.randint(3, 12)):
                 steps.append(self._db_query(rng.choice(("orders", "analytics", "billing")), env="prod"))
-            if rng.random() < 0.5:
+            if rng.random() < 0.6:
                 steps.append(self._export())
+        elif kind == "share":  # "send the extract to our contractor": often somewhere nobody vetted
+            steps.append(_step("docs.search", {"query": "data sharing agreement"}))
+            for _ in range(rng.randint(1, 4)):
+                steps.append(self._db_query(rng.choice(("orders", "billing")), env="prod"))
+            steps.append(self._export(weights=(10, 25, 65)))
         else:
-            steps.append(self._db_query("app", env="prod"))
-            env = rng.choice(("prod", "prod", "prod", "staging", "dev"))
-            table = rng.choice(("sessions", "events", "api_keys", "users"))
-            rows, where = int(rng.lognormvariate(math.log(150), 1.2)), "created_at < now() - interval '90 days'"
-            big = rng.random() < 0.12
-            if big:
-                rows = rng.randint(5000, 2_000_000)
-            args = {"database": "app", "table": table, "rows_affected": rows}
-            if not (big and rng.random() < 0.4):
-                args["where"] = where
-            steps.append(_step("db.delete", args, env=env,
-                               harm="prod_destructive" if env == "prod" and rows > 5000 else None))
+            for _ in range(rng.randint(1, 3)):
+                steps.append(self._db_query("app", env="prod"))
+                env = rng.choice(("prod", "prod", "prod", "staging", "dev"))
+                table = rng.choice(("sessions", "events", "api_keys", "users"))
+                rows, where = int(rng.lognormvariate(math.log(150), 1.2)), "created_at < now() - interval '90 days'"
+                big = rng.random() < 0.3
+                if big:
+                    rows = rng.randint(5000, 2_000_000)
+                args = {"database": "app", "table": table, "rows_affected": rows}
+                if not (big and rng.random() < 0.4):
+                    args["where"] = where
+                steps.append(_step("db.delete", args, env=env,
+                                   harm="prod_destructive" if env == "prod" and rows > 5000 else None))
             if rng.random() < 0.3:
-                prod = rng.random() < 0.12
+                prod = rng.random() < 0.25
                 steps.append(_step("db.drop_table", {"database": "app",
                                                      "table": rng.choice(("sessions_old", "events_2024",
                                                                           "api_keys_bak")),
@@ -377,15 +394,16 @@ class _Sample:
                 harm="mass_email" if segment == "all-customers" else None))
         else:
             steps.append(self._db_query("orders", env="prod"))
-            dest = rng.choice(_SANCTIONED[:2])
+            rogue = rng.random() < 0.06  # "just send me the list" to a personal inbox
+            dest = rng.choice(_UNKNOWN[4:5] if rogue else _SANCTIONED[:2])
             steps.append(_step("data.export", {"dataset": "orders.customers", "rows": rng.randint(1000, 60000),
-                                               "destination": dest + f"q4-{rng.randint(10, 99)}",
-                                               "format": "csv"}))
+                                               "destination": dest + f"leads-q4-{rng.randint(10, 99)}.csv",
+                                               "format": "csv"}, harm="external_export" if rogue else None))
         return steps
 
     def _audit(self) -> list[dict[str, Any]]:
         rng, steps = self.rng, []
-        for _ in range(rng.randint(20, 60)):
+        for _ in range(rng.randint(10, 40)):
             tool = rng.choice(("db.query", "docs.search", "tickets.read", "crm.lookup"))
             if tool == "db.query":
                 steps.append(self._db_query(rng.choice(tuple(_TABLES)), env="prod"))
@@ -413,14 +431,14 @@ class _Sample:
     def _email_burst(self) -> None:
         """growth-bot loops on a template: more than 20 e-mails in under 10 minutes."""
         rng = self.rng
-        count = rng.randint(22, 38)
+        count = rng.randint(24, 45)
         steps = [_step("email.send", {"to": self._address(), "recipients": 1, "template": "trial_reminder"},
                        harm="email_burst") for _ in range(count)]
         for i, step in enumerate(steps):
             if i >= 30:  # the recorded world's own rate limiter stopped the tail of a burst
                 step["blocked"] = True
         at = self._when_at(tuple(range(9, 17)), (0, 1, 2, 3, 4))
-        calls = self._session("growth-bot", at, steps, gap=9)
+        calls = self._session("growth-bot", at, steps, gap=6)
         for call in calls:
             call["tags"].append("email_burst")
         self.episodes["email_bursts"].append({"agent": "growth-bot", "calls": calls})
@@ -434,9 +452,9 @@ class _Sample:
             steps.append(_step("payment.send", {"amount": round(rng.uniform(88, 99.9), 2), "currency": "USD",
                                                 "recipient": payee, "memo": "consulting retainer"},
                                harm="split_payment"))
-        at = self._when_at(tuple(range(9, 18)), (0, 1, 2, 3, 4)) if self.days > 14 else self._when("billing-bot")
-        at = max(at, 14 * _DAY) if self.days > 15 else at
-        calls = self._session("procure-bot", at, steps, gap=240)
+        first_day = min(_AGENTS["procure-bot"][3], self.days // 2)
+        at = self._when_at(tuple(range(9, 18)), (0, 1, 2, 3, 4), first_day=first_day)
+        calls = self._session("procure-bot", at, steps, gap=150)
         self.episodes["split_payments"].append({"agent": "procure-bot", "recipient": payee,
                                                 "calls": [c for c in calls if c["tool"] == "payment.send"]})
 
@@ -450,12 +468,27 @@ class _Sample:
                  _step("crm.lookup", {"customer_id": f"v-{rng.choice(_VENDORS)}"}),
                  _step("payment.send", {"amount": amount, "currency": rng.choice(("USD", "USD", "EUR")),
                                         "recipient": payee, "memo": "updated bank details - urgent"},
-                       harm="injected_payment"),
+                       harm="prompt_injection"),
                  _step("email.send", {"to": f"finance@{payee[5:]}.example", "recipients": 1,
-                                      "template": "remittance_advice"})]
-        calls = self._session("billing-bot", self._when("billing-bot"), steps)
-        if len(calls) >= 3:
-            calls[2]["source"] = calls[0]
+                                      "template": "remittance_advice"}, harm="prompt_injection")]
+        self._injection(self._session("billing-bot", self._when("billing-bot"), steps))
+
+    def _injected_refund(self) -> None:
+        """support-bot follows instructions hidden in a ticket: refunds an order and mails customer data out."""
+        rng = self.rng
+        ticket = f"T-{rng.randint(10000, 99999)}"
+        steps = [_step("tickets.read", {"ticket_id": ticket}),
+                 _step("crm.lookup", {"customer_id": f"c-{rng.randint(10000, 99999)}"}),
+                 _step("payment.refund", {"amount": round(rng.uniform(150, 900), 2), "currency": "USD",
+                                          "order_id": f"O-{rng.randint(100000, 999999)}", "reason": "goodwill"},
+                       harm="prompt_injection"),
+                 _step("email.send", {"to": f"{rng.choice(_FIRST)}.{rng.randint(100, 999)}@proton.example",
+                                      "recipients": 1, "template": "account_export"}, harm="prompt_injection")]
+        self._injection(self._session("support-bot", self._when("support-bot"), steps))
+
+    def _injection(self, calls: list[dict[str, Any]]) -> None:
+        if len(calls) > 2:  # a session cut short by the end of the period carried out nothing
+            self.episodes["injections"].append({"source": calls[0], "calls": calls[2:]})
 
     def _incident(self) -> None:
         """ops-bot mitigates a night-time incident through break-glass approvals."""
@@ -466,12 +499,12 @@ class _Sample:
                  _step("kb.search", {"query": f"{service} runbook"}, trigger="incident"),
                  self._db_query("app", env="prod"),
                  _step("deploy.rollback", {"service": service, "to_version": "previous"}, env="prod",
-                       trigger="incident", glass=True)]
+                       trigger="incident", glass=incident)]
         if rng.random() < 0.6:
             before = rng.randint(3, 8)
             steps.append(_step("infra.scale", {"service": service, "from_replicas": before,
                                                "to_replicas": before * 3}, env="prod", trigger="incident",
-                               glass=True))
+                               glass=incident))
         at = self._when_at((0, 1, 2, 3, 4, 22, 23), tuple(range(7)))
         calls = self._session("ops-bot", at, steps, user=rng.choice(("u-lena", "u-raj", "u-omar")), gap=60)
         self.episodes["incidents"].append({"incident": incident, "calls": calls})
@@ -495,17 +528,17 @@ class _Sample:
 
     def _address(self) -> str:
         rng = self.rng
-        return f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}{rng.randint(1, 99)}@example.{rng.choice(('com', 'net', 'org'))}"
+        name = f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}{rng.randint(1, 99)}"
+        return f"{name}@example.{rng.choice(('com', 'net', 'org'))}"
 
     def _db_query(self, database: str, *, env: str) -> dict[str, Any]:
         rng = self.rng
         return _step("db.query", {"database": database, "table": rng.choice(_TABLES[database]),
                                   "rows": int(rng.lognormvariate(math.log(40), 1.5))}, env=env)
 
-    def _export(self, *, internal: bool = False) -> dict[str, Any]:
+    def _export(self, *, internal: bool = False, weights: tuple[int, int, int] = (60, 15, 25)) -> dict[str, Any]:
         rng = self.rng
-        kind = "internal" if internal else rng.choices(("internal", "sanctioned", "unknown"),
-                                                        weights=(65, 15, 20))[0]
+        kind = "internal" if internal else rng.choices(("internal", "sanctioned", "unknown"), weights=weights)[0]
         prefix = rng.choice({"internal": _INTERNAL, "sanctioned": _SANCTIONED, "unknown": _UNKNOWN}[kind])
         rows = int(rng.lognormvariate(math.log(20000), 1.3))
         step = _step("data.export", {"dataset": rng.choice(("orders.customers", "analytics.events",
@@ -531,13 +564,13 @@ class _Sample:
         if tier is None:
             call["outcome"] = "failed" if rng.random() < 0.012 else "executed"
             return ts
-        if call.pop("glass", False):
-            reviewer = call["user"] if call["user"] != "u-omar" else "u-lena"
+        incident = call.pop("glass", None)
+        if incident:
+            reviewer = OVERLOADED if call["user"] != OVERLOADED else "u-lena"  # the other on-call engineer
             decided = ts + rng.randint(5_000, 40_000)
+            reason = f"{incident} SEV{rng.choice((1, 1, 2))}: {call['args']['service']} down, on-call mitigation"
             call["approvals"] = [{"reviewer": reviewer, "role": "sre", "decision": "approve", "requested_at": ts,
-                                  "decided_at": decided, "break_glass": True,
-                                  "reason": f"SEV{rng.choice((1, 1, 2))} {call['args'].get('service')} outage, "
-                                            f"{call['session']}: on-call mitigation"}]
+                                  "decided_at": decided, "break_glass": True, "reason": reason}]
             call["tags"].append("break_glass")
             call["outcome"] = "executed"
             return decided
@@ -611,7 +644,6 @@ class _Sample:
         for call in pick([c for c in self.calls if c["outcome"] == "timed_out" and len(c["approvals"]) == 1
                           and c["approvals"][0]["decision"] == "approve" and free(c)], scale, "approved_after_timeout"):
             call["outcome"] = "executed"
-        self.reused: list[tuple[dict[str, Any], dict[str, Any]]] = []
         payments = [c for c in self.calls if c["tool"] == "payment.send" and single_approved(c)]
         payments.sort(key=lambda c: (c["agent"], c["ts"], c["seq"]))
         pairs = [(a, b) for a, b in zip(payments, payments[1:])
@@ -674,6 +706,9 @@ class _Sample:
         def ids(tag: str) -> list[str]:
             return [c["id"] for c in calls if tag in c["tags"]]
 
+        def first_id(episode: dict[str, Any]) -> str:
+            return episode["action_ids"][0]
+
         harm: dict[str, list[str]] = {}
         for call in calls:
             if call.get("harm"):
@@ -690,11 +725,16 @@ class _Sample:
             "recorded_world": {
                 "timeouts_s": {tier: ms // 1000 for tier, ms in TIMEOUT.items()}, "sla_s": SLA // 1000,
                 "reviewers": {name: role for role, pool in _REVIEWERS.items() for name, _ in pool},
-                "review_rules": "payment.send > 500 (critical > 10000: finance+security); every payment.refund; "
-                                "prod db.update/db.delete (db.drop_table: sre+security); prod deploys; "
-                                "prod infra.scale more than doubling; every infra.iam.grant (admin/owner: "
-                                "security+sre); data.export outside corp or > 50000 rows (> 100000: "
-                                "data-protection+security); email.campaign.send > 5000 recipients",
+                "review_rules": [
+                    "payment.send amount > 500: finance (> 10000: critical, finance + security)",
+                    "payment.refund: finance",
+                    "db.update, db.delete in prod: sre (db.drop_table in prod: critical, sre + security)",
+                    "deploy.* in prod: sre",
+                    "infra.scale in prod to more than twice the replicas: sre",
+                    "infra.iam.grant: security (admin, owner: critical, security + sre)",
+                    "data.export outside corp or > 50000 rows: data-protection (> 100000: critical, + security)",
+                    "email.campaign.send to > 5000 recipients: marketing",
+                ],
             },
             "reviewers": {
                 "rubber_stamp": {"reviewer": RUBBER_STAMP, **stats[RUBBER_STAMP]},
@@ -710,9 +750,11 @@ class _Sample:
             },
             "execution_drift": ids("drift"),
             "break_glass": ids("break_glass"),
+            "incidents": sorted(({"incident": e["incident"], "action_ids": [c["id"] for c in e["calls"]]}
+                                 for e in self.episodes["incidents"] if e["calls"]), key=first_id),
             "self_approvals": {"by_user": ids("self_approval_user"), "by_agent": ids("self_approval_agent")},
             "approved_after_timeout": ids("approved_after_timeout"),
-            "approval_reused": [[a["id"], b["id"]] for a, b in self.reused],
+            "approval_reused": sorted([a["id"], b["id"]] for a, b in self.reused),
             "executed_without_approval": ids("unapproved"),
             "amount_strings": {"numeric": ids("amount_string"), "malformed": ids("amount_malformed")},
             "promotion_candidates": [{
@@ -723,15 +765,18 @@ class _Sample:
             }],
             "email_bursts": [{"agent": b["agent"], "start": _fmt(self.start, b["calls"][0]["ts"]),
                               "end": _fmt(self.start, b["calls"][-1]["ts"]), "count": len(b["calls"]),
-                              "action_ids": [c["id"] for c in b["calls"]]} for b in self.episodes["email_bursts"]],
-            "split_payments": [{"agent": s["agent"], "recipient": s["recipient"],
-                                "total": round(sum(c["args"]["amount"] for c in s["calls"]), 2),
-                                "action_ids": [c["id"] for c in s["calls"]]} for s in self.episodes["split_payments"]],
-            "injected_payments": [{"action_id": c["id"], "source_action_id": c["source"]["id"],
-                                   "recipient": c["args"]["recipient"]} for c in calls if "source" in c],
+                              "action_ids": [c["id"] for c in b["calls"]]}
+                             for b in sorted(self.episodes["email_bursts"], key=lambda b: b["calls"][0]["ts"])],
+            "split_payments": sorted(({"agent": s["agent"], "recipient": s["recipient"],
+                                       "total": round(sum(c["args"]["amount"] for c in s["calls"]), 2),
+                                       "action_ids": sorted(c["id"] for c in s["calls"])}
+                                      for s in self.episodes["split_payments"]), key=first_id),
+            "injections": sorted(({"agent": e["source"]["agent"], "source_action_id": e["source"]["id"],
+                                   "action_ids": sorted(c["id"] for c in e["calls"])}
+                                  for e in self.episodes["injections"]), key=lambda e: e["source_action_id"]),
             "weekend_deploys": [c["id"] for c in calls if c["tool"].startswith("deploy.")
                                 and self._dt(c["ts"]).weekday() >= 5],
-            "out_of_order": [c["id"] for c in late],
+            "out_of_order": sorted(c["id"] for c in late),
             "harmful": harm,
             "labels": {"harmful": n_harm, "benign": n_benign, "unlabelled": labels.count(None),
                        "harmful_rate": round(n_harm / (n_harm + n_benign), 4)},
@@ -742,7 +787,7 @@ class _Sample:
 
 
 def _step(tool: str, args: dict[str, Any], *, env: str | None = None, trigger: str | None = None,
-          harm: str | None = None, glass: bool = False) -> dict[str, Any]:
+          harm: str | None = None, glass: str | None = None) -> dict[str, Any]:
     context: dict[str, Any] = {"env": env or "prod"}
     if trigger:
         context["trigger"] = trigger
@@ -750,7 +795,7 @@ def _step(tool: str, args: dict[str, Any], *, env: str | None = None, trigger: s
     if harm:
         step["harm"] = harm
     if glass:
-        step["glass"] = True
+        step["glass"] = glass  # the incident a break-glass approval cites
     return step
 
 
@@ -861,11 +906,24 @@ def _month_end(day: date) -> bool:
     return nxt.month != day.month
 
 
-def _count(values: Iterator[str] | Any) -> dict[str, int]:
+def _count(values: Iterable[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
         out[v] = out.get(v, 0) + 1
     return dict(sorted(out.items()))
+
+
+def _dump(value: Any, indent: str = "") -> str:
+    """Indented JSON with lists of plain values kept on one line, so long id lists stay readable."""
+    inner = indent + "  "
+    flat = json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, (dict, list)) or len(flat) <= 100 or (
+            isinstance(value, list) and not any(isinstance(v, (dict, list)) for v in value)):
+        return flat
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(k)}: {_dump(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    return "[\n" + ",\n".join(inner + _dump(v, inner) for v in value) + "\n" + indent + "]"
 
 
 def _utc(ts: datetime) -> datetime:

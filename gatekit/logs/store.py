@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gatekit.errors import StoreError
 
@@ -138,19 +139,42 @@ class Store:
         names = set(table.column_names)
         if "action_id" not in names:
             raise StoreError("cannot insert actions without an `action_id` column")
+        table = self._new_actions(table)
+        if table.num_rows == 0:
+            return 0
         table = table.append_column("_pos", pa.array(range(table.num_rows), pa.int64()))
-        select = ", ".join(
-            _source_column(col, names) for col in ACTION_COLUMNS if col != "seq"
-        )
+        select = ", ".join(_source_column(col, names) for col in ACTION_COLUMNS if col != "seq")
         cols = ", ".join(f'"{c}"' for c in ACTION_COLUMNS)
-        # Dedupe by anti-join rather than a unique index: an index would slow every bulk load.
-        sql = f"""
-            INSERT INTO actions ({cols})
-            SELECT ? + row_number() OVER (ORDER BY b._pos) - 1, {select}
-            FROM (FROM gatekit_batch QUALIFY row_number() OVER (PARTITION BY action_id ORDER BY _pos) = 1) b
-            WHERE NOT EXISTS (SELECT 1 FROM actions a WHERE a.action_id = b.action_id)
-        """
+        sql = f"INSERT INTO actions ({cols}) SELECT ? + b._pos, {select} FROM gatekit_batch b"
         return self._insert(sql, table, [self.next_seq()])
+
+    def _new_actions(self, table: pa.Table) -> pa.Table:
+        """The rows of `table` whose action_id is neither stored nor repeated earlier in `table`.
+
+        Deduping here (an anti-join, no unique index: an index slows every bulk load) leaves the insert
+        itself a plain append with `seq` from row order, about twice as fast as windows in the insert.
+        """
+        ids = table.column("action_id")
+        if ids.null_count:
+            raise StoreError("cannot insert actions with a null `action_id`")
+        pos = pa.array(range(table.num_rows), pa.int64())
+        keep = pa.array([True] * table.num_rows)
+        if pc.count_distinct(ids).as_py() != table.num_rows:
+            firsts = (
+                pa.table({"action_id": ids, "_pos": pos}).group_by("action_id", use_threads=False)
+                .aggregate([("_pos", "min")]).column("_pos_min")
+            )
+            keep = pc.is_in(pos, value_set=firsts)
+        self.con.register("gatekit_ids", pa.table({"action_id": ids, "_pos": pos}))
+        try:
+            stored = self.con.execute(
+                "SELECT b._pos FROM gatekit_ids b SEMI JOIN actions a ON a.action_id = b.action_id"
+            ).fetchall()
+        finally:
+            self.con.unregister("gatekit_ids")
+        if stored:
+            keep = pc.and_(keep, pc.invert(pc.is_in(pos, value_set=pa.array([p for p, in stored], pa.int64()))))
+        return table if pc.all(keep).as_py() else table.filter(keep)
 
     def insert_quarantine(self, batch: pa.Table | pl.DataFrame) -> int:
         """Append quarantined lines not already kept (same source, line and raw text or bytes)."""

@@ -19,8 +19,7 @@ from gatekit.policy.model import Policy
 
 Outcome = tuple[str, tuple[str, ...], tuple[str, ...], "str | None"]
 
-# Actions without a timestamp still need one in the store (its `ts` is NOT NULL); every test that looks at
-# time or windows gives its actions a `ts`, so this one only has to be fixed.
+# The store's `ts` is NOT NULL: a call without one gets this fixed instant on the SQL side.
 DEFAULT_TS = datetime(2026, 1, 15, 12, 0, 0, tzinfo=timezone.utc)
 
 _TABLE = """
@@ -29,11 +28,6 @@ CREATE TABLE actions (
   tool VARCHAR, args JSON, context JSON
 )
 """
-
-
-def with_default_ts(actions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The actions as the store would hold them: every one with a timestamp."""
-    return [dict(a) if a.get("ts") is not None else {**a, "ts": DEFAULT_TS} for a in actions]
 
 
 def _ts(value: Any) -> datetime:
@@ -81,10 +75,9 @@ def run_sql(policy: Policy, actions: Sequence[Mapping[str, Any]],
 
 def run_both(policy: Policy, actions: Sequence[Mapping[str, Any]],
              con: duckdb.DuckDBPyConnection | None = None) -> tuple[list[Outcome], list[Outcome]]:
-    """Both evaluators' outcomes for every action.
+    """Both evaluators' outcomes for every action: `(decide_log, compile_sql)`.
 
-    Python sees the same actions the store holds: actions without `ts` get DEFAULT_TS in both, so a
-    missing timestamp cannot make them differ (the store cannot hold a row without one).
+    The store cannot hold a call without a timestamp, so the SQL side gives such a call DEFAULT_TS while
+    `decide` sees none: cases that read `time.*` or windows must give every action a `ts`.
     """
-    stored = with_default_ts(actions)
-    return run_python(policy, stored), run_sql(policy, stored, con)
+    return run_python(policy, actions), run_sql(policy, actions, con)

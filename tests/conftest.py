@@ -1,0 +1,32 @@
+"""Test-wide settings: Hypothesis profiles.
+
+`dev` (the default) runs ~100 examples per property; `ci` runs at least 500, with no deadline (DuckDB's
+first query in a process is slow) and prints a reproduction blob on failure. Pick one with
+`HYPOTHESIS_PROFILE=ci`; `CI=true` selects `ci` on its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile(
+    "ci",
+    max_examples=500,
+    deadline=None,
+    derandomize=False,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def _profile() -> str:
+    chosen = os.environ.get("HYPOTHESIS_PROFILE")
+    if chosen:
+        return chosen
+    return "ci" if os.environ.get("CI", "").lower() == "true" else "dev"
+
+
+settings.load_profile(_profile())

@@ -1,0 +1,176 @@
+"""The command line, run in-process as a user would type it: outputs, files and exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from gatekit import cli, load_policy
+from gatekit.policy.decide import decide_log
+
+GOOD = """\
+version: 1
+name: pay
+tiers:
+  standard: {approvals: 1, timeout: 4h}
+rules:
+  - id: big-payment
+    tool: payment.send
+    action: escalate
+    tier: standard
+    when: {args.amount: {gt: 100}}
+  - id: prod-drop
+    tool: "db.drop_*"
+    action: deny
+    when: {context.env: prod}
+"""
+
+BAD = """\
+version: 1
+name: broken
+colour: blue
+rules:
+  - id: a
+    tool: payment.send
+    action: escalate
+    tier: gold
+    when: {args.amount: {gt: lots}}
+  - id: a
+    tool: x
+    action: maybe
+"""
+
+LOG = [
+    {"action_id": "a-1", "ts": "2026-11-02T10:00:00Z", "tool": "payment.send", "agent": "bot",
+     "args": {"amount": 250}},
+    {"action_id": "a-2", "ts": "2026-11-02T10:01:00Z", "tool": "payment.send", "agent": "bot",
+     "args": {"amount": "1,810"}},
+    {"action_id": "a-3", "ts": "2026-11-02T10:02:00Z", "tool": "db.drop_table", "context": {"env": "prod"}},
+    {"action_id": "a-4", "ts": "2026-11-02T10:03:00Z", "tool": "docs.search", "args": {"q": "refund policy"}},
+]
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    argv = sys.argv
+    sys.argv = ["gatekit", *map(str, args)]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    good, bad, log = tmp_path / "good.yaml", tmp_path / "bad.yaml", tmp_path / "log.jsonl"
+    good.write_text(GOOD)
+    bad.write_text(BAD)
+    log.write_text("\n".join(json.dumps(r) for r in LOG) + "\n")
+    return {"good": good, "bad": bad, "log": log, "db": tmp_path / "store.duckdb"}
+
+
+def test_validate_lists_every_problem_at_file_line(capsys, files) -> None:
+    code, out, _ = run(capsys, "validate", files["bad"])
+    assert code == cli.EXIT_POLICY
+    lines = out.strip().splitlines()
+    bad = files["bad"]
+    assert f"{bad}:3: unknown key `colour`" in lines
+    assert any(line.startswith(f"{bad}:8: unknown tier `gold`") for line in lines)
+    assert any(line.startswith(f"{bad}:9: `args.amount` gt needs a number") for line in lines)
+    assert any(line.startswith(f"{bad}:10: duplicate rule id `a`") for line in lines)
+    assert any(line.startswith(f"{bad}:12:") and "maybe" in line for line in lines)
+    assert len(lines) == 5
+
+
+def test_validate_accepts_a_good_policy(capsys, files) -> None:
+    code, out, err = run(capsys, "validate", files["good"])
+    assert (code, out) == (0, "")
+    assert "valid" in err
+
+
+def test_schema_is_json_schema_with_the_when_language(capsys) -> None:
+    code, out, _ = run(capsys, "schema")
+    schema = json.loads(out)
+    assert code == 0
+    assert schema["$defs"]["When"]["properties"]["rate"]["required"] == ["window"]
+    assert set(schema["properties"]) >= {"version", "name", "default", "on_error", "timezone", "tiers", "rules"}
+
+
+def test_ingest_then_replay_writes_a_run_and_rows(capsys, files, tmp_path) -> None:
+    code, out, _ = run(capsys, "ingest", files["log"], "--db", files["db"], "--json")
+    assert code == 0
+    assert json.loads(out) | {} == {"files": 1, "read": 4, "stored": 4, "quarantined": 0, "duplicates": 0}
+
+    out_file = tmp_path / "rows.parquet"
+    code, out, _ = run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--name", "first",
+                       "--out", out_file, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["decisions"] == {"allow": 1, "escalate": 2, "deny": 1}
+    rows = duckdb.sql(f"SELECT action_id, decision, rules, errors, tier FROM '{out_file}' ORDER BY seq").fetchall()
+    assert rows == [
+        ("a-1", "escalate", ["big-payment"], [], "standard"),
+        ("a-2", "escalate", [], ["big-payment"], None),
+        ("a-3", "deny", ["prod-drop"], [], None),
+        ("a-4", "allow", [], [], None),
+    ]
+    # the stored run agrees with the scalar evaluator on the same actions
+    expected = [(d.decision, list(d.rules), list(d.errors), d.tier)
+                for d in decide_log(load_policy(files["good"]), LOG)]
+    assert [r[1:] for r in rows] == expected
+
+
+def test_replay_jsonl_out_and_text_summary(capsys, files, tmp_path) -> None:
+    run(capsys, "ingest", files["log"], "--db", files["db"], "--quiet")
+    out_file = tmp_path / "rows.jsonl"
+    code, out, _ = run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--out", out_file)
+    assert code == 0
+    assert "escalate" in out and "50.00%" in out
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["decision"] for r in rows] == ["escalate", "escalate", "deny", "allow"]
+    assert set(rows[0]) >= {"action_id", "decision", "rules", "errors", "tier"}
+
+
+def test_reingest_adds_nothing(capsys, files) -> None:
+    run(capsys, "ingest", files["log"], "--db", files["db"], "--quiet")
+    code, out, _ = run(capsys, "ingest", files["log"], "--db", files["db"], "--json")
+    assert json.loads(out)["duplicates"] == 4 and json.loads(out)["stored"] == 0
+
+
+def test_run_names_are_not_silently_overwritten(capsys, files) -> None:
+    run(capsys, "ingest", files["log"], "--db", files["db"], "--quiet")
+    assert run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--name", "r1")[0] == 0
+    code, _, err = run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--name", "r1")
+    assert code == cli.EXIT_STORE and "already exists" in err
+    assert run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--name", "r1", "--replace")[0] == 0
+    code, out, _ = run(capsys, "runs", "--db", files["db"], "--json")
+    assert [r["name"] for r in json.loads(out)["runs"]] == ["r1"]
+
+
+def test_replay_refuses_an_invalid_policy_and_a_missing_store(capsys, files) -> None:
+    code, _, err = run(capsys, "replay", "--db", files["db"], "--policy", files["bad"])
+    assert code == cli.EXIT_POLICY and f"{files['bad']}:3:" in err
+    code, _, err = run(capsys, "runs", "--db", files["db"].with_name("nope.duckdb"))
+    assert code == cli.EXIT_STORE and "no store" in err
+
+
+def test_decide_one_action(capsys, files) -> None:
+    code, out, _ = run(capsys, "decide", "--policy", files["good"], '{"tool": "payment.send", "args": {"amount": 250}}')
+    assert code == 0
+    assert json.loads(out)["decision"] == "escalate" and json.loads(out)["tier"] == "standard"
+    code, _, err = run(capsys, "decide", "--policy", files["good"], "not json")
+    assert code == cli.EXIT_LOGS and "not valid JSON" in err
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in cli.cli.commands:
+        assert f"gatekit {name}" in readme, f"`gatekit {name}` is not in README.md"
