@@ -229,8 +229,8 @@ def sample(out: Path, n_actions: int, seed: int) -> None:
     """Generate realistic synthetic agent logs (seeded, deterministic)."""
     from gatekit.sample import write_sample
 
-    paths = write_sample(out, n_actions=n_actions, seed=seed)
-    click.echo(f"wrote {n_actions:,} actions to {len(paths)} file(s) in {out}")
+    logs = [p for p in write_sample(out, n_actions=n_actions, seed=seed) if _is_log(p)]
+    click.echo(f"wrote {n_actions:,} actions to {len(logs)} log file(s) in {out} (and PLANTED.json, SEED)")
 
 
 @cli.command()

@@ -25,7 +25,7 @@ from gatekit.errors import GatekitError
 __all__ = ["START", "generate", "write_sample"]
 
 START = datetime(2026, 10, 5, tzinfo=timezone.utc)  # a Monday
-MIN_ACTIONS = 1000  # below this the planted scenarios would crowd out ordinary traffic
+_MIN_ACTIONS = 1000  # below this the planted scenarios would crowd out ordinary traffic
 
 _MINUTE = 60_000  # times are whole milliseconds since `start`
 _HOUR = 60 * _MINUTE
@@ -33,17 +33,17 @@ _DAY = 24 * _HOUR
 _WEEK = 7 * _DAY
 
 # The recorded world's own approval process (not gatekit's): what it asked for and how long it waited.
-TIMEOUT = {"standard": 4 * _HOUR, "critical": 30 * _MINUTE}
-SLA = _HOUR
+_TIMEOUT = {"standard": 4 * _HOUR, "critical": 30 * _MINUTE}
+_SLA = _HOUR
 _REVIEWERS: dict[str, tuple[tuple[str, int], ...]] = {
-    "finance": (("u-tom", 40), ("u-maria", 35), ("u-priya", 25)),
+    "finance": (("u-tom", 36), ("u-maria", 36), ("u-priya", 28)),
     "security": (("u-kenji", 55), ("u-sara", 45)),
-    "sre": (("u-omar", 70), ("u-lena", 18), ("u-raj", 12)),
+    "sre": (("u-omar", 75), ("u-lena", 15), ("u-raj", 10)),
     "data-protection": (("u-ines", 60), ("u-paul", 40)),
     "marketing": (("u-chloe", 55), ("u-marco", 45)),
 }
-RUBBER_STAMP = "u-tom"
-OVERLOADED = "u-omar"
+_RUBBER_STAMP = "u-tom"
+_OVERLOADED = "u-omar"
 # median latency (s), lognormal sigma, chance of denying a benign call, a harmful one
 _STYLE = {
     "u-tom": (4, 0.45, 0.002, 0.0),
@@ -90,6 +90,8 @@ _SEGMENTS = (("trial-users", 800, 4000, 30), ("churn-risk", 300, 2000, 20), ("ne
 _IAM_ROLES = (("viewer", 40), ("editor", 25), ("deployer", 20), ("billing-viewer", 7), ("admin", 11),
               ("owner", 4))
 _CRITICAL_IAM = ("admin", "owner")
+_DENY_REASONS = ("not on the approved list", "amount does not match the invoice", "no ticket for this",
+                 "change freeze", "too broad, narrow it down", "ask the owner first")
 
 
 def generate(n_actions: int = 20000, *, seed: int = 7, start: datetime = START, days: int = 28,
@@ -130,8 +132,8 @@ def write_sample(out_dir: Path, n_actions: int = 20000, seed: int = 7, *, start:
 
 
 def _build(n: int, seed: int, start: datetime, days: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    if n < MIN_ACTIONS:
-        raise GatekitError(f"n_actions must be at least {MIN_ACTIONS} to hold the planted scenarios, got `{n}`")
+    if n < _MIN_ACTIONS:
+        raise GatekitError(f"n_actions must be at least {_MIN_ACTIONS} to hold the planted scenarios, got `{n}`")
     if days < 7:
         raise GatekitError(f"days must be at least 7 to include a weekend, got `{days}`")
     sample = _Sample(n, seed, _utc(start), days)
@@ -566,7 +568,7 @@ class _Sample:
             return ts
         incident = call.pop("glass", None)
         if incident:
-            reviewer = OVERLOADED if call["user"] != OVERLOADED else "u-lena"  # the other on-call engineer
+            reviewer = _OVERLOADED if call["user"] != _OVERLOADED else "u-lena"  # the other on-call engineer
             decided = ts + rng.randint(5_000, 40_000)
             reason = f"{incident} SEV{rng.choice((1, 1, 2))}: {call['args']['service']} down, on-call mitigation"
             call["approvals"] = [{"reviewer": reviewer, "role": "sre", "decision": "approve", "requested_at": ts,
@@ -579,10 +581,10 @@ class _Sample:
             reviewer = self._pick_reviewer(role, ts, used)
             used.add(reviewer)
             call["approvals"].append(self._decide(reviewer, role, call, tier))
-        late = any(a["decided_at"] - a["requested_at"] > TIMEOUT[tier] for a in call["approvals"])
+        late = any(a["decided_at"] - a["requested_at"] > _TIMEOUT[tier] for a in call["approvals"])
         if late:
             call["outcome"] = "timed_out"
-            return ts + TIMEOUT[tier]
+            return ts + _TIMEOUT[tier]
         if any(a["decision"] == "deny" for a in call["approvals"]):
             call["outcome"] = "denied"
         else:
@@ -591,8 +593,8 @@ class _Sample:
 
     def _pick_reviewer(self, role: str, ts: int, used: set[str]) -> str:
         dt = self._dt(ts)
-        if role == "sre" and _after_hours(dt) and OVERLOADED not in used and self.rng.random() < 0.9:
-            return OVERLOADED  # on call every night this month
+        if role == "sre" and _after_hours(dt) and _OVERLOADED not in used and self.rng.random() < 0.9:
+            return _OVERLOADED  # on call every night this month
         pool = [(name, w) for name, w in _REVIEWERS[role] if name not in used]
         return self.rng.choices([p[0] for p in pool], weights=[p[1] for p in pool])[0]
 
@@ -600,16 +602,19 @@ class _Sample:
         rng = self.rng
         median, sigma, deny_benign, deny_harmful = _STYLE[reviewer]
         scale = 1.0
-        if _after_hours(self._dt(call["ts"])) and reviewer != RUBBER_STAMP:
-            scale *= 1.3 if reviewer == OVERLOADED else 1.8
-        if tier == "critical" and reviewer != RUBBER_STAMP:
+        if _after_hours(self._dt(call["ts"])) and reviewer != _RUBBER_STAMP:
+            scale *= 1.3 if reviewer == _OVERLOADED else 1.8
+        if tier == "critical" and reviewer != _RUBBER_STAMP:
             scale *= 0.22  # paged
         latency = max(1_000, int(rng.lognormvariate(math.log(median * 1000 * scale), sigma)))
         deny = deny_harmful if call.get("harm") else deny_benign
         if _promotion_pattern(call):
             deny = 0.0
-        return {"reviewer": reviewer, "role": role, "decision": "deny" if rng.random() < deny else "approve",
-                "requested_at": call["ts"], "decided_at": call["ts"] + latency, "break_glass": False}
+        approval = {"reviewer": reviewer, "role": role, "decision": "deny" if rng.random() < deny else "approve",
+                    "requested_at": call["ts"], "decided_at": call["ts"] + latency, "break_glass": False}
+        if approval["decision"] == "deny" and rng.random() < 0.7:
+            approval["reason"] = rng.choice(_DENY_REASONS)
+        return approval
 
     # -- planted findings on ordinary calls -------------------------------------------------------------
 
@@ -642,7 +647,8 @@ class _Sample:
         for call in pick([c for c in self.calls if single_approved(c)], max(1, scale // 2), "self_approval_agent"):
             call["approvals"][0]["reviewer"] = call["agent"]
         for call in pick([c for c in self.calls if c["outcome"] == "timed_out" and len(c["approvals"]) == 1
-                          and c["approvals"][0]["decision"] == "approve" and free(c)], scale, "approved_after_timeout"):
+                          and c["approvals"][0]["decision"] == "approve" and free(c)],
+                         scale, "approved_after_timeout"):
             call["outcome"] = "executed"
         payments = [c for c in self.calls if c["tool"] == "payment.send" and single_approved(c)]
         payments.sort(key=lambda c: (c["agent"], c["ts"], c["seq"]))
@@ -717,13 +723,13 @@ class _Sample:
         n_harm, n_benign = labels.count("harmful"), labels.count("benign")
         promo = [c for c in calls if _promotion_pattern(c) and c["approvals"]]
         stats = _reviewer_stats(calls, self.start, self.days)
-        others = [s["reviews_per_day"] for name, s in stats.items() if name != OVERLOADED]
-        omar = [c for c in calls if any(a["reviewer"] == OVERLOADED for a in c["approvals"])]
+        others = [s["reviews_per_day"] for name, s in stats.items() if name != _OVERLOADED]
+        omar = [c for c in calls if any(a["reviewer"] == _OVERLOADED for a in c["approvals"])]
         return {
             "generator": "gatekit.sample", "seed": self.seed, "n_actions": len(records),
             "start": _fmt(self.start, 0), "days": self.days,
             "recorded_world": {
-                "timeouts_s": {tier: ms // 1000 for tier, ms in TIMEOUT.items()}, "sla_s": SLA // 1000,
+                "timeouts_s": {tier: ms // 1000 for tier, ms in _TIMEOUT.items()}, "sla_s": _SLA // 1000,
                 "reviewers": {name: role for role, pool in _REVIEWERS.items() for name, _ in pool},
                 "review_rules": [
                     "payment.send amount > 500: finance (> 10000: critical, finance + security)",
@@ -737,13 +743,13 @@ class _Sample:
                 ],
             },
             "reviewers": {
-                "rubber_stamp": {"reviewer": RUBBER_STAMP, **stats[RUBBER_STAMP]},
+                "rubber_stamp": {"reviewer": _RUBBER_STAMP, **stats[_RUBBER_STAMP]},
                 "overloaded": {
-                    "reviewer": OVERLOADED, **stats[OVERLOADED],
+                    "reviewer": _OVERLOADED, **stats[_OVERLOADED],
                     "others_max_reviews_per_day": max(others),
                     "timed_out": [c["id"] for c in omar if c["outcome"] == "timed_out"],
                     "sla_breaches": [c["id"] for c in omar if any(
-                        a["reviewer"] == OVERLOADED and a["decided_at"] - a["requested_at"] > SLA
+                        a["reviewer"] == _OVERLOADED and a["decided_at"] - a["requested_at"] > _SLA
                         for a in c["approvals"])],
                 },
                 "all": stats,
