@@ -1,6 +1,6 @@
 """gatekit: decide which AI-agent actions need a human.
 
-The core (this import) is light: policy loading, the scalar evaluator and enforce mode. Shadow mode
+The core (this import) is light: policy loading, the scalar evaluator and enforce mode (`Gate`). Shadow mode
 (`gatekit.replay`, `gatekit.logs`) pulls in DuckDB and polars only when imported.
 
 >>> from gatekit import load_policy, decide
@@ -8,6 +8,7 @@ The core (this import) is light: policy loading, the scalar evaluator and enforc
 """
 
 from gatekit.action import Action
+from gatekit.enforce.gate import Denied, Gate, Pending
 from gatekit.errors import ApprovalError, GatekitError, LogFormatError, PolicyError, Problem, StoreError
 from gatekit.policy import Decision, Policy, Rule, Tier, decide, load_policy, parse_policy
 
@@ -15,8 +16,11 @@ __all__ = [
     "Action",
     "ApprovalError",
     "Decision",
+    "Denied",
+    "Gate",
     "GatekitError",
     "LogFormatError",
+    "Pending",
     "Policy",
     "PolicyError",
     "Problem",

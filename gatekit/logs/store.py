@@ -20,7 +20,7 @@ from gatekit.errors import StoreError
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = ["ACTION_BATCH", "QUARANTINE_BATCH", "SCHEMA_VERSION", "Store"]
 
 SCHEMA_VERSION = "1"
 
@@ -53,6 +53,18 @@ ACTION_COLUMNS = (
 )
 QUARANTINE_COLUMNS = ("source", "source_line", "raw", "raw_bytes", "reason", "ingested_at")
 _DEFAULTS = {"args": "'{}'", "context": "'{}'"}
+_TEXT, _TS = pa.string(), pa.timestamp("us", tz="UTC")
+# The Arrow batches ingest hands over, JSON columns as JSON text (`insert_actions` takes any subset).
+ACTION_BATCH = pa.schema([
+    ("action_id", _TEXT), ("ts", _TS), ("agent", _TEXT), ("session", _TEXT), ("user", _TEXT), ("tool", _TEXT),
+    ("args", _TEXT), ("context", _TEXT), ("evidence_hash", _TEXT), ("executed_hash", _TEXT),
+    ("outcome", _TEXT), ("approvals", _TEXT), ("label", _TEXT), ("extra", _TEXT), ("source", _TEXT),
+    ("source_line", pa.int64()), ("ingested_at", _TS),
+])
+QUARANTINE_BATCH = pa.schema([
+    ("source", _TEXT), ("source_line", pa.int64()), ("raw", _TEXT), ("raw_bytes", pa.binary()),
+    ("reason", _TEXT), ("ingested_at", _TS),
+])
 
 _LOCK_TIMEOUT = 5.0
 
@@ -60,7 +72,10 @@ _LOCK_TIMEOUT = 5.0
 class Store:
     """The DuckDB file that holds actions and quarantined lines.
 
-    >>> with Store("gatekit.duckdb") as store:
+    Opening writable creates the schema if missing. While another process holds the file, opening
+    retries for `timeout` seconds before it raises `StoreError`.
+
+    >>> with Store("gatekit.duckdb", read_only=True) as store:
     ...     store.count_actions()
     """
 

@@ -39,12 +39,17 @@ class Val:
     """SQL expressions for one value: its type tag (NULL when missing) and its typed readings."""
 
     t: Sql  # 'NUM' | 'VARCHAR' | 'BOOLEAN' | 'ARRAY' | 'OBJECT' | 'NULL' | NULL (missing)
-    n: Sql = "NULL"  # DOUBLE, when a number
-    s: Sql = "NULL"  # VARCHAR, when a string
-    b: Sql = "NULL"  # BOOLEAN, when a boolean
-    j: Sql = "NULL"  # JSON, when a list or object
+    # typed NULLs: an untyped NULL cannot pick an overload of isnan() and friends
+    n: Sql = "CAST(NULL AS DOUBLE)"  # when a number
+    s: Sql = "CAST(NULL AS VARCHAR)"  # when a string
+    b: Sql = "CAST(NULL AS BOOLEAN)"  # when a boolean
+    j: Sql = "CAST(NULL AS JSON)"  # when a list or object
     snm: Sql = "FALSE"  # the string has the form of a JSON number
-    snv: Sql = "NULL"  # the string read as a DOUBLE, when it has that form
+    snv: Sql = "CAST(NULL AS DOUBLE)"  # the string read as a DOUBLE, when it has that form
+    # A value of one fixed kind (a VARCHAR column, time.hour): its kind tests are written directly, which
+    # also keeps DuckDB 2.0's optimizer off a constant-folding bug with CASE-built type tags.
+    fixed: str | None = None
+    present: Sql = "TRUE"
 
     @classmethod
     def of_json(cls, x: Sql) -> Val:
@@ -56,16 +61,20 @@ class Val:
 
     @classmethod
     def of_string(cls, x: Sql) -> Val:
-        return cls(t=f"(CASE WHEN {x} IS NULL THEN NULL ELSE 'VARCHAR' END)", s=x,
+        return cls(t="'VARCHAR'", s=x, fixed="VARCHAR", present=f"({x} IS NOT NULL)",
                    snm=f"regexp_full_match({x}, {lit(NUMERIC_STRING)})",
                    snv=f"TRY_CAST(trim({x}, {lit(chr(32) + chr(9) + chr(10) + chr(13))}) AS DOUBLE)")
 
     # null-safe predicates
     def is_(self, tag: str) -> Sql:
+        if self.fixed is not None:
+            return self.present if tag == self.fixed else "FALSE"
         return f"COALESCE({self.t} = '{tag}', FALSE)"
 
     @property
     def missing(self) -> Sql:
+        if self.fixed is not None:
+            return f"(NOT {self.present})"
         return f"COALESCE({self.t} IS NULL OR {self.t} = 'NULL', TRUE)"
 
     @property
@@ -129,7 +138,7 @@ def _in(v: Val, o: object, f: Field) -> Pair:
     coll = f"({v.is_('ARRAY')} OR {v.is_('OBJECT')})"
     parts = [eq(v, x) for x in o]  # type: ignore[union-attr]
     return (f"(NOT {coll} AND {_any([p[0] for p in parts])})",
-            f"({coll} OR {_any([p[1] for p in parts])})")
+            f"({coll} OR {v.bad} OR {_any([p[1] for p in parts])})")
 
 
 def _not_in(v: Val, o: object, f: Field) -> Pair:
@@ -199,12 +208,12 @@ class _Query:
             self.uses_time = True
             part = f.path[0]
             if part == "hour":
-                return Val(t="'NUM'", n="CAST(hour(lt_) AS DOUBLE)")
+                return Val(t="'NUM'", n="CAST(hour(lt_) AS DOUBLE)", fixed="NUM")
             if part == "weekday":
                 days = " ".join(f"WHEN {i + 1} THEN '{d}'" for i, d in
                                 enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun")))
-                return Val(t="'VARCHAR'", s=f"(CASE isodow(lt_) {days} END)")
-            return Val(t="'VARCHAR'", s="strftime(lt_, '%Y-%m-%d')")
+                return Val(t="'VARCHAR'", s=f"(CASE isodow(lt_) {days} END)", fixed="VARCHAR")
+            return Val(t="'VARCHAR'", s="strftime(lt_, '%Y-%m-%d')", fixed="VARCHAR")
         if f.name not in self.fields:
             self.fields[f.name] = (len(self.fields), f)
         i = self.fields[f.name][0]
@@ -234,8 +243,9 @@ class _Query:
         amount = (f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)")
         self.windows.append(
             f"list({{'t': ts_us, 'q': seq, 'a': {amount}}}) FILTER (WHERE tm{r}) OVER ({part}{frame}) AS w{k}")
+        # 0.0 + x == x exactly, so the initial value keeps the sum equal to decide's (and allows empty lists)
         total = (f"list_reduce(list_sort([e_.a FOR e_ IN w{k} IF NOT (e_.t = ts_us AND e_.q > seq)]), "
-                 f"lambda p_, q_: p_ + q_)")
+                 f"lambda p_, q_: p_ + q_, CAST(0 AS DOUBLE))")
         usable = f"({v.missing} OR {v.good} OR {v.str_num_ok})"
         return f"({key_ok} AND COALESCE({total} {cmp} {num(node.threshold)}, FALSE))", f"(NOT {usable})"
 

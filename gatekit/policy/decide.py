@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from gatekit.action import Action, parse_ts
-from gatekit.policy.conditions import WEEKDAYS, All, Any_, Cond, Field, Not, Test, Window
+from gatekit.policy.conditions import WEEKDAYS, All, Any_, Cond, Field, Not, Test, Window, leaves
 from gatekit.policy.model import LEVEL, VERDICTS, Policy, Rule
 from gatekit.policy.values import (
     _ABSENT, BADNUM, BOOL, LIST, NUM, OBJ, STR, compile_re2, kind, number, numeric_string,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MISSING = (_ABSENT, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +172,11 @@ def _order(v: Any, o: Any, cmp: Callable[[Any, Any], bool], field: Field) -> boo
 
 
 def _in(v: Any, o: tuple) -> bool:
-    if kind(v) in (LIST, OBJ):
+    k = kind(v)
+    if k in (LIST, OBJ):
         raise Unusable(f"`in` needs a single value, got a {_kind_name(v)}")
+    if k == BADNUM:
+        raise Unusable(f"`{v!r}` is not a usable number")
     results = [_eq(v, x) for x in o]
     return any(results)
 
@@ -244,11 +249,11 @@ def _compile_test(node: Test, tz: ZoneInfo, rule: Rule) -> Compiled:
     test = TESTS[op]
     if op == "exists":
         want = operand
-        return lambda view, hist: ((get(view) is not _ABSENT) == want, None)
+        return lambda view, hist: ((get(view) not in _MISSING) == want, None)
 
     def run(view: View, hist: list[View]) -> tuple[bool, str | None]:
         value = get(view)
-        if value is _ABSENT:
+        if value is _ABSENT or value is None:  # missing or JSON null: the test is false
             return False, None
         try:
             return test(value, operand, field), None
@@ -259,30 +264,40 @@ def _compile_test(node: Test, tz: ZoneInfo, rule: Rule) -> Compiled:
     return run
 
 
-def _compile_window(node: Window, tz: ZoneInfo, rule: Rule) -> Compiled:
-    regex = compile_re2(rule.tool_regex)
-    per, span = node.per, node.window_us
-    threshold, strict = node.threshold, node.op == "gt"
-    value_of = _getter(node.field, tz) if node.field is not None else None
-
+def _amount_of(value_of: Callable[[View], Any]) -> Callable[[View], "float | None"]:
+    """The summed value of one call: missing counts 0; None when present but unusable."""
     def amount(view: View) -> float | None:
-        """The summed value of one call: missing counts 0; None when present but unusable."""
-        value = value_of(view)  # type: ignore[misc]
-        k = kind(value) if value is not _ABSENT else None
+        value = value_of(view)
         if value is _ABSENT or value is None:
             return 0.0
+        k = kind(value)
         if k == NUM:
             return number(value)
         if k == STR:
             parsed = numeric_string(value)
             return parsed if isinstance(parsed, float) else None
         return None
+    return amount
 
-    def run(view: View, hist: list[View]) -> tuple[bool, str | None]:
+
+def _window_slot(node: Window, rule: Rule) -> tuple[str, str | None, Field | None]:
+    """What a window reads of the calls before: its rule's tools, its `per` key and its summed field."""
+    return (rule.tool_regex, node.per, node.field)
+
+
+def _compile_window(node: Window, tz: ZoneInfo, rule: Rule) -> Compiled:
+    regex = compile_re2(rule.tool_regex)
+    per, span = node.per, node.window_us
+    threshold, strict = node.threshold, node.op == "gt"
+    value_of = _getter(node.field, tz) if node.field is not None else None
+    amount = _amount_of(value_of) if value_of is not None else None
+    slot = _window_slot(node, rule)
+
+    def run(view: View, hist: list[View] | History) -> tuple[bool, str | None]:
         if view.ts_us is None:
             return False, None
         own = None
-        if value_of is not None:
+        if amount is not None:
             own = amount(view)
             if own is None:
                 return False, f"sum {node.field.name}: `{_short(value_of(view))}` is not a usable number"
@@ -290,12 +305,24 @@ def _compile_window(node: Window, tz: ZoneInfo, rule: Rule) -> Compiled:
         if per and key is None:
             return False, None
         lo, hi = view.ts_us - span, view.ts_us
+        if hist.__class__ is History:
+            # the calls of this window's tools and key, as (ts, amount): same peers as the scan below
+            seen = hist.calls(slot, key)
+            if amount is None:
+                total: float = 1
+                for ts, _ in seen:
+                    if lo < ts <= hi:
+                        total += 1
+            else:
+                values = [own] + [a for ts, a in seen if lo < ts <= hi]
+                total = functools.reduce(operator.add, sorted(values))
+            return (total > threshold if strict else total >= threshold), None
         peers = [h for h in hist
                  if h.ts_us is not None and lo < h.ts_us <= hi
                  and (not per or getattr(h, per) == key)
                  and isinstance(h.tool, str) and regex.fullmatch(h.tool) is not None]
-        if value_of is None:
-            total: float = 1 + len(peers)
+        if amount is None:
+            total = 1 + len(peers)
         else:
             values = [own] + [a if (a := amount(h)) is not None else 0.0 for h in peers]
             total = functools.reduce(operator.add, sorted(values))
@@ -347,6 +374,15 @@ class Evaluator:
         self.on_error = LEVEL[policy.on_error]
         self.rank = policy.tier_rank()
         self._by_tool: dict[str, list[tuple[Rule, Compiled]]] = {}
+        # every window's slot -> (tools regex, per key, amount of a call or None, longest window on it)
+        self.windows: dict[tuple[str, str | None, Field | None], tuple[Any, str | None, Any, int]] = {}
+        for rule in policy.rules:
+            for leaf in leaves(rule.when):
+                if isinstance(leaf, Window):
+                    slot = _window_slot(leaf, rule)
+                    span = max(leaf.window_us, self.windows[slot][3] if slot in self.windows else 0)
+                    amount = _amount_of(_getter(leaf.field, tz)) if leaf.field is not None else None
+                    self.windows[slot] = (compile_re2(rule.tool_regex), leaf.per, amount, span)
 
     def candidates(self, tool: Any) -> list[tuple[Rule, Compiled]]:
         if not isinstance(tool, str):
@@ -394,6 +430,86 @@ class Evaluator:
         if not reasons and level < 0 and not enforced_error:
             reasons = [f"no rule matched: default `{self.policy.default}`"]
         return Decision(verdict, tuple(matched), tuple(errored), tier, tuple(reasons), tuple(details))
+
+
+class History:
+    """The calls a gate has seen, in arrival order, indexed for the policy's `rate` and `sum` windows.
+
+    >>> history = History(evaluator(policy)); history.add(View(call))
+
+    `Evaluator.evaluate(view, history)` counts exactly the calls that passing them as a list would count,
+    but reads only the calls of each window's tools and `per` key, kept as `(ts, amount)` pairs, so a
+    check costs microseconds however busy the agent. A call is kept while it can still fall in a window:
+    for the longest window on its index, before the newest timestamp seen (calls that arrive out of
+    order by more than that may undercount). Not thread-safe: the gate holds a lock around it.
+    """
+
+    __slots__ = ("_windows", "_index", "_tools", "_latest", "_span", "views", "_adds")
+
+    def __init__(self, ev: Evaluator, views: Iterable[View] = ()) -> None:
+        self._windows = ev.windows
+        self._index: dict[Any, dict[Any, deque[tuple[int, float | None]]]] = {slot: {} for slot in ev.windows}
+        self._tools: dict[str, list[Any]] = {}
+        self._latest: int | None = None
+        self._span = max((w[3] for w in ev.windows.values()), default=0)
+        self.views: deque[View] = deque()  # every call kept, to index again for a reloaded policy
+        self._adds = 0
+        for view in views:
+            self.add(view)
+
+    def calls(self, slot: Any, key: Any) -> deque[tuple[int, float | None]] | tuple[()]:
+        """The `(ts, amount)` of the calls kept on one window's index under one `per` key."""
+        return self._index[slot].get(key, ())
+
+    def add(self, view: View) -> None:
+        """Count a call in every window that reads it (a call without a timestamp is never counted)."""
+        ts, tool = view.ts_us, view.tool
+        if ts is None or not self._windows or not isinstance(tool, str):
+            return
+        if self._latest is None or ts > self._latest:
+            self._latest = ts
+        latest = self._latest
+        slots = self._tools.get(tool)
+        if slots is None:
+            slots = [slot for slot, (rx, _, _, _) in self._windows.items() if rx.fullmatch(tool) is not None]
+            if len(self._tools) < 65536:
+                self._tools[tool] = slots
+        for slot in slots:
+            _, per, amount, span = self._windows[slot]
+            key = getattr(view, per) if per else None
+            if per and key is None:
+                continue
+            if amount is not None:
+                value = amount(view)
+                entry = (ts, value if value is not None else 0.0)
+            else:
+                entry = (ts, None)
+            bucket = self._index[slot].get(key)
+            if bucket is None:
+                bucket = self._index[slot][key] = deque()
+            bucket.append(entry)
+            while bucket and bucket[0][0] <= latest - span:
+                bucket.popleft()
+        self.views.append(view)
+        while self.views and self.views[0].ts_us <= latest - self._span:  # type: ignore[operator]
+            self.views.popleft()
+        self._adds += 1
+        if self._adds % 4096 == 0:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Drop what no window can count any more from the indexes calls have stopped arriving on."""
+        latest = self._latest
+        if latest is None:
+            return
+        for slot, buckets in self._index.items():
+            span = self._windows[slot][3]
+            for key in list(buckets):
+                bucket = buckets[key]
+                while bucket and bucket[0][0] <= latest - span:
+                    bucket.popleft()
+                if not bucket:
+                    del buckets[key]
 
 
 def evaluator(policy: Policy) -> Evaluator:

@@ -195,7 +195,7 @@ HOSTILE: list[tuple[bytes, str | None]] = [  # (line, expected reason fragment o
     (b'{"tool": "t.big", "args": {"blob": "' + b"x" * 200_000 + b'"}}', None),
     (b'{"tool": "t", "args": {"d": ' + DEEP + b"}}", "nesting too deep"),
     (DEEP, "nesting too deep"),
-    (b'{"tool": "t", "args": {"d": ' + b"[" * 64 + b"]" * 64 + b"}}", "nesting too deep"),  # 66 levels
+    (b'{"tool": "t", "args": {"d": ' + b"[" * 63 + b"]" * 63 + b"}}", "nesting too deep"),  # 65 levels
     (b'{"tool": "t.ok63", "args": {"d": ' + b"[" * 62 + b"]" * 62 + b"}}", None),  # 64 levels: fine
     (b'{"tool": "t", "args": {"s": "\\ud800"}}', "lone surrogate in string"),
     (b'{"tool": "t", "\\udc00": 1}', "lone surrogate in string"),

@@ -1,0 +1,431 @@
+"""The gate: the policy in-process, one tool call at a time, in shadow or enforce mode.
+
+`check` decides (the very meaning of `decide` and replay, windows counted over the calls this gate has
+seen); `run`, `guard` and `submit` also act on the decision: in shadow mode they record it and run the
+call anyway; in enforce mode a deny raises `Denied`, an escalation waits for the broker's reviewers and
+the call runs only once approved, with exactly the evidence they saw, once. Whatever goes wrong on the
+way (an evaluation error, a broken broker store, a broken audit chain) ends in a deny, never an allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import functools
+import inspect
+import secrets
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+from gatekit.action import Action, evidence_hash
+from gatekit.enforce.broker import PENDING, REFUSED, Broker, Refused, Request
+from gatekit.enforce.receipts import Receipts, clock_us, from_us
+from gatekit.errors import ApprovalError
+from gatekit.policy.decide import Decision, History, View, evaluator
+from gatekit.policy.load import load_policy
+from gatekit.policy.model import Policy
+
+T = TypeVar("T")
+MODES = ("shadow", "enforce")
+_SHOWN = ("action_id", "ts", "agent", "session", "user", "tool", "args", "context")
+_IDENTITY = ("agent", "session", "user")
+
+
+class Denied(ApprovalError):
+    """The gate refused a call. `decision` is the policy's decision; `code` says what refused it.
+
+    `code`: `policy` (the policy denies), `denied` (a reviewer denied), `timed_out`, `expired` (the
+    approval's TTL passed), `drift` (the call changed after approval), `replay` (already executed),
+    `no_broker`, `error` (the broker store or the audit log failed: fail closed).
+    """
+
+    def __init__(self, message: str, decision: Decision, code: str = "policy",
+                 request: Request | None = None) -> None:
+        super().__init__(message)
+        self.decision = decision
+        self.code = code
+        self.request = request
+
+
+class Gate:
+    """One policy, enforced (or shadowed) in-process.
+
+    >>> gate = Gate(load_policy("policy.yaml"), mode="enforce", broker=Broker("approvals.db"), agent="billing-bot")
+    >>> gate.check({"tool": "payment.send", "args": {"amount": 250}}).decision
+    'escalate'
+    >>> @gate.guard("payment.send")
+    ... def send(amount: float, recipient: str) -> str: ...
+
+    `agent`, `session`, `user` and `context` fill calls that lack them (also per block: `gate.scope`).
+    A call without `ts` is stamped with `clock()`. `timeout` (seconds) caps how long an escalation waits.
+    """
+
+    def __init__(self, policy: Policy | str | Path, mode: str = "enforce", broker: Broker | str | Path | None = None,
+                 *, receipts: Receipts | str | Path | None = None, agent: str | None = None,
+                 session: str | None = None, user: str | None = None, context: Mapping[str, Any] | None = None,
+                 clock: Callable[[], float] | None = None, sleep: Callable[[float], Any] = time.sleep,
+                 timeout: float | None = None, poll: float = 0.05) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be `shadow` or `enforce`, not `{mode}`")
+        self.source = None if isinstance(policy, Policy) else Path(policy)
+        self.policy = policy if isinstance(policy, Policy) else load_policy(policy)  # invalid: refuse to start
+        self.mode = mode
+        self.broker = Broker(broker) if isinstance(broker, (str, Path)) else broker
+        if isinstance(receipts, (str, Path)):
+            receipts = Receipts(receipts)
+        if receipts is not None and self.broker is not None and receipts.db is not self.broker.db:
+            raise ValueError("with a broker, receipts go to the broker's store: pass one or the other")
+        self.receipts = receipts if receipts is not None else (self.broker.receipts if self.broker else None)
+        self.clock = clock or (self.broker.clock if self.broker else time.time)
+        self.sleep = sleep
+        self.timeout = timeout
+        self.poll = poll
+        self.defaults = {"agent": agent, "session": session, "user": user}
+        self.context = dict(context or {})
+        self.errors: deque[str] = deque(maxlen=100)  # what went wrong without blocking (shadow mode)
+        self._scope: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(f"gatekit-scope-{id(self)}",
+                                                                                     default={})
+        self._lock = threading.Lock()
+        self._evaluator = evaluator(self.policy)
+        self._history = History(self._evaluator)
+
+    # -- deciding -----------------------------------------------------------------------------------------
+    def check(self, action: Action | Mapping[str, Any]) -> Decision:
+        """Decide one call and count it in the windows; nothing is recorded, run or waited for."""
+        return self._decide(action)[1]
+
+    def _decide(self, action: Action | Mapping[str, Any]) -> tuple[View | None, Decision]:
+        try:
+            view = self._view(action)
+        except Exception as exc:  # noqa: BLE001  a call the gate cannot read is denied
+            return None, Decision("deny", reasons=(f"malformed call: {exc}",), details=(f"gate: {exc}",))
+        with self._lock:
+            try:
+                decision = self._evaluator.evaluate(view, self._history)
+            except Exception as exc:  # noqa: BLE001  an evaluator bug must not become an allow
+                decision = Decision(self.policy.on_error, reasons=(f"could not evaluate the call: {exc}",),
+                                    details=(f"gate: {type(exc).__name__}: {exc}",))
+            self._history.add(view)
+        return view, decision
+
+    def _view(self, action: Action | Mapping[str, Any]) -> View:
+        view = View(action)
+        if type(view.tool) is not str or not view.tool:
+            raise TypeError(f"`tool` must be a non-empty string, not {view.tool!r}")
+        scope = self._scope.get()
+        for name in _IDENTITY:
+            value = getattr(view, name)
+            if value is None:
+                value = scope.get(name, self.defaults[name])
+                setattr(view, name, value)
+            if value is not None and type(value) is not str:
+                raise TypeError(f"`{name}` must be a string, not {value!r}")
+        if view.ts is None:
+            us = clock_us(self.clock)
+            view.ts, view.ts_us = from_us(us), us
+        if self.context or scope.get("context"):
+            view.context = {**self.context, **scope.get("context", {}), **(view.context or {})}
+        return view
+
+    @contextmanager
+    def scope(self, **identity: Any) -> Iterator[None]:
+        """Calls made in this block (this thread or task) default to these `agent`/`session`/`user`/`context`.
+
+        >>> with gate.scope(user="u-3", session="s-9"):
+        ...     send(250, "ACME")
+        """
+        unknown = set(identity) - {*_IDENTITY, "context"}
+        if unknown:
+            raise TypeError(f"unknown scope fields: {sorted(unknown)}")
+        token = self._scope.set({**self._scope.get(), **identity})
+        try:
+            yield
+        finally:
+            self._scope.reset(token)
+
+    def reload(self, policy: Policy | str | Path | None = None) -> Policy:
+        """Swap in a new policy (default: reread the file). If it fails validation, the old one stays."""
+        source = policy if policy is not None else self.source
+        if source is None:
+            raise ValueError("this gate was given a Policy object: pass the new policy to reload")
+        new = source if isinstance(source, Policy) else load_policy(source)  # PolicyError: nothing changes
+        ev = evaluator(new)
+        with self._lock:
+            self._history = History(ev, self._history.views)
+            self._evaluator, self.policy = ev, new
+            if not isinstance(source, Policy):
+                self.source = Path(source)
+        self._record("reload", {"policy": new.name, "fingerprint": new.fingerprint}, None, required=False)
+        return new
+
+    # -- acting -------------------------------------------------------------------------------------------
+    def run(self, action: Action | Mapping[str, Any], execute: Callable[[Action], T]) -> T:
+        """Decide, then act: run `execute(action)` if allowed (or approved), else raise `Denied`.
+
+        >>> gate.run(Action(tool="payment.send", args={"amount": 250}), lambda a: pay(**a.args))
+        """
+        return self.submit(action).run(execute)
+
+    async def arun(self, action: Action | Mapping[str, Any], execute: Callable[[Action], Any]) -> Any:
+        """`run` for asyncio: waits without blocking the loop; `execute` may be sync or async."""
+        pending = await asyncio.to_thread(self.submit, action)
+        return await pending.arun(execute)
+
+    def submit(self, action: Action | Mapping[str, Any]) -> Pending:
+        """Decide and file the call: a `Pending` handle to poll and run later. A deny raises `Denied`."""
+        view, decision = self._decide(action)
+        try:
+            act = self._action(action, view)
+        except Exception as exc:  # noqa: BLE001  not even an action: nothing to record, nothing runs
+            if self.mode == "enforce":
+                raise Denied(f"malformed call: {exc}", decision, "policy") from exc
+            self.errors.append(f"malformed call run in shadow mode: {exc}")
+            return Pending(self, Action(tool="<malformed>"), decision, None)
+        self._record("decision", {
+            "action": {k: v for k, v in act.to_record().items() if k in _SHOWN}, "evidence_hash": act.evidence_hash,
+            "decision": decision.to_dict(), "mode": self.mode, "policy": self.policy.name,
+            "fingerprint": self.policy.fingerprint}, act, required=self.mode == "enforce", decision=decision)
+        if self.mode == "shadow" or decision.decision == "allow":
+            return Pending(self, act, decision, None)
+        if decision.decision == "deny":
+            raise Denied(f"`{act.tool}` denied by policy `{self.policy.name}`: {_why(decision)}", decision)
+        if self.broker is None:
+            raise Denied(f"`{act.tool}` needs approval ({_why(decision)}) but this gate has no broker", decision,
+                         "no_broker")
+        tier = self.policy.tiers.get(decision.tier) if decision.tier else None
+        try:
+            request = self.broker.submit(act, decision, tier,
+                                         timeout_us=None if self.timeout is None else int(self.timeout * 1e6))
+        except Exception as exc:  # noqa: BLE001  no broker, no approval: fail closed
+            raise Denied(f"`{act.tool}` needs approval but the broker failed: {exc}", decision, "error") from exc
+        return Pending(self, act, decision, request)
+
+    def resume(self, request_id: str) -> Pending:
+        """A handle on a request filed earlier (by this process or one that restarted)."""
+        if self.broker is None:
+            raise ValueError("this gate has no broker")
+        request = self.broker.get(request_id)
+        act = Action.from_record({**request.action, "evidence_hash": request.evidence_hash})
+        decision = Decision("escalate", request.rules, (), request.tier, request.reasons)
+        return Pending(self, act, decision, request)
+
+    def guard(self, tool: str, *, args: Callable[..., Mapping[str, Any]] | None = None,
+              exclude: tuple[str, ...] = ("self", "cls")) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorate a tool function: each call becomes an action (args: its bound arguments) and is gated.
+
+        >>> @gate.guard("payment.send")
+        ... def send(amount: float, recipient: str) -> str: ...
+        >>> send(250, "ACME")        # runs, waits for approval, or raises Denied
+
+        `args(*a, **kw)` builds the action's args instead, when the arguments are not plain JSON values.
+        Works on `async def` functions too.
+        """
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            signature = inspect.signature(fn)
+
+            def action_of(a: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Action, inspect.BoundArguments]:
+                bound = signature.bind(*a, **kw)
+                bound.apply_defaults()
+                if args is not None:
+                    call_args = dict(args(*a, **kw))
+                else:
+                    call_args = {}
+                    for name, value in bound.arguments.items():
+                        kind = signature.parameters[name].kind
+                        if name in exclude:
+                            continue
+                        if kind is inspect.Parameter.VAR_KEYWORD:
+                            call_args.update(value)
+                        elif kind is inspect.Parameter.VAR_POSITIONAL:
+                            call_args[name] = list(value)
+                        else:
+                            call_args[name] = value
+                return Action(tool=tool, args=call_args), bound
+
+            if inspect.iscoroutinefunction(fn):
+                @functools.wraps(fn)
+                async def async_guarded(*a: Any, **kw: Any) -> Any:
+                    action, bound = action_of(a, kw)
+                    return await self.arun(action, lambda _: fn(*bound.args, **bound.kwargs))
+                async_guarded.gate = self  # type: ignore[attr-defined]
+                return async_guarded
+
+            @functools.wraps(fn)
+            def guarded(*a: Any, **kw: Any) -> Any:
+                action, bound = action_of(a, kw)
+                return self.run(action, lambda _: fn(*bound.args, **bound.kwargs))
+            guarded.gate = self  # type: ignore[attr-defined]
+            return guarded
+        return decorate
+
+    # -- internals ----------------------------------------------------------------------------------------
+    def _action(self, action: Action | Mapping[str, Any], view: View | None) -> Action:
+        """The call as recorded: the caller's, with the filled identity, context, timestamp and an id."""
+        act = dataclasses.replace(action) if isinstance(action, Action) else _from_mapping(action)
+        if view is not None:
+            act.agent, act.session, act.user, act.ts = view.agent, view.session, view.user, view.ts
+            if isinstance(view.context, dict):
+                act.context = view.context
+        act.action_id = act.action_id or "g-" + secrets.token_hex(12)
+        act.evidence_hash = evidence_hash(act)
+        return act
+
+    def _record(self, kind: str, body: dict[str, Any], act: Action | None, *, required: bool,
+                decision: Decision | None = None) -> None:
+        """Append a receipt. When `required` (enforce mode, before anything runs) a failure is a deny."""
+        if self.receipts is None:
+            return
+        action_id = act.action_id if act is not None else None
+        try:
+            self.receipts.append(kind, {"action_id": action_id, **body} if act is not None else body,
+                                 action_id=action_id)
+        except Exception as exc:  # noqa: BLE001
+            if required:
+                raise Denied(f"cannot record the decision, so nothing runs: {exc}",
+                             decision or Decision("deny"), "error") from exc
+            self.errors.append(f"{kind} receipt for {action_id}: {exc}")
+
+
+class Pending:
+    """A decided call, waiting for reviewers (or already allowed): poll it, wait for it, run it once.
+
+    >>> pending = gate.submit(action)
+    >>> pending.status()        # 'pending', 'approved', 'denied', 'timed_out', ... or 'allowed'
+    >>> pending.run(lambda a: pay(**a.args))
+    """
+
+    def __init__(self, gate: Gate, action: Action, decision: Decision, request: Request | None) -> None:
+        self.gate, self.action, self.decision, self.request = gate, action, decision, request
+        self._ran = False
+        self._lock = threading.Lock()
+
+    @property
+    def request_id(self) -> str | None:
+        return self.request.id if self.request else None
+
+    def status(self) -> str:
+        """`allowed` (no approval needed), or the request's status now."""
+        if self.request is None:
+            return "executed" if self._ran else "allowed"
+        try:
+            self.request = self.gate.broker.get(self.request.id)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001
+            self.gate.errors.append(f"status of {self.request.id}: {exc}")
+            return "error"
+        return self.request.status
+
+    def done(self) -> bool:
+        return self.status() != PENDING
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until decided (or `timeout` seconds); returns the status."""
+        if self.request is None:
+            return self.status()
+        try:
+            self.request = self.gate.broker.wait(self.request.id, timeout, poll=self.gate.poll,  # type: ignore[union-attr]
+                                                 sleep=self.gate.sleep)
+        except Exception as exc:  # noqa: BLE001
+            self.gate.errors.append(f"wait for {self.request.id}: {exc}")
+            return "error"
+        return self.request.status
+
+    async def wait_async(self, timeout: float | None = None) -> str:
+        """`wait` for asyncio: polls without blocking the loop."""
+        start, delay = self.gate.clock(), self.gate.poll
+        while True:
+            status = await asyncio.to_thread(self.status)
+            if status != PENDING or (timeout is not None and self.gate.clock() - start >= timeout):
+                return status
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def run(self, execute: Callable[[Action], T]) -> T:
+        """Wait for the decision, then run `execute(action)` once if allowed; else raise `Denied`."""
+        if self.request is not None:
+            self._refuse_if_refused(self.wait())  # bounded by the request's own timeout
+        self._release()
+        return self._execute(execute)
+
+    async def arun(self, execute: Callable[[Action], Any]) -> Any:
+        """`run` for asyncio; `execute` may return an awaitable."""
+        if self.request is not None:
+            self._refuse_if_refused(await self.wait_async())
+        await asyncio.to_thread(self._release)
+        return await self._aexecute(execute)
+
+    def _refuse_if_refused(self, status: str) -> None:
+        if status not in REFUSED:
+            return
+        tool, req = self.action.tool, self.request
+        if status == "denied":
+            who = ", ".join(f"{v.reviewer}" + (f" ({v.reason})" if v.reason else "")
+                            for v in (req.votes if req else ()) if v.decision == "deny")
+            message = f"`{tool}` was denied by a reviewer: {who}"
+        elif status == "timed_out":
+            message = f"`{tool}` was not approved in time: denied"
+        else:
+            message = f"`{tool}` was approved but the approval expired before it ran"
+        raise Denied(message, self.decision, status, req)
+
+    def _release(self) -> None:
+        gate, act = self.gate, self.action
+        with self._lock:
+            if self._ran:
+                gate._record("refusal", {"refusal": "replay", "request_id": self.request_id,
+                                         "evidence_hash": act.evidence_hash, "attempted_hash": evidence_hash(act),
+                                         "message": "this call was already run"}, act, required=False)
+                raise Denied(f"`{act.tool}` was already run: a decision is used once", self.decision, "replay",
+                             self.request)
+            self._ran = True
+        if self.request is None or gate.mode == "shadow":
+            return
+        try:
+            self.request = gate.broker.release(self.request.id, act)  # type: ignore[union-attr]
+        except Refused as exc:
+            raise Denied(f"`{act.tool}` refused: {exc}", self.decision, exc.code, exc.request or self.request) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise Denied(f"`{act.tool}` could not be released by the broker: {exc}", self.decision, "error",
+                         self.request) from exc
+
+    def _finish(self, outcome: str, error: BaseException | None) -> None:
+        act = self.action
+        self.gate._record("execution", {
+            "request_id": self.request_id, "outcome": outcome, "mode": self.gate.mode,
+            "executed_hash": evidence_hash(act) if outcome in ("executed", "failed") else None,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+        }, act, required=False)
+
+    def _execute(self, execute: Callable[[Action], T]) -> T:
+        try:
+            result = execute(self.action)
+        except BaseException as exc:
+            self._finish("failed", exc)
+            raise
+        self._finish("executed", None)
+        return result
+
+    async def _aexecute(self, execute: Callable[[Action], Any]) -> Any:
+        try:
+            result = execute(self.action)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:
+            await asyncio.to_thread(self._finish, "failed", exc)
+            raise
+        await asyncio.to_thread(self._finish, "executed", None)
+        return result
+
+
+def _why(decision: Decision) -> str:
+    rules = f" (rules: {', '.join(decision.rules)})" if decision.rules else ""
+    return "; ".join(decision.reasons) + rules
+
+
+def _from_mapping(record: Mapping[str, Any]) -> Action:
+    fields = {f.name for f in dataclasses.fields(Action)}
+    return Action.from_record({k: v for k, v in record.items() if k in fields})

@@ -1,0 +1,257 @@
+"""Hypothesis: random valid policies and random logs give the same outcome in `decide` and in the SQL.
+
+Policies are built as dicts, dumped as JSON (which is YAML) and read with `parse_policy`, so every one goes
+through the loader like a file would. Logs use tiny alphabets so windows, ties and per keys collide.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from gatekit.policy import Policy, parse_policy
+from gatekit.policy.model import VERDICTS
+
+from .harness import run_both, run_python, run_sql
+
+# ---- policies ------------------------------------------------------------------------------------------
+TOOL_NAMES = ["pay.send", "pay.refund", "db.drop", "Db.drop", "fs.read", "x"]
+TOOL_PATTERNS = TOOL_NAMES + ["pay.*", "*.drop", "?b.drop", "[Dd]b.*", "[!p]*", "*", "fs.rea?", "odd[x"]
+WORDS = ["a", "b", "ab", "A", "", "é", "🚀", "prod", "1", " 2e0 ", "1.50", "-0", "1e999", "1,810", "true"]
+REGEXES = ["^a", "b$", "a|b", "(?i)A", ".", "^$", "\\d", "é", "^\\w+$", "a.b", "(?s)a.b", "^[^b]*$", "\\p{L}"]
+FIELDS = ["args.a", "args.b", "args.a.b", "args.l.0", "args.l.1.a", "context.c", "agent", "session", "user",
+          "tool"]
+WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DURATIONS = ["1s", "2s", "5s", "30s", "1m", "10m", 3, "1m30s"]
+PER = [None, "agent", "session", "user", "tool"]
+
+numbers = st.one_of(st.integers(-3, 300), st.sampled_from([0.5, -1.5, 100.25, 1e20, -0.0, 1810.0]))
+scalars = st.one_of(numbers, st.sampled_from(WORDS), st.booleans())
+operand_lists = st.lists(st.one_of(scalars, st.lists(scalars, max_size=2)), max_size=3)
+
+
+def _test_on(field: str) -> st.SearchStrategy[dict[str, Any]]:
+    if field == "time.hour":
+        hours = st.integers(0, 23)
+        return st.one_of(
+            st.builds(lambda op, h: {op: h}, st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"]), hours),
+            st.builds(lambda op, hs: {op: hs}, st.sampled_from(["in", "not_in"]), st.lists(hours, max_size=3)),
+            st.builds(lambda b: {"exists": b}, st.booleans()),
+            st.builds(lambda w: {"matches": w}, st.sampled_from(REGEXES)),
+        )
+    if field == "time.weekday":
+        days = st.sampled_from(WEEKDAYS)
+        return st.one_of(
+            st.builds(lambda op, d: {op: d}, st.sampled_from(["eq", "ne"]), days),
+            st.builds(lambda op, ds: {op: ds}, st.sampled_from(["in", "not_in"]), st.lists(days, max_size=3)),
+            st.builds(lambda op, w: {op: w}, st.sampled_from(["startswith", "endswith", "contains"]),
+                      st.sampled_from(["s", "t", "u", "on"])),
+        )
+    if field == "time.date":
+        dates = st.sampled_from(["2026-01-14", "2026-01-15", "2026-01-16"])
+        return st.builds(lambda op, d: {op: d}, st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"]), dates)
+    return st.one_of(
+        st.builds(lambda op, o: {op: o}, st.sampled_from(["eq", "ne"]), st.one_of(scalars, operand_lists)),
+        st.builds(lambda op, o: {op: o}, st.sampled_from(["gt", "gte", "lt", "lte"]), numbers),
+        st.builds(lambda op, o: {op: o}, st.sampled_from(["in", "not_in"]), operand_lists),
+        st.builds(lambda o: {"contains": o}, st.one_of(scalars, operand_lists)),
+        st.builds(lambda o: {"matches": o}, st.sampled_from(REGEXES)),
+        st.builds(lambda op, o: {op: o}, st.sampled_from(["startswith", "endswith"]), st.sampled_from(WORDS)),
+        st.builds(lambda b: {"exists": b}, st.booleans()),
+    )
+
+
+@st.composite
+def field_tests(draw: st.DrawFn) -> dict[str, Any]:
+    field = draw(st.sampled_from(FIELDS + ["time.hour", "time.weekday", "time.date"]))
+    tests = draw(st.lists(_test_on(field), min_size=1, max_size=2))
+    merged: dict[str, Any] = {}
+    for t in tests:
+        merged.update(t)
+    if len(merged) == 1 and "eq" in merged and draw(st.booleans()):
+        return {field: merged["eq"]}  # the bare-value form
+    return {field: merged}
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["rate", "sum"]))
+    spec: dict[str, Any] = {"window": draw(st.sampled_from(DURATIONS))}
+    per = draw(st.sampled_from(PER))
+    if per:
+        spec["per"] = per
+    op = draw(st.sampled_from(["gt", "gte"]))
+    if kind == "rate":
+        spec[op] = draw(st.integers(0, 4))
+    else:
+        spec["field"] = draw(st.sampled_from(["args.a", "args.b", "context.c", "args.l.0"]))
+        spec[op] = draw(st.sampled_from([0, 1, 2.5, 100, -1, 200]))
+    return {kind: spec}
+
+
+def conditions(depth: int) -> st.SearchStrategy[dict[str, Any]]:
+    leaf = st.one_of(field_tests(), field_tests(), windows())
+    if depth == 0:
+        return leaf
+    sub = conditions(depth - 1)
+    return st.one_of(
+        leaf,
+        st.builds(lambda items: {"all": items}, st.lists(sub, min_size=1, max_size=3)),
+        st.builds(lambda items: {"any": items}, st.lists(sub, min_size=1, max_size=3)),
+        st.builds(lambda item: {"not": item}, sub),
+        # several entries in one mapping: all of them must hold
+        st.builds(lambda a, b: {**a, **b}, field_tests(), windows()),
+    )
+
+
+@st.composite
+def tiers(draw: st.DrawFn) -> dict[str, dict[str, Any]]:
+    out = {}
+    for i in range(draw(st.integers(0, 3))):
+        approvals = draw(st.integers(1, 3))
+        spec: dict[str, Any] = {"approvals": approvals}
+        roles = draw(st.lists(st.sampled_from(["sec", "fin", "ops"]), unique=True, max_size=approvals))
+        if roles:
+            spec["roles"] = roles
+        timeout = draw(st.sampled_from([None, "10m", "1h", 3600, "4h"]))
+        if timeout is not None:
+            spec["timeout"] = timeout
+        out[f"tier{i}"] = spec
+    return out
+
+
+@st.composite
+def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
+    tier_specs = draw(tiers())
+    rules = []
+    for i in range(draw(st.integers(1, 6))):
+        tool = draw(st.one_of(st.sampled_from(TOOL_PATTERNS),
+                              st.lists(st.sampled_from(TOOL_PATTERNS), min_size=1, max_size=3)))
+        action = draw(st.sampled_from(VERDICTS))
+        rule: dict[str, Any] = {"id": f"r{i}", "tool": tool, "action": action}
+        if action == "escalate" and tier_specs and draw(st.booleans()):
+            rule["tier"] = draw(st.sampled_from(sorted(tier_specs)))
+        if draw(st.integers(0, 3)) == 0:
+            rule["mode"] = "shadow"
+        if draw(st.integers(0, 5)) > 0:
+            rule["when"] = draw(conditions(2))
+        rules.append(rule)
+    doc: dict[str, Any] = {"version": 1, "name": "generated", "rules": rules}
+    if tier_specs:
+        doc["tiers"] = tier_specs
+    for key, values in (("default", VERDICTS), ("on_error", ("escalate", "deny")),
+                        ("timezone", ("UTC", "America/New_York", "Asia/Kolkata"))):
+        if draw(st.booleans()):
+            doc[key] = draw(st.sampled_from(values))
+    return doc
+
+
+def to_policy(doc: dict[str, Any]) -> Policy:
+    return parse_policy(json.dumps(doc, ensure_ascii=False, indent=1))
+
+
+# ---- logs ----------------------------------------------------------------------------------------------
+_BASE = datetime(2026, 1, 15, 4, 59, 58, tzinfo=timezone.utc)  # near midnight in New York
+INSTANTS = [_BASE + timedelta(seconds=s) for s in (0, 0, 1, 1.000001, 2, 3, 5, 30, 60, 61, 600)]
+
+text = st.text(alphabet="abAé🚀 \n0", max_size=4)
+leaf_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 300),
+    st.sampled_from([10**30, 10**400, -(10**400), 2**53 + 1]),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0, 1e308, 0.5, 100.25, 2.5]),
+    st.sampled_from(WORDS + ["NaN", "0x10", "1_000", " 100 ", "2e3", "a\nb", "🚀x"]),
+    text,
+)
+values = st.recursive(
+    leaf_values,
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.sampled_from(["a", "b", "0", "1", ""]), inner, max_size=3)),
+    max_leaves=6,
+)
+objects = st.dictionaries(st.sampled_from(["a", "b", "l", "c"]), values, max_size=3)
+
+
+@st.composite
+def actions(draw: st.DrawFn) -> dict[str, Any]:
+    action: dict[str, Any] = {"tool": draw(st.sampled_from(TOOL_NAMES)),
+                              "ts": draw(st.sampled_from(INSTANTS)).isoformat()}
+    for key in ("agent", "session", "user"):
+        who = draw(st.sampled_from([None, "missing", "A", "B"]))
+        if who != "missing":
+            action[key] = who
+    if draw(st.booleans()):
+        action["args"] = draw(objects)
+    if draw(st.booleans()):
+        action["context"] = draw(objects)
+    return action
+
+
+logs = st.lists(actions(), min_size=1, max_size=12)
+
+
+# ---- properties ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def con():
+    connection = duckdb.connect(":memory:")
+    yield connection
+    connection.close()
+
+
+_SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                            HealthCheck.function_scoped_fixture])
+
+
+def _show(doc: dict[str, Any], log: list[dict[str, Any]]) -> None:
+    note("policy: " + json.dumps(doc, ensure_ascii=False))
+    for a in log:
+        note("action: " + json.dumps(a, ensure_ascii=False))
+
+
+@_SETTINGS
+@given(doc=policy_dicts(), log=logs)
+def test_evaluators_agree(con, doc: dict[str, Any], log: list[dict[str, Any]]) -> None:
+    _show(doc, log)
+    py, sql = run_both(to_policy(doc), log, con)
+    for i, (p, s) in enumerate(zip(py, sql)):
+        assert p == s, f"action {i}: decide {p} != sql {s}"
+
+
+@_SETTINGS
+@given(doc=policy_dicts(), log=logs)
+def test_decision_is_a_verdict_and_a_match_is_never_an_error(con, doc: dict[str, Any],
+                                                             log: list[dict[str, Any]]) -> None:
+    _show(doc, log)
+    policy = to_policy(doc)
+    ids = [r.id for r in policy.rules]
+    for name, outcomes in (("decide", run_python(policy, log)), ("sql", run_sql(policy, log, con))):
+        for decision, rules, errors, tier in outcomes:
+            assert decision in VERDICTS, name
+            assert not set(rules) & set(errors), f"{name}: a rule both matched and errored"
+            assert list(rules) == [i for i in ids if i in rules], f"{name}: rules out of file order"
+            assert list(errors) == [i for i in ids if i in errors], f"{name}: errors out of file order"
+            assert tier is None or (decision == "escalate" and tier in policy.tiers), name
+
+
+@_SETTINGS
+@given(doc=policy_dicts(), log=logs, data=st.data())
+def test_shadow_rules_never_decide(con, doc: dict[str, Any], log: list[dict[str, Any]], data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(doc["rules"]) - 1), label="rule")
+    shadowed = json.loads(json.dumps(doc))
+    shadowed["rules"][index]["mode"] = "shadow"
+    removed = json.loads(json.dumps(doc))
+    rule_id = removed["rules"].pop(index)["id"]
+    _show(shadowed, log)
+    with_shadow, without = to_policy(shadowed), to_policy(removed)
+    for run in (run_python, lambda p, a: run_sql(p, a, con)):
+        for (d1, r1, e1, t1), (d2, r2, e2, t2) in zip(run(with_shadow, log), run(without, log)):
+            assert (d1, t1) == (d2, t2)
+            assert tuple(r for r in r1 if r != rule_id) == r2
+            assert tuple(e for e in e1 if e != rule_id) == e2
