@@ -112,7 +112,7 @@ def _inspect(given: Path | str) -> tuple[str, Path, str, int]:
     path = Path(given)
     try:
         if not path.is_file():
-            raise LogFormatError(f"cannot read `{given}`: no such file")
+            raise LogFormatError(f"cannot read `{given}`: {'a directory' if path.is_dir() else 'no such file'}")
         with path.open("rb") as f:
             f.read(1)
         size = path.stat().st_size
