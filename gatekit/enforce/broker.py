@@ -192,7 +192,7 @@ class Broker:
                         tuple(row.values()))
             self.receipts.append_in(con, "request", {
                 "request_id": rid, "action_id": action.action_id, "evidence_hash": row["evidence_hash"],
-                "rules": list(decision.rules), "tier": decision.tier, "approvals": row["approvals"],
+                "action": shown, "rules": list(decision.rules), "reasons": list(decision.reasons), "tier": decision.tier, "approvals": row["approvals"],
                 "roles": json.loads(row["roles"]), "requested_at": iso(now), "expires_at": iso(now + wait_us),
             }, action_id=action.action_id)
             request = self._load(con, rid)

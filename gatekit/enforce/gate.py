@@ -105,6 +105,9 @@ class Gate:
         except Exception as exc:  # noqa: BLE001  a call the gate cannot read is denied
             return None, Decision("deny", reasons=(f"malformed call: {exc}",), details=(f"gate: {exc}",))
         with self._lock:
+            if view.ts is None:  # stamped under the lock, so stamped calls arrive in time order
+                us = clock_us(self.clock)
+                view.ts, view.ts_us = from_us(us), us
             try:
                 decision = self._evaluator.evaluate(view, self._history)
             except Exception as exc:  # noqa: BLE001  an evaluator bug must not become an allow
@@ -125,9 +128,6 @@ class Gate:
                 setattr(view, name, value)
             if value is not None and type(value) is not str:
                 raise TypeError(f"`{name}` must be a string, not {value!r}")
-        if view.ts is None:
-            us = clock_us(self.clock)
-            view.ts, view.ts_us = from_us(us), us
         if self.context or scope.get("context"):
             view.context = {**self.context, **scope.get("context", {}), **(view.context or {})}
         return view

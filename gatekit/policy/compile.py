@@ -228,6 +228,11 @@ class _Query:
         return NODES[type(node)](self, node, rule, r)
 
     def window(self, node: Window, rule: Rule, r: int) -> Pair:
+        """A window test as its own sub-query over the rows of the rule's tools only, joined back by seq.
+
+        Restricting to those rows is the contract (only calls of the rule's tools count) and keeps the
+        window operator from building a frame for every other row.
+        """
         k = len(self.windows)
         part = f'PARTITION BY "{node.per}" ' if node.per else ""
         peers = f'PARTITION BY {node.per + ", " if node.per else ""}ts_us'
@@ -235,19 +240,23 @@ class _Query:
         cmp = ">" if node.op == "gt" else ">="
         key_ok = f'"{node.per}" IS NOT NULL' if node.per else "TRUE"
         if node.kind == "rate":
+            # every call in the frame, less the calls at the same instant that come later in the log
             self.windows.append(
-                f"(count(*) FILTER (WHERE tm{r}) OVER ({part}{frame}) - count(*) FILTER (WHERE tm{r}) OVER "
-                f"({peers} ORDER BY seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)) AS w{k}")
-            return f"({key_ok} AND w{k} {cmp} {num(node.threshold)})", "FALSE"
+                f"SELECT seq, count(*) OVER ({part}{frame}) - count(*) OVER "
+                f"({peers} ORDER BY seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS w{k} "
+                f"FROM g WHERE tm{r}")
+            return f"({key_ok} AND COALESCE(w{k} {cmp} {num(node.threshold)}, FALSE))", "FALSE"
         v = self.field(node.field)  # type: ignore[arg-type]
         amount = (f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)")
+        # values added in ascending order, as decide adds them; 0.0 + x == x exactly, so the initial value
+        # changes no sum (and allows an empty list)
         self.windows.append(
-            f"list({{'t': ts_us, 'q': seq, 'a': {amount}}}) FILTER (WHERE tm{r}) OVER ({part}{frame}) AS w{k}")
-        # 0.0 + x == x exactly, so the initial value keeps the sum equal to decide's (and allows empty lists)
-        total = (f"list_reduce(list_sort([e_.a FOR e_ IN w{k} IF NOT (e_.t = ts_us AND e_.q > seq)]), "
-                 f"lambda p_, q_: p_ + q_, CAST(0 AS DOUBLE))")
+            f"SELECT seq, list_reduce(list_sort([e_.a FOR e_ IN l_ IF NOT (e_.t = ts_us AND e_.q > seq)]), "
+            f"lambda p_, q_: p_ + q_, CAST(0 AS DOUBLE)) AS w{k} FROM ("
+            f"SELECT seq, ts_us, list({{'t': ts_us, 'q': seq, 'a': {amount}}}) OVER ({part}{frame}) AS l_ "
+            f"FROM g WHERE tm{r})")
         usable = f"({v.missing} OR {v.good} OR {v.str_num_ok})"
-        return f"({key_ok} AND COALESCE({total} {cmp} {num(node.threshold)}, FALSE))", f"(NOT {usable})"
+        return f"({key_ok} AND COALESCE(w{k} {cmp} {num(node.threshold)}, FALSE))", f"(NOT {usable})"
 
     def sql(self, source: Sql) -> Sql:
         p = self.policy
@@ -276,7 +285,9 @@ class _Query:
         layer1 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"',
                             "epoch_us(ts) AS ts_us"] + lt + fcols)
         layer2 = ", ".join(["*"] + tcols)
-        layer3 = ", ".join(["*"] + self.windows)
+        wctes = "".join(f"w{k}_ AS ({q}),\n" for k, q in enumerate(self.windows))
+        layer3 = "SELECT g.*" + "".join(f", w{k}_.w{k}" for k in range(len(self.windows))) + " FROM g" + \
+            "".join(f" LEFT JOIN w{k}_ ON w{k}_.seq = g.seq" for k in range(len(self.windows)))
         rcols = []
         for r, (rule, val, err) in enumerate(rules):
             rcols.append(f"(tm{r} AND COALESCE({err}, TRUE)) AS e{r}")
@@ -285,7 +296,8 @@ class _Query:
         return (f"WITH src AS ({source}),\n"
                 f"f AS (SELECT {layer1} FROM src),\n"
                 f"g AS (SELECT {layer2} FROM f),\n"
-                f"w AS (SELECT {layer3} FROM g),\n"
+                f"{wctes}"
+                f"w AS ({layer3}),\n"
                 f"r AS (SELECT {layer4} FROM w),\n"
                 f"d AS (SELECT seq, action_id, {self._decision()} AS lvl, r.* EXCLUDE (seq, action_id) FROM r)\n"
                 f"SELECT seq, action_id, {self._verdict()} AS decision, {self._ids('m')} AS rules, "

@@ -7,6 +7,7 @@ here; the SQL compiler (compile.py) has the matching tables, and tests/cases/ ho
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from collections import deque
 from dataclasses import dataclass
@@ -112,7 +113,12 @@ def _getter(field: Field, tz: ZoneInfo) -> Callable[[View], Any]:
         root, path = field.root, field.path
         if len(path) == 1:
             key = path[0]
-            return lambda v: (getattr(v, root) or {}).get(key, _ABSENT) if isinstance(getattr(v, root), dict) else _ABSENT
+            read = operator.attrgetter(root)
+
+            def get_one(v: View) -> Any:
+                obj = read(v)
+                return obj.get(key, _ABSENT) if isinstance(obj, dict) else _ABSENT
+            return get_one
         return lambda v: _path_get(getattr(v, root), path)
     part = field.path[0]
     if part == "hour":
@@ -247,6 +253,7 @@ def _compile_test(node: Test, tz: ZoneInfo, rule: Rule) -> Compiled:
     op, field = node.op, node.field
     operand = compile_re2(node.operand) if op == "matches" else node.operand
     test = TESTS[op]
+    fast = _fast_test(op, operand, field)
     if op == "exists":
         want = operand
         return lambda view, hist: ((get(view) not in _MISSING) == want, None)
@@ -255,6 +262,10 @@ def _compile_test(node: Test, tz: ZoneInfo, rule: Rule) -> Compiled:
         value = get(view)
         if value is _ABSENT or value is None:  # missing or JSON null: the test is false
             return False, None
+        if fast is not None:
+            hit = fast(value)
+            if hit is not None:
+                return hit, None
         try:
             return test(value, operand, field), None
         except Unusable as exc:
@@ -262,6 +273,41 @@ def _compile_test(node: Test, tz: ZoneInfo, rule: Rule) -> Compiled:
         except (TypeError, ValueError, UnicodeError, RecursionError) as exc:  # hostile values fail closed
             return False, f"{field.name} {op}: {exc}"
     return run
+
+
+_BIG_INT = 1 << 1000  # an int below this in magnitude is a finite float
+
+
+def _fast_test(op: str, operand: Any, field: Field) -> Callable[[Any], "bool | None"] | None:
+    """A shortcut for a test on a plain string or finite number: its answer, or None to take the full path.
+
+    Only for speed (enforce mode): each answer is the one TESTS gives for that value and operand.
+    """
+    if op in ("eq", "ne") and type(operand) is str:
+        want = op == "eq"
+        return lambda v: ((v == operand) is want) if type(v) is str else None
+    if op in ("in", "not_in") and isinstance(operand, tuple) and all(type(x) is str for x in operand):
+        members, want = frozenset(operand), op == "in"
+        return lambda v: ((v in members) is want) if type(v) is str else None
+    if op in ("gt", "gte", "lt", "lte") and field.name != "time.date" and type(operand) in (int, float):
+        cmp = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
+
+        def order(v: Any) -> bool | None:
+            t = type(v)
+            if t is float:
+                return cmp(v, operand) if -math.inf < v < math.inf else None
+            if t is int:
+                return cmp(float(v), operand) if -_BIG_INT < v < _BIG_INT else None
+            return None
+        return order
+    if op in ("startswith", "endswith") and type(operand) is str:
+        method = getattr(str, op)
+        return lambda v: method(v, operand) if type(v) is str else None
+    if op == "matches":
+        return lambda v: (operand.search(v) is not None) if type(v) is str else None
+    if op == "contains" and type(operand) is str:
+        return lambda v: (operand in v) if type(v) is str else None
+    return None
 
 
 def _amount_of(value_of: Callable[[View], Any]) -> Callable[[View], "float | None"]:
@@ -292,6 +338,7 @@ def _compile_window(node: Window, tz: ZoneInfo, rule: Rule) -> Compiled:
     value_of = _getter(node.field, tz) if node.field is not None else None
     amount = _amount_of(value_of) if value_of is not None else None
     slot = _window_slot(node, rule)
+    exact_threshold = _exact(threshold)
 
     def run(view: View, hist: list[View] | History) -> tuple[bool, str | None]:
         if view.ts_us is None:
@@ -306,17 +353,7 @@ def _compile_window(node: Window, tz: ZoneInfo, rule: Rule) -> Compiled:
             return False, None
         lo, hi = view.ts_us - span, view.ts_us
         if hist.__class__ is History:
-            # the calls of this window's tools and key, as (ts, amount): same peers as the scan below
-            seen = hist.calls(slot, key)
-            if amount is None:
-                total: float = 1
-                for ts, _ in seen:
-                    if lo < ts <= hi:
-                        total += 1
-            else:
-                values = [own] + [a for ts, a in seen if lo < ts <= hi]
-                total = functools.reduce(operator.add, sorted(values))
-            return (total > threshold if strict else total >= threshold), None
+            return _live_window(hist.calls(slot, key, hi), lo, hi, own, threshold, strict, exact_threshold), None
         peers = [h for h in hist
                  if h.ts_us is not None and lo < h.ts_us <= hi
                  and (not per or getattr(h, per) == key)
@@ -330,14 +367,67 @@ def _compile_window(node: Window, tz: ZoneInfo, rule: Rule) -> Compiled:
     return run
 
 
+def _live_window(calls: _Calls | None, lo: int, hi: int, own: float | None, threshold: float, strict: bool,
+                 exact_threshold: int) -> bool:
+    """A window over a History index: the same peers and the same total as the scan of a history list.
+
+    When every call kept is in the window (calls arrive in time order: the usual case) a count is the
+    length of the index, and a sum is decided from the exact sum the index keeps whenever it is further
+    from the threshold than the float rounding of adding the values in ascending order could move it
+    (at most 2·n·2^-53·Σ|x|, no overflow); only otherwise are the values sorted and added.
+    """
+    entries = calls.entries if calls is not None else ()
+    every = not entries or (calls.ordered and entries[0][0] > lo and entries[-1][0] <= hi)  # type: ignore[union-attr]
+    if own is None:
+        total: float = 1 + (len(entries) if every else sum(1 for ts, _, _ in entries if lo < ts <= hi))
+        return total > threshold if strict else total >= threshold
+    if every:
+        own_exact = _exact(own)
+        magnitude = abs(own_exact) + (calls.magnitude if calls is not None else 0)
+        if magnitude < _HUGE:
+            diff = own_exact + (calls.total if calls is not None else 0) - exact_threshold
+            margin = ((2 * (len(entries) + 1) * magnitude) >> 53) + 1
+            if diff > margin:
+                return True
+            if -diff > margin:
+                return False
+        values = [own] + [a for _, a, _ in entries]
+    else:
+        values = [own] + [a for ts, a, _ in entries if lo < ts <= hi]
+    total = functools.reduce(operator.add, sorted(values))
+    return total > threshold if strict else total >= threshold
+
+
+_SCALE = 1 << 1074  # every finite double times this is an integer
+
+
+def _exact(x: float) -> int:
+    """A finite number scaled by 2^1074: exact, so sums of these are exact."""
+    if isinstance(x, int):
+        return x << 1074
+    n, d = x.as_integer_ratio()
+    return n * (_SCALE // d)
+
+
+_HUGE = _exact(1e300)
+
+
 def _compile_all(node: All | Any_, tz: ZoneInfo, rule: Rule) -> Compiled:
     parts = [_compile(item, tz, rule) for item in node.items]
-    combine = all if isinstance(node, All) else any
+    every = isinstance(node, All)
 
     def run(view: View, hist: list[View]) -> tuple[bool, str | None]:
-        results = [p(view, hist) for p in parts]
-        errors = [e for _, e in results if e is not None]
-        return combine(v for v, _ in results), (errors[0] if errors else None)
+        value, error = every, None
+        for part in parts:  # all of them: an error anywhere in the rule must be seen
+            v, e = part(view, hist)
+            if e is not None and error is None:
+                error = e
+            if every:
+                if not v:
+                    value = False
+            elif v:
+                value = True
+        return value, error
     return run
 
 
@@ -374,6 +464,7 @@ class Evaluator:
         self.on_error = LEVEL[policy.on_error]
         self.rank = policy.tier_rank()
         self._by_tool: dict[str, list[tuple[Rule, Compiled]]] = {}
+        self._decided: dict[tuple[str, ...], Decision] = {}  # matched rule ids -> decision, when none errored
         # every window's slot -> (tools regex, per key, amount of a call or None, longest window on it)
         self.windows: dict[tuple[str, str | None, Field | None], tuple[Any, str | None, Any, int]] = {}
         for rule in policy.rules:
@@ -395,26 +486,36 @@ class Evaluator:
         return hit
 
     def evaluate(self, view: View, history: list[View]) -> Decision:
-        matched: list[str] = []
-        errored: list[str] = []
-        details: list[str] = []
-        level = -1
-        enforced_error = False
-        deciding: list[Rule] = []
+        matched: list[Rule] = []
+        errors: list[tuple[Rule, str]] | None = None
         for rule, cond in self.candidates(view.tool):
             try:
                 value, err = cond(view, history)
             except Exception as exc:  # noqa: BLE001  an evaluator bug must not become an allow
                 value, err = False, f"internal error: {type(exc).__name__}: {exc}"
             if err is not None:
-                errored.append(rule.id)
-                details.append(f"{rule.id}: {err}")
-                enforced_error = enforced_error or rule.enforced
+                if errors is None:
+                    errors = []
+                errors.append((rule, err))
             elif value:
-                matched.append(rule.id)
-                if rule.enforced:
-                    deciding.append(rule)
-                    level = max(level, LEVEL[rule.action])
+                matched.append(rule)
+        if errors is not None:
+            return self._decision(matched, errors)
+        key = tuple(r.id for r in matched)
+        decision = self._decided.get(key)
+        if decision is None:
+            decision = self._decision(matched, [])
+            if len(self._decided) < 65536:
+                self._decided[key] = decision
+        return decision
+
+    def _decision(self, matched_rules: list[Rule], errors: list[tuple[Rule, str]]) -> Decision:
+        matched = [r.id for r in matched_rules]
+        errored = [r.id for r, _ in errors]
+        details = [f"{r.id}: {err}" for r, err in errors]
+        enforced_error = any(r.enforced for r, _ in errors)
+        deciding = [r for r in matched_rules if r.enforced]
+        level = max((LEVEL[r.action] for r in deciding), default=-1)
         final = self.default if level < 0 else level
         if enforced_error:
             final = max(final, self.on_error)
@@ -432,23 +533,54 @@ class Evaluator:
         return Decision(verdict, tuple(matched), tuple(errored), tier, tuple(reasons), tuple(details))
 
 
+class _Calls:
+    """The calls kept on one window index under one `per` key, in arrival order, with exact sums."""
+
+    __slots__ = ("entries", "ordered", "total", "magnitude")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[int, float | None, int]] = deque()
+        self.ordered = True  # timestamps never went down: entries[0] is the oldest, entries[-1] the newest
+        self.total = 0  # exact sum of the amounts (scaled by 2^1074)
+        self.magnitude = 0  # exact sum of their absolute values
+
+    def append(self, ts: int, value: float | None) -> None:
+        entries = self.entries
+        if entries and ts < entries[-1][0]:
+            self.ordered = False
+        exact = 0 if value is None else _exact(value)
+        entries.append((ts, value, exact))
+        self.total += exact
+        self.magnitude += abs(exact)
+
+    def drop(self, until: int) -> None:
+        """Forget calls from the front with a timestamp at or before `until`."""
+        entries = self.entries
+        while entries and entries[0][0] <= until:
+            exact = entries.popleft()[2]
+            self.total -= exact
+            self.magnitude -= abs(exact)
+        if not entries:
+            self.ordered = True
+
+
 class History:
     """The calls a gate has seen, in arrival order, indexed for the policy's `rate` and `sum` windows.
 
     >>> history = History(evaluator(policy)); history.add(View(call))
 
     `Evaluator.evaluate(view, history)` counts exactly the calls that passing them as a list would count,
-    but reads only the calls of each window's tools and `per` key, kept as `(ts, amount)` pairs, so a
-    check costs microseconds however busy the agent. A call is kept while it can still fall in a window:
-    for the longest window on its index, before the newest timestamp seen (calls that arrive out of
-    order by more than that may undercount). Not thread-safe: the gate holds a lock around it.
+    but reads only the calls of each window's tools and `per` key, with running exact sums, so a check
+    costs microseconds however busy the agent. A call is kept while it can still fall in a window: for
+    the longest window on its index before the newest timestamp seen (so a call arriving after calls with
+    later timestamps may miss the oldest of its peers). Not thread-safe: the gate holds a lock around it.
     """
 
     __slots__ = ("_windows", "_index", "_tools", "_latest", "_span", "views", "_adds")
 
     def __init__(self, ev: Evaluator, views: Iterable[View] = ()) -> None:
         self._windows = ev.windows
-        self._index: dict[Any, dict[Any, deque[tuple[int, float | None]]]] = {slot: {} for slot in ev.windows}
+        self._index: dict[Any, dict[Any, _Calls]] = {slot: {} for slot in ev.windows}
         self._tools: dict[str, list[Any]] = {}
         self._latest: int | None = None
         self._span = max((w[3] for w in ev.windows.values()), default=0)
@@ -457,9 +589,13 @@ class History:
         for view in views:
             self.add(view)
 
-    def calls(self, slot: Any, key: Any) -> deque[tuple[int, float | None]] | tuple[()]:
-        """The `(ts, amount)` of the calls kept on one window's index under one `per` key."""
-        return self._index[slot].get(key, ())
+    def calls(self, slot: Any, key: Any, ts: int) -> _Calls | None:
+        """The calls kept on one window's index under one `per` key, for a call at `ts`."""
+        calls = self._index[slot].get(key)
+        if calls is not None:
+            latest = self._latest if self._latest is not None and self._latest > ts else ts
+            calls.drop(latest - self._windows[slot][3])
+        return calls
 
     def add(self, view: View) -> None:
         """Count a call in every window that reads it (a call without a timestamp is never counted)."""
@@ -479,17 +615,16 @@ class History:
             key = getattr(view, per) if per else None
             if per and key is None:
                 continue
+            value = None
             if amount is not None:
                 value = amount(view)
-                entry = (ts, value if value is not None else 0.0)
-            else:
-                entry = (ts, None)
-            bucket = self._index[slot].get(key)
-            if bucket is None:
-                bucket = self._index[slot][key] = deque()
-            bucket.append(entry)
-            while bucket and bucket[0][0] <= latest - span:
-                bucket.popleft()
+                if value is None:  # unusable in an earlier call: counts 0
+                    value = 0.0
+            calls = self._index[slot].get(key)
+            if calls is None:
+                calls = self._index[slot][key] = _Calls()
+            calls.append(ts, value)
+            calls.drop(latest - span)
         self.views.append(view)
         while self.views and self.views[0].ts_us <= latest - self._span:  # type: ignore[operator]
             self.views.popleft()
@@ -502,14 +637,12 @@ class History:
         latest = self._latest
         if latest is None:
             return
-        for slot, buckets in self._index.items():
+        for slot, index in self._index.items():
             span = self._windows[slot][3]
-            for key in list(buckets):
-                bucket = buckets[key]
-                while bucket and bucket[0][0] <= latest - span:
-                    bucket.popleft()
-                if not bucket:
-                    del buckets[key]
+            for key in list(index):
+                index[key].drop(latest - span)
+                if not index[key].entries:
+                    del index[key]
 
 
 def evaluator(policy: Policy) -> Evaluator:
