@@ -26,6 +26,7 @@ from gatekit.errors import GatekitError, StoreError
 GENESIS = "sha256:" + "0" * 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
+_ROWS = "SELECT seq, kind, action_id, body, prev, hash FROM receipts"
 KINDS = ("decision", "request", "vote", "resolution", "release", "refusal", "execution", "reload")
 
 
@@ -92,6 +93,7 @@ class Receipts:
         self.db = path if isinstance(path, Database) else Database(path, busy_timeout=busy_timeout, durable=durable)
         self.key = key.encode() if isinstance(key, str) else key
         self.clock = clock
+        self._verified: tuple[int, str] | None = None  # (count, head) this process last verified
 
     @property
     def path(self) -> str:
@@ -133,28 +135,64 @@ class Receipts:
         return Receipt(seq, kind, action_id, body, head, digest)
 
     def _tail(self, con: sqlite3.Connection) -> tuple[int, str]:
-        """The anchor, checked against the last entry: O(1), before every append."""
+        """Check the chain before appending to it; returns the anchor's `(count, head)`.
+
+        The first append of a process walks the whole chain; later ones walk only what was appended
+        since (by any process), from the last entry this process verified, and the anchor.
+        """
+        start = self._verified
+        if start is None:
+            rows = con.execute(_ROWS + " ORDER BY seq").fetchall()
+            want = (1, GENESIS)
+        else:
+            rows = con.execute(_ROWS + " WHERE seq >= ? ORDER BY seq", (start[0],)).fetchall()
+            if start[0] and (not rows or rows[0][0] != start[0] or rows[0][5] != start[1]):
+                raise ChainError(f"audit chain in `{self.path}`: entry {start[0]} changed or vanished since it was "
+                                 "verified: run `gatekit audit verify`")
+            if start[0]:
+                rows, want = rows[1:], (start[0] + 1, start[1])
+            else:
+                want = (1, GENESIS)
+        problems, count, head = self._walk(rows, *want)
         anchor = con.execute("SELECT count, head, mac FROM anchor WHERE id = 1").fetchone()
-        last = con.execute("SELECT seq, kind, action_id, body, prev, hash FROM receipts "
-                           "ORDER BY seq DESC LIMIT 1").fetchone()
-        if anchor is None:
-            if last is not None:
-                raise ChainError(f"audit chain in `{self.path}` has entries but no anchor: run `gatekit audit verify`")
-            return 0, GENESIS
-        count, head, mac = anchor
-        if not hmac.compare_digest(mac, self._anchor_mac(count, head)):
-            raise ChainError(f"audit chain anchor in `{self.path}` does not verify (modified, or another key)")
-        if last is None:
-            if count:
-                raise ChainError(f"audit chain in `{self.path}` is empty but its anchor counts {count} entries")
-            return 0, GENESIS
-        seq, kind, action_id, text, prev, digest = last
-        if seq != count or digest != head:
-            raise ChainError(f"audit chain in `{self.path}` does not end where its anchor says "
-                             f"(entry {seq}, anchor {count}): run `gatekit audit verify`")
-        if self._entry_hash(prev, kind, action_id, text) != digest:
-            raise ChainError(f"audit chain in `{self.path}`: entry {seq} was modified")
+        problems += self._check_anchor(anchor, count, head, bool(rows) or start is not None and start[0] > 0)
+        if problems:
+            raise ChainError(f"audit chain in `{self.path}` is broken ({problems[0]}): run `gatekit audit verify`")
+        self._verified = (count, head)
         return count, head
+
+    def _walk(self, rows: list[tuple[Any, ...]], want_seq: int, want_prev: str) -> tuple[list[str], int, str]:
+        """Check that `rows` continue a chain at `want_seq` after the entry hashed `want_prev`."""
+        problems: list[str] = []
+        position = {row[5]: row[0] for row in rows}  # hash -> seq, to tell a reordered entry from a lost one
+        for seq, kind, action_id, text, prev, digest in rows:
+            if seq != want_seq:
+                gone = f"entry {want_seq}" if seq == want_seq + 1 else f"entries {want_seq}-{seq - 1}"
+                problems.append(f"{gone} deleted (the log jumps from {want_seq - 1} to {seq})")
+            if self._entry_hash(prev, kind, action_id, text) != digest:
+                problems.append(f"entry {seq} modified: its hash does not match its content")
+            elif prev != want_prev:
+                if prev in position and position[prev] != seq - 1:
+                    problems.append(f"entry {seq} out of order: it was written after entry {position[prev]}")
+                elif seq == want_seq:
+                    problems.append(f"entry {seq} does not follow entry {seq - 1} (an entry was deleted or replaced)")
+            want_seq, want_prev = seq + 1, digest
+        return problems, want_seq - 1, want_prev
+
+    def _check_anchor(self, anchor: tuple[Any, ...] | None, count: int, head: str, any_rows: bool) -> list[str]:
+        if anchor is None:
+            return ["the anchor is missing"] if any_rows else []
+        a_count, a_head, a_mac = anchor
+        problems = []
+        if not hmac.compare_digest(a_mac, self._anchor_mac(a_count, a_head)):
+            problems.append("the anchor was modified (or the key is wrong)")
+        if a_count > count:
+            problems.append(f"truncated: the anchor counts {a_count} entries, the log ends at {count}")
+        elif a_count < count:
+            problems.append(f"entries after {a_count} were added outside gatekit (the anchor counts {a_count})")
+        elif a_head != head:
+            problems.append(f"the last entry ({count}) is not the one the anchor recorded")
+        return problems
 
     # -- reading ----------------------------------------------------------------------------------------
     def entries(self, action_id: str | None = None) -> Iterator[Receipt]:
@@ -191,34 +229,9 @@ class Receipts:
                 anchor = con.execute("SELECT count, head, mac FROM anchor WHERE id = 1").fetchone()
         except (StoreError, sqlite3.Error) as exc:
             return Verification(False, 0, GENESIS, (f"cannot read the audit log: {exc}",))
-        position = {row[5]: row[0] for row in rows}  # hash -> seq, to tell a reordered entry from a lost one
-        want_seq, want_prev = 1, GENESIS
-        for seq, kind, action_id, text, prev, digest in rows:
-            if seq != want_seq:
-                gone = f"entry {want_seq}" if seq == want_seq + 1 else f"entries {want_seq}-{seq - 1}"
-                problems.append(f"{gone} deleted (the log jumps from {want_seq - 1} to {seq})")
-            if self._entry_hash(prev, kind, action_id, text) != digest:
-                problems.append(f"entry {seq} modified: its hash does not match its content")
-            elif prev != want_prev:
-                if prev in position and position[prev] != seq - 1:
-                    problems.append(f"entry {seq} out of order: it was written after entry {position[prev]}")
-                elif seq == want_seq:
-                    problems.append(f"entry {seq} does not follow entry {seq - 1} (an entry was deleted or replaced)")
-            want_seq, want_prev = seq + 1, digest
-        count, head = want_seq - 1, want_prev
-        if anchor is None:
-            if rows:
-                problems.append("the anchor is missing")
-        else:
-            a_count, a_head, a_mac = anchor
-            if not hmac.compare_digest(a_mac, self._anchor_mac(a_count, a_head)):
-                problems.append("the anchor was modified (or the key is wrong)")
-            if a_count > count:
-                problems.append(f"truncated: the anchor counts {a_count} entries, the log ends at {count}")
-            elif a_count < count:
-                problems.append(f"entries after {a_count} were added outside gatekit (the anchor counts {a_count})")
-            elif a_head != head:
-                problems.append(f"the last entry ({count}) is not the one the anchor recorded")
+        walked, count, head = self._walk(rows, 1, GENESIS)
+        problems += walked
+        problems += self._check_anchor(anchor, count, head, bool(rows))
         if expect is not None:
             e_count, e_head = expect
             if count < e_count:

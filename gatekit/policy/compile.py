@@ -15,6 +15,7 @@ from gatekit.policy.values import NUMERIC_STRING, numeric_string
 
 Sql = str
 _NUM_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
+_SPACE = " \t\n\r"  # JSON white space, trimmed around a numeric string
 
 
 def lit(text: str) -> Sql:
@@ -200,6 +201,8 @@ class _Query:
         self.fields: dict[str, tuple[int, Field]] = {}
         self.windows: list[Sql] = []
         self.uses_time = False
+        self.users: dict[int, set[int]] = {}  # field index -> the rules that read it
+        self.current = -1  # the rule being compiled
 
     def field(self, f: Field) -> Val:
         if f.root in ("tool", "agent", "session", "user"):
@@ -217,7 +220,8 @@ class _Query:
         if f.name not in self.fields:
             self.fields[f.name] = (len(self.fields), f)
         i = self.fields[f.name][0]
-        return Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snm=f"snm{i}", snv=f"snv{i}")
+        self.users.setdefault(i, set()).add(self.current)
+        return Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snm=f"(snv{i} IS NOT NULL)", snv=f"snv{i}")
 
     def tool_match(self, rule: Rule) -> Sql:
         if all(not any(c in t for c in "*?[") for t in rule.tools):
@@ -262,29 +266,43 @@ class _Query:
         p = self.policy
         rules = []
         for r, rule in enumerate(p.rules):
+            self.current = r
             val, err = self.cond(rule.when, rule, r)
             rules.append((rule, val, err))
-        # one JSON parse per document: extract every path of a root in one call, then index the list
+        # One JSON parse per document: every path of a root in one call, then index the list. A value is
+        # read only on rows whose tool some rule reading it matches: elsewhere no rule looks at it.
+        guard = lambda rules: _any([f"tm{r}" for r in sorted(rules)])  # noqa: E731
         fcols = []
         for root in ("args", "context"):
             mine = [(i, f) for i, f in self.fields.values() if f.root == root]
-            if len(mine) == 1:
-                i, f = mine[0]
-                fcols.append(f"json_extract({root}, {lit(_pointer(f.path))}) AS j{i}")
-            elif mine:
-                paths = ", ".join(lit(_pointer(f.path)) for _, f in mine)
-                fcols.append(f"json_extract({root}, [{paths}]) AS {root}_")
-                fcols += [f"{root}_[{k + 1}] AS j{i}" for k, (i, _) in enumerate(mine)]
-        tcols = []
+            if not mine:
+                continue
+            readers = set().union(*(self.users[i] for i, _ in mine))
+            paths = ", ".join(lit(_pointer(f.path)) for _, f in mine)
+            fcols.append(f"CASE WHEN {guard(readers)} THEN json_extract({root}, [{paths}]) END AS {root}_")
+        jcols = []
+        for root in ("args", "context"):
+            mine = [(i, f) for i, f in self.fields.values() if f.root == root]
+            jcols += [f"CASE WHEN {guard(self.users[i])} THEN {root}_[{k + 1}] END AS j{i}"
+                      for k, (i, _) in enumerate(mine)]
+        # typed readings in layers, each computed once and only for values of its kind (CASE is lazy)
+        tcols, ncols, scols = [], [], []
         for i, _ in self.fields.values():
             jv = Val.of_json(f"j{i}")
-            tcols += [f"{jv.t} AS t{i}", f"{jv.n} AS n{i}", f"{jv.s} AS s{i}", f"{jv.b} AS b{i}",
-                      f"{jv.snm} AS snm{i}", f"{jv.snv} AS snv{i}"]
-        tcols += [f"{self.tool_match(rule)} AS tm{r}" for r, rule in enumerate(p.rules)]
+            tcols.append(f"{jv.t} AS t{i}")
+            ncols += [f"CASE WHEN t{i} = 'NUM' THEN {jv.n} END AS n{i}",
+                      f"CASE WHEN t{i} = 'VARCHAR' THEN {jv.s} END AS s{i}",
+                      f"CASE WHEN t{i} = 'BOOLEAN' THEN {jv.b} END AS b{i}"]
+            # a numeric string always casts (to inf when out of range): NULL means "not numeric"
+            scols.append(f"CASE WHEN regexp_full_match(s{i}, {lit(NUMERIC_STRING)}) THEN "
+                         f"TRY_CAST(trim(s{i}, {lit(_SPACE)}) AS DOUBLE) END AS snv{i}")
+        tms = [f"{self.tool_match(rule)} AS tm{r}" for r, rule in enumerate(p.rules)]
         lt = [f"timezone({lit(p.timezone)}, ts) AS lt_"] if self.uses_time else []
-        layer1 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"',
-                            "epoch_us(ts) AS ts_us"] + lt + fcols)
-        layer2 = ", ".join(["*"] + tcols)
+        layer0 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"', "args", "context",
+                            "epoch_us(ts) AS ts_us"] + lt + tms)
+        layer1 = ", ".join(["* EXCLUDE (args, context)"] + fcols)
+        layer2b = ", ".join(["*"] + ncols)
+        layer2c = ", ".join(["*"] + scols)
         wctes = "".join(f"w{k}_ AS ({q}),\n" for k, q in enumerate(self.windows))
         layer3 = "SELECT g.*" + "".join(f", w{k}_.w{k}" for k in range(len(self.windows))) + " FROM g" + \
             "".join(f" LEFT JOIN w{k}_ ON w{k}_.seq = g.seq" for k in range(len(self.windows)))
@@ -294,8 +312,12 @@ class _Query:
             rcols.append(f"(tm{r} AND NOT COALESCE({err}, TRUE) AND COALESCE({val}, FALSE)) AS m{r}")
         layer4 = ", ".join(["seq", "action_id"] + rcols)
         return (f"WITH src AS ({source}),\n"
-                f"f AS (SELECT {layer1} FROM src),\n"
-                f"g AS (SELECT {layer2} FROM f),\n"
+                f"f0 AS (SELECT {layer0} FROM src),\n"
+                f"f AS (SELECT {layer1} FROM f0),\n"
+                f"g0 AS (SELECT * {', ' if jcols else ''}{', '.join(jcols)} FROM f),\n"
+                f"g1 AS (SELECT *, {', '.join(tcols) if tcols else 'NULL AS no_fields_'} FROM g0),\n"
+                f"g2 AS (SELECT {layer2b} FROM g1),\n"
+                f"g AS (SELECT {layer2c} FROM g2),\n"
                 f"{wctes}"
                 f"w AS ({layer3}),\n"
                 f"r AS (SELECT {layer4} FROM w),\n"

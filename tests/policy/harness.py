@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import duckdb
+import pyarrow as pa
 
 from gatekit.action import parse_ts
 from gatekit.policy.compile import compile_sql
@@ -56,15 +57,34 @@ def run_python(policy: Policy, actions: Sequence[Mapping[str, Any]]) -> list[Out
     return [(d.decision, tuple(d.rules), tuple(d.errors), d.tier) for d in decide_log(policy, list(actions))]
 
 
+def _arrow(actions: Sequence[Mapping[str, Any]]) -> pa.Table:
+    cols = list(zip(*rows(actions))) if actions else [()] * 9
+    return pa.table({
+        "seq": pa.array(cols[0], pa.int64()),
+        "action_id": pa.array(cols[1], pa.string()),
+        "ts": pa.array(cols[2], pa.timestamp("us", tz="UTC")),
+        "agent": pa.array(cols[3], pa.string()),
+        "session": pa.array(cols[4], pa.string()),
+        "user": pa.array(cols[5], pa.string()),
+        "tool": pa.array(cols[6], pa.string()),
+        "args": pa.array(cols[7], pa.string()),
+        "context": pa.array(cols[8], pa.string()),
+    })
+
+
 def run_sql(policy: Policy, actions: Sequence[Mapping[str, Any]],
             con: duckdb.DuckDBPyConnection | None = None) -> list[Outcome]:
+    """The compiled query's outcomes over a fresh `actions` table holding `actions` (loaded from Arrow)."""
     own = con is None
     con = con or duckdb.connect(":memory:")
     try:
         con.execute("DROP TABLE IF EXISTS actions")
         con.execute(_TABLE)
-        if actions:
-            con.executemany("INSERT INTO actions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows(actions))
+        con.register("actions_in", _arrow(actions))
+        try:
+            con.execute("INSERT INTO actions SELECT * FROM actions_in")  # VARCHAR -> JSON validates the text
+        finally:
+            con.unregister("actions_in")
         got = con.execute(f"SELECT * FROM ({compile_sql(policy)}) ORDER BY seq").fetchall()
     finally:
         if own:

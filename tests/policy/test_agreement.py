@@ -36,7 +36,7 @@ scalars = st.one_of(numbers, st.sampled_from(WORDS), st.booleans())
 operand_lists = st.lists(st.one_of(scalars, st.lists(scalars, max_size=2)), max_size=3)
 
 
-def _test_on(field: str) -> st.SearchStrategy[dict[str, Any]]:
+def _tests_on(field: str) -> st.SearchStrategy[dict[str, Any]]:
     if field == "time.hour":
         hours = st.integers(0, 23)
         return st.one_of(
@@ -67,10 +67,14 @@ def _test_on(field: str) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+# built once: Hypothesis validates a strategy on first use, which is slow to repeat for every draw
+_TESTS_ON = {f: _tests_on(f) for f in FIELDS + ["time.hour", "time.weekday", "time.date"]}
+
+
 @st.composite
 def field_tests(draw: st.DrawFn) -> dict[str, Any]:
-    field = draw(st.sampled_from(FIELDS + ["time.hour", "time.weekday", "time.date"]))
-    tests = draw(st.lists(_test_on(field), min_size=1, max_size=2))
+    field = draw(st.sampled_from(sorted(_TESTS_ON)))
+    tests = draw(st.lists(_TESTS_ON[field], min_size=1, max_size=2))
     merged: dict[str, Any] = {}
     for t in tests:
         merged.update(t)
@@ -95,11 +99,11 @@ def windows(draw: st.DrawFn) -> dict[str, Any]:
     return {kind: spec}
 
 
-def conditions(depth: int) -> st.SearchStrategy[dict[str, Any]]:
+def _conditions(depth: int) -> st.SearchStrategy[dict[str, Any]]:
     leaf = st.one_of(field_tests(), field_tests(), windows())
     if depth == 0:
         return leaf
-    sub = conditions(depth - 1)
+    sub = _conditions(depth - 1)
     return st.one_of(
         leaf,
         st.builds(lambda items: {"all": items}, st.lists(sub, min_size=1, max_size=3)),
@@ -108,6 +112,9 @@ def conditions(depth: int) -> st.SearchStrategy[dict[str, Any]]:
         # several entries in one mapping: all of them must hold
         st.builds(lambda a, b: {**a, **b}, field_tests(), windows()),
     )
+
+
+CONDITIONS = _conditions(2)  # `when` trees of depth <= 3
 
 
 @st.composite
@@ -126,13 +133,18 @@ def tiers(draw: st.DrawFn) -> dict[str, dict[str, Any]]:
     return out
 
 
+_TOOLS = st.one_of(st.sampled_from(TOOL_PATTERNS), st.lists(st.sampled_from(TOOL_PATTERNS), min_size=1, max_size=3))
+
+
+_TIERS = tiers()
+
+
 @st.composite
 def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
-    tier_specs = draw(tiers())
+    tier_specs = draw(_TIERS)
     rules = []
     for i in range(draw(st.integers(1, 6))):
-        tool = draw(st.one_of(st.sampled_from(TOOL_PATTERNS),
-                              st.lists(st.sampled_from(TOOL_PATTERNS), min_size=1, max_size=3)))
+        tool = draw(_TOOLS)
         action = draw(st.sampled_from(VERDICTS))
         rule: dict[str, Any] = {"id": f"r{i}", "tool": tool, "action": action}
         if action == "escalate" and tier_specs and draw(st.booleans()):
@@ -140,7 +152,7 @@ def policy_dicts(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.integers(0, 3)) == 0:
             rule["mode"] = "shadow"
         if draw(st.integers(0, 5)) > 0:
-            rule["when"] = draw(conditions(2))
+            rule["when"] = draw(CONDITIONS)
         rules.append(rule)
     doc: dict[str, Any] = {"version": 1, "name": "generated", "rules": rules}
     if tier_specs:
