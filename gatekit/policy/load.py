@@ -142,6 +142,8 @@ class _Loader:
             msg = f"`{field}`: {err['msg'].lower()}, got `{err.get('input')}`"
         else:
             msg = f"`{field}`: {err['msg'][0].lower() + err['msg'][1:]}"
+            if isinstance(err.get("input"), (str, int, float)) and not isinstance(err.get("input"), bool):
+                msg += f", got `{_show(err['input'])}`"
             # a union's branches each report; keep the message short and singular
             if len(loc) >= 1 and loc[-1] in ("str", "int", "list[str]"):
                 loc = loc[:-1]

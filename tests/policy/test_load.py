@@ -59,6 +59,9 @@ BROKEN = {
     (71, "window", ("`sum` needs `field`",)),
     (71, "duration", ("`0s`",)),
     (71, "window", ("unknown key `extra`",)),
+    (72, "operand", ("`args.j`", "`null`")),
+    (73, "operand", ("`args.k`", "finite")),
+    (74, "field", ("unknown field `args.`",)),
 }
 
 
@@ -141,6 +144,11 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_a_directory_is_not_a_policy(tmp_path: Path) -> None:
     _refused(tmp_path)
+
+
+def test_rule_ids_may_use_the_documented_characters() -> None:
+    policy = parse_policy("version: 1\nname: ids\nrules:\n  - {id: team/a_b.c:d@e-1, tool: t, action: allow}\n")
+    assert policy.rules[0].id == "team/a_b.c:d@e-1"
 
 
 def test_durations_and_defaults() -> None:
