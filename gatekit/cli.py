@@ -220,6 +220,100 @@ def runs(db: Path, as_json: bool) -> None:
                    f"\tdeny {100 * r.rate('deny'):.1f}%")
 
 
+# ---- analytics ---------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run", "run_name", required=True, help="the run to report on")
+@click.option("--against", help="also compare with this earlier run (A) as B = --run")
+@click.option("--sweep", nargs=2, metavar="RULE FIELD", help="threshold curve of RULE's numeric test on FIELD")
+@click.option("--json", "as_json", is_flag=True, help="print the whole report as JSON")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="write standalone HTML")
+def report(db: Path, run_name: str, against: str | None, sweep: tuple[str, str] | None, as_json: bool,
+           html_out: Path | None) -> None:
+    """Everything the run would have done: decisions, workload, drift, reviewers, controls, labels."""
+    from gatekit.logs.store import Store
+    from gatekit.report import build_report, render_html, render_text
+
+    with Store(db, read_only=True) as store:
+        rep = build_report(store, run_name, against=against, sweep=tuple(sweep) if sweep else None)
+    if html_out:
+        html_out.write_text(render_html(rep), encoding="utf-8")
+        click.echo(f"wrote {html_out}", err=True)
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=2, default=str))
+    elif not html_out:
+        click.echo(render_text(rep))
+
+
+@cli.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--policy", "policies", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="two policy files, A then B (replayed now)")
+@click.option("--run", "runs_", multiple=True, help="or two stored runs, A then B")
+@click.option("--examples", default=5, show_default=True, help="example actions per cell")
+@click.option("--json", "as_json", is_flag=True)
+def diff(db: Path, policies: tuple[Path, ...], runs_: tuple[str, ...], examples: int, as_json: bool) -> None:
+    """Policy A against B on the same actions: the decision transition matrix and what changed."""
+    from gatekit.logs.store import Store
+    from gatekit.metrics.diff import replay_policies, summarize_diff
+    from gatekit.policy import load_policy
+
+    if (len(policies), len(runs_)) not in ((2, 0), (0, 2)):
+        raise click.UsageError("give exactly two --policy files or two --run names")
+    if policies:
+        pa, pb = (load_policy(p) for p in policies)
+        with Store(db) as store:
+            run_a, run_b = replay_policies(store, pa, pb)
+    else:
+        run_a, run_b = runs_
+    with Store(db, read_only=True) as store:
+        summary = summarize_diff(store, run_a, run_b, examples=examples)
+    data = summary.to_dict()
+    if as_json:
+        _emit(data)
+        return
+    click.echo(f"A = `{run_a}`, B = `{run_b}`: {data['changed']:,} of {data['actions']:,} actions change "
+               f"decision ({100 * (data['changed_rate'] or 0):.2f}%)")
+    click.echo("A \\ B".ljust(10) + "".join(f"{d:>10}" for d in ("allow", "escalate", "deny")))
+    cells = {(c["from"], c["to"]): c["count"] for c in data["matrix"]}
+    for a in ("allow", "escalate", "deny"):
+        click.echo(f"{a:<10}" + "".join(f"{cells.get((a, b), 0):>10,}" for b in ("allow", "escalate", "deny")))
+    for change in data["policy_diff"]:
+        click.echo(f"  {change.get('change')}: {change.get('kind', 'rule')} `{change.get('id') or change.get('name')}`"
+                   + (f" ({change['keys']})" if change.get("keys") else ""))
+
+
+@cli.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run", "run_name", required=True)
+@click.option("--sweep", nargs=2, metavar="RULE FIELD", help="threshold curve of RULE's numeric test on FIELD")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(db: Path, run_name: str, sweep: tuple[str, str] | None, as_json: bool) -> None:
+    """Score a run against labels: harm caught versus humans bothered."""
+    from gatekit.logs.store import Store
+    from gatekit.metrics.evaluate import evaluate as run_evaluate
+
+    with Store(db, read_only=True) as store:
+        result = run_evaluate(store, run_name, sweep=tuple(sweep) if sweep else None)
+    data = result.to_dict()
+    if as_json:
+        _emit(data)
+        return
+    if not (data["harmful"] or data["benign"]):
+        click.echo("no labelled actions in the store: add `label: harmful|benign` to score a policy")
+        return
+    click.echo(f"run `{run_name}`: caught {data['caught']:,} of {data['harmful']:,} harmful "
+               f"({100 * (data['catch_rate'] or 0):.1f}%), bothered {data['bothered']:,} of {data['benign']:,} "
+               f"benign ({100 * (data['bother_rate'] or 0):.1f}%)")
+    for row in data["by_rule"][:15]:
+        click.echo(f"  {row['rule']:<32} caught {row.get('caught', 0):>6,}  bothered {row.get('bothered', 0):>6,}")
+    if data.get("sweep"):
+        sw = data["sweep"]
+        click.echo(f"threshold sweep of `{sw['rule']}` {sw['field']} {sw['op']} (now {sw['current']}):")
+        for point in sw["curve"]:
+            click.echo(f"  {point['threshold']:>14,.2f}  caught {point['caught']:>6,}  bothered {point['bothered']:>6,}")
+
+
 # ---- sample data and the demo ------------------------------------------------------------------------
 @cli.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))

@@ -3,7 +3,8 @@
 A file that cannot be read at all raises `LogFormatError`; anything bad *inside* a readable file is
 quarantined with a reason, never raised, so one hostile line cannot stop an ingest. A Parquet row is
 turned into the JSON object a JSONL line would hold and goes through the same checks, so a bad row gets
-the same reason as the equivalent line.
+the same reason as the equivalent line. Adapters (`gatekit.logs.adapters`) hand their records to
+`ingest_sources`, which puts them through the very same checks, ids, quarantine and batched inserts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import gzip
 import hashlib
 import json
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ from gatekit.action import FIELDS, canonical_json, parse_ts
 from gatekit.errors import LogFormatError, StoreError
 from gatekit.logs.store import ACTION_BATCH, QUARANTINE_BATCH, Store
 
-__all__ = ["IngestReport", "ingest"]
+__all__ = ["IngestReport", "Record", "Rejected", "Source", "ingest", "ingest_sources", "inspect", "json_values"]
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -49,6 +50,39 @@ _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=True, separators=(",", 
 _dumps = orjson.dumps
 
 Progress = Callable[[int, int], None]
+
+
+class Rejected(Exception):
+    """A record that cannot become an action, and why: it is quarantined with `reason`.
+
+    An adapter yields one (or a `transform` raises one) for what it cannot read.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# (line number, the record or why there is none, the raw text or bytes it came from): what adapters yield.
+Record = tuple[int, "dict[str, Any] | Rejected", "str | bytes"]
+Transform = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input of an ingest: its name (kept as `source`), its size in bytes (for progress) and how to read it.
+
+    `kind` is `jsonl` or `parquet` (lines or rows checked as the action contract, after `transform` when
+    given: a function of the parsed object that returns the contract record or raises `Rejected`), or
+    `records`: `read()` yields `Record`s an adapter made.
+    """
+
+    name: str
+    path: Path
+    size: int
+    kind: str
+    read: Callable[[], Iterable[Record]] | None = None
+    transform: Transform | None = None
 
 
 @dataclass(frozen=True)
@@ -77,19 +111,35 @@ def ingest(
     >>> with Store("gatekit.duckdb") as store:
     ...     ingest(store, ["agents.jsonl"]).stored
     """
+    return ingest_sources(store, [inspect(p) for p in paths], progress=progress, now=now)
+
+
+def ingest_sources(
+    store: Store, sources: Sequence[Source], *, progress: Progress | None = None, now: datetime | None = None
+) -> IngestReport:
+    """`ingest` for sources already resolved (by `inspect`, or by an adapter): same checks, same transaction.
+
+    >>> ingest_sources(store, [inspect("agents.jsonl")]).stored
+    """
     now = _utc(now or datetime.now(timezone.utc))
-    files = [_inspect(p) for p in paths]  # every file is checked before anything is stored
-    total = sum(size for _, _, _, size in files)
+    total = sum(source.size for source in sources)
     sink, done = _Sink(store, now), 0
     store.con.begin()
     try:
-        for given, path, kind, size in files:
+        for source in sources:
             seen: dict[str, int] = {}  # content hash -> occurrences in this file
-            for first, lines, pos in _jsonl_chunks(path) if kind == "jsonl" else _parquet_chunks(path):
-                sink.add(given, first, lines, seen, kind == "parquet")
-                if progress is not None:
-                    progress(done + min(pos, size), total)
-            done += size
+            if source.kind == "records":
+                assert source.read is not None
+                sink.add_records(source.name, source.read(), seen)
+            else:
+                parquet = source.kind == "parquet"
+                for first, lines, pos in _parquet_chunks(source.path) if parquet else _jsonl_chunks(source.path):
+                    sink.add(source.name, first, lines, seen, parquet, source.transform)
+                    if progress is not None:
+                        progress(done + min(pos, source.size), total)
+            done += source.size
+            if progress is not None and source.kind == "records":
+                progress(done, total)
         sink.flush()
         sink.close()
         store.con.commit()
@@ -101,14 +151,31 @@ def ingest(
         raise
     if progress is not None:
         progress(total, total)
-    return IngestReport(len(files), sink.read, sink.stored, sink.quarantined, sink.duplicates)
+    return IngestReport(len(sources), sink.read, sink.stored, sink.quarantined, sink.duplicates)
 
 
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
-def _inspect(given: Path | str) -> tuple[str, Path, str, int]:
+def inspect(given: Path | str, kind: str | None = None) -> Source:
+    """A readable file as a `Source` of the action contract, `jsonl` or `parquet` (default: by its name).
+    Raises `LogFormatError` when it cannot be read."""
+    path, size = Path(given), readable(given)
+    name = path.name.lower()
+    if kind is None:
+        if name.removesuffix(".gz").endswith(JSONL_SUFFIXES):
+            kind = "jsonl"
+        elif name.endswith(PARQUET_SUFFIXES):
+            kind = "parquet"
+        else:
+            raise LogFormatError(f"cannot read `{given}`: unknown log format, expected .jsonl, .json or .ndjson "
+                                 "(optionally .gz) or .parquet")
+    return Source(str(given), path, size, kind)
+
+
+def readable(given: Path | str) -> int:
+    """The size of a file that can be opened and read, else `LogFormatError`."""
     path = Path(given)
     try:
         if not path.is_file():
@@ -118,14 +185,28 @@ def _inspect(given: Path | str) -> tuple[str, Path, str, int]:
         size = path.stat().st_size
     except OSError as e:
         raise LogFormatError(f"cannot read `{given}`: {e.strerror or e}") from e
-    name = path.name.lower()
-    if name.removesuffix(".gz").endswith(JSONL_SUFFIXES):
-        return str(given), path, "jsonl", size
-    if name.endswith(PARQUET_SUFFIXES):
-        return str(given), path, "parquet", size
-    raise LogFormatError(
-        f"cannot read `{given}`: unknown log format, expected .jsonl, .json or .ndjson (optionally .gz) or .parquet"
-    )
+    return size
+
+
+def json_values(path: Path) -> Iterator[tuple[int, Any, bytes]]:
+    """(line number, parsed value or `Rejected`, raw line) of each non-empty line of a JSON Lines file
+    (optionally gzip), with the reasons ingest gives to a line it cannot parse."""
+    for first, lines, _ in _jsonl_chunks(path):
+        for number, line in enumerate(lines, first):
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line or line.isspace():
+                continue
+            try:
+                try:
+                    value = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    value = _decode_slow(line)[0]
+                if _too_deep(value):
+                    raise _Bad(_TOO_DEEP)
+            except _Bad as e:
+                value = e
+            yield number, value, line
 
 
 def _jsonl_chunks(path: Path) -> Iterator[tuple[int, list[bytes], int]]:
@@ -187,12 +268,12 @@ def _parquet_expr(name: str, kind: str) -> str:
     return _quote(name)
 
 
-class _Bad(Exception):
+class _Bad(Rejected):
     """A line or row that cannot be stored; `undecodable` when it is not even UTF-8."""
 
     def __init__(self, reason: str, undecodable: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.undecodable = reason, undecodable
+        self.undecodable = undecodable
 
 
 class _Sink:
@@ -210,7 +291,8 @@ class _Sink:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatekit-ingest")
         self._pending: Future[None] | None = None
 
-    def add(self, source: str, first: int, lines: list[bytes], seen: dict[str, int], parquet: bool) -> None:
+    def add(self, source: str, first: int, lines: list[bytes], seen: dict[str, int], parquet: bool,
+            transform: Transform | None = None) -> None:
         rows, now, loads, JSONDecodeError = self.rows, self.now, orjson.loads, orjson.JSONDecodeError
         for number, line in enumerate(lines, first):
             if line.endswith(b"\r"):
@@ -229,13 +311,31 @@ class _Sink:
                     # Inline the common case: an object with too few brackets to be nested too deep.
                     if slow or type(record) is not dict or line.count(b"[") + line.count(b"{") > MAX_DEPTH:
                         record = _check(record, slow)
+                if transform is not None:
+                    record = _check(transform(record), slow)
                 rows.append(_to_row(record, slow, now, seen, source, number))
-            except _Bad as e:
+            except Rejected as e:
                 self.quarantined += 1
-                raw, raw_bytes = (None, line) if e.undecodable else (line.decode("utf-8"), None)
+                undecodable = isinstance(e, _Bad) and e.undecodable
+                raw, raw_bytes = (None, line) if undecodable else (line.decode("utf-8"), None)
                 self.bad.append((source, number, raw, raw_bytes, e.reason))
         if len(rows) >= BATCH_ROWS or len(self.bad) >= BATCH_ROWS:
             self.flush()
+
+    def add_records(self, source: str, records: Iterable[Record], seen: dict[str, int]) -> None:
+        """Adapter records: checked as a line the stdlib parsed (NaN, depth, lone surrogates) would be."""
+        for number, record, raw in records:
+            self.read += 1
+            try:
+                if isinstance(record, Rejected):
+                    raise record
+                self.rows.append(_to_row(_check(record, True), True, self.now, seen, source, number))
+            except Rejected as e:
+                self.quarantined += 1
+                text, data = _raw(raw)
+                self.bad.append((source, number, text, data, e.reason))
+            if len(self.rows) >= BATCH_ROWS or len(self.bad) >= BATCH_ROWS:
+                self.flush()
 
     def flush(self) -> None:
         actions = _table(self.rows, ACTION_BATCH, self.now) if self.rows else None
@@ -266,6 +366,18 @@ class _Sink:
             self._wait(failed)
         finally:
             self._writer.shutdown(wait=True)
+
+
+def _raw(raw: str | bytes) -> tuple[str | None, bytes | None]:
+    """Raw input as the quarantine keeps it: text when it is valid UTF-8, else the bytes."""
+    if isinstance(raw, str):
+        if not _has_lone_surrogate(raw):
+            return raw, None
+        raw = raw.encode("utf-8", "surrogatepass")
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return None, raw
 
 
 def _table(rows: list[tuple[Any, ...]], schema: pa.Schema, now: datetime) -> pa.Table:

@@ -1,0 +1,146 @@
+"""The report: every shadow metric of a run, as a terminal summary, a JSON document or standalone HTML.
+
+The frames are read from the store once and handed to each metric; metrics compute, this module only
+arranges their results (and `gatekit.charts` draws them for HTML).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from gatekit.logs.store import Store
+from gatekit.metrics.controls import ControlFailures, control_failures
+from gatekit.metrics.diff import DiffSummary, summarize_diff
+from gatekit.metrics.drift import DriftSummary, summarize_drift
+from gatekit.metrics.evaluate import Evaluation, evaluate
+from gatekit.metrics.fatigue import Fatigue, reviewer_fatigue
+from gatekit.metrics.frames import approvals_frame, decisions_frame
+from gatekit.metrics.rates import RatesSummary, summarize_rates
+from gatekit.replay import Run, get_run
+
+LIST_LIMIT = 50  # per-action lists in the JSON report; counts are always complete
+
+
+@dataclass(frozen=True)
+class Report:
+    run: Run
+    rates: RatesSummary
+    drift: DriftSummary
+    fatigue: Fatigue
+    controls: ControlFailures
+    evaluation: Evaluation
+    diff: DiffSummary | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.evaluation.to_dict().get("harmful", 0) or self.evaluation.to_dict().get("benign", 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: top-level `decisions` is `{"allow": n, "escalate": n, "deny": n}`."""
+        ev = self.evaluation.to_dict()
+        return {
+            "run": self.run.to_dict(),
+            "generated_at": datetime.now(timezone.utc).isoformat(),
+            "decisions": self.run.decisions,
+            "rates": self.rates.to_dict(),
+            "drift": self.drift.to_dict(),
+            "fatigue": self.fatigue.to_dict(limit=LIST_LIMIT),
+            "controls": self.controls.to_dict(limit=LIST_LIMIT),
+            "evaluate": ev,
+            "diff": self.diff.to_dict() if self.diff else None,
+        }
+
+
+def build_report(store: Store, run: str, *, against: str | None = None,
+                 sweep: tuple[str, str] | None = None) -> Report:
+    """Compute every metric of `run` (and the A-vs-B diff against run `against`), reading frames once."""
+    meta = get_run(store, run)
+    frame = decisions_frame(store, run)
+    approvals = approvals_frame(store)
+    return Report(
+        run=meta,
+        rates=summarize_rates(store, run, frame=frame, approvals=approvals),
+        drift=summarize_drift(store, run, frame=frame, approvals=approvals),
+        fatigue=reviewer_fatigue(store, run, approvals=approvals, decisions=frame),
+        controls=control_failures(store, run, approvals=approvals, decisions=frame),
+        evaluation=evaluate(store, run, sweep=sweep, decisions=frame),
+        diff=summarize_diff(store, against, run, frame_b=frame) if against else None,
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 1 else f"{v:,.1f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def render_text(report: Report) -> str:
+    """A readable terminal summary."""
+    d = report.to_dict()
+    run, rates = report.run, d["rates"]
+    out = [f"run `{run.name}`: policy `{run.policy_name}`, {run.actions:,} actions"]
+    out.append("would-be decisions: " + ", ".join(
+        f"{k} {v:,} ({_pct(run.rate(k))})" for k, v in run.decisions.items()))
+    if run.errored:
+        out.append(f"  {run.errored:,} actions hit a rule that could not be evaluated")
+    w = rates["workload"]
+    out.append("workload: " + ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in w.items() if v is not None))
+    smell = rates["smell_test"]
+    flag = "FLAG" if smell.get("flagged") else "ok"
+    out.append(f"smell test [{flag}]: {_pct(smell.get('rate'))} of routine actions would need a human "
+               f"(threshold {_pct(smell.get('threshold'))})")
+    top = sorted(rates["rule_firing"], key=lambda r: -(r.get("fired") or 0))[:8]
+    if top:
+        out.append("top rules: " + ", ".join(f"{r['rule']} {r.get('fired') or 0:,}" for r in top))
+    if rates["never_fired"]:
+        out.append("never fired: " + ", ".join(rates["never_fired"]))
+    dr = d["drift"]
+    out.append(f"drift: tool-mix PSI {dr['behaviour']['psi']:.3f} ({dr['behaviour']['psi_band']}); "
+               f"execution drift {dr['execution'].get('drifted', 0)} of {dr['execution'].get('approved', 0)} "
+               f"approved actions; uncovered tools: {', '.join(dr['coverage']['uncovered_tools']) or 'none'}")
+    fa = d["fatigue"]
+    out.append(f"reviewers: {fa['reviews']:,} reviews by {fa['reviewer_count']}; rubber-stamp signals: "
+               f"{', '.join(fa['rubber_stamps']) or 'none'}; overloaded: {', '.join(fa['overloaded']) or 'none'}; "
+               f"timed out {fa['timed_out']}, SLA breaches {fa['sla_breaches']}, "
+               f"promotion candidates {fa['promotion_candidates']}")
+    co = d["controls"]["counts"]
+    out.append("control failures: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in co.items()))
+    ev = d["evaluate"]
+    if report.labelled:
+        out.append(f"labels: caught {ev['caught']} of {ev['harmful']} harmful ({_pct(ev['catch_rate'])}); "
+                   f"bothered {ev['bothered']} of {ev['benign']} benign ({_pct(ev['bother_rate'])})")
+    else:
+        out.append("labels: none in the store (add `label: harmful|benign` to score a policy)")
+    if report.diff is not None:
+        df = d["diff"]
+        out.append(f"against `{df['run_a']}`: {df['changed']:,} actions change decision "
+                   f"({_pct(df['changed_rate'])}); delta " +
+                   ", ".join(f"{k} {v:+,}" for k, v in df["decisions"]["delta"].items()))
+    return "\n".join(out)
+
+
+def render_html(report: Report) -> str:
+    """A standalone HTML report: the numbers and the charts (JavaScript inlined, no network needed)."""
+    from gatekit import charts
+
+    d = report.to_dict()
+    sections = charts.report_charts(report)
+    body = [f"<h1>gatekit report: run <code>{html.escape(report.run.name)}</code></h1>",
+            f"<pre>{html.escape(render_text(report))}</pre>"]
+    for title, chart in sections:
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        body.append(chart.to_html(fullhtml=False, inline=True))
+    body.append("<h2>Data</h2><details><summary>JSON</summary><pre>"
+                + html.escape(json.dumps(d, indent=1, default=str)[:2_000_000]) + "</pre></details>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>gatekit report</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
+            "pre{background:#f6f6f6;padding:1em;white-space:pre-wrap}</style></head><body>"
+            + "\n".join(body) + "</body></html>")
