@@ -19,8 +19,8 @@ from gatekit.logs.store import Store
 from gatekit.metrics.frames import decisions_frame
 from gatekit.metrics.rates import DECISION, DECISIONS, records, run_policy
 from gatekit.policy import Policy, load_policy
-from gatekit.policy.conditions import All, Any_, Cond, Not, Test, Window
-from gatekit.replay import get_run, list_runs, replay
+from gatekit.policy.conditions import All, Cond, Not, Test, Window
+from gatekit.replay import list_runs, replay
 
 __all__ = ["DiffSummary", "policy_diff", "replay_policies", "summarize_diff", "transition_matrix",
            "transition_rules"]
@@ -33,7 +33,14 @@ def _paired(frame_a: pl.DataFrame, frame_b: pl.DataFrame) -> pl.DataFrame:
     """The actions of both runs, joined on action_id, in A's log order, with the rules each side adds."""
     a = frame_a.select("seq", "action_id", pl.col("decision").cast(DECISION).alias("from"), rules_a="rules")
     b = frame_b.select("action_id", pl.col("decision").cast(DECISION).alias("to"), rules_b="rules")
-    return (a.join(b, on="action_id", how="inner").sort("seq")
+    if a.height == b.height and a["action_id"].equals(b["action_id"]):
+        # two runs over one store list the same actions in the same order: the join is the identity
+        paired = pl.concat([a, b.drop("action_id")], how="horizontal")
+    else:
+        paired = a.join(b, on="action_id", how="inner")
+    if not paired["seq"].is_sorted():
+        paired = paired.sort("seq")
+    return (paired
             .with_columns(added=pl.col("rules_b").list.set_difference("rules_a"),
                           removed=pl.col("rules_a").list.set_difference("rules_b")))
 
@@ -67,7 +74,10 @@ def transition_matrix(frame_a: pl.DataFrame, frame_b: pl.DataFrame, *, examples:
 
     >>> transition_matrix(decisions_frame(store, "starter"), decisions_frame(store, "strict"))
     """
-    paired = _paired(frame_a, frame_b)
+    return _matrix(_paired(frame_a, frame_b), examples)
+
+
+def _matrix(paired: pl.DataFrame, examples: int) -> pl.DataFrame:
     cells = paired.group_by("from", "to").agg(count=pl.len().cast(pl.Int64),
                                              examples=pl.col("action_id").head(examples))
     rules = (_rules_long(paired).group_by("from", "to", "change", maintain_order=True).agg(pl.col("rule"))
@@ -79,7 +89,8 @@ def transition_matrix(frame_a: pl.DataFrame, frame_b: pl.DataFrame, *, examples:
         pl.DataFrame({"to": DECISIONS}, schema={"to": DECISION}), how="cross")
     out = (grid.join(cells, on=["from", "to"], how="left").join(rules, on=["from", "to"], how="left")
            .with_columns(pl.col("count").fill_null(0),
-                         *(pl.col(c).fill_null(pl.lit([], pl.List(pl.String))) for c in ("examples", "added", "removed"))))
+                         *(pl.col(c).fill_null(pl.lit([], pl.List(pl.String)))
+                           for c in ("examples", "added", "removed"))))
     total = paired.height
     return out.select(
         "from", "to", "count",
@@ -244,29 +255,32 @@ class DiffSummary:
         }
 
 
-def summarize_diff(store: Store, run_a: str, run_b: str, *, examples: int = EXAMPLES) -> DiffSummary:
-    """Everything the report shows about run A against run B.
+def summarize_diff(store: Store, run_a: str, run_b: str, *, examples: int = EXAMPLES,
+                   frame_a: pl.DataFrame | None = None, frame_b: pl.DataFrame | None = None) -> DiffSummary:
+    """Everything the report shows about run A against run B; the runs' `decisions_frame`s are read from
+    the store unless given.
 
     >>> summarize_diff(store, "starter", "strict").to_dict()["changed"]
     """
-    get_run(store, run_a), get_run(store, run_b)
-    frame_a, frame_b = decisions_frame(store, run_a), decisions_frame(store, run_b)
-    matrix = transition_matrix(frame_a, frame_b, examples=examples)
+    policy_a, policy_b = run_policy(store, run_a), run_policy(store, run_b)
+    frame_a = decisions_frame(store, run_a) if frame_a is None else frame_a
+    frame_b = decisions_frame(store, run_b) if frame_b is None else frame_b
+    paired = _paired(frame_a, frame_b)
+    matrix = _matrix(paired, examples)
     both = int(matrix["count"].sum())
-    ids_a, ids_b = frame_a.select("action_id"), frame_b.select("action_id")
 
     def counts(frame: pl.DataFrame) -> dict[str, int]:
         return {d: int((frame["decision"] == d).sum()) for d in DECISIONS}
 
     return DiffSummary(
         run_a=run_a, run_b=run_b,
-        policy_a=run_policy(store, run_a).name, policy_b=run_policy(store, run_b).name,
+        policy_a=policy_a.name, policy_b=policy_b.name,
         actions=both,
-        only_a=ids_a.join(ids_b, on="action_id", how="anti").height,
-        only_b=ids_b.join(ids_a, on="action_id", how="anti").height,
+        only_a=frame_a.height - both,  # action ids are unique within a run
+        only_b=frame_b.height - both,
         changed=int(matrix.filter(pl.col("changed"))["count"].sum()),
         decisions_a=counts(frame_a), decisions_b=counts(frame_b),
         matrix=matrix,
-        rules=transition_rules(frame_a, frame_b),
-        policy_diff=policy_diff(run_policy(store, run_a), run_policy(store, run_b)),
+        rules=_rules_long(paired),
+        policy_diff=policy_diff(policy_a, policy_b),
     )

@@ -51,9 +51,10 @@ def approvals_frame(store: Store) -> pl.DataFrame:
         latency_s=(pl.col("decided_at") - pl.col("requested_at")).dt.total_microseconds() / 1e6)
 
 
-def arg_frame(store: Store, paths: Sequence[str]) -> pl.DataFrame:
+def arg_frame(store: Store, paths: Sequence[str], where: str = "TRUE") -> pl.DataFrame:
     """`action_id` plus one column per field path (`args.amount`, `context.env`), read as a number when
-    the value is a number or a numeric string, else as text (`<path>` and `<path>:text`)."""
+    the value is a number or a numeric string, else as text (`<path>` and `<path>:text`); `where` filters
+    the actions (alias `a`), e.g. to the tools a rule looks at."""
     cols = []
     for path in paths:
         root, _, rest = path.partition(".")
@@ -63,4 +64,4 @@ def arg_frame(store: Store, paths: Sequence[str]) -> pl.DataFrame:
         j = f"json_extract(a.{root}, {lit(pointer)})"
         cols.append(f"TRY_CAST(trim({j} ->> '$') AS DOUBLE) AS \"{path}\"")
         cols.append(f"{j} ->> '$' AS \"{path}:text\"")
-    return store.con.sql(f"SELECT a.seq, a.action_id, {', '.join(cols)} FROM actions a ORDER BY a.seq").pl()
+    return store.con.sql(f"SELECT a.seq, a.action_id, {', '.join(cols)} FROM actions a WHERE {where} ORDER BY a.seq").pl()

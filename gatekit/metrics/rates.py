@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -36,6 +36,7 @@ Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 # Keys `decision_rates` derives itself; any other column of the frame (tool, agent, tier, ...) works as is.
 TIME_KEYS = ("hour", "weekday", "day", "week")
 BY_KEYS = ("tool", "agent", "session", "user", "tier", "rule", *TIME_KEYS)
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 SMELL_THRESHOLD = 0.10  # the seeds' smell test: more than 10-15% of routine actions need a human
 
 
@@ -58,31 +59,38 @@ def wilson(successes: str | pl.Expr, total: str | pl.Expr, z: float = Z95) -> tu
     return lower.alias("lower"), upper.alias("upper")
 
 
-def with_time_keys(frame: pl.DataFrame, timezone: str = "UTC") -> pl.DataFrame:
-    """`frame` plus `hour` (0-23), `weekday` (mon..sun), `day` and `week` (its Monday) of `ts` in `timezone`."""
+def with_time_keys(frame: FrameT, timezone: str = "UTC", keys: Sequence[str] = TIME_KEYS) -> FrameT:
+    """`frame` plus `hour` (0-23), `weekday` (mon..sun), `day` and `week` (its Monday) of `ts` in `timezone`
+    (only those in `keys`)."""
     local = pl.col("ts").dt.convert_time_zone(timezone)
-    return frame.with_columns(
-        hour=local.dt.hour(),
-        weekday=local.dt.weekday().replace_strict(range(1, 8), WEEKDAYS, return_dtype=WEEKDAY),
-        day=local.dt.date(),
-        week=local.dt.truncate("1w").dt.date(),
-    )
+    exprs = {
+        "hour": local.dt.hour(),
+        "weekday": local.dt.weekday().replace_strict(range(1, 8), WEEKDAYS, return_dtype=WEEKDAY),
+        "day": local.dt.date(),
+        "week": local.dt.truncate("1w").dt.date(),
+    }
+    return frame.with_columns(**{k: e for k, e in exprs.items() if k in keys})
 
 
 def _keys(by: str | Sequence[str]) -> list[str]:
     return [by] if isinstance(by, str) else list(by)
 
 
-def _grouped(frame: pl.DataFrame, keys: list[str], timezone: str) -> pl.DataFrame:
-    """The frame with every key present: time keys derived, `rule` one row per matched rule (null: none)."""
-    if any(k in TIME_KEYS for k in keys):
-        frame = with_time_keys(frame, timezone)
-    if "rule" in keys:
-        frame = frame.with_columns(rule=pl.when(pl.col("rules").list.len() > 0).then(pl.col("rules"))).explode("rule")
-    missing = [k for k in keys if k not in frame.columns]
+def _grouped(frame: pl.DataFrame, keys: list[str], timezone: str) -> pl.LazyFrame:
+    """The keys and the decision only (lazy: polars then reads just these columns): time keys derived,
+    `rule` one row per matched rule (null: none)."""
+    missing = [k for k in keys if k not in frame.columns and k not in TIME_KEYS and k != "rule"]
     if missing:
         raise ValueError(f"cannot group by `{missing[0]}`: use one of {', '.join(BY_KEYS)} or a column of the frame")
-    return frame
+    derived = [k for k in keys if k in TIME_KEYS and k not in frame.columns]
+    plain = [k for k in keys if k not in derived and k != "rule"]
+    out = frame.lazy().select(*plain, "decision", *(["ts"] if derived else []),
+                              *([pl.col("rules").alias("rule")] if "rule" in keys else []))
+    if derived:
+        out = with_time_keys(out, timezone, derived).drop("ts")
+    if "rule" in keys:
+        out = out.explode("rule", empty_as_null=True)
+    return out
 
 
 def _with_rate(frame: pl.DataFrame, count: str, total: str) -> pl.DataFrame:
@@ -106,7 +114,7 @@ def decision_rates(decisions: pl.DataFrame, by: str | Sequence[str] = (), *, tim
     keys = _keys(by)
     frame = _grouped(decisions, keys, timezone)
     counts = frame.group_by([*keys, "decision"]).agg(count=pl.len().cast(pl.Int64)).with_columns(
-        pl.col("decision").cast(DECISION))
+        pl.col("decision").cast(DECISION)).collect()
     grid = pl.DataFrame({"decision": DECISIONS}, schema={"decision": DECISION})
     if keys:
         grid = counts.select(keys).unique().join(grid, how="cross")
@@ -141,13 +149,13 @@ def rule_firing(decisions: pl.DataFrame, policy: Policy | None = None) -> pl.Dat
     fired_escalate, fired_deny, never_fired.
     """
     total = decisions.height
-    fired = (decisions.select("rules", "decision").explode("rules").drop_nulls("rules")
-             .group_by("rules").agg(
+    fired = (decisions.lazy().select("decision", rule="rules").explode("rule").drop_nulls("rule")
+             .group_by("rule").agg(
                  fired=pl.len().cast(pl.Int64),
                  **{f"fired_{d}": (pl.col("decision") == d).sum().cast(pl.Int64) for d in DECISIONS})
-             .rename({"rules": "rule"}))
-    errored = (decisions.select("errors").explode("errors").drop_nulls("errors")
-               .group_by("errors").agg(errored=pl.len().cast(pl.Int64)).rename({"errors": "rule"}))
+             .collect())
+    errored = (decisions.lazy().select(rule="errors").explode("rule").drop_nulls("rule")
+               .group_by("rule").agg(errored=pl.len().cast(pl.Int64)).collect())
     rules = pl.DataFrame({
         "rule": [r.id for r in policy.rules] if policy else [],
         "position": list(range(1, len(policy.rules) + 1)) if policy else [],
@@ -183,10 +191,9 @@ def workload_forecast(decisions: pl.DataFrame, approvals: pl.DataFrame, *, timez
     busiest_day_escalations, peak_hour, peak_hour_escalations, peak_hour_share, reviews, reviews_per_week,
     median_review_s, reviewer_hours_per_week.
     """
-    frame = with_time_keys(decisions.select("ts", "decision", "tier"), timezone)
-    esc = frame.filter(pl.col("decision") == "escalate")
-    span = frame.select(first=pl.col("day").min(), last=pl.col("day").max())
-    first, last = span.row(0)
+    frame = with_time_keys(decisions.lazy().select("ts", "decision", "tier"), timezone, ("hour", "day"))
+    esc = frame.filter(pl.col("decision") == "escalate").select("tier", "hour", "day").collect()
+    first, last = frame.select(first=pl.col("day").min(), last=pl.col("day").max()).collect().row(0)
     days = (last - first).days + 1 if first is not None else 0
     by_day = esc.group_by("day").agg(n=pl.len()).sort(["n", "day"], descending=[True, False])
     by_hour = esc.group_by("hour").agg(n=pl.len()).sort(["n", "hour"], descending=[True, False])
@@ -199,7 +206,7 @@ def workload_forecast(decisions: pl.DataFrame, approvals: pl.DataFrame, *, timez
     per_week = reviews / weeks if weeks else None
     row = {
         "days": days,
-        "actions": frame.height,
+        "actions": decisions.height,
         "escalations": esc.height,
         "escalations_per_day": esc.height / days if days else None,
         "escalations_per_week": esc.height / weeks if weeks else None,
@@ -228,9 +235,9 @@ def routine_tools(frame: pl.DataFrame) -> list[str]:
     `blocked` (the recorded world's own rate limiter or DLP proxy) does not count against a tool: a limiter
     stopping a burst says nothing about the ordinary call. Works on any frame with tool, approvals, outcome.
     """
-    return (frame.group_by("tool")
-            .agg(reviewed=(pl.col("approvals") > 0).any(), denied=(pl.col("outcome") == "denied").any())
-            .filter(~pl.col("reviewed") & ~pl.col("denied")).sort("tool")["tool"].to_list())
+    return (frame.lazy().select("tool", reviewed=pl.col("approvals") > 0, denied=pl.col("outcome") == "denied")
+            .group_by("tool").agg(pl.col("reviewed").any(), pl.col("denied").any())
+            .filter(~pl.col("reviewed") & ~pl.col("denied")).sort("tool").collect()["tool"].to_list())
 
 
 def routine_escalations(decisions: pl.DataFrame, routine: Sequence[str] | None = None) -> pl.DataFrame:
@@ -239,8 +246,9 @@ def routine_escalations(decisions: pl.DataFrame, routine: Sequence[str] | None =
     Columns: tool, actions, escalations, rate, lower, upper.
     """
     tools = list(routine) if routine is not None else routine_tools(decisions)
-    out = (decisions.filter(pl.col("tool").is_in(tools)).group_by("tool")
-           .agg(actions=pl.len().cast(pl.Int64), escalations=(pl.col("decision") == "escalate").sum().cast(pl.Int64)))
+    out = (decisions.lazy().select("tool", escalated=pl.col("decision") == "escalate")
+           .filter(pl.col("tool").is_in(tools)).group_by("tool")
+           .agg(actions=pl.len().cast(pl.Int64), escalations=pl.col("escalated").sum().cast(pl.Int64)).collect())
     return _with_rate(out, "escalations", "actions").sort("tool")
 
 
@@ -249,10 +257,11 @@ def smell_test(decisions: pl.DataFrame, *, threshold: float = SMELL_THRESHOLD,
     """The seeds' smell test as one row: `flagged` when more than `threshold` of routine actions (those of
     `routine_tools`, unless `routine` names them) would be escalated to a human.
 
-    Columns: routine_tools, routine_actions, escalations, rate, lower, upper, threshold, flagged.
+    Columns: tools (how many routine tools), routine_actions, escalations, rate, lower, upper, threshold,
+    flagged.
     """
     per_tool = routine_escalations(decisions, routine)
-    out = per_tool.select(routine_tools=pl.len().cast(pl.Int64), routine_actions=pl.col("actions").sum(),
+    out = per_tool.select(tools=pl.len().cast(pl.Int64), routine_actions=pl.col("actions").sum(),
                           escalations=pl.col("escalations").sum())
     out = _with_rate(out, "escalations", "routine_actions")
     return out.with_columns(threshold=pl.lit(threshold, pl.Float64),
@@ -313,21 +322,24 @@ class RatesSummary:
             "rule_firing": records(self.rule_firing),
             "never_fired": list(self.never_fired),
             "workload": records(self.workload)[0],
-            "smell_test": {**records(self.smell)[0], "tools": list(self.routine_tools),
+            "smell_test": {**records(self.smell)[0], "routine_tools": list(self.routine_tools),
                            "by_tool": records(self.routine)},
         }
 
 
 def summarize_rates(store: Store, run: str, *, by: Sequence[str] = ("tool", "agent", "rule", "tier", "hour",
                                                                        "weekday", "day"),
-                    threshold: float = SMELL_THRESHOLD, routine: Sequence[str] | None = None) -> RatesSummary:
-    """Every would-be-decision metric of `run`, for the report.
+                    threshold: float = SMELL_THRESHOLD, routine: Sequence[str] | None = None,
+                    frame: pl.DataFrame | None = None, approvals: pl.DataFrame | None = None) -> RatesSummary:
+    """Every would-be-decision metric of `run`, for the report. `frame` (the run's `decisions_frame`) and
+    `approvals` (`approvals_frame`) are read from the store unless given, so a report can read them once.
 
     >>> summarize_rates(store, "starter").to_dict()["decisions"]
     {'allow': 17893, 'escalate': 1935, 'deny': 172}
     """
     policy = run_policy(store, run)
-    frame = decisions_frame(store, run)
+    frame = decisions_frame(store, run) if frame is None else frame
+    approvals = approvals_frame(store) if approvals is None else approvals
     tz = policy.timezone
     firing = rule_firing(frame, policy)
     tools = list(routine) if routine is not None else routine_tools(frame)
@@ -341,7 +353,7 @@ def summarize_rates(store: Store, run: str, *, by: Sequence[str] = ("tool", "age
         by={key: decision_rates(frame, key, timezone=tz) for key in by},
         rule_firing=firing,
         never_fired=tuple(firing.filter(pl.col("never_fired"))["rule"].to_list()),
-        workload=workload_forecast(frame, approvals_frame(store), timezone=tz,
+        workload=workload_forecast(frame, approvals, timezone=tz,
                                    tier_approvals={t.name: t.approvals for t in policy.tiers.values()}),
         routine_tools=tuple(tools),
         routine=routine_escalations(frame, tools),
