@@ -23,7 +23,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
 from gatekit import Denied, Gate, parse_policy
-from gatekit.enforce import Broker
+from gatekit.enforce import Broker, Refused
 
 POLICY = """
 version: 1
@@ -75,7 +75,7 @@ def build(workdir: Path) -> tuple[Any, Gate]:
                 broker.approve(request.id, reviewer, role=role, reason=answer.get("reason"))
             else:
                 broker.deny(request.id, reviewer, role=role, reason=answer.get("reason"))
-        except Exception as exc:  # a refused vote (self-approval, wrong role...): ask again
+        except Refused as exc:  # a refused vote (self-approval, wrong role...): ask again
             return {"transcript": state.get("transcript", []) + [f"vote refused: {exc}"]}
         return {}
 

@@ -391,5 +391,15 @@ def _bundled(rel: str) -> Path:
     raise GatekitError(f"cannot find `{rel}`: run from a gatekit checkout, or pass it explicitly")
 
 
+def _register() -> None:
+    """Command groups that live beside their library (enforce mode); imported lazily by click at run."""
+    from gatekit.enforce.commands import approvals, audit
+
+    cli.add_command(approvals)
+    cli.add_command(audit)
+
+
+_register()
+
 if __name__ == "__main__":
     main()

@@ -94,6 +94,7 @@ class Database:
             return self._con
         if self.path != ":memory:" and not Path(self.path).parent.is_dir():
             raise StoreError(f"cannot open broker store `{self.path}`: no such directory")
+        con = None
         try:
             con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                   check_same_thread=False)
@@ -102,7 +103,11 @@ class Database:
             con.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
             con.execute("PRAGMA foreign_keys = ON")
             self._create(con)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
+            if con is not None:
+                con.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open broker store `{self.path}`: {exc}") from exc
         self._con, self._pid = con, os.getpid()  # a forked child opens its own
         return con

@@ -41,7 +41,8 @@ class Denied(ApprovalError):
 
     `code`: `policy` (the policy denies), `denied` (a reviewer denied), `timed_out`, `expired` (the
     approval's TTL passed), `drift` (the call changed after approval), `replay` (already executed),
-    `no_broker`, `error` (the broker store or the audit log failed: fail closed).
+    `no_broker`, `malformed` (not a call the gate can read), `error` (the broker store or the audit log
+    failed: fail closed).
     """
 
     def __init__(self, message: str, decision: Decision, code: str = "policy",
@@ -156,7 +157,7 @@ class Gate:
         new = source if isinstance(source, Policy) else load_policy(source)  # PolicyError: nothing changes
         ev = evaluator(new)
         with self._lock:
-            self._history = History(ev, self._history.views)
+            self._history = History(ev, self._history)  # windows read the same way keep their counts
             self._evaluator, self.policy = ev, new
             if not isinstance(source, Policy):
                 self.source = Path(source)
@@ -183,7 +184,7 @@ class Gate:
             act = self._action(action, view)
         except Exception as exc:  # noqa: BLE001  not even an action: nothing to record, nothing runs
             if self.mode == "enforce":
-                raise Denied(f"malformed call: {exc}", decision, "policy") from exc
+                raise Denied(f"malformed call: {exc}", decision, "malformed") from exc
             self.errors.append(f"malformed call run in shadow mode: {exc}")
             return Pending(self, Action(tool="<malformed>"), decision, None)
         self._record("decision", {
@@ -192,6 +193,8 @@ class Gate:
             "fingerprint": self.policy.fingerprint}, act, required=self.mode == "enforce", decision=decision)
         if self.mode == "shadow" or decision.decision == "allow":
             return Pending(self, act, decision, None)
+        if view is None:
+            raise Denied(f"`{act.tool}` denied: {_why(decision)}", decision, "malformed")
         if decision.decision == "deny":
             raise Denied(f"`{act.tool}` denied by policy `{self.policy.name}`: {_why(decision)}", decision)
         if self.broker is None:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from gatekit.action import canonical_json, format_ts
 from gatekit.enforce.database import Database
@@ -140,31 +140,29 @@ class Receipts:
         The first append of a process walks the whole chain; later ones walk only what was appended
         since (by any process), from the last entry this process verified, and the anchor.
         """
-        start = self._verified
-        if start is None:
-            rows = con.execute(_ROWS + " ORDER BY seq").fetchall()
-            want = (1, GENESIS)
-        else:
-            rows = con.execute(_ROWS + " WHERE seq >= ? ORDER BY seq", (start[0],)).fetchall()
-            if start[0] and (not rows or rows[0][0] != start[0] or rows[0][5] != start[1]):
+        start = self._verified or (0, GENESIS)
+        if start[0]:
+            row = con.execute(_ROWS + " WHERE seq = ?", (start[0],)).fetchone()
+            if row is None or row[5] != start[1] or self._entry_hash(row[4], row[1], row[2], row[3]) != row[5]:
                 raise ChainError(f"audit chain in `{self.path}`: entry {start[0]} changed or vanished since it was "
                                  "verified: run `gatekit audit verify`")
-            if start[0]:
-                rows, want = rows[1:], (start[0] + 1, start[1])
-            else:
-                want = (1, GENESIS)
-        problems, count, head = self._walk(rows, *want)
+        rows = con.execute(_ROWS + " WHERE seq > ? ORDER BY seq", (start[0],))  # streamed, not loaded
+        problems, count, head = self._walk(rows, start[0] + 1, start[1], None)
         anchor = con.execute("SELECT count, head, mac FROM anchor WHERE id = 1").fetchone()
-        problems += self._check_anchor(anchor, count, head, bool(rows) or start is not None and start[0] > 0)
+        problems += self._check_anchor(anchor, count, head, count > 0)
         if problems:
             raise ChainError(f"audit chain in `{self.path}` is broken ({problems[0]}): run `gatekit audit verify`")
         self._verified = (count, head)
         return count, head
 
-    def _walk(self, rows: list[tuple[Any, ...]], want_seq: int, want_prev: str) -> tuple[list[str], int, str]:
-        """Check that `rows` continue a chain at `want_seq` after the entry hashed `want_prev`."""
+    def _walk(self, rows: Iterable[tuple[Any, ...]], want_seq: int, want_prev: str,
+              position: dict[str, int] | None) -> tuple[list[str], int, str]:
+        """Check that `rows` continue a chain at `want_seq` after the entry hashed `want_prev`.
+
+        `position` (hash -> seq of every entry) tells a reordered entry from a lost one, in messages.
+        """
         problems: list[str] = []
-        position = {row[5]: row[0] for row in rows}  # hash -> seq, to tell a reordered entry from a lost one
+        position = position or {}
         for seq, kind, action_id, text, prev, digest in rows:
             if seq != want_seq:
                 gone = f"entry {want_seq}" if seq == want_seq + 1 else f"entries {want_seq}-{seq - 1}"
@@ -222,20 +220,19 @@ class Receipts:
         >>> Receipts("approvals.db").verify().problems
         ()
         """
-        problems: list[str] = []
         try:
             with self.db.read() as con:
-                rows = con.execute("SELECT seq, kind, action_id, body, prev, hash FROM receipts ORDER BY seq").fetchall()
+                position = dict(con.execute("SELECT hash, seq FROM receipts"))
+                problems, count, head = self._walk(con.execute(_ROWS + " ORDER BY seq"), 1, GENESIS, position)
                 anchor = con.execute("SELECT count, head, mac FROM anchor WHERE id = 1").fetchone()
+                kept = con.execute("SELECT hash FROM receipts WHERE seq = ?", (expect[0],)).fetchone() if expect else None
         except (StoreError, sqlite3.Error) as exc:
             return Verification(False, 0, GENESIS, (f"cannot read the audit log: {exc}",))
-        walked, count, head = self._walk(rows, 1, GENESIS)
-        problems += walked
-        problems += self._check_anchor(anchor, count, head, bool(rows))
+        problems += self._check_anchor(anchor, count, head, count > 0)
         if expect is not None:
             e_count, e_head = expect
             if count < e_count:
                 problems.append(f"truncated: an anchor kept elsewhere counts {e_count} entries, the log ends at {count}")
-            elif e_count and not any(r[0] == e_count and r[5] == e_head for r in rows):
+            elif e_count and (kept is None or kept[0] != e_head):
                 problems.append(f"entry {e_count} is not the one the anchor kept elsewhere recorded")
         return Verification(not problems, count, head, tuple(problems))

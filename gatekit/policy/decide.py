@@ -573,21 +573,25 @@ class History:
     but reads only the calls of each window's tools and `per` key, with running exact sums, so a check
     costs microseconds however busy the agent. A call is kept while it can still fall in a window: for
     the longest window on its index before the newest timestamp seen (so a call arriving after calls with
-    later timestamps may miss the oldest of its peers). Not thread-safe: the gate holds a lock around it.
+    later timestamps may miss the oldest of its peers). Only `(ts, amount)` is kept of a call, never its
+    arguments. Not thread-safe: the gate holds a lock around it.
+
+    `History(evaluator(new_policy), old)` carries over what `old` counted for every window the new
+    policy reads the same way (same tools, `per` key and summed field); its other windows start empty.
     """
 
-    __slots__ = ("_windows", "_index", "_tools", "_latest", "_span", "views", "_adds")
+    __slots__ = ("_windows", "_index", "_tools", "_latest", "_adds")
 
-    def __init__(self, ev: Evaluator, views: Iterable[View] = ()) -> None:
+    def __init__(self, ev: Evaluator, previous: History | None = None) -> None:
         self._windows = ev.windows
         self._index: dict[Any, dict[Any, _Calls]] = {slot: {} for slot in ev.windows}
         self._tools: dict[str, list[Any]] = {}
         self._latest: int | None = None
-        self._span = max((w[3] for w in ev.windows.values()), default=0)
-        self.views: deque[View] = deque()  # every call kept, to index again for a reloaded policy
         self._adds = 0
-        for view in views:
-            self.add(view)
+        if previous is not None:
+            self._latest = previous._latest
+            for slot in self._index.keys() & previous._index.keys():
+                self._index[slot] = previous._index[slot]
 
     def calls(self, slot: Any, key: Any, ts: int) -> _Calls | None:
         """The calls kept on one window's index under one `per` key, for a call at `ts`."""
@@ -625,9 +629,6 @@ class History:
                 calls = self._index[slot][key] = _Calls()
             calls.append(ts, value)
             calls.drop(latest - span)
-        self.views.append(view)
-        while self.views and self.views[0].ts_us <= latest - self._span:  # type: ignore[operator]
-            self.views.popleft()
         self._adds += 1
         if self._adds % 4096 == 0:
             self._sweep()
