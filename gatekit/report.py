@@ -127,20 +127,57 @@ def render_text(report: Report) -> str:
     return "\n".join(out)
 
 
-def render_html(report: Report) -> str:
-    """A standalone HTML report: the numbers and the charts (JavaScript inlined, no network needed)."""
+def report_charts(report: Report) -> list[tuple[str, Any]]:
+    """The report's charts, in reading order, each over an aggregated frame."""
     from gatekit import charts
 
+    rates, drift, fatigue, ev = report.rates, report.drift, report.fatigue, report.evaluation
+    out: list[tuple[str, Any]] = [
+        ("Would-be decisions", charts.decision_mix(rates.overall)),
+        ("Decisions per day", charts.decisions_per_day(rates.by["day"])),
+        ("Escalation rate by tool", charts.rate_by(rates.by["tool"], "tool")),
+        ("Escalation rate by agent", charts.rate_by(rates.by["agent"], "agent")),
+        ("Escalation rate by hour", charts.rate_by(rates.by["hour"], "hour", top=24)),
+        ("Rule firing", charts.rule_firing(rates.rule_firing)),
+        ("Tool mix drift (PSI)", charts.tool_mix_psi(drift.tool_mix)),
+        ("Rule firing over time", charts.rule_drift(drift.rule_drift)),
+    ]
+    if "day" in drift.execution_by and drift.execution_by["day"].height:
+        out.append(("Execution drift", charts.execution_drift(drift.execution_by["day"])))
+    if fatigue.load.height:
+        out += [("Reviewer load", charts.reviewer_load(fatigue.load)),
+                ("Review latency by tier", charts.review_latency(fatigue.latency_by_tier)),
+                ("Review queue", charts.queue_depth(fatigue.queue))]
+    if report.labelled:
+        out.append(("Harm caught vs humans bothered, per rule", charts.rule_scores(ev.by_rule)))
+    if ev.sweep is not None:
+        out.append((f"Threshold sweep: {ev.sweep.rule} {ev.sweep.field}",
+                    charts.threshold_sweep(ev.sweep.curve, current=ev.sweep.current)))
+    if report.diff is not None:
+        out.append(("Policy A vs B", charts.transition_heatmap(report.diff.matrix)))
+    return out
+
+
+def render_html(report: Report) -> str:
+    """A standalone HTML report: the numbers and the charts, with the Vega JavaScript inlined once so the
+    file opens offline."""
+    import altair as alt
+    import vl_convert
+
     d = report.to_dict()
-    sections = charts.report_charts(report)
     body = [f"<h1>gatekit report: run <code>{html.escape(report.run.name)}</code></h1>",
             f"<pre>{html.escape(render_text(report))}</pre>"]
-    for title, chart in sections:
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        body.append(chart.to_html(fullhtml=False, inline=True))
+    embeds = []
+    for i, (title, chart) in enumerate(report_charts(report)):
+        body.append(f"<h2>{html.escape(title)}</h2><div class='chart' id='chart{i}'></div>")
+        spec = json.dumps(chart.to_dict()).replace("</", "<\\/")
+        embeds.append(f"vegaEmbed('#chart{i}', {spec}, {{actions: false}}).catch(console.error);")
     body.append("<h2>Data</h2><details><summary>JSON</summary><pre>"
-                + html.escape(json.dumps(d, indent=1, default=str)[:2_000_000]) + "</pre></details>")
+                + html.escape(json.dumps(d, indent=1, default=str)) + "</pre></details>")
+    bundle = vl_convert.javascript_bundle(vl_version=alt.SCHEMA_VERSION.lstrip("v").rsplit(".", 1)[0])
     return ("<!doctype html><html><head><meta charset='utf-8'><title>gatekit report</title>"
             "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
-            "pre{background:#f6f6f6;padding:1em;white-space:pre-wrap}</style></head><body>"
-            + "\n".join(body) + "</body></html>")
+            "pre{background:#f6f6f6;padding:1em;white-space:pre-wrap}.chart{margin-bottom:1em}</style>"
+            f"<script type='text/javascript'>{bundle}</script></head><body>"
+            + "\n".join(body)
+            + "<script type='text/javascript'>" + "\n".join(embeds) + "</script></body></html>")

@@ -1,0 +1,77 @@
+"""The report: its JSON contract, the terminal summary and the standalone HTML, over the sample store."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from gatekit import cli
+from gatekit.report import build_report, render_html, render_text
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
+    argv, sys.argv = sys.argv, ["gatekit", *map(str, args)]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = argv
+    return code, capsys.readouterr().out
+
+
+def test_report_json_has_the_decisions_contract(capsys, sample_store: Path) -> None:
+    code, out = _cli(capsys, "report", "--db", sample_store, "--run", "starter", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert set(data["decisions"]) == {"allow", "escalate", "deny"}
+    assert sum(data["decisions"].values()) == data["run"]["actions"] == 20_000
+    # every section is there and agrees with the run's counts
+    assert {"rates", "drift", "fatigue", "controls", "evaluate"} <= set(data)
+    assert data["rates"]["decisions"] == data["decisions"]
+    assert data["evaluate"]["caught"] + data["evaluate"]["missed"] == data["evaluate"]["harmful"]
+
+
+def test_evaluate_json_has_the_contract_keys(capsys, sample_store: Path, planted: dict) -> None:
+    code, out = _cli(capsys, "evaluate", "--db", sample_store, "--run", "strict", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert {"harmful", "caught", "catch_rate", "benign", "bothered", "bother_rate"} <= set(data)
+    assert data["catch_rate"] == pytest.approx(data["caught"] / data["harmful"])
+    assert data["bother_rate"] == pytest.approx(data["bothered"] / data["benign"])
+    # unlabelled actions count in neither
+    assert data["harmful"] + data["benign"] + data["unlabelled"] == 20_000
+
+
+def test_report_names_the_planted_signals(store) -> None:
+    text = render_text(build_report(store, "starter"))
+    assert "rubber-stamp signals: u-tom" in text
+    assert "overloaded: u-omar" in text
+    assert "execution drift 8 of" in text
+
+
+def test_report_against_another_run_shows_the_diff(store) -> None:
+    report = build_report(store, "strict", against="starter")
+    data = report.to_dict()["diff"]
+    assert (data["run_a"], data["run_b"]) == ("starter", "strict")
+    assert data["changed"] > 0
+    assert "against `starter`" in render_text(report)
+
+
+def test_html_report_is_standalone_with_every_chart(store, tmp_path: Path) -> None:
+    report = build_report(store, "starter", sweep=("payments-over-100", "args.amount"))
+    page = render_html(report)
+    charts = re.findall(r"vegaEmbed\('#chart\d+', (\{.*?\}), \{actions: false\}\)", page)
+    assert len(charts) >= 12
+    specs = [json.loads(c.replace("<\\/", "</")) for c in charts]
+    assert all(s["$schema"].startswith("https://vega.github.io/schema/vega-lite/") for s in specs)
+    # data is aggregated: no chart ships anything near one row per action
+    assert max(len(v) for s in specs for v in s.get("datasets", {}).values()) < 2_000
+    # nothing is fetched at view time
+    assert not re.search(r"<script[^>]+src=", page)
+    assert "Threshold sweep: payments-over-100 args.amount" in page
