@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {run.actions:,} | {secs:.2f} | {run.actions / secs:,.0f} | {run.escalate:,} | "
               f"{run.deny:,} | {run.errored:,} |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak RSS of this process: {peak:,.0f} MiB")
+    print(f"\npeak RSS of this process (in-process API): {peak:,.0f} MiB\n")
+    print("| whole `gatekit replay` process | wall s | peak RSS MiB |")
+    print("|---|---:|---:|")
+    for name in ("twenty-nowindow", "twenty"):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "gatekit.cli", "replay", "--db", str(db), "--policy",
+                        str(HERE / "policies" / f"{name}.yaml"), "--name", f"{name}-cli", "--replace", "--quiet"],
+                       check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"| {name} | {wall:.2f} | {child:,.0f} |")
 
 
 if __name__ == "__main__":

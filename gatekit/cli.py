@@ -127,16 +127,20 @@ def decide_cmd(policy_path: Path, action: str) -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path), help="the action store")
+@click.option("--format", "fmt", type=click.Choice(["agentdojo", "otel", "openai-agents", "jsonl", "parquet"]),
+              help="input format (default: detected per file)")
+@click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
+              help="a mapping file: which field of each line holds tool, args, ts, agent, ...")
 @click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def ingest(files: tuple[Path, ...], db: Path, as_json: bool, quiet: bool) -> None:
-    """Read JSON Lines or Parquet logs into the store; bad lines go to quarantine with their reason."""
-    from gatekit.logs.ingest import ingest as run_ingest
+def ingest(files: tuple[Path, ...], db: Path, fmt: str | None, mapping: Path | None, as_json: bool,
+           quiet: bool) -> None:
+    """Read logs and agent traces into the store; what cannot be read goes to quarantine with its reason."""
+    from gatekit.logs.adapters import ingest as run_ingest
     from gatekit.logs.store import Store
 
-    paths = _expand(files)
     with Store(db) as store, _progress("ingesting", quiet or as_json) as progress:
-        report = run_ingest(store, paths, progress=progress)
+        report = run_ingest(store, files, format=fmt, mapping=mapping, progress=progress)
     if as_json:
         _emit(report.to_dict())
     else:

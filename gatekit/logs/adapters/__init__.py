@@ -76,7 +76,7 @@ register(Adapter("otel", _JSON, otel.claims, otel.Reader,
 register(Adapter("openai-agents", _JSON, openai_agents.claims, openai_agents.Reader,
                  "OpenAI Agents SDK trace export: one action per function span"))
 
-# The contract's own formats, read by ingest itself.
+# The contract's own formats, read by ingest itself; FORMATS are the built-in ones (the CLI's `--format`).
 CONTRACT = ("jsonl", "parquet")
 FORMATS = (*ADAPTERS, *CONTRACT)
 
@@ -116,8 +116,9 @@ def sources(
     `.parquet` files (optionally `.gz`) as ever, plus `.json` files that an adapter recognises. Every file
     is checked before anything is stored: `LogFormatError` if one cannot be read.
     """
-    if format is not None and format not in FORMATS:
-        raise LogFormatError(f"unknown format `{format}`, expected one of {', '.join(FORMATS)}")
+    known = (*ADAPTERS, *CONTRACT)
+    if format is not None and format not in known:
+        raise LogFormatError(f"unknown format `{format}`, expected one of {', '.join(known)}")
     if mapping is not None and format not in (None, *CONTRACT):
         raise LogFormatError(f"a mapping reads jsonl or parquet input, not `{format}`")
     transform = mapping if isinstance(mapping, FieldMapping) or mapping is None else load_mapping(mapping)

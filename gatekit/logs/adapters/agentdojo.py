@@ -43,7 +43,7 @@ _LAYOUT = "*/*/*/*/*.json"  # below a runs directory
 _SESSION_GAP = timedelta(hours=1)
 
 Fixed = tuple[str, tuple[str, ...]]  # a ground-truth call: its function and the texts its fixed values must show
-Labeller = Callable[[str, dict[str, Any]], "str | None"]
+Labeller = Callable[[str, dict[str, Any]], "str | None"]  # (function, args) -> label
 
 
 def claims(value: Any) -> bool:
@@ -180,17 +180,15 @@ class Reader:
         label = self._labeller(run, attack)
         for i, (call, outcome) in enumerate(calls):
             number = i + 1
-            function, args = call.get("function") if isinstance(call, dict) else None, None
-            if isinstance(call, dict):
-                args = call.get("args")
+            function, args = _get(call, "function"), _get(call, "args")
+            if args is None:
+                args = {}
             if not isinstance(function, str) or not function:
                 yield number, Rejected("tool call without a `function` name"), _text(call)
                 continue
             if not isinstance(args, dict):
-                args = {} if args is None else args
-                if not isinstance(args, dict):
-                    yield number, Rejected(f"`args` of `{function}` is not an object"), _text(call)
-                    continue
+                yield number, Rejected(f"`args` of `{function}` is not an object"), _text(call)
+                continue
             record: dict[str, Any] = {
                 "action_id": f"agentdojo:{session}#{number}",
                 "ts": format_ts(begin + timedelta(seconds=duration * i / len(calls))),
@@ -198,7 +196,7 @@ class Reader:
                 "outcome": outcome, "label": label(function, args),
                 "utility": run.get("utility"), "security": run.get("security"),
             }
-            if call.get("id") is not None:
+            if _get(call, "id") is not None:
                 record["tool_call_id"] = call["id"]
             yield number, record, _text(call)
 
