@@ -8,7 +8,10 @@ first query in a process is slow) and prints a reproduction blob on failure. Pic
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=100, deadline=None)
@@ -30,3 +33,22 @@ def _profile() -> str:
 
 
 settings.load_profile(_profile())
+
+
+@pytest.fixture
+def gatekit_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run `gatekit ARGS...` in-process as a user would type it: (exit code, stdout, stderr)."""
+    from gatekit import cli
+
+    def run(*args: object) -> tuple[int, str, str]:
+        argv, sys.argv = sys.argv, ["gatekit", *map(str, args)]
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        finally:
+            sys.argv = argv
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import duckdb
@@ -54,20 +53,6 @@ LOG = [
 ]
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["gatekit", *map(str, args)]
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
     good, bad, log = tmp_path / "good.yaml", tmp_path / "bad.yaml", tmp_path / "log.jsonl"
@@ -77,8 +62,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {"good": good, "bad": bad, "log": log, "db": tmp_path / "store.duckdb"}
 
 
-def test_validate_lists_every_problem_at_file_line(capsys, files) -> None:
-    code, out, _ = run(capsys, "validate", files["bad"])
+def test_validate_lists_every_problem_at_file_line(gatekit_cli, files) -> None:
+    code, out, _ = gatekit_cli("validate", files["bad"])
     assert code == cli.EXIT_POLICY
     lines = out.strip().splitlines()
     bad = files["bad"]
@@ -90,27 +75,27 @@ def test_validate_lists_every_problem_at_file_line(capsys, files) -> None:
     assert len(lines) == 5
 
 
-def test_validate_accepts_a_good_policy(capsys, files) -> None:
-    code, out, err = run(capsys, "validate", files["good"])
+def test_validate_accepts_a_good_policy(gatekit_cli, files) -> None:
+    code, out, err = gatekit_cli("validate", files["good"])
     assert (code, out) == (0, "")
     assert "valid" in err
 
 
-def test_schema_is_json_schema_with_the_when_language(capsys) -> None:
-    code, out, _ = run(capsys, "schema")
+def test_schema_is_json_schema_with_the_when_language(gatekit_cli) -> None:
+    code, out, _ = gatekit_cli("schema")
     schema = json.loads(out)
     assert code == 0
     assert schema["$defs"]["When"]["properties"]["rate"]["required"] == ["window"]
     assert set(schema["properties"]) >= {"version", "name", "default", "on_error", "timezone", "tiers", "rules"}
 
 
-def test_ingest_then_replay_writes_a_run_and_rows(capsys, files, tmp_path) -> None:
-    code, out, _ = run(capsys, "ingest", files["log"], "--db", files["db"], "--json")
+def test_ingest_then_replay_writes_a_run_and_rows(gatekit_cli, files, tmp_path) -> None:
+    code, out, _ = gatekit_cli("ingest", files["log"], "--db", files["db"], "--json")
     assert code == 0
     assert json.loads(out) | {} == {"files": 1, "read": 4, "stored": 4, "quarantined": 0, "duplicates": 0}
 
     out_file = tmp_path / "rows.parquet"
-    code, out, _ = run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--name", "first",
+    code, out, _ = gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--name", "first",
                        "--out", out_file, "--json")
     assert code == 0
     summary = json.loads(out)
@@ -128,10 +113,10 @@ def test_ingest_then_replay_writes_a_run_and_rows(capsys, files, tmp_path) -> No
     assert [r[1:] for r in rows] == expected
 
 
-def test_replay_jsonl_out_and_text_summary(capsys, files, tmp_path) -> None:
-    run(capsys, "ingest", files["log"], "--db", files["db"], "--quiet")
+def test_replay_jsonl_out_and_text_summary(gatekit_cli, files, tmp_path) -> None:
+    gatekit_cli("ingest", files["log"], "--db", files["db"], "--quiet")
     out_file = tmp_path / "rows.jsonl"
-    code, out, _ = run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--out", out_file)
+    code, out, _ = gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--out", out_file)
     assert code == 0
     assert "escalate" in out and "50.00%" in out
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
@@ -139,34 +124,34 @@ def test_replay_jsonl_out_and_text_summary(capsys, files, tmp_path) -> None:
     assert set(rows[0]) >= {"action_id", "decision", "rules", "errors", "tier"}
 
 
-def test_reingest_adds_nothing(capsys, files) -> None:
-    run(capsys, "ingest", files["log"], "--db", files["db"], "--quiet")
-    code, out, _ = run(capsys, "ingest", files["log"], "--db", files["db"], "--json")
+def test_reingest_adds_nothing(gatekit_cli, files) -> None:
+    gatekit_cli("ingest", files["log"], "--db", files["db"], "--quiet")
+    code, out, _ = gatekit_cli("ingest", files["log"], "--db", files["db"], "--json")
     assert json.loads(out)["duplicates"] == 4 and json.loads(out)["stored"] == 0
 
 
-def test_run_names_are_not_silently_overwritten(capsys, files) -> None:
-    run(capsys, "ingest", files["log"], "--db", files["db"], "--quiet")
-    assert run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--name", "r1")[0] == 0
-    code, _, err = run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--name", "r1")
+def test_run_names_are_not_silently_overwritten(gatekit_cli, files) -> None:
+    gatekit_cli("ingest", files["log"], "--db", files["db"], "--quiet")
+    assert gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--name", "r1")[0] == 0
+    code, _, err = gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--name", "r1")
     assert code == cli.EXIT_STORE and "already exists" in err
-    assert run(capsys, "replay", "--db", files["db"], "--policy", files["good"], "--name", "r1", "--replace")[0] == 0
-    code, out, _ = run(capsys, "runs", "--db", files["db"], "--json")
+    assert gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--name", "r1", "--replace")[0] == 0
+    code, out, _ = gatekit_cli("runs", "--db", files["db"], "--json")
     assert [r["name"] for r in json.loads(out)["runs"]] == ["r1"]
 
 
-def test_replay_refuses_an_invalid_policy_and_a_missing_store(capsys, files) -> None:
-    code, _, err = run(capsys, "replay", "--db", files["db"], "--policy", files["bad"])
+def test_replay_refuses_an_invalid_policy_and_a_missing_store(gatekit_cli, files) -> None:
+    code, _, err = gatekit_cli("replay", "--db", files["db"], "--policy", files["bad"])
     assert code == cli.EXIT_POLICY and f"{files['bad']}:3:" in err
-    code, _, err = run(capsys, "runs", "--db", files["db"].with_name("nope.duckdb"))
+    code, _, err = gatekit_cli("runs", "--db", files["db"].with_name("nope.duckdb"))
     assert code == cli.EXIT_STORE and "no store" in err
 
 
-def test_decide_one_action(capsys, files) -> None:
-    code, out, _ = run(capsys, "decide", "--policy", files["good"], '{"tool": "payment.send", "args": {"amount": 250}}')
+def test_decide_one_action(gatekit_cli, files) -> None:
+    code, out, _ = gatekit_cli("decide", "--policy", files["good"], '{"tool": "payment.send", "args": {"amount": 250}}')
     assert code == 0
     assert json.loads(out)["decision"] == "escalate" and json.loads(out)["tier"] == "standard"
-    code, _, err = run(capsys, "decide", "--policy", files["good"], "not json")
+    code, _, err = gatekit_cli("decide", "--policy", files["good"], "not json")
     assert code == cli.EXIT_LOGS and "not valid JSON" in err
 
 

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-from gatekit import cli
 from gatekit.report import build_report, render_html, render_text
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
-    argv, sys.argv = sys.argv, ["gatekit", *map(str, args)]
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().out
-
-
-def test_report_json_has_the_decisions_contract(capsys, sample_store: Path) -> None:
-    code, out = _cli(capsys, "report", "--db", sample_store, "--run", "starter", "--json")
+def test_report_json_has_the_decisions_contract(gatekit_cli, sample_store: Path) -> None:
+    code, out, _ = gatekit_cli("report", "--db", sample_store, "--run", "starter", "--json")
     data = json.loads(out)
     assert code == 0
     assert set(data["decisions"]) == {"allow", "escalate", "deny"}
@@ -37,8 +23,8 @@ def test_report_json_has_the_decisions_contract(capsys, sample_store: Path) -> N
     assert data["evaluate"]["caught"] + data["evaluate"]["missed"] == data["evaluate"]["harmful"]
 
 
-def test_evaluate_json_has_the_contract_keys(capsys, sample_store: Path, planted: dict) -> None:
-    code, out = _cli(capsys, "evaluate", "--db", sample_store, "--run", "strict", "--json")
+def test_evaluate_json_has_the_contract_keys(gatekit_cli, sample_store: Path, planted: dict) -> None:
+    code, out, _ = gatekit_cli("evaluate", "--db", sample_store, "--run", "strict", "--json")
     data = json.loads(out)
     assert code == 0
     assert {"harmful", "caught", "catch_rate", "benign", "bothered", "bother_rate"} <= set(data)
