@@ -177,11 +177,12 @@ def rule_firing(firing: pl.DataFrame, *, top: int | None = None, title: str = "R
 def transition_heatmap(matrix: pl.DataFrame, *, a: str = "A", b: str = "B",
                        title: str | None = None) -> alt.LayerChart:
     """How decisions move from run `a` to run `b`, from `transition_matrix`: a 3x3 grid, cells coloured by
-    count, changed cells outlined.
+    count, the cells of actions whose decision changed outlined.
 
     >>> transition_heatmap(transition_matrix(frame_a, frame_b), a="starter", b="strict")
     """
     data = _data(matrix, ["from", "to", "count", "share", "changed"], "transition_heatmap", "transition_matrix")
+    moved = alt.datum.changed & (alt.datum.count > 0)
     base = alt.Chart(data).encode(
         x=alt.X("to:N", sort=list(VERDICTS), title=f"{b} (B)", axis=alt.Axis(orient="top", labelAngle=0)),
         y=alt.Y("from:N", sort=list(VERDICTS), title=f"{a} (A)"),
@@ -189,12 +190,12 @@ def transition_heatmap(matrix: pl.DataFrame, *, a: str = "A", b: str = "B",
                  alt.Tooltip("share:Q", format=".2%")])
     cells = base.mark_rect().encode(
         color=alt.Color("count:Q", scale=alt.Scale(type="symlog", scheme="blues"), title="actions"),
-        stroke=alt.when(alt.datum.changed).then(alt.value("#d1495b")).otherwise(alt.value(None)),
-        strokeWidth=alt.when(alt.datum.changed).then(alt.value(2)).otherwise(alt.value(0)))
+        stroke=alt.when(moved).then(alt.value("#d1495b")).otherwise(alt.value(None)),
+        strokeWidth=alt.when(moved).then(alt.value(2)).otherwise(alt.value(0)))
     text = base.mark_text(fontWeight="bold").encode(
         text=alt.Text("count:Q", format=","),
         color=alt.when(alt.datum.share > 0.3).then(alt.value("white")).otherwise(alt.value("black")))
-    return alt.layer(cells, text, title=title or f"Decisions, {a} to {b}")
+    return alt.layer(cells, text, title=title or f"Decisions, {a} to {b}").properties(height=180)
 
 
 # -- drift -----------------------------------------------------------------------------------------------
@@ -226,10 +227,12 @@ def rule_drift(drift: pl.DataFrame, *, rules: Sequence[str] | None = None,
     data = drift if rules is None else drift.filter(pl.col("rule").is_in(list(rules)))
     data = _data(data, ["rule", "period", "actions", "fired", "rate", "lower", "upper"], "rule_drift", "rule_drift")
     x = alt.X("period:T", title="period", timeUnit="yearmonthdate")
-    color = alt.Color("rule:N", title="rule", sort=_order(data["rule"].unique(maintain_order=True)))
+    rules = _order(data["rule"].unique(maintain_order=True))
+    color = alt.Color("rule:N", title="rule", sort=rules, scale=alt.Scale(scheme="tableau10"))
     base = alt.Chart(data)
     band = base.mark_area(opacity=0.15).encode(x=x, y=alt.Y("lower:Q", title="firing rate"), y2="upper:Q",
-                                              color=color)
+                                              color=alt.Color("rule:N", sort=rules, legend=None,
+                                                              scale=alt.Scale(scheme="tableau10")))
     line = base.mark_line(point=True).encode(
         x=x, y=alt.Y("rate:Q", axis=alt.Axis(format="%"), title="firing rate"), color=color,
         tooltip=[alt.Tooltip("rule:N"), alt.Tooltip("period:T"), alt.Tooltip("fired:Q", format=","),

@@ -397,10 +397,12 @@ def _bundled(rel: str) -> Path:
 
 def _register() -> None:
     """Command groups that live beside their library (enforce mode); imported lazily by click at run."""
+    from gatekit.dashboard import dashboard_command
     from gatekit.enforce.commands import approvals, audit
 
     cli.add_command(approvals)
     cli.add_command(audit)
+    cli.add_command(dashboard_command)
 
 
 _register()

@@ -137,7 +137,7 @@ def report_charts(report: Report) -> list[tuple[str, Any]]:
         ("Decisions per day", charts.decisions_per_day(rates.by["day"])),
         ("Escalation rate by tool", charts.rate_by(rates.by["tool"], "tool")),
         ("Escalation rate by agent", charts.rate_by(rates.by["agent"], "agent")),
-        ("Escalation rate by hour", charts.rate_by(rates.by["hour"], "hour", top=24)),
+        ("Escalation rate by hour", charts.rate_by(rates.by["hour"], "hour", top=24, sort="key")),
         ("Rule firing", charts.rule_firing(rates.rule_firing)),
         ("Tool mix drift (PSI)", charts.tool_mix_psi(drift.tool_mix)),
         ("Rule firing over time", charts.rule_drift(drift.rule_drift)),

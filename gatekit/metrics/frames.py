@@ -35,19 +35,22 @@ def decisions_frame(store: Store, run: str) -> pl.DataFrame:
 
 def approvals_frame(store: Store) -> pl.DataFrame:
     """One row per recorded approval: who reviewed which action, how, and how long it took."""
+    # unnest of a JSON[] cast is several times faster than a lateral json_each
     return store.con.sql(f"""
-        SELECT {ACTION_COLUMNS}, ap.i AS approval_index,
-               ap.value ->> 'reviewer' AS reviewer, ap.value ->> 'role' AS role,
-               ap.value ->> 'decision' AS review,
-               TRY_CAST(ap.value ->> 'requested_at' AS TIMESTAMPTZ) AS requested_at,
-               TRY_CAST(ap.value ->> 'decided_at' AS TIMESTAMPTZ) AS decided_at,
-               coalesce(TRY_CAST(ap.value -> 'break_glass' AS BOOLEAN), FALSE) AS break_glass,
-               ap.value ->> 'reason' AS reason,
-               ap.value AS approval
-        FROM actions a, LATERAL (
-            SELECT CAST(key AS INTEGER) AS i, value FROM json_each(a.approvals)) ap
-        WHERE a.approvals IS NOT NULL
-        ORDER BY a.seq, ap.i""").pl().with_columns(
+        WITH ap AS (
+            SELECT {ACTION_COLUMNS}, unnest(CAST(a.approvals AS JSON[])) AS value,
+                   generate_subscripts(CAST(a.approvals AS JSON[]), 1) - 1 AS approval_index
+            FROM actions a WHERE a.approvals IS NOT NULL)
+        SELECT * EXCLUDE (value),
+               value ->> 'reviewer' AS reviewer, value ->> 'role' AS role,
+               value ->> 'decision' AS review,
+               TRY_CAST(value ->> 'requested_at' AS TIMESTAMPTZ) AS requested_at,
+               TRY_CAST(value ->> 'decided_at' AS TIMESTAMPTZ) AS decided_at,
+               coalesce(TRY_CAST(value -> 'break_glass' AS BOOLEAN), FALSE) AS break_glass,
+               value ->> 'reason' AS reason,
+               value AS approval
+        FROM ap
+        ORDER BY seq, approval_index""").pl().with_columns(
         latency_s=(pl.col("decided_at") - pl.col("requested_at")).dt.total_microseconds() / 1e6)
 
 

@@ -226,7 +226,14 @@ class _Query:
     def tool_match(self, rule: Rule) -> Sql:
         if all(not any(c in t for c in "*?[") for t in rule.tools):
             return f'COALESCE("tool" IN ({", ".join(lit(t) for t in rule.tools)}), FALSE)'
-        return f'COALESCE(regexp_full_match("tool", {lit(rule.tool_regex)}), FALSE)'
+        if any(c in t for t in rule.tools for c in "?["):
+            return f'COALESCE(regexp_full_match("tool", {lit(rule.tool_regex)}), FALSE)'
+        # Globs with `*` only (the common `deploy.*`, `*`): string functions and LIKE, which mean the same
+        # as the glob's full-match regex and cost a fraction of it on every row.
+        exact = [t for t in rule.tools if "*" not in t]
+        parts = [f'"tool" IN ({", ".join(lit(t) for t in exact)})'] if exact else []
+        parts += [_star_glob(t) for t in rule.tools if "*" in t]
+        return f"COALESCE({_any(parts)}, FALSE)"
 
     def cond(self, node: Cond, rule: Rule, r: int) -> Pair:
         return NODES[type(node)](self, node, rule, r)
@@ -252,13 +259,31 @@ class _Query:
             return f"({key_ok} AND COALESCE(w{k} {cmp} {num(node.threshold)}, FALSE))", "FALSE"
         v = self.field(node.field)  # type: ignore[arg-type]
         amount = (f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)")
-        # values added in ascending order, as decide adds them; 0.0 + x == x exactly, so the initial value
-        # changes no sum (and allows an empty list)
+        # decide adds the values in ascending order. A list of every frame's values (what that takes) is
+        # O(rows x frame) memory, so, as the Gate does: a windowed SUM (any order, bounded memory) decides
+        # every row further from the threshold than float rounding could move either sum (each is within
+        # n·2^-53·Σ|x| of the exact sum; margin 8·(n+2)·2^-53·Σ|x|); only the rows within that margin (or
+        # with an overflowing Σ|x| or sum) are summed exactly,
+        # sorted, by a range join of those few rows to their frames. 0.0 + x == x exactly, so the initial
+        # value of the reduce changes no sum.
+        t = num(node.threshold)
+        kpart = "PARTITION BY k_ " if node.per else ""
+        kpeers = f"PARTITION BY {'k_, ' if node.per else ''}ts_us"
+        later = f"{kpeers} ORDER BY seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
+        kjoin = "b_.k_ = n_.k_ AND " if node.per else ""
         self.windows.append(
-            f"SELECT seq, list_reduce(list_sort([e_.a FOR e_ IN l_ IF NOT (e_.t = ts_us AND e_.q > seq)]), "
-            f"lambda p_, q_: p_ + q_, CAST(0 AS DOUBLE)) AS w{k} FROM ("
-            f"SELECT seq, ts_us, list({{'t': ts_us, 'q': seq, 'a': {amount}}}) OVER ({part}{frame}) AS l_ "
-            f"FROM g WHERE tm{r})")
+            f"WITH b_ AS (SELECT seq, ts_us, {f'{chr(34)}{node.per}{chr(34)}' if node.per else 'NULL'} AS k_, "
+            f"{amount} AS a_ FROM g WHERE tm{r}),\n"
+            f"s_ AS (SELECT seq, ts_us, k_, sum(a_) OVER ({kpart}{frame}) "
+            f"- COALESCE(sum(a_) OVER ({later}), CAST(0 AS DOUBLE)) AS approx_, "
+            f"sum(abs(a_)) OVER ({kpart}{frame}) AS mag_, count(*) OVER ({kpart}{frame}) AS n_ FROM b_),\n"
+            f"x_ AS (SELECT n_.seq, list_reduce(list_sort(list(b_.a_)), lambda p_, q_: p_ + q_, "
+            f"CAST(0 AS DOUBLE)) AS exact_ FROM (SELECT seq, ts_us, k_ FROM s_ WHERE NOT COALESCE("
+            f"isfinite(mag_) AND isfinite(approx_) AND abs(approx_ - {t}) > 8.0 * (n_ + 2) * mag_ * {2.0 ** -53!r}, "
+            f"FALSE)) n_ "
+            f"JOIN b_ ON {kjoin}b_.ts_us > n_.ts_us - {node.window_us} AND b_.ts_us <= n_.ts_us "
+            f"AND NOT (b_.ts_us = n_.ts_us AND b_.seq > n_.seq) GROUP BY n_.seq)\n"
+            f"SELECT s_.seq, COALESCE(x_.exact_, s_.approx_) AS w{k} FROM s_ LEFT JOIN x_ ON x_.seq = s_.seq")
         usable = f"({v.missing} OR {v.good} OR {v.str_num_ok})"
         return f"({key_ok} AND COALESCE(w{k} {cmp} {num(node.threshold)}, FALSE))", f"(NOT {usable})"
 
@@ -308,16 +333,23 @@ class _Query:
             "".join(f" LEFT JOIN w{k}_ ON w{k}_.seq = g.seq" for k in range(len(self.windows)))
         rcols = []
         for r, (rule, val, err) in enumerate(rules):
-            rcols.append(f"(tm{r} AND COALESCE({err}, TRUE)) AS e{r}")
-            rcols.append(f"(tm{r} AND NOT COALESCE({err}, TRUE) AND COALESCE({val}, FALSE)) AS m{r}")
+            # CASE, not AND: DuckDB evaluates both sides of an AND in a projection, but a CASE branch only
+            # on the rows that take it, so a rule's tests run only where its tool matched
+            rcols.append(f"(CASE WHEN tm{r} THEN COALESCE({err}, TRUE) ELSE FALSE END) AS e{r}")
+            rcols.append(f"(CASE WHEN tm{r} THEN NOT COALESCE({err}, TRUE) AND COALESCE({val}, FALSE) "
+                         f"ELSE FALSE END) AS m{r}")
         layer4 = ", ".join(["seq", "action_id"] + rcols)
-        return (f"WITH src AS ({source}),\n"
-                f"f0 AS (SELECT {layer0} FROM src),\n"
-                f"f AS (SELECT {layer1} FROM f0),\n"
-                f"g0 AS (SELECT * {', ' if jcols else ''}{', '.join(jcols)} FROM f),\n"
-                f"g1 AS (SELECT *, {', '.join(tcols) if tcols else 'NULL AS no_fields_'} FROM g0),\n"
-                f"g2 AS (SELECT {layer2b} FROM g1),\n"
-                f"g AS (SELECT {layer2c} FROM g2),\n"
+        # `g` is read by the main query and by every window sub-query: NOT MATERIALIZED (it and the layers
+        # under it), or DuckDB materialises a whole layer of every row (GBs at 10M rows: the args JSON, or
+        # every typed column) where each reader needs a few columns of some rows
+        nm = "NOT MATERIALIZED " if self.windows else ""
+        return (f"WITH src AS {nm}({source}),\n"
+                f"f0 AS {nm}(SELECT {layer0} FROM src),\n"
+                f"f AS {nm}(SELECT {layer1} FROM f0),\n"
+                f"g0 AS {nm}(SELECT * {', ' if jcols else ''}{', '.join(jcols)} FROM f),\n"
+                f"g1 AS {nm}(SELECT *, {', '.join(tcols) if tcols else 'NULL AS no_fields_'} FROM g0),\n"
+                f"g2 AS {nm}(SELECT {layer2b} FROM g1),\n"
+                f"g AS {nm}(SELECT {layer2c} FROM g2),\n"
                 f"{wctes}"
                 f"w AS ({layer3}),\n"
                 f"r AS (SELECT {layer4} FROM w),\n"
@@ -341,7 +373,10 @@ class _Query:
         if not self.policy.rules:
             return "CAST([] AS VARCHAR[])"
         items = ", ".join(f"CASE WHEN {prefix}{r} THEN {lit(rule.id)} END" for r, rule in enumerate(self.policy.rules))
-        return f"CAST([x_ FOR x_ IN [{items}] IF x_ IS NOT NULL] AS VARCHAR[])"
+        # most rows match no rule and almost none errors: build the list only where there is something
+        some = _any([f"{prefix}{r}" for r in range(len(self.policy.rules))])
+        return (f"(CASE WHEN {some} THEN CAST([x_ FOR x_ IN [{items}] IF x_ IS NOT NULL] AS VARCHAR[]) "
+                f"ELSE CAST([] AS VARCHAR[]) END)")
 
     def _tier(self) -> Sql:
         rank = self.policy.tier_rank()
@@ -377,6 +412,19 @@ NODES: dict[type, Callable[[_Query, object, Rule, int], Pair]] = {
     Any_: _combine,  # type: ignore[dict-item]
     Not: _not,  # type: ignore[dict-item]
 }
+
+
+def _star_glob(pattern: str) -> Sql:
+    """A glob whose only wildcard is `*` as a full match on "tool" without a regex."""
+    pieces = pattern.split("*")
+    if all(not p for p in pieces):
+        return '("tool" IS NOT NULL)'
+    if len(pieces) == 2 and not pieces[1]:
+        return f'starts_with("tool", {lit(pieces[0])})'
+    if len(pieces) == 2 and not pieces[0]:
+        return f'suffix("tool", {lit(pieces[1])})'
+    like = "%".join(p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for p in pieces)
+    return f'("tool" LIKE {lit(like)} ESCAPE {lit(chr(92))})'
 
 
 def _pointer(path: tuple[str, ...]) -> str:

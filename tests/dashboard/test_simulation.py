@@ -18,7 +18,7 @@ from gatekit.policy import load_policy, parse_policy
 
 from .conftest import STARTER, STRICT
 
-START, END = datetime(2026, 10, 14, 13, 0, tzinfo=timezone.utc), datetime(2026, 10, 16, tzinfo=timezone.utc)
+START, END = datetime(2026, 10, 7, 10, 0, tzinfo=timezone.utc), datetime(2026, 10, 9, tzinfo=timezone.utc)
 
 
 def test_lookback_is_the_longest_window() -> None:
@@ -28,7 +28,7 @@ def test_lookback_is_the_longest_window() -> None:
 
 @pytest.mark.parametrize("policy", [STARTER, STRICT])
 def test_a_window_is_decided_as_the_whole_store_decides_it(sample_store: Path, policy: Path) -> None:
-    """Mid-afternoon on a weekday, so e-mail bursts and hourly payment totals cross the window's start."""
+    """The window starts mid-morning on a weekday, where hourly payment totals cross its start."""
     name = "starter" if policy == STARTER else "strict"
     with Store(sample_store, read_only=True) as store:
         rows = replay_window(store, load_policy(policy), START, END)

@@ -1,0 +1,1 @@
+"""The gatekit dashboard: a Streamlit app over the action store (`gatekit dashboard --db PATH`)."""

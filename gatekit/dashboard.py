@@ -1,0 +1,63 @@
+"""`gatekit dashboard`: serve the Streamlit app of dashboards/ on this machine only (127.0.0.1).
+
+The app reads the store through short read-only connections (see dashboards/source.py), so it can stay
+open while `gatekit replay` or `gatekit ingest` writes to the same file.
+
+    gatekit dashboard --db gatekit-demo.duckdb [--port 8501] [--approvals approvals.db]
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from pathlib import Path
+
+import click
+
+from gatekit.errors import GatekitError
+
+__all__ = ["ADDRESS", "APP", "dashboard_command", "streamlit_args"]
+
+ADDRESS = "127.0.0.1"  # never another interface: the Approvals page can approve calls
+APP = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+DB_ENV, APPROVALS_ENV = "GATEKIT_DB", "GATEKIT_APPROVALS"  # what dashboards/source.py reads
+# What the pages import, loaded before the server starts: ~1 s the first visitor would otherwise wait for.
+PRELOAD = ("polars", "duckdb", "altair", "gatekit.charts", "gatekit.metrics.rates", "gatekit.metrics.diff",
+           "gatekit.metrics.drift", "gatekit.metrics.fatigue", "gatekit.metrics.evaluate", "gatekit.enforce.broker")
+
+
+def streamlit_args(port: int) -> list[str]:
+    """The `streamlit run` arguments: loopback only, no browser launch, no telemetry, no file watching."""
+    return ["run", str(APP), "--server.address", ADDRESS, "--server.port", str(port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--server.runOnSave", "false", "--global.developmentMode", "false",
+            "--client.toolbarMode", "viewer"]
+
+
+@click.command("dashboard")
+@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path), help="the action store")
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--approvals", "approvals", type=click.Path(dir_okay=False, path_type=Path),
+              help="an enforce-mode approvals store (SQLite): enables the Approvals page")
+def dashboard_command(db: Path, port: int, approvals: Path | None) -> None:
+    """Browse runs, simulate policy edits, compare, and review approvals in a local web app."""
+    if importlib.util.find_spec("streamlit") is None or importlib.util.find_spec("altair") is None:
+        raise GatekitError("the dashboard needs streamlit and altair: pip install -e \".[dashboard]\"")
+    if not APP.exists():
+        raise GatekitError(f"cannot find the dashboard app at `{APP}`: run from a gatekit checkout")
+    os.environ[DB_ENV] = str(db.resolve())
+    if approvals is not None:
+        os.environ[APPROVALS_ENV] = str(approvals.resolve())
+    else:
+        os.environ.pop(APPROVALS_ENV, None)
+    click.echo(f"gatekit dashboard on http://{ADDRESS}:{port} (store {db}); Ctrl+C stops it", err=True)
+    for module in PRELOAD:
+        importlib.import_module(module)
+    from streamlit.web import cli as streamlit_cli
+
+    streamlit_cli.main(streamlit_args(port), prog_name="streamlit", standalone_mode=True)
+
+
+if __name__ == "__main__":
+    dashboard_command()

@@ -1,0 +1,160 @@
+"""The dashboard in a real browser: `python -m gatekit.dashboard` serves it on a free loopback port, Playwright
+drives Debian's Chromium through every page, and each page renders its charts without an exception.
+
+Playwright cannot download browsers here, so this needs /usr/bin/chromium (`apt-get install chromium`);
+without it the test is skipped. Screenshots go to a temporary directory (or $GATEKIT_SCREENSHOTS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, STRICT
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+# page -> (url path, charts it draws on the sample store before any interaction)
+PAGES = {"overview": ("", 4), "simulate": ("simulate", 0), "compare": ("compare", 2), "drift": ("drift", 3),
+         "reviewers": ("reviewers", 4), "evaluate": ("evaluate", 2), "explorer": ("explorer", 0),
+         "approvals": ("approvals", 0)}
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+CHART = '[data-testid="stVegaLiteChart"]'
+DRAWN = f'{CHART} canvas, {CHART} svg.marks'
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="needs Debian's Chromium at /usr/bin/chromium: apt-get install -y chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path: Path, sample_store: Path, approvals_db: Path) -> Iterator[tuple[str, Path, Path]]:
+    """The dashboard on a copy of the sample store, with the approvals store; stopped by its own PID."""
+    db = tmp_path / "store.duckdb"
+    db.write_bytes(sample_store.read_bytes())
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "gatekit.dashboard", "--db", str(db), "--port", str(port),
+                             "--approvals", str(approvals_db)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the dashboard did not start within 90 s"
+            time.sleep(0.25)
+        yield url, db, tmp_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("GATEKIT_SCREENSHOTS") or tmp_path / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def settle(page, charts: int = 0, timeout: float = 60_000) -> None:
+    """Wait for the script run to end and `charts` charts to be drawn."""
+    page.wait_for_selector(IDLE, timeout=timeout)
+    page.wait_for_function(f"document.querySelectorAll({json.dumps(DRAWN)}).length >= {charts}", timeout=timeout)
+    page.wait_for_selector(IDLE, timeout=timeout)
+
+
+def check(page, name: str, charts: int, shots: Path) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]').first.inner_text()
+    assert page.locator(CHART).count() == charts
+    assert page.locator(DRAWN).count() == charts  # every chart drew its marks
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+
+def test_every_page_in_chromium(server, shots: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, db, tmp = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            for name, (path, charts) in PAGES.items():
+                page.goto(f"{url}/{path}")
+                page.get_by_role("heading", name=name.capitalize(), exact=True).wait_for(timeout=60_000)
+                settle(page, charts)
+                check(page, name, charts, shots)
+
+            # explorer: open one action by its id
+            page.goto(f"{url}/explorer")
+            settle(page)
+            page.get_by_role("textbox", name="Action id").fill("a-00048")
+            page.get_by_role("textbox", name="Action id").press("Enter")
+            page.get_by_text("every run's decision").wait_for(timeout=60_000)
+            settle(page)
+            assert page.get_by_text("DIFFERENT: what ran is not what was reviewed").count() == 1
+            check(page, "explorer-action", 0, shots)
+
+            # simulate: replay a window against the run
+            page.goto(f"{url}/simulate")
+            settle(page)
+            page.get_by_role("button", name="Replay on window").click()
+            page.get_by_text("Actions in window").wait_for(timeout=60_000)
+            settle(page, 3)
+            check(page, "simulate-replayed", 3, shots)
+
+            # approvals: approve the first pending request through the broker
+            page.goto(f"{url}/approvals")
+            settle(page)
+            page.get_by_role("textbox", name="Reviewer", exact=True).first.fill("alice")
+            page.get_by_role("button", name="Approve").first.click()
+            page.get_by_text("`alice` approved", exact=False).or_(page.get_by_text("alice approved")).wait_for(
+                timeout=60_000)
+            settle(page)
+            check(page, "approvals-approved", 0, shots)
+            assert "1 pending" in page.get_by_text("pending ·", exact=False).inner_text()
+
+            # gatekit replay writes a new run while the dashboard is open
+            proc = subprocess.Popen([sys.executable, "-m", "gatekit.cli", "replay", "--db", str(db), "--policy",
+                                     str(STRICT), "--name", "during", "--quiet"], cwd=ROOT,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in ("overview", "drift", "explorer"):
+                page.goto(f"{url}/{PAGES[name][0]}")
+                settle(page)
+                assert page.locator('[data-testid="stException"]').count() == 0
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            page.goto(url)
+            settle(page, PAGES["overview"][1])
+            picked = page.get_by_role("combobox", name="Run").input_value()
+            assert picked == "during (starter-strict)"  # the new run, newest, picked by default
+            check(page, "overview-after-replay", PAGES["overview"][1], shots)
+        finally:
+            browser.close()
+    print(f"screenshots: {shots}")
+    assert len(list(shots.glob("*.png"))) == len(PAGES) + 4
