@@ -1,6 +1,10 @@
 """Replay throughput of a 20-rule policy inside DuckDB, with and without window rules.
 
     python -m benchmarks.replay --n 1000000
+
+Superseded by `python -m benchmarks scale` (the floor side by side, every contender its own process).
+Here the `gatekit replay` peak RSS is not that process's own: Linux starts a child's high-water mark at
+its parent's, and this parent has built the store and replayed in-process.
 """
 
 from __future__ import annotations
