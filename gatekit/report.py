@@ -37,7 +37,8 @@ class Report:
 
     @property
     def labelled(self) -> bool:
-        return bool(self.evaluation.to_dict().get("harmful", 0) or self.evaluation.to_dict().get("benign", 0))
+        overall = self.evaluation.overall
+        return bool(overall.height and (overall["harmful"].sum() or overall["benign"].sum()))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: top-level `decisions` is `{"allow": n, "escalate": n, "deny": n}`."""
