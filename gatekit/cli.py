@@ -150,21 +150,6 @@ def ingest(files: tuple[Path, ...], db: Path, fmt: str | None, mapping: Path | N
             click.echo(f"see why: duckdb {db} \"SELECT source, source_line, reason FROM quarantine\"", err=True)
 
 
-def _expand(files: tuple[Path, ...]) -> list[Path]:
-    out: list[Path] = []
-    for f in files:
-        if f.is_dir():
-            out += sorted(p for p in f.rglob("*") if p.is_file() and _is_log(p))
-        else:
-            out.append(f)
-    return out
-
-
-def _is_log(p: Path) -> bool:
-    name = p.name.lower()
-    return name.endswith((".jsonl", ".ndjson", ".parquet", ".jsonl.gz", ".ndjson.gz"))
-
-
 @cli.command()
 @click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -327,7 +312,7 @@ def sample(out: Path, n_actions: int, seed: int) -> None:
     """Generate realistic synthetic agent logs (seeded, deterministic)."""
     from gatekit.sample import write_sample
 
-    logs = [p for p in write_sample(out, n_actions=n_actions, seed=seed) if _is_log(p)]
+    logs = [p for p in write_sample(out, n_actions=n_actions, seed=seed) if p.suffix == ".jsonl"]
     click.echo(f"wrote {n_actions:,} actions to {len(logs)} log file(s) in {out} (and PLANTED.json, SEED)")
 
 
@@ -340,7 +325,7 @@ def sample(out: Path, n_actions: int, seed: int) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -> None:
     """Build a store from the sample logs, replay the starter policy in shadow mode, and summarise."""
-    from gatekit.logs.ingest import ingest as run_ingest
+    from gatekit.logs.adapters import ingest as run_ingest
     from gatekit.logs.store import Store
     from gatekit.policy import load_policy
     from gatekit.replay import replay as run_replay
@@ -349,7 +334,7 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -
     policy_path = policy_path or _bundled("policies/starter.yaml")
     policy = load_policy(policy_path)
     with Store(db) as store:
-        report = run_ingest(store, _expand((logs,)))
+        report = run_ingest(store, [logs])
         run = run_replay(store, policy, "starter", replace=True)
     if as_json:
         _emit({"ingest": report.to_dict(), "run": run.to_dict(), "db": str(db)})

@@ -102,7 +102,8 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
 
 
 def get_run(store: Store, name: str) -> Run:
-    ensure_schema(store) if not store.read_only else None
+    if not store.read_only:
+        ensure_schema(store)
     rows = store.con.execute(
         "SELECT name, policy_name, fingerprint, created_at, actions, allow, escalate, deny, errored, seconds, "
         "policy_source FROM runs WHERE name = ?", [name]).fetchall()

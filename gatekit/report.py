@@ -83,9 +83,9 @@ def _num(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def render_text(report: Report) -> str:
-    """A readable terminal summary."""
-    d = report.to_dict()
+def render_text(report: Report, data: dict[str, Any] | None = None) -> str:
+    """A readable terminal summary (`data`: the report's `to_dict()`, when the caller already has it)."""
+    d = data if data is not None else report.to_dict()
     run, rates = report.run, d["rates"]
     out = [f"run `{run.name}`: policy `{run.policy_name}`, {run.actions:,} actions"]
     out.append("would-be decisions: " + ", ".join(
@@ -167,7 +167,7 @@ def render_html(report: Report) -> str:
 
     d = report.to_dict()
     body = [f"<h1>gatekit report: run <code>{html.escape(report.run.name)}</code></h1>",
-            f"<pre>{html.escape(render_text(report))}</pre>"]
+            f"<pre>{html.escape(render_text(report, d))}</pre>"]
     embeds = []
     for i, (title, chart) in enumerate(report_charts(report)):
         body.append(f"<h2>{html.escape(title)}</h2><div class='chart' id='chart{i}'></div>")

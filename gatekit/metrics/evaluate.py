@@ -22,7 +22,7 @@ import polars as pl
 from gatekit.logs.store import Store
 from gatekit.metrics.frames import decisions_frame
 from gatekit.metrics.rates import records, run_policy
-from gatekit.policy.compile import Val, compile_sql, lit
+from gatekit.policy.compile import Val, compile_sql, json_pointer, lit
 from gatekit.policy.conditions import ORDER_OPS, All, Any_, Cond, Field, Not, Test, Window, leaves
 from gatekit.policy.model import LEVEL, Policy, Rule
 
@@ -160,8 +160,7 @@ def _value_sql(field: Field, policy: Policy) -> str:
     """The number the test reads, exactly as the compiled policy reads it (NULL when it reads none)."""
     if field.name == "time.hour":
         return f"CAST(hour(timezone({lit(policy.timezone)}, ts)) AS DOUBLE)"
-    pointer = "/" + "/".join(seg.replace("~", "~0").replace("/", "~1") for seg in field.path)
-    v = Val.of_json(f"json_extract({field.root}, {lit(pointer)})")
+    v = Val.of_json(f"json_extract({field.root}, {lit(json_pointer(field.path))})")
     return f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} END)"
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from gatekit.logs.store import Store
-from gatekit.policy.compile import lit
+from gatekit.policy.compile import json_pointer, lit
 from gatekit.replay import get_run
 
 ACTION_COLUMNS = 'a.seq, a.action_id, a.ts, a.agent, a.session, a."user", a.tool, a.outcome, a.label, ' \
@@ -63,8 +63,7 @@ def arg_frame(store: Store, paths: Sequence[str], where: str = "TRUE") -> pl.Dat
         root, _, rest = path.partition(".")
         if root not in ("args", "context") or not rest:
             raise ValueError(f"not an args or context path: `{path}`")
-        pointer = "/" + "/".join(seg.replace("~", "~0").replace("/", "~1") for seg in rest.split("."))
-        j = f"json_extract(a.{root}, {lit(pointer)})"
+        j = f"json_extract(a.{root}, {lit(json_pointer(rest.split('.')))})"
         cols.append(f"TRY_CAST(trim({j} ->> '$') AS DOUBLE) AS \"{path}\"")
         cols.append(f"{j} ->> '$' AS \"{path}:text\"")
     return store.con.sql(f"SELECT a.seq, a.action_id, {', '.join(cols)} FROM actions a WHERE {where} ORDER BY a.seq").pl()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window, leaves
+from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy.model import LEVEL, Policy, Rule
 from gatekit.policy.values import NUMERIC_STRING, numeric_string
 
@@ -303,7 +303,7 @@ class _Query:
             if not mine:
                 continue
             readers = set().union(*(self.users[i] for i, _ in mine))
-            paths = ", ".join(lit(_pointer(f.path)) for _, f in mine)
+            paths = ", ".join(lit(json_pointer(f.path)) for _, f in mine)
             fcols.append(f"CASE WHEN {guard(readers)} THEN json_extract({root}, [{paths}]) END AS {root}_")
         jcols = []
         for root in ("args", "context"):
@@ -427,7 +427,8 @@ def _star_glob(pattern: str) -> Sql:
     return f'("tool" LIKE {lit(like)} ESCAPE {lit(chr(92))})'
 
 
-def _pointer(path: tuple[str, ...]) -> str:
+def json_pointer(path: tuple[str, ...] | list[str]) -> str:
+    """A field path (`args.a.b` -> ("a", "b")) as the JSON pointer DuckDB's json_extract reads."""
     return "/" + "/".join(seg.replace("~", "~0").replace("/", "~1") for seg in path)
 
 
@@ -437,7 +438,3 @@ def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:
     It returns `seq, action_id, decision, rules, errors, tier`, one row per action.
     """
     return _Query(policy).sql(source)
-
-
-def uses_windows(policy: Policy) -> bool:
-    return any(isinstance(leaf, Window) for rule in policy.rules for leaf in leaves(rule.when))

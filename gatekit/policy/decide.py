@@ -10,7 +10,7 @@ import functools
 import math
 import operator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
@@ -81,8 +81,6 @@ class View:
             self._local = self.ts.astimezone(tz)
         return self._local
 
-
-from datetime import timedelta  # noqa: E402  (kept next to its one use)
 
 _US = timedelta(microseconds=1)
 
