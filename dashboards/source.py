@@ -27,6 +27,7 @@ import polars as pl
 import streamlit as st
 from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
+from gatekit.dashboard import APPROVALS_ENV, DB_ENV  # one definition, shared with the server
 from gatekit.errors import StoreError
 from gatekit.logs.store import Store
 from gatekit.metrics.frames import ACTION_COLUMNS, approvals_frame
@@ -39,8 +40,6 @@ __all__ = [
     "contents", "db_path", "decisions", "derive", "policy", "read", "version", "warm",
 ]
 
-DB_ENV = "GATEKIT_DB"
-APPROVALS_ENV = "GATEKIT_APPROVALS"
 LOCK_WAIT = 2.0  # seconds a read waits for a writer before showing the last version read
 STALE_KEY = "gatekit_stale_shown"
 T = TypeVar("T")

@@ -225,11 +225,12 @@ def report(db: Path, run_name: str, against: str | None, sweep: tuple[str, str] 
 
     with Store(db, read_only=True) as store:
         rep = build_report(store, run_name, against=against, sweep=tuple(sweep) if sweep else None)
+    data = rep.to_dict()
     if html_out:
-        html_out.write_text(render_html(rep), encoding="utf-8")
+        html_out.write_text(render_html(rep, data), encoding="utf-8")
         click.echo(f"wrote {html_out}", err=True)
     if as_json:
-        click.echo(json.dumps(rep.to_dict(), indent=2, default=str))
+        _emit(data)
     elif not html_out:
         click.echo(render_text(rep))
 

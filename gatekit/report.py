@@ -159,13 +159,13 @@ def report_charts(report: Report) -> list[tuple[str, Any]]:
     return out
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report, data: dict[str, Any] | None = None) -> str:
     """A standalone HTML report: the numbers and the charts, with the Vega JavaScript inlined once so the
-    file opens offline."""
+    file opens offline (`data`: the report's `to_dict()`, when the caller already has it)."""
     import altair as alt
     import vl_convert
 
-    d = report.to_dict()
+    d = data if data is not None else report.to_dict()
     body = [f"<h1>gatekit report: run <code>{html.escape(report.run.name)}</code></h1>",
             f"<pre>{html.escape(render_text(report, d))}</pre>"]
     embeds = []

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from gatekit.enforce.broker import STATUSES
 from gatekit.errors import StoreError
 
 _DB = click.option("--db", required=True, envvar="GATEKIT_BROKER", show_envvar=True,
@@ -53,7 +54,7 @@ def approvals() -> None:
 @approvals.command("list")
 @_DB
 @click.option("--status", default="pending", show_default=True,
-              type=click.Choice(["pending", "approved", "denied", "timed_out", "executed", "expired", "all"]))
+              type=click.Choice([*STATUSES, "all"]))
 @click.option("--flagged", is_flag=True, help="only break-glass approvals flagged for review")
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(db: Path, status: str, flagged: bool, as_json: bool) -> None:

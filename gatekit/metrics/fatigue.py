@@ -43,7 +43,6 @@ OVERLOAD_FACTOR = 2.0  # reviews a day, against the median reviewer's
 AFTER_HOURS_SHARE = 1 / 3
 SLA_BREACH_SHARE = 0.2
 MIN_APPROVED = 30
-_EXECUTED = ("executed", "failed")  # something ran
 
 
 @dataclass(frozen=True)

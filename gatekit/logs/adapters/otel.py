@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -44,7 +45,6 @@ __all__ = ["Reader", "any_value", "attributes", "claims", "hex_id"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
-_INHERITED = ("gen_ai.agent.name", "gen_ai.agent.id", "gen_ai.conversation.id", "user.id", "enduser.id")
 
 
 def claims(value: Any) -> bool:
@@ -59,6 +59,7 @@ def _get(obj: Any, camel: str, snake: str | None = None) -> Any:
     return obj.get(snake) if value is None and snake is not None else value
 
 
+@functools.cache  # called per attribute per key: the names are few, the calls many
 def _snake(camel: str) -> str:
     return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
 
