@@ -385,9 +385,12 @@ def _register() -> None:
     """Command groups that live beside their library (enforce mode); imported lazily by click at run."""
     from gatekit.dashboard import dashboard_command
     from gatekit.enforce.commands import approvals, audit
+    from gatekit.server.commands import principals, serve
 
     cli.add_command(approvals)
     cli.add_command(audit)
+    cli.add_command(serve)
+    cli.add_command(principals)
     cli.add_command(dashboard_command)
 
 

@@ -1,6 +1,7 @@
 """`gatekit approvals` and `gatekit audit`: reviewers and auditors at the command line.
 
-Thin, like the rest of the CLI: parse, call the broker or the receipts, print. Refusals raise
+Thin, like the rest of the CLI: parse, call the approvals service (`--server`, credential from
+`GATEKIT_TOKEN`) or a local broker (`--db`), print. Refusals raise
 `ApprovalError` (exit 6 in `gatekit.cli.main`); a broken store raises `StoreError` (exit 4);
 `audit verify` exits 1 when it finds a problem in the chain.
 """
@@ -18,10 +19,13 @@ import click
 from gatekit.enforce.broker import STATUSES
 from gatekit.errors import StoreError
 
-_DB = click.option("--db", required=True, envvar="GATEKIT_BROKER", show_envvar=True,
-                   type=click.Path(dir_okay=False, path_type=Path), help="the broker store (SQLite)")
+_DB = click.option("--db", envvar="GATEKIT_BROKER", show_envvar=True,
+                   type=click.Path(dir_okay=False, path_type=Path),
+                   help="a local broker store (SQLite; tests and single-user experiments)")
+_SERVER = click.option("--server", envvar="GATEKIT_SERVER", show_envvar=True,
+                       help="the approvals service (gatekit serve); your credential comes from GATEKIT_TOKEN")
 _KEY = click.option("--key-env", default="GATEKIT_AUDIT_KEY", show_default=True,
-                    help="environment variable holding the audit chain's HMAC key, if it has one")
+                    help="environment variable holding a local broker's HMAC key, if it has one")
 EXIT_TAMPERED = 1
 
 
@@ -31,6 +35,25 @@ def _broker(db: Path, key_env: str = "GATEKIT_AUDIT_KEY") -> Any:
     if not db.exists():
         raise StoreError(f"no broker store at `{db}`")
     return Broker(db, key=os.environ.get(key_env) or None)
+
+
+def _client(server: str) -> Any:
+    from gatekit.enforce.client import ApprovalsClient
+
+    token = os.environ.get("GATEKIT_TOKEN")
+    if not token:
+        raise click.UsageError("set GATEKIT_TOKEN to your reviewer credential (from `gatekit principals add`)")
+    try:
+        return ApprovalsClient(server, token)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--server") from None
+
+
+def _where(db: Path | None, server: str | None) -> tuple[Any, Any]:
+    """(broker, client): exactly one of them."""
+    if (db is None) == (server is None):
+        raise click.UsageError("pass --server URL (the approvals service) or --db FILE (a local broker)")
+    return (_broker(db), None) if db is not None else (None, _client(server))  # type: ignore[arg-type]
 
 
 def _emit(data: Any) -> None:
@@ -45,37 +68,85 @@ def _line(r: Any) -> str:
             f"expires {r.expires_at:%Y-%m-%d %H:%M:%SZ}{flag}")
 
 
+def _served_line(r: dict[str, Any]) -> str:
+    yes = sum(1 for v in r.get("votes", []) if v.get("decision") == "approve")
+    need = f"{yes}/{r.get('approvals')}" + (f" roles {','.join(r.get('roles') or [])}" if r.get("roles") else "")
+    flag = "  [break-glass: review]" if r.get("flagged") else ""
+    return (f"{r['id']}\t{r['status']}\t{r.get('tool')}\t{r.get('agent') or '-'}/{r.get('user') or '-'}\t"
+            f"tier {r.get('tier') or '-'}\tapprovals {need}\texpires {r.get('expires_at')}{flag}")
+
+
+def _show_served(r: dict[str, Any]) -> None:
+    click.echo(_served_line(r))
+    click.echo(f"evidence {r.get('digest')}")
+    click.echo("call:")
+    click.echo(json.dumps(r.get("action"), indent=2, ensure_ascii=False))
+    if r.get("claimed"):
+        click.echo("claimed by the call (not believed):")
+        click.echo(json.dumps(r["claimed"], indent=2, ensure_ascii=False))
+    click.echo("why:")
+    for reason in r.get("reasons") or []:
+        click.echo(f"  {reason}")
+    if r.get("rules"):
+        click.echo(f"  rules: {', '.join(r['rules'])}")
+    if r.get("note"):
+        click.echo(f"note: {r['note']}")
+    for v in r.get("votes") or []:
+        extra = " (break-glass)" if v.get("break_glass") else ""
+        click.echo(f"  {v['reviewer']} ({v.get('role') or '-'}) {v['decision']}{extra}"
+                   + (f": {v['reason']}" if v.get("reason") else ""))
+
+
 # ---- approvals -----------------------------------------------------------------------------------------
 @click.group()
 def approvals() -> None:
-    """List, show, approve and deny escalated calls waiting in a broker store."""
+    """List, show, approve and deny escalated calls: on the approvals service (--server) or a local broker."""
 
 
 @approvals.command("list")
+@_SERVER
 @_DB
 @click.option("--status", default="pending", show_default=True,
-              type=click.Choice([*STATUSES, "all"]))
+              type=click.Choice([*STATUSES, "revoked", "all"]))
 @click.option("--flagged", is_flag=True, help="only break-glass approvals flagged for review")
-@click.option("--json", "as_json", is_flag=True)
-def list_cmd(db: Path, status: str, flagged: bool, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="a JSON list of requests")
+def list_cmd(server: str | None, db: Path | None, status: str, flagged: bool, as_json: bool) -> None:
     """List requests (default: the pending ones, oldest first)."""
-    found = _broker(db).list(None if status == "all" else status, flagged=True if flagged else None)
-    if as_json:
-        _emit({"requests": [r.to_dict() for r in found]})
-        return
-    if not found:
+    broker, client = _where(db, server)
+    if client is not None:
+        found = [r for r in client.list(status) if r.get("flagged") or not flagged]
+        if as_json:
+            _emit(found)
+            return
+        lines = [_served_line(r) for r in found]
+    else:
+        local = broker.list(None if status == "all" else status, flagged=True if flagged else None)
+        if as_json:
+            _emit([r.to_dict() for r in local])
+            return
+        lines = [_line(r) for r in local]
+    if not lines:
         click.echo(f"no {'' if status == 'all' else status + ' '}requests", err=True)
-    for r in found:
-        click.echo(_line(r))
+    for line in lines:
+        click.echo(line)
 
 
 @approvals.command()
+@_SERVER
 @_DB
 @click.argument("request_id")
 @click.option("--json", "as_json", is_flag=True)
-def show(db: Path, request_id: str, as_json: bool) -> None:
+def show(server: str | None, db: Path | None, request_id: str, as_json: bool) -> None:
     """Show one request: the call, why it was escalated, what it needs, and the votes so far."""
-    r = _broker(db).get(request_id)
+    broker, client = _where(db, server)
+    if client is not None:
+        served = client.get(request_id)
+        if as_json:
+            _emit(served)
+        else:
+            _show_served(served)
+        return
+    r = broker.get(request_id)
     if as_json:
         _emit(r.to_dict() | {"evidence_intact": r.evidence_intact})
         return
@@ -97,20 +168,43 @@ def show(db: Path, request_id: str, as_json: bool) -> None:
         click.echo(f"  {v.reviewer} ({v.role or '-'}) {v.decision}{extra}" + (f": {v.reason}" if v.reason else ""))
 
 
+_EVIDENCE = click.option("--evidence", help="the digest you were shown (`approvals show`); default: the request "
+                                            "is fetched and shown on stderr, and that digest is voted on")
+
+
+def _vote_served(client: Any, request_id: str, decision: str, evidence: str | None, **kwargs: Any) -> dict[str, Any]:
+    if evidence is None:
+        current = client.get(request_id)
+        click.echo(f"{decision} {current['tool']} {json.dumps(current['action'].get('args'), ensure_ascii=False)} "
+                   f"(evidence {current['digest']})", err=True)
+        evidence = current["digest"]
+    return client.vote(request_id, decision, evidence, **kwargs)
+
+
 @approvals.command()
+@_SERVER
 @_DB
 @click.argument("request_id")
-@click.option("--reviewer", required=True, help="who approves (not the call's agent or user)")
-@click.option("--role", help="the role approved in (the tier may require roles)")
+@click.option("--reviewer", help="a local broker only: who approves (the service knows you by your credential)")
+@click.option("--role", help="the role approved in (one the registry gives you)")
 @click.option("--reason")
+@_EVIDENCE
 @click.option("--break-glass", "break_glass", is_flag=True,
               help="emergency: approve alone, time-limited, flagged for review (needs --reason)")
-@click.option("--for", "duration", help="break-glass duration, e.g. 15m (at most the broker's limit)")
+@click.option("--for", "duration", help="break-glass duration, e.g. 15m (at most the service's limit)")
 @click.option("--json", "as_json", is_flag=True)
-def approve(db: Path, request_id: str, reviewer: str, role: str | None, reason: str | None, break_glass: bool,
-            duration: str | None, as_json: bool) -> None:
+def approve(server: str | None, db: Path | None, request_id: str, reviewer: str | None, role: str | None,
+            reason: str | None, evidence: str | None, break_glass: bool, duration: str | None, as_json: bool) -> None:
     """Approve a request (it is approved once its tier's approvals and roles are all in)."""
-    broker = _broker(db)
+    broker, client = _where(db, server)
+    if client is not None:
+        if reviewer is not None:
+            raise click.UsageError("the approvals service takes no --reviewer: you are who your credential says")
+        _done_served(_vote_served(client, request_id, "approve", evidence, role=role, reason=reason,
+                                  break_glass=break_glass, duration=duration), as_json)
+        return
+    if not reviewer:
+        raise click.UsageError("a local broker needs --reviewer")
     if break_glass:
         r = broker.break_glass(request_id, reviewer, reason or "", duration=duration, role=role)
     else:
@@ -119,15 +213,26 @@ def approve(db: Path, request_id: str, reviewer: str, role: str | None, reason: 
 
 
 @approvals.command()
+@_SERVER
 @_DB
 @click.argument("request_id")
-@click.option("--reviewer", required=True)
+@click.option("--reviewer", help="a local broker only")
 @click.option("--role")
 @click.option("--reason")
+@_EVIDENCE
 @click.option("--json", "as_json", is_flag=True)
-def deny(db: Path, request_id: str, reviewer: str, role: str | None, reason: str | None, as_json: bool) -> None:
+def deny(server: str | None, db: Path | None, request_id: str, reviewer: str | None, role: str | None,
+         reason: str | None, evidence: str | None, as_json: bool) -> None:
     """Deny a request: one deny denies it."""
-    _done(_broker(db).deny(request_id, reviewer, role=role, reason=reason), as_json)
+    broker, client = _where(db, server)
+    if client is not None:
+        if reviewer is not None:
+            raise click.UsageError("the approvals service takes no --reviewer: you are who your credential says")
+        _done_served(_vote_served(client, request_id, "deny", evidence, role=role, reason=reason), as_json)
+        return
+    if not reviewer:
+        raise click.UsageError("a local broker needs --reviewer")
+    _done(broker.deny(request_id, reviewer, role=role, reason=reason), as_json)
 
 
 def _done(r: Any, as_json: bool) -> None:
@@ -135,6 +240,13 @@ def _done(r: Any, as_json: bool) -> None:
         _emit(r.to_dict())
     else:
         click.echo(_line(r))
+
+
+def _done_served(r: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _emit(r)
+    else:
+        click.echo(_served_line(r))
 
 
 # ---- audit ---------------------------------------------------------------------------------------------
@@ -145,25 +257,43 @@ def audit() -> None:
 
 @audit.command()
 @_DB
+@click.option("--state", type=click.Path(file_okay=False, path_type=Path),
+              help="the approvals service's state directory")
+@click.option("--public-key", "public_key", type=click.Path(dir_okay=False, path_type=Path),
+              help="the service's public key, kept elsewhere (default: STATE/service.pub)")
+@click.option("--checkpoints", type=click.Path(dir_okay=False, path_type=Path),
+              help="the exported checkpoints (default: STATE/checkpoints.jsonl)")
 @_KEY
-@click.option("--expect", help="COUNT:HEAD kept elsewhere earlier (from a previous verify): catches a wiped log")
+@click.option("--expect", help="local broker: COUNT:HEAD kept elsewhere earlier (catches a wiped log)")
 @click.option("--json", "as_json", is_flag=True)
-def verify(db: Path, key_env: str, expect: str | None, as_json: bool) -> None:
-    """Check every entry links to the one before and the anchor agrees; exit 1 on any problem."""
-    anchor = None
-    if expect:
-        count, _, head = expect.partition(":")
-        if not count.isdigit() or not head:
-            raise click.BadParameter("use COUNT:HEAD, e.g. 120:sha256:ab12...", param_hint="--expect")
-        anchor = (int(count), head)
-    result = _broker(db, key_env).receipts.verify(expect=anchor)
+def verify(db: Path | None, state: Path | None, public_key: Path | None, checkpoints: Path | None, key_env: str,
+           expect: str | None, as_json: bool) -> None:
+    """Check the audit chain; exit 1 on any problem.
+
+    With --state: the service's chain, its signed checkpoints and the last exported checkpoint, checked with
+    the public key (modified, deleted, reordered, truncated, wiped or re-chained entries are all found).
+    """
+    if (db is None) == (state is None):
+        raise click.UsageError("pass --state DIR (the approvals service) or --db FILE (a local broker)")
+    if state is not None:
+        from gatekit.server.verify import verify_state
+
+        result: Any = verify_state(state, public_key=public_key, checkpoints=checkpoints)
+    else:
+        anchor = None
+        if expect:
+            count, _, head = expect.partition(":")
+            if not count.isdigit() or not head:
+                raise click.BadParameter("use COUNT:HEAD, e.g. 120:sha256:ab12...", param_hint="--expect")
+            anchor = (int(count), head)
+        result = _broker(db, key_env).receipts.verify(expect=anchor)  # type: ignore[arg-type]
     if as_json:
         _emit(result.to_dict())
     else:
         for problem in result.problems:
             click.echo(problem)
-        state = "ok" if result.ok else f"TAMPERED ({len(result.problems)} problem(s))"
-        click.echo(f"{state}: {result.count} entries, head {result.count}:{result.head}", err=not result.ok)
+        state_ = "ok" if result.ok else f"TAMPERED ({len(result.problems)} problem(s))"
+        click.echo(f"{state_}: {result.count} entries, head {result.count}:{result.head}", err=not result.ok)
     if not result.ok:
         sys.exit(EXIT_TAMPERED)
 
@@ -173,10 +303,12 @@ def verify(db: Path, key_env: str, expect: str | None, as_json: bool) -> None:
 @_KEY
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="a .jsonl file")
 @click.option("--force", is_flag=True, help="export even if the chain does not verify")
-def export(db: Path, key_env: str, out: Path, force: bool) -> None:
+def export(db: Path | None, key_env: str, out: Path, force: bool) -> None:
     """Write one action record per call (JSON Lines) for `gatekit ingest`."""
     from gatekit.enforce.export import export_actions
 
+    if db is None:
+        raise click.UsageError("pass --db FILE (the local broker store to export)")
     receipts = _broker(db, key_env).receipts
     result = receipts.verify()
     if not result.ok and not force:

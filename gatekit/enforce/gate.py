@@ -18,31 +18,36 @@ import secrets
 import threading
 import time
 from collections import deque
+from datetime import datetime
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from gatekit.action import Action, evidence_hash
+from gatekit.action import Action, evidence_hash, format_ts, parse_ts
 from gatekit.enforce.broker import PENDING, REFUSED, Broker, Refused, Request
+from gatekit.enforce.identity import check_id
 from gatekit.enforce.receipts import Receipts, clock_us, from_us
 from gatekit.errors import ApprovalError
 from gatekit.policy.decide import Decision, History, View, evaluator
 from gatekit.policy.load import load_policy
 from gatekit.policy.model import Policy
+from gatekit.policy.names import variants
 
 T = TypeVar("T")
 MODES = ("shadow", "enforce")
 _SHOWN = ("action_id", "ts", "agent", "session", "user", "tool", "args", "context")
 _IDENTITY = ("agent", "session", "user")
+PINNED = ("ts", "agent", "session", "user", "context")  # the gate's, never the payload's
 
 
 class Denied(ApprovalError):
     """The gate refused a call. `decision` is the policy's decision; `code` says what refused it.
 
     `code`: `policy` (the policy denies), `denied` (a reviewer denied), `timed_out`, `expired` (the
-    approval's TTL passed), `drift` (the call changed after approval), `replay` (already executed),
-    `no_broker`, `malformed` (not a call the gate can read), `error` (the broker store or the audit log
-    failed: fail closed).
+    approval's TTL passed), `revoked` (the service's policy changed), `drift` (the call changed after
+    approval), `replay` or `used` (already executed), `signature`, `action`, `fingerprint` (the approval
+    token does not check out), `no_broker`, `malformed` (not a call the gate can read), `error` (the
+    broker store, the approvals service or the audit log failed: fail closed).
     """
 
     def __init__(self, message: str, decision: Decision, code: str = "policy",
@@ -62,21 +67,45 @@ class Gate:
     >>> @gate.guard("payment.send")
     ... def send(amount: float, recipient: str) -> str: ...
 
-    `agent`, `session`, `user` and `context` fill calls that lack them (also per block: `gate.scope`).
-    A call without `ts` is stamped with `clock()`. `timeout` (seconds) caps how long an escalation waits.
+    `agent`, `session`, `user` and `context` are the gate's (also per block: `gate.scope`, or per call as
+    keyword arguments of `check`, `submit` and `run`), and `ts` is stamped from `clock()`: what a call's
+    payload says for any of them is recorded as claimed and never decides (the model writes the payload).
+    `timeout` (seconds) caps how long an escalation waits.
+
+    Escalations go to the approvals service (`approvals=URL, credential=TOKEN`: the agent's credential
+    from `gatekit principals add agent ...`) or, for tests and single-user experiments, to a local `broker`
+    that trusts every process able to write its file. With the service, a call runs only with an approval
+    token signed by the service for exactly this call, consumed once; `public_key` pins the service's key
+    (default: asked of the service on first use).
     """
 
     def __init__(self, policy: Policy | str | Path, mode: str = "enforce", broker: Broker | str | Path | None = None,
-                 *, receipts: Receipts | str | Path | None = None, agent: str | None = None,
+                 *, approvals: Any = None, credential: str | None = None, public_key: Any = None,
+                 receipts: Receipts | str | Path | None = None, agent: str | None = None,
                  session: str | None = None, user: str | None = None, context: Mapping[str, Any] | None = None,
                  clock: Callable[[], float] | None = None, sleep: Callable[[float], Any] = time.sleep,
                  timeout: float | None = None, poll: float = 0.05) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be `shadow` or `enforce`, not `{mode}`")
+        if broker is not None and approvals is not None:
+            raise ValueError("pass `approvals` (the service) or `broker` (local), not both")
         self.source = None if isinstance(policy, Policy) else Path(policy)
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)  # invalid: refuse to start
         self.mode = mode
         self.broker = Broker(broker) if isinstance(broker, (str, Path)) else broker
+        self.service = None
+        if approvals is not None:
+            from gatekit.enforce.client import ApprovalsClient
+
+            if isinstance(approvals, ApprovalsClient):
+                self.service = approvals
+            else:
+                if credential is None:
+                    raise ValueError("an approvals service needs the agent's `credential`")
+                self.service = ApprovalsClient(str(approvals), credential)
+            agent = check_id(agent, "the gate's agent") if agent is not None else None
+            user = check_id(user, "the gate's user") if user is not None else None
+        self.public_key = public_key
         if isinstance(receipts, (str, Path)):
             receipts = Receipts(receipts)
         if receipts is not None and self.broker is not None and receipts.db is not self.broker.db:
@@ -93,18 +122,25 @@ class Gate:
                                                                                      default={})
         self._lock = threading.Lock()
         self._evaluator = evaluator(self.policy)
+        self._variants = variants(self.policy)
         self._history = History(self._evaluator)
 
     # -- deciding -----------------------------------------------------------------------------------------
-    def check(self, action: Action | Mapping[str, Any]) -> Decision:
-        """Decide one call and count it in the windows; nothing is recorded, run or waited for."""
-        return self._decide(action)[1]
+    def check(self, action: Action | Mapping[str, Any], **asserted: Any) -> Decision:
+        """Decide one call and count it in the windows; nothing is recorded, run or waited for.
 
-    def _decide(self, action: Action | Mapping[str, Any]) -> tuple[View | None, Decision]:
+        Keyword arguments (`ts`, `agent`, `session`, `user`, `context`) are host code's assertions for this
+        call, as `scope` is for a block: for a host replaying a recorded log through a gate, say.
+        """
+        return self._decide(action, asserted)[1]
+
+    def _decide(self, action: Action | Mapping[str, Any], asserted: Mapping[str, Any]
+                ) -> tuple[View | None, Decision]:
         try:
-            view = self._view(action)
+            view = self._view(action, asserted)
         except Exception as exc:  # noqa: BLE001  a call the gate cannot read is denied
             return None, Decision("deny", reasons=(f"malformed call: {exc}",), details=(f"gate: {exc}",))
+        variant = self._variants.of(view.tool)
         with self._lock:
             if view.ts is None:  # stamped under the lock, so stamped calls arrive in time order
                 us = clock_us(self.clock)
@@ -115,23 +151,52 @@ class Gate:
                 decision = Decision(self.policy.on_error, reasons=(f"could not evaluate the call: {exc}",),
                                     details=(f"gate: {type(exc).__name__}: {exc}",))
             self._history.add(view)
+        if variant is not None:
+            decision = Decision("deny", decision.rules, decision.errors, None,
+                                (f"tool `{view.tool}` differs from `{variant}` only by case or Unicode form",),
+                                decision.details)
         return view, decision
 
-    def _view(self, action: Action | Mapping[str, Any]) -> View:
-        view = View(action)
-        if type(view.tool) is not str or not view.tool:
-            raise TypeError(f"`tool` must be a non-empty string, not {view.tool!r}")
+    def _view(self, action: Action | Mapping[str, Any], asserted: Mapping[str, Any]) -> View:
+        """The call as the policy sees it: the payload's tool and args; identity, context and time pinned."""
+        unknown = set(asserted) - set(PINNED)
+        if unknown:
+            raise TypeError(f"unknown call assertions: {sorted(unknown)} (use {', '.join(PINNED)})")
+        get = action.__getattribute__ if isinstance(action, Action) else action.get
+        tool, args = get("tool"), get("args")
+        if type(tool) is not str or not tool:
+            raise TypeError(f"`tool` must be a non-empty string, not {tool!r}")
+        if args is None:
+            args = {}
+        elif not isinstance(args, dict):
+            raise TypeError(f"`args` must be an object, not {type(args).__name__}")
         scope = self._scope.get()
+        pinned: dict[str, Any] = {"tool": tool, "args": args}
         for name in _IDENTITY:
-            value = getattr(view, name)
-            if value is None:
-                value = scope.get(name, self.defaults[name])
-                setattr(view, name, value)
+            value = asserted[name] if name in asserted else scope.get(name, self.defaults[name])
             if value is not None and type(value) is not str:
                 raise TypeError(f"`{name}` must be a string, not {value!r}")
-        if self.context or scope.get("context"):
-            view.context = {**self.context, **scope.get("context", {}), **(view.context or {})}
-        return view
+            if value is not None and self.service is not None and name in ("agent", "user"):
+                value = check_id(value, f"the call's {name}")
+            pinned[name] = value
+        context = {**self.context, **scope.get("context", {}), **(asserted.get("context") or {})}
+        pinned["context"] = context
+        ts = asserted.get("ts")
+        if isinstance(ts, str):
+            ts = parse_ts(ts)
+        pinned["ts"] = ts
+        return View(pinned)
+
+    @staticmethod
+    def claimed(action: Action | Mapping[str, Any], view: View) -> dict[str, Any]:
+        """What the payload said for the pinned fields, where it differs from what decided (for the audit)."""
+        out = {}
+        for name in PINNED:
+            raw = getattr(action, name) if isinstance(action, Action) else action.get(name)
+            if raw is None or raw == {} or raw == getattr(view, name):
+                continue
+            out[name] = format_ts(raw) if isinstance(raw, datetime) else raw
+        return out
 
     @contextmanager
     def scope(self, **identity: Any) -> Iterator[None]:
@@ -158,28 +223,28 @@ class Gate:
         ev = evaluator(new)
         with self._lock:
             self._history = History(ev, self._history)  # windows read the same way keep their counts
-            self._evaluator, self.policy = ev, new
+            self._evaluator, self._variants, self.policy = ev, variants(new), new
             if not isinstance(source, Policy):
                 self.source = Path(source)
         self._record("reload", {"policy": new.name, "fingerprint": new.fingerprint}, None, required=False)
         return new
 
     # -- acting -------------------------------------------------------------------------------------------
-    def run(self, action: Action | Mapping[str, Any], execute: Callable[[Action], T]) -> T:
+    def run(self, action: Action | Mapping[str, Any], execute: Callable[[Action], T], **asserted: Any) -> T:
         """Decide, then act: run `execute(action)` if allowed (or approved), else raise `Denied`.
 
         >>> gate.run(Action(tool="payment.send", args={"amount": 250}), lambda a: pay(**a.args))
         """
-        return self.submit(action).run(execute)
+        return self.submit(action, **asserted).run(execute)
 
-    async def arun(self, action: Action | Mapping[str, Any], execute: Callable[[Action], Any]) -> Any:
+    async def arun(self, action: Action | Mapping[str, Any], execute: Callable[[Action], Any], **asserted: Any) -> Any:
         """`run` for asyncio: waits without blocking the loop; `execute` may be sync or async."""
-        pending = await asyncio.to_thread(self.submit, action)
+        pending = await asyncio.to_thread(functools.partial(self.submit, action, **asserted))
         return await pending.arun(execute)
 
-    def submit(self, action: Action | Mapping[str, Any]) -> Pending:
+    def submit(self, action: Action | Mapping[str, Any], **asserted: Any) -> Pending:
         """Decide and file the call: a `Pending` handle to poll and run later. A deny raises `Denied`."""
-        view, decision = self._decide(action)
+        view, decision = self._decide(action, asserted)
         try:
             act = self._action(action, view)
         except Exception as exc:  # noqa: BLE001  not even an action: nothing to record, nothing runs
@@ -187,16 +252,22 @@ class Gate:
                 raise Denied(f"malformed call: {exc}", decision, "malformed") from exc
             self.errors.append(f"malformed call run in shadow mode: {exc}")
             return Pending(self, Action(tool="<malformed>"), decision, None)
+        claimed = self.claimed(action, view) if view is not None else {}
         self._record("decision", {
             "action": {k: v for k, v in act.to_record().items() if k in _SHOWN}, "evidence_hash": act.evidence_hash,
             "decision": decision.to_dict(), "mode": self.mode, "policy": self.policy.name,
-            "fingerprint": self.policy.fingerprint}, act, required=self.mode == "enforce", decision=decision)
+            "fingerprint": self.policy.fingerprint, **({"claimed": claimed} if claimed else {})},
+            act, required=self.mode == "enforce", decision=decision)
         if self.mode == "shadow" or decision.decision == "allow":
             return Pending(self, act, decision, None)
         if view is None:
             raise Denied(f"`{act.tool}` denied: {_why(decision)}", decision, "malformed")
         if decision.decision == "deny":
             raise Denied(f"`{act.tool}` denied by policy `{self.policy.name}`: {_why(decision)}", decision)
+        if self.service is not None:
+            from gatekit.enforce.remote import submit
+
+            return submit(self, act, decision, claimed)
         if self.broker is None:
             raise Denied(f"`{act.tool}` needs approval ({_why(decision)}) but this gate has no broker", decision,
                          "no_broker")
@@ -210,6 +281,10 @@ class Gate:
 
     def resume(self, request_id: str) -> Pending:
         """A handle on a request filed earlier (by this process or one that restarted)."""
+        if self.service is not None:
+            from gatekit.enforce.remote import resume
+
+            return resume(self, request_id)
         if self.broker is None:
             raise ValueError("this gate has no broker")
         request = self.broker.get(request_id)

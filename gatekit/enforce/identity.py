@@ -1,0 +1,35 @@
+"""Identities as the approvals service compares them: one canonical form, and only ids that cannot pose.
+
+`canonical(id)` is NFKC then casefold. The registry keeps ids whose canonical form is plain lowercase
+ASCII (`[a-z0-9][a-z0-9._@+-]*`, at most 128 characters): so `Mallory`, ` mallory`, `ｍａｌｌｏｒｙ` and a
+zero-width space all compare equal to `mallory` or are refused, and a Cyrillic look-alike (`mаllory`)
+cannot be registered or named as a call's user at all. Refusing is the only sound answer to confusables:
+no folding table is complete.
+
+>>> canonical("Ｕ-Alice")
+'u-alice'
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,127}")
+KINDS = ("reviewer", "agent", "executor")
+
+
+def canonical(name: str) -> str:
+    """NFKC, then casefold: the form identities are compared in."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def check_id(name: object, what: str = "an id") -> str:
+    """The canonical id, or `ValueError` saying why `name` cannot be one."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a non-empty string")
+    folded = canonical(name)
+    if ID_PATTERN.fullmatch(folded) is None:
+        raise ValueError(f"{what} `{name!r}` is not allowed: use letters a-z, digits and `._@+-` "
+                         "(no spaces, no look-alike or invisible characters), at most 128")
+    return folded

@@ -1,0 +1,563 @@
+"""The approvals service's rules, over its store: who may ask, who may vote, when a request is approved, what
+an approval token binds, and that it is used once. No HTTP here (`gatekit.server.app` is the transport).
+
+Every decision is taken inside one store transaction and appended to the audit chain in it, so it holds
+however many agents, reviewers and replicas act at once, and a killed process leaves nothing half-done:
+
+- a request's requirements come from the service's own policy (the gate's claimed tier can only make them
+  stricter), its agent from the credential that filed it, its user from the gate's configuration;
+- a vote counts for a registered reviewer, in a role the registry gives it, on the evidence it was shown;
+  nobody approves a call they are the agent or user of, or votes twice;
+- an approval becomes a token signed by the service, bound to the request, the call's digest, the agent,
+  the policy fingerprint and an expiry, consumed once (a retried consume with the same key is answered
+  again, so a lost reply neither loses nor repeats the call);
+- when the policy changes, open requests are decided again and revoked where their approval no longer
+  satisfies it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from gatekit.enforce.identity import canonical, check_id
+from gatekit.enforce.receipts import iso as _iso
+from gatekit.enforce.tokens import Approval, TokenRefused, action_digest, sign_approval, strict_json, \
+    verify_signature
+from gatekit.errors import PolicyError
+from gatekit.policy.decide import Decision, decide
+from gatekit.policy.load import load_policy
+from gatekit.policy.model import Policy, Tier
+from gatekit.policy.names import variant_of
+from gatekit.policy.values import parse_duration
+from gatekit.server.audit import Verification
+from gatekit.server.ledger import Ledger
+from gatekit.server.registry import Principal, Refusal, Registry
+
+PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED = (
+    "pending", "approved", "denied", "timed_out", "expired", "revoked", "executed")
+STATUSES = (PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED)
+OPEN = (PENDING, APPROVED)
+FINAL = (DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED)
+MIN_REASON = 10  # a break-glass reason shorter than this is not a reason
+
+
+class Service:
+    """The approvals service over a state directory: its store, key, policy and checkpoint export.
+
+    >>> service = Service(Path("state"), "policy.yaml")
+    >>> alice = service.authenticate(credential)
+    """
+
+    def __init__(self, state: str | Path | Ledger, policy: str | Path, *, clock: Callable[[], float] = time.time,
+                 default_timeout: str = "1h", approval_ttl: str = "15m", break_glass_limit: str = "1h",
+                 checkpoints: str | Path | None = None, reload_every: float = 0.5) -> None:
+        self.ledger = state if isinstance(state, Ledger) else Ledger(state, clock=clock, checkpoints=checkpoints)
+        self.registry = Registry(self.ledger)
+        self.store = self.ledger.store
+        self.clock = self.ledger.clock
+        self.key, self.public_key, self.key_id = self.ledger.key, self.ledger.public_key, self.ledger.key_id
+        self.default_timeout_us = parse_duration(default_timeout)
+        self.approval_ttl_us = parse_duration(approval_ttl)
+        self.break_glass_limit_us = parse_duration(break_glass_limit)
+        self.policy_path = Path(policy)
+        self.policy = load_policy(self.policy_path)  # invalid: refuse to start
+        self._stat = self._policy_stat()
+        self._checked_at = 0.0
+        self.reload_every = reload_every
+        self._reload_lock = threading.Lock()
+        self.reload_errors: list[str] = []
+        self._write = self.ledger.write
+        self.authenticate = self.registry.authenticate
+
+    def now_us(self) -> int:
+        return self.ledger.now_us()
+
+    def start(self) -> None:
+        """Refuse a store that does not verify; record the start (policy and key) and export a checkpoint."""
+        self.ledger.verify_or_refuse()
+
+        def started(con: Any, now: int, audit: list) -> None:
+            audit.append(("start", {"policy": self.policy.name, "fingerprint": self.policy.fingerprint,
+                                    "key": self.key_id}, None))
+        self._write(started)
+
+    def verify(self) -> Verification:
+        return self.ledger.verify()
+
+    # -- the policy --------------------------------------------------------------------------------------
+    def _policy_stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.policy_path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def maybe_reload(self, force: bool = False) -> bool:
+        """Reread the policy file if it changed; an invalid file keeps the old policy. True if it changed."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.reload_every:
+            return False
+        with self._reload_lock:
+            self._checked_at = now
+            stat = self._policy_stat()
+            if not force and stat == self._stat:
+                return False
+            self._stat = stat
+            try:
+                new = load_policy(self.policy_path)
+            except (PolicyError, OSError) as exc:
+                self.reload_errors.append(f"policy not reloaded, the old one stays: {exc}")
+                return False
+            if new.fingerprint == self.policy.fingerprint:
+                return False
+            self.apply_policy(new)
+            return True
+
+    def apply_policy(self, new: Policy) -> None:
+        """Switch to `new` and decide every open request again under it."""
+        old, self.policy = self.policy, new
+
+        def redecide(con: Any, now: int, audit: list) -> None:
+            audit.append(("policy", {"policy": new.name, "fingerprint": new.fingerprint,
+                                     "previous": old.fingerprint}, None))
+            for row in con.execute("SELECT * FROM requests WHERE status IN (?, ?)", OPEN).fetchall():
+                req = _row(con, row)
+                if self._settle(con, req, now, audit):
+                    continue
+                self._redecide(con, req, now, audit)
+        self._write(redecide)
+
+    def _redecide(self, con: Any, req: dict[str, Any], now: int, audit: list) -> None:
+        action = json.loads(req["action"])
+        decision = self._service_decision(action, now)
+        rid = req["id"]
+        if decision.decision == "deny":
+            self._finish(con, req, REVOKED, now, audit, note="the new policy denies this call: "
+                         + "; ".join(decision.reasons))
+            return
+        need = self._requirements(decision, json.loads(req["gate"]).get("tier"), req["timeout_cap_us"])
+        before = (req["approvals"], json.loads(req["roles"]), req["approval_ttl_us"])
+        after = (need.approvals, list(need.roles), need.ttl_us)
+        if req["status"] == APPROVED:
+            if req["break_glass"] or self._quorum(req["votes"], need.approvals, need.roles):
+                self._issue(con, req, now, audit, reissue=True)
+            else:
+                self._finish(con, req, REVOKED, now, audit,
+                             note=f"the new policy needs {need.approvals} approval(s)"
+                                  + (f" with roles {', '.join(need.roles)}" if need.roles else "")
+                                  + "; the approval given does not satisfy it")
+            return
+        if before != after or need.tier != req["tier"]:
+            con.execute("UPDATE requests SET approvals = ?, roles = ?, approval_ttl_us = ?, tier = ?, "
+                        "fingerprint = ? WHERE id = ?", (need.approvals, json.dumps(list(need.roles)), need.ttl_us,
+                                                         need.tier, self.policy.fingerprint, rid))
+            audit.append(("requirements", {"request_id": rid, "tier": need.tier, "approvals": need.approvals,
+                                           "roles": list(need.roles), "fingerprint": self.policy.fingerprint}, rid))
+            req = self._load(con, rid)
+            if self._quorum(req["votes"], need.approvals, need.roles):
+                self._approve(con, req, now, audit)
+
+    def _service_decision(self, action: Mapping[str, Any], now: int) -> Decision:
+        """The service's own decision on a call (its policy, its clock; windows are the gate's to count)."""
+        tool = action.get("tool")
+        variant = variant_of(self.policy, tool) if isinstance(tool, str) else None
+        if variant is not None:
+            return Decision("deny", reasons=(f"tool `{tool}` differs from `{variant}` only by case or Unicode form",))
+        return decide(self.policy, {**action, "ts": _iso(now)})
+
+    @dataclass(frozen=True)
+    class Need:
+        tier: str | None
+        approvals: int
+        roles: tuple[str, ...]
+        timeout_us: int
+        ttl_us: int
+
+    def _requirements(self, decision: Decision, claimed_tier: Any, timeout_cap_us: int | None) -> Need:
+        """What approving needs: the strictest of the service's decided tier and the gate's claimed one."""
+        tiers = self.policy.tiers
+        names = [t for t in (decision.tier, claimed_tier) if isinstance(t, str) and t in tiers]
+        rank = self.policy.tier_rank()
+        tier: Tier | None = tiers[min(names, key=rank.__getitem__)] if names else None
+        timeout = (tier.timeout_us if tier and tier.timeout_us else None) or self.default_timeout_us
+        if timeout_cap_us:
+            timeout = min(timeout, timeout_cap_us)
+        ttl = (tier.approval_ttl_us if tier and tier.approval_ttl_us else None) or self.approval_ttl_us
+        return Service.Need(tier.name if tier else None, tier.approvals if tier else 1,
+                            tier.roles if tier else (), timeout, ttl)
+
+    # -- requests ----------------------------------------------------------------------------------------
+    def submit(self, agent: Principal, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """File an escalated call for `agent` (from its credential); returns the request as the agent sees it."""
+        if agent.kind != "agent":
+            raise Refusal("only an agent credential files requests", "forbidden", 403)
+        self.maybe_reload()
+        action, claimed, gate, cap = _submission(agent, payload)
+        digest = action_digest(action)
+
+        def file(con: Any, now: int, audit: list) -> str:
+            decision = self._service_decision(action, now)
+            need = self._requirements(decision, gate.get("tier"), cap)
+            rid = "req-" + secrets.token_hex(12)
+            status = DENIED if decision.decision == "deny" else PENDING
+            note = ("the service's policy denies this call: " + "; ".join(decision.reasons)) if status == DENIED else None
+            con.execute(
+                "INSERT INTO requests (id, status, agent, user, session, tool, action, digest, claimed, gate, rules, "
+                "reasons, tier, approvals, roles, approval_ttl_us, fingerprint, requested_at, expires_at, decided_at, "
+                "note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rid, status, agent.id, action["user"], action["session"], action["tool"], strict_json(action), digest,
+                 json.dumps(claimed, default=repr), json.dumps({**gate, "timeout_cap_us": cap}),
+                 json.dumps(list(decision.rules) or gate.get("rules") or []),
+                 json.dumps(list(decision.reasons) if decision.decision != "allow" else gate.get("reasons") or []),
+                 need.tier, need.approvals, json.dumps(list(need.roles)), need.ttl_us, self.policy.fingerprint, now,
+                 now + need.timeout_us, now if status == DENIED else None, note))
+            audit.append(("submit", {"request_id": rid, "agent": agent.id, "digest": digest, "action": action,
+                                     "claimed": claimed, "gate": gate, "service_decision": decision.to_dict(),
+                                     "tier": need.tier, "approvals": need.approvals, "roles": list(need.roles),
+                                     "expires_at": now + need.timeout_us}, rid))
+            if status == DENIED:
+                audit.append(("deny", {"request_id": rid, "by": "policy", "note": note}, rid))
+            return rid
+        rid = self._write(file)
+        return self.get(agent, rid)
+
+    def get(self, who: Principal, request_id: str) -> dict[str, Any]:
+        """One request, settled (timed out or expired if its time is up), as `who` may see it."""
+        req = self._settled(request_id)
+        self._may_see(who, req)
+        return _view(req, owner=who.kind == "agent")
+
+    def wait(self, who: Principal, request_id: str, seconds: float, *, sleep: Callable[[float], Any] = time.sleep
+             ) -> dict[str, Any]:
+        """`get`, once the request is no longer pending or `seconds` have passed (a long poll)."""
+        deadline = time.monotonic() + max(0.0, min(seconds, 30.0))
+        delay = 0.02
+        while True:
+            view = self.get(who, request_id)
+            if view["status"] != PENDING or time.monotonic() >= deadline:
+                return view
+            sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 0.25)
+
+    def list(self, who: Principal, status: str | None = PENDING) -> list[dict[str, Any]]:
+        """Requests, oldest first: every request for a reviewer, its own for an agent."""
+        if who.kind == "executor":
+            raise Refusal("an executor credential lists nothing", "forbidden", 403)
+        if status is not None and status not in STATUSES:
+            raise Refusal(f"unknown status `{status}`", "bad_request", 400)
+        self.expire()
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if who.kind == "agent":
+            where.append("agent = ?")
+            args.append(who.id)
+        sql = "SELECT * FROM requests" + (" WHERE " + " AND ".join(where) if where else "") + \
+            " ORDER BY requested_at, id LIMIT 1000"
+        with self.store.read() as con:
+            return [_view(_row(con, r), owner=who.kind == "agent") for r in con.execute(sql, args).fetchall()]
+
+    def expire(self) -> int:
+        """Settle every request whose time is up; returns how many changed."""
+        now = self.now_us()
+        with self.store.read() as con:
+            due = con.execute("SELECT 1 FROM requests WHERE (status = ? AND expires_at <= ?) OR "
+                              "(status = ? AND approved_until <= ?) LIMIT 1", (PENDING, now, APPROVED, now)).fetchone()
+        if due is None:
+            return 0
+
+        def settle(con: Any, now: int, audit: list) -> int:
+            rows = con.execute("SELECT * FROM requests WHERE (status = ? AND expires_at <= ?) OR "
+                               "(status = ? AND approved_until <= ?)", (PENDING, now, APPROVED, now)).fetchall()
+            return sum(self._settle(con, _row(con, r), now, audit) for r in rows)
+        return self._write(settle)
+
+    def _settled(self, request_id: str) -> dict[str, Any]:
+        with self.store.read() as con:
+            req = self._load(con, request_id)
+        if req["status"] in OPEN and self._due(req, self.now_us()):
+            def settle(con: Any, now: int, audit: list) -> None:
+                self._settle(con, self._load(con, request_id), now, audit)
+            self._write(settle)
+            with self.store.read() as con:
+                req = self._load(con, request_id)
+        return req
+
+    @staticmethod
+    def _due(req: dict[str, Any], now: int) -> bool:
+        return (req["status"] == PENDING and now >= req["expires_at"]) or \
+            (req["status"] == APPROVED and req["approved_until"] is not None and now >= req["approved_until"])
+
+    def _settle(self, con: Any, req: dict[str, Any], now: int, audit: list) -> bool:
+        if not self._due(req, now):
+            return False
+        if req["status"] == PENDING:
+            self._finish(con, req, TIMED_OUT, now, audit, note="not decided in time")
+        else:
+            self._finish(con, req, EXPIRED, now, audit, note="approved but not used before the approval expired")
+        return True
+
+    def _may_see(self, who: Principal, req: dict[str, Any]) -> None:
+        if who.kind == "reviewer" or (who.kind == "agent" and req["agent"] == who.id):
+            return
+        raise Refusal(f"no request `{req['id']}` for this credential", "unknown_request", 404)
+
+    # -- votes -------------------------------------------------------------------------------------------
+    def vote(self, reviewer: Principal, request_id: str, decision: str, *, evidence: Any, role: str | None = None,
+             reason: str | None = None, break_glass: bool = False, duration: str | None = None) -> dict[str, Any]:
+        """Approve or deny as `reviewer`, on the evidence (the call's digest) it was shown."""
+        if reviewer.kind != "reviewer":
+            raise Refusal("only a reviewer credential votes", "forbidden", 403)
+        if decision not in ("approve", "deny"):
+            raise Refusal(f"a vote is `approve` or `deny`, not `{decision}`", "bad_request", 400)
+        if not isinstance(evidence, str) or not evidence:
+            raise Refusal("a vote names the evidence it was shown (the request's `digest`)", "evidence_required", 400)
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+            raise Refusal("a reason is text of at most 2000 characters", "bad_request", 400)
+        span = None
+        if break_glass:
+            if decision != "approve":
+                raise Refusal("break-glass approves; to refuse, deny", "bad_request", 400)
+            if not reviewer.break_glass:
+                raise Refusal(f"`{reviewer.id}` may not break glass (the registry does not allow it)",
+                              "break_glass_not_allowed", 403)
+            if not reason or len(reason.strip()) < MIN_REASON or len(set(reason.strip().lower())) < 4:
+                raise Refusal(f"break-glass needs a real reason (at least {MIN_REASON} characters)",
+                              "reason_required", 400)
+            try:
+                span = min(parse_duration(duration), self.break_glass_limit_us) if duration else \
+                    self.break_glass_limit_us
+            except ValueError as exc:
+                raise Refusal(f"break-glass duration: {exc}", "bad_request", 400) from exc
+        self.maybe_reload()
+
+        def cast(con: Any, now: int, audit: list) -> None:
+            req = self._load(con, request_id)
+            if self._settle(con, req, now, audit):
+                req = self._load(con, request_id)
+                raise Refusal(f"request `{request_id}` is {req['status']}: {req['note']}", req["status"])
+            if req["status"] != PENDING:
+                raise Refusal(f"request `{request_id}` is already {req['status']}", "not_pending")
+            if not hmac.compare_digest(evidence, req["digest"]):
+                raise Refusal(f"request `{request_id}` is not the call you were shown (its digest is "
+                              f"{req['digest']}): look at it again", "evidence_changed")
+            if action_digest(json.loads(req["action"])) != req["digest"]:
+                raise Refusal(f"request `{request_id}` was altered in the store: refusing to vote on it", "tampered")
+            if decision == "approve" and reviewer.id in {req["agent"], canonical(req["user"] or "")}:
+                who = "agent" if reviewer.id == req["agent"] else "user"
+                raise Refusal(f"`{reviewer.id}` cannot approve request `{request_id}`: it is the call's {who} "
+                              "(no self-approval)", "self_approval", 403)
+            if any(v["reviewer"] == reviewer.id for v in req["votes"]):
+                raise Refusal(f"`{reviewer.id}` has already voted on request `{request_id}`", "already_voted")
+            required = json.loads(req["roles"])
+            chosen = role
+            if chosen is not None:
+                chosen = canonical(chosen)
+                if chosen not in reviewer.roles:
+                    raise Refusal(f"`{reviewer.id}` does not hold the role `{role}`", "role_not_held", 403)
+            else:
+                covered = {v["role"] for v in req["votes"] if v["decision"] == "approve"}
+                chosen = next((r for r in required if r in reviewer.roles and r not in covered),
+                              reviewer.roles[0] if reviewer.roles else None)
+            con.execute("INSERT INTO votes (request_id, reviewer, role, decision, reason, evidence, at, break_glass) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (request_id, reviewer.id, chosen, decision, reason,
+                                                            evidence, now, int(break_glass)))
+            audit.append(("break_glass" if break_glass else "vote", {
+                "request_id": request_id, "reviewer": reviewer.id, "role": chosen, "decision": decision,
+                "reason": reason, "evidence": evidence, "requested_at": req["requested_at"],
+                **({"duration_us": span} if span else {})}, request_id))
+            req = self._load(con, request_id)
+            if decision == "deny":
+                self._finish(con, req, DENIED, now, audit, note=f"denied by {reviewer.id}")
+            elif break_glass:
+                con.execute("UPDATE requests SET break_glass = 1, flagged = 1 WHERE id = ?", (request_id,))
+                self._approve(con, self._load(con, request_id), now, audit, ttl_us=span)
+            elif self._quorum(req["votes"], req["approvals"], required):
+                self._approve(con, req, now, audit)
+        self._write(cast)
+        return self.get(reviewer, request_id)
+
+    @staticmethod
+    def _quorum(votes: list[dict[str, Any]], approvals: int, roles: Any) -> bool:
+        yes = [v for v in votes if v["decision"] == "approve"]
+        return len({v["reviewer"] for v in yes}) >= approvals and set(roles) <= {v["role"] for v in yes}
+
+    def _approve(self, con: Any, req: dict[str, Any], now: int, audit: list, ttl_us: int | None = None) -> None:
+        ttl = min(req["approval_ttl_us"], ttl_us) if ttl_us else req["approval_ttl_us"]
+        con.execute("UPDATE requests SET status = ?, decided_at = ?, approved_until = ? WHERE id = ?",
+                    (APPROVED, now, now + ttl, req["id"]))
+        audit.append(("approve", {"request_id": req["id"], "approved_until": now + ttl,
+                                  "approved_by": [v["reviewer"] for v in req["votes"] if v["decision"] == "approve"],
+                                  "break_glass": bool(ttl_us)}, req["id"]))
+        self._issue(con, self._load(con, req["id"]), now, audit)
+
+    def _issue(self, con: Any, req: dict[str, Any], now: int, audit: list, reissue: bool = False) -> None:
+        claims = Approval(req["id"], req["digest"], req["agent"], self.policy.fingerprint, req["approved_until"],
+                          secrets.token_hex(16), now, self.key_id)
+        token = sign_approval(self.key, claims)
+        con.execute("UPDATE requests SET token = ?, nonce = ?, fingerprint = ? WHERE id = ?",
+                    (token, claims.nonce, self.policy.fingerprint, req["id"]))
+        audit.append(("token", {"request_id": req["id"], "nonce": claims.nonce, "digest": claims.digest,
+                                "agent": claims.agent, "fingerprint": claims.fingerprint, "expires": claims.expires_us,
+                                "reissued": reissue}, req["id"]))
+
+    def _finish(self, con: Any, req: dict[str, Any], status: str, now: int, audit: list, note: str) -> None:
+        con.execute("UPDATE requests SET status = ?, decided_at = coalesce(decided_at, ?), note = ? WHERE id = ?",
+                    (status, now, note, req["id"]))
+        kind = {DENIED: "deny", TIMED_OUT: "timeout", EXPIRED: "timeout", REVOKED: "revoke"}[status]
+        audit.append((kind, {"request_id": req["id"], "status": status, "note": note}, req["id"]))
+
+    # -- tokens ------------------------------------------------------------------------------------------
+    def consume(self, who: Principal, token: Any, key: Any, action: Mapping[str, Any] | None = None
+                ) -> dict[str, Any]:
+        """Use an approval once. `key` names this attempt: a retry with the same key gets the same answer.
+
+        The request's agent or an executor may consume; `action`, when given, must be the approved call.
+        """
+        if who.kind not in ("agent", "executor"):
+            raise Refusal("only the requesting agent or an executor consumes approvals", "forbidden", 403)
+        if not isinstance(key, str) or not 8 <= len(key) <= 128:
+            raise Refusal("a consume names its attempt with a `key` of 8-128 characters", "bad_request", 400)
+        try:
+            claims = verify_signature(token, self.public_key)
+            if action is not None and action_digest(action) != claims.digest:
+                raise TokenRefused(f"the approval for `{claims.request_id}` is for another call", "action")
+        except TokenRefused as exc:
+            raise Refusal(str(exc), exc.code, 403 if exc.code == "signature" else 409) from exc
+        except ValueError as exc:
+            raise Refusal(f"the call cannot be checked against its approval: {exc}", "action") from exc
+        self.maybe_reload()
+
+        def use(con: Any, now: int, audit: list) -> dict[str, Any]:
+            req = self._load(con, claims.request_id)
+            if not (who.kind == "executor" or req["agent"] == who.id):
+                raise Refusal(f"no request `{claims.request_id}` for this credential", "unknown_request", 404)
+
+            def refuse(message: str, code: str) -> Refusal:
+                audit.append(("refuse", {"request_id": req["id"], "refusal": code, "by": who.id, "key": key,
+                                         "nonce": claims.nonce}, req["id"]))
+                return Refusal(message, code)
+            if req["status"] == EXECUTED:
+                if req["consume_key"] == key and req["consumed_by"] == who.id and req["nonce"] == claims.nonce:
+                    return _view(req, owner=True)  # the same attempt again: its reply was lost
+                raise refuse(f"the approval for `{req['id']}` was already used: an approval is used once", "used")
+            if self._settle(con, req, now, audit):
+                raise refuse(f"the approval for `{req['id']}` expired before it was used", "expired")
+            if req["status"] == REVOKED:
+                raise refuse(f"the approval for `{req['id']}` was revoked: {req['note']}", "revoked")
+            if req["status"] != APPROVED:
+                raise refuse(f"request `{req['id']}` is {req['status']}, not approved", req["status"])
+            if claims.nonce != req["nonce"]:
+                raise refuse(f"this token for `{req['id']}` was replaced (the policy changed): fetch the new one",
+                             "revoked")
+            if claims.fingerprint != self.policy.fingerprint:
+                raise refuse(f"the approval for `{req['id']}` was given under another policy", "fingerprint")
+            if claims.digest != req["digest"] or action_digest(json.loads(req["action"])) != req["digest"]:
+                raise refuse(f"request `{req['id']}` does not match its approval: refusing", "action")
+            con.execute("UPDATE requests SET status = ?, consumed_at = ?, consumed_by = ?, consume_key = ? "
+                        "WHERE id = ?", (EXECUTED, now, who.id, key, req["id"]))
+            audit.append(("consume", {"request_id": req["id"], "by": who.id, "key": key, "nonce": claims.nonce,
+                                      "digest": req["digest"]}, req["id"]))
+            return _view(self._load(con, req["id"]), owner=True)
+        return self._write(use)
+
+    def outcome(self, agent: Principal, request_id: str, outcome: Any, error: Any = None) -> None:
+        """What happened when the consumed call ran (`executed` or `failed`), for the audit."""
+        if outcome not in ("executed", "failed"):
+            raise Refusal("an outcome is `executed` or `failed`", "bad_request", 400)
+
+        def record(con: Any, now: int, audit: list) -> None:
+            req = self._load(con, request_id)
+            self._may_see(agent, req)
+            if agent.kind != "agent" or req["status"] != EXECUTED or req["outcome"] is not None:
+                raise Refusal(f"request `{request_id}` has no outcome to record", "not_consumed")
+            con.execute("UPDATE requests SET outcome = ? WHERE id = ?", (outcome, request_id))
+            audit.append(("outcome", {"request_id": request_id, "outcome": outcome,
+                                      "error": str(error)[:500] if error else None}, request_id))
+        self._write(record)
+
+    # -- rows --------------------------------------------------------------------------------------------
+    def _load(self, con: Any, request_id: Any) -> dict[str, Any]:
+        if not isinstance(request_id, str):
+            raise Refusal("a request id is a string", "bad_request", 400)
+        row = con.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            raise Refusal(f"no request `{request_id}`", "unknown_request", 404)
+        return _row(con, row)
+
+
+_REQUEST_COLUMNS: tuple[str, ...] = ()
+
+
+def _row(con: Any, row: Any) -> dict[str, Any]:
+    global _REQUEST_COLUMNS
+    if not _REQUEST_COLUMNS:
+        _REQUEST_COLUMNS = tuple(c[1] for c in con.execute("PRAGMA table_info(requests)").fetchall())
+    req = dict(zip(_REQUEST_COLUMNS, row))
+    req["timeout_cap_us"] = json.loads(req["gate"]).get("timeout_cap_us")
+    req["votes"] = [dict(zip(("reviewer", "role", "decision", "reason", "evidence", "at", "break_glass"), v))
+                    for v in con.execute("SELECT reviewer, role, decision, reason, evidence, at, break_glass "
+                                         "FROM votes WHERE request_id = ? ORDER BY at, rowid", (req["id"],))]
+    return req
+
+
+def _view(req: dict[str, Any], *, owner: bool) -> dict[str, Any]:
+    """A request as JSON; the token goes only to the agent that asked."""
+    out = {k: req[k] for k in ("id", "status", "agent", "user", "session", "tool", "digest", "tier", "approvals",
+                               "fingerprint", "note", "outcome")}
+    out.update(action=json.loads(req["action"]), claimed=json.loads(req["claimed"]), rules=json.loads(req["rules"]),
+               reasons=json.loads(req["reasons"]), roles=json.loads(req["roles"]),
+               requested_at=_iso(req["requested_at"]), expires_at=_iso(req["expires_at"]),
+               decided_at=_iso(req["decided_at"]), approved_until=_iso(req["approved_until"]),
+               consumed_at=_iso(req["consumed_at"]), break_glass=bool(req["break_glass"]), flagged=bool(req["flagged"]),
+               votes=[{**v, "at": _iso(v["at"]), "break_glass": bool(v["break_glass"])} for v in req["votes"]])
+    if owner and req["status"] == APPROVED:
+        out["token"] = req["token"]
+    return out
+
+
+def _submission(agent: Principal, payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
+                                                                          dict[str, Any], int | None]:
+    """The call to file, what it claimed, what the gate said, and the gate's timeout cap, checked."""
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("action"), Mapping):
+        raise Refusal("a submission is an object with an `action` object", "bad_request", 400)
+    raw = payload["action"]
+    tool, args, context = raw.get("tool"), raw.get("args", {}), raw.get("context", {})
+    if not isinstance(tool, str) or not tool or len(tool) > 512:
+        raise Refusal("`tool` must be a non-empty string", "bad_request", 400)
+    if not isinstance(args, Mapping) or not isinstance(context, Mapping):
+        raise Refusal("`args` and `context` must be objects", "bad_request", 400)
+    if raw.get("agent") is not None and raw.get("agent") != agent.id:
+        raise Refusal(f"this credential is agent `{agent.id}`, the call says `{raw.get('agent')}`: configure the "
+                      "gate with the agent id it was registered as", "agent_mismatch", 403)
+    try:
+        user = check_id(raw["user"], "the call's user") if raw.get("user") is not None else None
+    except ValueError as exc:
+        raise Refusal(str(exc), "bad_user", 400) from exc
+    session = raw.get("session")
+    if session is not None and (not isinstance(session, str) or len(session) > 256):
+        raise Refusal("`session` must be a string", "bad_request", 400)
+    action = {"tool": tool, "agent": agent.id, "session": session, "user": user, "args": dict(args),
+              "context": dict(context)}
+    try:
+        strict_json(action)
+    except ValueError as exc:
+        raise Refusal(f"the call has a value with no exact JSON form: {exc}", "bad_request", 400) from exc
+    claimed = payload.get("claimed") if isinstance(payload.get("claimed"), Mapping) else {}
+    gate = payload.get("decision") if isinstance(payload.get("decision"), Mapping) else {}
+    gate = {"tier": gate.get("tier") if isinstance(gate.get("tier"), str) else None,
+            "rules": [r for r in gate.get("rules", []) if isinstance(r, str)][:100],
+            "reasons": [r for r in gate.get("reasons", []) if isinstance(r, str)][:100],
+            "fingerprint": payload.get("fingerprint") if isinstance(payload.get("fingerprint"), str) else None,
+            "ts": raw.get("ts") if isinstance(raw.get("ts"), str) else None}
+    cap = payload.get("timeout")
+    cap_us = round(cap * 1e6) if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0 else None
+    return action, dict(claimed), gate, cap_us

@@ -1,0 +1,178 @@
+"""The service's audit: a hash chain of every submission, vote, token, consume, revoke and break-glass, with
+checkpoints signed by the service's Ed25519 key.
+
+Every write transaction that appends entries also signs a checkpoint `(count, head)` in the same
+transaction, and after it commits the checkpoint is appended to an export file (`checkpoints.jsonl`, to be
+kept where the service's store is not: another disk, a write-once bucket, `chattr +a`). `verify` walks the
+chain and checks it against every stored checkpoint and the last exported one, with the public key: an
+entry modified, deleted or reordered, a chain truncated or wiped, or re-chained with plain hashes, does
+not verify, because nobody without the private key can sign a checkpoint for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from gatekit.action import canonical_json
+from gatekit.enforce.tokens import b64decode, b64encode, key_id, load_public_key, strict_json
+
+GENESIS = "sha256:" + "0" * 64
+KINDS = ("submit", "vote", "approve", "deny", "timeout", "token", "consume", "refuse", "revoke", "requirements",
+         "break_glass", "outcome", "principal", "policy", "start")
+_CHECKPOINT = b"gatekit-checkpoint-v1\n"
+
+
+def entry_hash(prev: str, kind: str, request_id: str | None, body: str) -> str:
+    text = "\n".join((prev, kind, request_id or "", body))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def checkpoint_body(count: int, head: str, at: int, kid: str) -> bytes:
+    return _CHECKPOINT + strict_json({"count": count, "head": head, "at": at, "kid": kid}).encode("ascii")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    count: int
+    head: str
+    at: int
+    key_id: str
+    signature: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "head": self.head, "at": self.at, "kid": self.key_id, "sig": self.signature}
+
+    def valid(self, public_key: Any) -> bool:
+        try:
+            load_public_key(public_key).verify(b64decode(self.signature),
+                                               checkpoint_body(self.count, self.head, self.at, self.key_id))
+        except Exception:  # noqa: BLE001  any failure to verify is a bad checkpoint
+            return False
+        return True
+
+
+class Chain:
+    """Appends to the chain inside a store transaction and signs the checkpoint that closes it."""
+
+    def __init__(self, private_key: Any, export: Path | None) -> None:
+        self.private_key = private_key
+        self.key_id = key_id(private_key.public_key())
+        self.export = export
+
+    def append(self, con: Any, kind: str, body: dict[str, Any], request_id: str | None, at: int) -> int:
+        if kind not in KINDS:
+            raise ValueError(f"unknown audit kind `{kind}`")
+        row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+        text = canonical_json({"kind": kind, "at": at, **body})
+        con.execute("INSERT INTO audit (seq, kind, request_id, body, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, kind, request_id, text, prev, entry_hash(prev, kind, request_id, text)))
+        return seq
+
+    def checkpoint(self, con: Any, at: int) -> Checkpoint:
+        """Sign `(count, head)` now; call last in the transaction."""
+        row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        count, head = (row[0], row[1]) if row else (0, GENESIS)
+        signature = b64encode(self.private_key.sign(checkpoint_body(count, head, at, self.key_id)))
+        con.execute("INSERT OR REPLACE INTO checkpoints (count, head, at, key_id, signature) VALUES (?, ?, ?, ?, ?)",
+                    (count, head, at, self.key_id, signature))
+        return Checkpoint(count, head, at, self.key_id, signature)
+
+    def exported(self, checkpoint: Checkpoint) -> None:
+        """Append a committed checkpoint to the export file (flushed to disk)."""
+        if self.export is None:
+            return
+        with open(self.export, "a", encoding="ascii") as out:
+            out.write(json.dumps(checkpoint.to_dict(), sort_keys=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    count: int
+    head: str
+    problems: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "count": self.count, "head": self.head, "problems": list(self.problems)}
+
+
+def read_exported(path: Path) -> tuple[list[Checkpoint], list[str]]:
+    """The checkpoints of an export file, and the lines that could not be read."""
+    found, bad = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            found.append(Checkpoint(int(raw["count"]), str(raw["head"]), int(raw["at"]), str(raw["kid"]),
+                                    str(raw["sig"])))
+        except (ValueError, KeyError, TypeError):
+            bad.append(f"{path}:{n}: not a checkpoint")
+    return found, bad
+
+
+def verify(con: Any, public_key: Any, exported: Path | None) -> Verification:
+    """Check the chain, its stored checkpoints and the last exported checkpoint; list every problem."""
+    problems: list[str] = []
+    kid = key_id(public_key)
+    hashes: dict[int, str] = {}
+    want_seq, prev = 1, GENESIS
+    position = {h: s for s, h in con.execute("SELECT seq, hash FROM audit")}
+    for seq, kind, request_id, text, row_prev, digest in con.execute(
+            "SELECT seq, kind, request_id, body, prev, hash FROM audit ORDER BY seq"):
+        if seq != want_seq:
+            gone = f"entry {want_seq}" if seq == want_seq + 1 else f"entries {want_seq}-{seq - 1}"
+            problems.append(f"{gone} deleted (the chain jumps from {want_seq - 1} to {seq})")
+        if entry_hash(row_prev, kind, request_id, text) != digest:
+            problems.append(f"entry {seq} modified: its hash does not match its content")
+        elif row_prev != prev:
+            if row_prev in position and position[row_prev] != seq - 1:
+                problems.append(f"entry {seq} out of order: it was written after entry {position[row_prev]}")
+            else:
+                problems.append(f"entry {seq} does not follow entry {seq - 1}")
+        hashes[seq] = digest
+        want_seq, prev = seq + 1, digest
+    count, head = want_seq - 1, prev
+    stored = [Checkpoint(*row) for row in con.execute(
+        "SELECT count, head, at, key_id, signature FROM checkpoints ORDER BY count")]
+    problems += _check_points(stored, hashes, public_key, kid, "stored checkpoint")
+    if not stored:
+        problems.append("no signed checkpoint in the store")
+    elif stored[-1].count != count:
+        problems.append(f"the chain holds {count} entries but the last signed checkpoint counts {stored[-1].count}"
+                        + (" (truncated)" if count < stored[-1].count else " (entries added without the key)"))
+    if exported is None:
+        pass
+    elif not exported.is_file():
+        problems.append(f"no exported checkpoints at `{exported}`: cannot tell a wiped chain from a new one")
+    else:
+        points, bad = read_exported(exported)
+        problems += bad
+        if not points:
+            problems.append(f"`{exported}` holds no checkpoint")
+        else:
+            last = max(points, key=lambda p: p.count)
+            problems += _check_points([last], hashes, public_key, kid, "exported checkpoint")
+    return Verification(not problems, count, head, tuple(problems))
+
+
+def _check_points(points: Iterable[Checkpoint], hashes: dict[int, str], public_key: Any, kid: str,
+                  what: str) -> list[str]:
+    problems = []
+    for p in points:
+        if p.key_id != kid:
+            problems.append(f"{what} {p.count} names key `{p.key_id}`, not this service's `{kid}`")
+        elif not p.valid(public_key):
+            problems.append(f"{what} {p.count}: the signature does not verify")
+        elif p.count and hashes.get(p.count) != p.head:
+            got = "is missing" if p.count not in hashes else "differs from the one signed"
+            problems.append(f"{what} {p.count}: entry {p.count} {got} (rewritten, truncated or wiped)")
+    return problems

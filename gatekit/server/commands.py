@@ -1,0 +1,101 @@
+"""`gatekit serve` and `gatekit principals`: run the approvals service, and register who may use it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from gatekit.errors import GatekitError
+
+_STATE = click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
+                      help="the service's state directory (its store, signing key and checkpoints)")
+
+
+def _needs_server_extra() -> None:
+    try:
+        import cryptography  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise GatekitError(f"the approvals service needs the `server` extra: pip install 'gatekit[server]' "
+                           f"({exc.name} is missing)") from None
+
+
+@click.command()
+@_STATE
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="the service's own copy of the policy (what a tier requires comes from it)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="loopback unless TLS is set")
+@click.option("--port", default=8470, show_default=True, type=int, help="0 picks a free port")
+@click.option("--tls-cert", "certfile", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--tls-key", "keyfile", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--allowed-host", "allowed_hosts", multiple=True,
+              help="a Host header to answer besides the bound address (repeat)")
+@click.option("--checkpoints", type=click.Path(dir_okay=False, path_type=Path),
+              help="where signed checkpoints are exported (default: STATE/checkpoints.jsonl); keep it elsewhere")
+@click.option("--approval-ttl", default="15m", show_default=True, help="how long an approval stays usable when "
+                                                                      "its tier sets no approval_ttl")
+@click.option("--default-timeout", default="1h", show_default=True,
+              help="how long a request waits when its tier sets no timeout")
+@click.option("--break-glass-limit", default="1h", show_default=True)
+def serve(state: Path, policy_path: Path, host: str, port: int, certfile: Path | None, keyfile: Path | None,
+          allowed_hosts: tuple[str, ...], checkpoints: Path | None, approval_ttl: str, default_timeout: str,
+          break_glass_limit: str) -> None:
+    """Run the approvals service; its URL is the first line printed. Stop it with SIGTERM or Ctrl-C."""
+    _needs_server_extra()
+    from gatekit.server.serve import serve as run
+
+    if (certfile is None) != (keyfile is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    run(state, policy_path, host=host, port=port, certfile=certfile, keyfile=keyfile,
+        allowed_hosts=list(allowed_hosts) or None, checkpoints=checkpoints, approval_ttl=approval_ttl,
+        default_timeout=default_timeout, break_glass_limit=break_glass_limit, echo=click.echo)
+
+
+@click.group()
+def principals() -> None:
+    """Register reviewers, agents and executors with the approvals service (it sees them without a restart)."""
+
+
+def _registry(state: Path) -> object:
+    _needs_server_extra()
+    from gatekit.server.registry import Registry
+
+    if not state.is_dir():
+        raise GatekitError(f"no state directory `{state}`: start `gatekit serve --state {state}` once, or create it")
+    return Registry(state)
+
+
+@principals.command("add")
+@click.argument("kind", type=click.Choice(["reviewer", "agent", "executor"]))
+@click.argument("principal_id")
+@click.option("--role", "roles", multiple=True, help="a reviewer's role (repeat)")
+@click.option("--break-glass", "break_glass", is_flag=True, help="a reviewer who may approve alone in an emergency")
+@_STATE
+def add(kind: str, principal_id: str, roles: tuple[str, ...], break_glass: bool, state: Path) -> None:
+    """Register a principal; prints its credential alone on stdout (only its hash is kept: store it now)."""
+    from gatekit.server.registry import Refusal
+
+    registry = _registry(state)
+    try:
+        credential = registry.add(kind, principal_id, roles, break_glass=break_glass)  # type: ignore[attr-defined]
+    except Refusal as exc:
+        raise GatekitError(str(exc)) from None
+    click.echo(credential)
+
+
+@principals.command("list")
+@_STATE
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(state: Path, as_json: bool) -> None:
+    """Every registered principal, its kind and roles (never a credential)."""
+    found = _registry(state).list()  # type: ignore[attr-defined]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for p in found:
+        extra = " break-glass" if p["break_glass"] else ""
+        click.echo(f"{p['kind']}\t{p['id']}\t{','.join(p['roles']) or '-'}{extra}")

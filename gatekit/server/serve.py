@@ -1,0 +1,47 @@
+"""`gatekit serve`: the approvals service on uvicorn, its URL printed first once the socket is bound."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from gatekit.errors import GatekitError
+
+
+def serve(state: Path, policy: Path, *, host: str = "127.0.0.1", port: int = 8470, certfile: Path | None = None,
+          keyfile: Path | None = None, allowed_hosts: list[str] | None = None, checkpoints: Path | None = None,
+          approval_ttl: str = "15m", default_timeout: str = "1h", break_glass_limit: str = "1h",
+          echo: Any = print) -> None:
+    """Run the service until SIGTERM or SIGINT. Refuses non-loopback hosts without TLS."""
+    import uvicorn
+
+    from gatekit.server.app import create_app
+    from gatekit.server.approvals import Service
+
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    if not loopback and certfile is None:
+        raise GatekitError(f"refusing to serve on `{host}` without TLS: pass --tls-cert and --tls-key "
+                           "(or bind to 127.0.0.1 behind a TLS proxy)")
+    service = Service(state, policy, checkpoints=checkpoints, approval_ttl=approval_ttl,
+                      default_timeout=default_timeout, break_glass_limit=break_glass_limit)
+    service.start()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise GatekitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(2048)
+    bound = sock.getsockname()[1]
+    scheme = "https" if certfile else "http"
+    shown = f"[{host}]" if ":" in host else host
+    url = f"{scheme}://{shown}:{bound}"
+    app = create_app(service, origin=url, allowed_hosts=allowed_hosts, secure_cookies=certfile is not None)
+    config = uvicorn.Config(app, log_level="warning", ssl_certfile=str(certfile) if certfile else None,
+                            ssl_keyfile=str(keyfile) if keyfile else None, access_log=False, server_header=False)
+    echo(url)
+    sys.stdout.flush()
+    uvicorn.Server(config).run(sockets=[sock])

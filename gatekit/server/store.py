@@ -1,0 +1,234 @@
+"""The approvals service's store: principals, requests, votes, sessions and the audit chain, in one database.
+
+`SQLiteStore` keeps them in `approvals.sqlite` inside the service's state directory (WAL, `BEGIN
+IMMEDIATE` writes, so the service and `gatekit principals add` can use it at once). The service speaks to
+a store only through `transaction()` and `read()`, which hand out a connection taking `?` parameters:
+the seam a PostgreSQL store implements.
+
+Schema versions are numbered; a store written by a newer gatekit is refused, and one whose pages fail
+SQLite's integrity check refuses to open (a corrupt store never serves approvals).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+from gatekit.errors import StoreError
+
+KIND = "gatekit-approvals"
+SCHEMA_VERSION = 1
+FILENAME = "approvals.sqlite"
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE principals (
+  id TEXT PRIMARY KEY,               -- canonical (NFKC + casefold), unique across kinds
+  kind TEXT NOT NULL,                -- reviewer | agent | executor
+  roles TEXT NOT NULL,               -- JSON list
+  break_glass INTEGER NOT NULL DEFAULT 0,
+  credential_hash TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  disabled INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE requests (
+  id TEXT PRIMARY KEY,
+  status TEXT NOT NULL,              -- pending | approved | denied | timed_out | expired | revoked | executed
+  agent TEXT NOT NULL,               -- the registry id of the credential that asked
+  user TEXT, session TEXT, tool TEXT NOT NULL,
+  action TEXT NOT NULL,              -- strict canonical JSON of what is digested: what reviewers see
+  digest TEXT NOT NULL,
+  claimed TEXT NOT NULL,             -- what the call claimed for itself (ts, agent, user, context): not believed
+  gate TEXT NOT NULL,                -- what the gate decided: rules, reasons, tier, its policy fingerprint
+  rules TEXT NOT NULL, reasons TEXT NOT NULL, tier TEXT,
+  approvals INTEGER NOT NULL, roles TEXT NOT NULL, approval_ttl_us INTEGER NOT NULL,
+  fingerprint TEXT NOT NULL,         -- the service policy's, when the requirements were set
+  requested_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+  decided_at INTEGER, approved_until INTEGER,
+  token TEXT, nonce TEXT,
+  consumed_at INTEGER, consumed_by TEXT, consume_key TEXT,
+  outcome TEXT,
+  break_glass INTEGER NOT NULL DEFAULT 0, flagged INTEGER NOT NULL DEFAULT 0,
+  note TEXT
+);
+CREATE INDEX requests_status ON requests (status, expires_at);
+CREATE INDEX requests_agent ON requests (agent, requested_at);
+CREATE TABLE votes (
+  request_id TEXT NOT NULL REFERENCES requests (id),
+  reviewer TEXT NOT NULL,            -- registry id
+  role TEXT,                         -- the role this vote counts for
+  decision TEXT NOT NULL,            -- approve | deny
+  reason TEXT,
+  evidence TEXT NOT NULL,            -- the digest of the call the reviewer was shown
+  at INTEGER NOT NULL,
+  break_glass INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (request_id, reviewer)
+);
+CREATE TABLE sessions (
+  id_hash TEXT PRIMARY KEY,          -- sha256 of the cookie value
+  principal TEXT NOT NULL,
+  csrf TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+CREATE TABLE audit (
+  seq INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL,
+  request_id TEXT,
+  body TEXT NOT NULL,                -- canonical JSON
+  prev TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX audit_request ON audit (request_id);
+CREATE TABLE checkpoints (
+  count INTEGER PRIMARY KEY,         -- entries in the chain when signed
+  head TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  key_id TEXT NOT NULL,
+  signature TEXT NOT NULL
+);
+""",
+}
+
+
+class Store(Protocol):
+    """What the service needs of a database: atomic write transactions and consistent reads."""
+
+    def transaction(self) -> Any: ...
+    def read(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class SQLiteStore:
+    """The embedded store: one SQLite file in the state directory.
+
+    >>> store = SQLiteStore(Path("state"))
+    >>> with store.transaction() as con:
+    ...     con.execute("SELECT count(*) FROM requests").fetchone()
+    """
+
+    def __init__(self, state: str | Path, *, busy_timeout: float = 30.0, durable: bool = True,
+                 check: bool = True) -> None:
+        self.state = Path(state)
+        self.path = self.state / FILENAME
+        self.busy_timeout = busy_timeout
+        self.durable = durable
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        if not self.state.is_dir():
+            raise StoreError(f"no state directory `{self.state}` (create it, readable only by the service's user)")
+        con = self._connection()
+        if check:
+            self._check(con)
+        self._migrate(con)
+
+    def _connection(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is not None and self._local.pid == os.getpid():
+            return con
+        try:
+            con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                  check_same_thread=False)
+            con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot switch `{self.path}` to WAL (journal mode `{mode}`)")
+            con.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
+            con.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the approvals store `{self.path}`: {exc}") from exc
+        self._local.con, self._local.pid = con, os.getpid()
+        return con
+
+    def _check(self, con: sqlite3.Connection) -> None:
+        try:
+            result = con.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"the approvals store `{self.path}` is corrupt: {exc}") from exc
+        if result != [("ok",)]:
+            raise StoreError(f"the approvals store `{self.path}` is corrupt: {result[0][0]}")
+
+    def _migrate(self, con: sqlite3.Connection) -> None:
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:
+                raise StoreError(f"`{self.path}` is a SQLite file but not a gatekit approvals store")
+            version = 0
+            if "meta" in tables:
+                meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+                if meta.get("kind") != KIND:
+                    raise StoreError(f"`{self.path}` is not a gatekit approvals store")
+                version = int(meta.get("schema_version", "0"))
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"the approvals store `{self.path}` has schema version {version}, newer than "
+                                 f"this gatekit ({SCHEMA_VERSION}): upgrade gatekit")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('kind', ?), ('schema_version', ?)",
+                            (KIND, str(step)))
+            con.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the approvals store `{self.path}`: {exc}") from exc
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction, committed when the block ends normally."""
+        with self._lock:
+            con = self._connection()
+            deadline = time.monotonic() + self.busy_timeout
+            while True:
+                try:
+                    con.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise StoreError(f"the approvals store is unavailable: {exc}") from exc
+                    time.sleep(0.01)
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"the approvals store failed: {exc}") from exc
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot (a deferred transaction)."""
+        with self._lock:
+            con = self._connection()
+            try:
+                con.execute("BEGIN")
+                yield con
+            except sqlite3.Error as exc:
+                raise StoreError(f"the approvals store failed: {exc}") from exc
+            finally:
+                try:
+                    con.execute("COMMIT")
+                except sqlite3.Error:
+                    pass
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
