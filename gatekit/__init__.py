@@ -9,6 +9,7 @@ The core (this import) is light: policy loading, the scalar evaluator and enforc
 
 from gatekit.action import Action
 from gatekit.enforce.gate import Denied, Gate, Pending
+from gatekit.enforce.tokens import TokenRefused, verify_approval
 from gatekit.errors import ApprovalError, GatekitError, LogFormatError, PolicyError, Problem, StoreError
 from gatekit.policy import Decision, Policy, Rule, Tier, decide, load_policy, parse_policy
 
@@ -27,7 +28,9 @@ __all__ = [
     "Rule",
     "StoreError",
     "Tier",
+    "TokenRefused",
     "decide",
     "load_policy",
     "parse_policy",
+    "verify_approval",
 ]

@@ -2,18 +2,25 @@
 
 >>> from gatekit import Gate, load_policy
 >>> from gatekit.enforce import Broker
->>> gate = Gate(load_policy("policy.yaml"), mode="enforce", broker=Broker("approvals.db"), agent="billing-bot")
+>>> gate = Gate(load_policy("policy.yaml"), mode="enforce", approvals="http://127.0.0.1:8470",
+...             credential=os.environ["GATEKIT_AGENT_TOKEN"], agent="billing-bot", user="u-alice")
 
-Standard library only beyond the policy core: importing this loads no DuckDB, polars or pandas.
+The standard library, the policy core and `cryptography` (to verify approval tokens) only: importing
+this loads no DuckDB, polars, pandas or web server. `Broker` is the local, single-user stand-in for the
+approvals service: it trusts every process that can write its file.
 """
 
 from gatekit.enforce.broker import Broker, Refused, Request, Vote
+from gatekit.enforce.client import ApprovalsClient, ServiceError
 from gatekit.enforce.gate import Denied, Gate, Pending
 from gatekit.enforce.mock import MockBroker
 from gatekit.enforce.notify import Webhook
 from gatekit.enforce.receipts import ChainError, Receipt, Receipts, Verification
+from gatekit.enforce.tokens import Approval, TokenRefused, action_digest, verify_approval
 
 __all__ = [
+    "Approval",
+    "ApprovalsClient",
     "Broker",
     "ChainError",
     "Denied",
@@ -24,7 +31,11 @@ __all__ = [
     "Receipts",
     "Refused",
     "Request",
+    "ServiceError",
+    "TokenRefused",
     "Verification",
     "Vote",
     "Webhook",
+    "action_digest",
+    "verify_approval",
 ]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import gatekit
 
-HEAVY = ("duckdb", "polars", "streamlit", "altair", "pandas", "pyarrow")
+HEAVY = ("duckdb", "polars", "streamlit", "altair", "pandas", "pyarrow", "pyspark", "starlette", "uvicorn", "httpx",
+         "jinja2", "multipart")
 ENFORCE = Path(gatekit.__file__).parent / "enforce"
-ALLOWED = {"gatekit", "click"}  # click only in commands.py, the CLI's module
+ALLOWED = {"gatekit", "click", "cryptography"}  # click only in commands.py, the CLI's module
 
 
 def loaded_after(statement: str) -> set[str]:
@@ -21,7 +22,19 @@ def loaded_after(statement: str) -> set[str]:
 
 
 def test_gate_import_loads_no_heavy_module() -> None:
-    loaded = loaded_after("from gatekit import Gate, load_policy, decide")
+    loaded = loaded_after("from gatekit import Gate, load_policy, decide, verify_approval")
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_verifying_a_token_and_building_a_service_gate_load_no_heavy_module() -> None:
+    stmt = ("from gatekit import Gate, parse_policy, verify_approval, TokenRefused; "
+            "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey; "
+            "k = Ed25519PrivateKey.generate()\n"
+            "try:\n verify_approval('gk1.e30.AA', {'tool': 't'}, k.public_key())\n"
+            "except TokenRefused: pass\n"
+            "p = parse_policy('version: 1\\nname: x\\nrules: [{id: r, tool: t, action: escalate}]'); "
+            "g = Gate(p, approvals='http://127.0.0.1:9', credential='gk_a_x', agent='a', timeout=0.01)")
+    loaded = loaded_after(stmt)
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
