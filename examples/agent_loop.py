@@ -1,22 +1,24 @@
-"""A plain Python agent loop with every tool call gated by gatekit (enforce mode).
+"""A plain Python agent loop with every tool call gated by gatekit (enforce mode), approvals on the service.
 
     python examples/agent_loop.py
 
 The "model" is a scripted plan of tool calls (swap in your LLM); the tools are ordinary functions wrapped
-with `@gate.guard`. A reviewer thread stands in for a human answering through the Python API (in real
-life: `gatekit approvals approve REQUEST --reviewer ... --db approvals.db`). Denials go back to the model
-as tool errors, as an agent framework would do.
+with `@gate.guard`. The example starts an approvals service (`gatekit serve`) in a temporary directory,
+registers the agent and a finance reviewer, and a reviewer thread stands in for the human answering with
+their own credential (in real life: `GATEKIT_TOKEN=... gatekit approvals approve REQUEST --server URL`, or
+the service's web page). The agent holds only its agent credential: it can file and read its own requests,
+never vote. Denials go back to the model as tool errors, as an agent framework would do.
 """
 
 from __future__ import annotations
 
 import tempfile
-import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from gatekit import Denied, Gate, parse_policy
-from gatekit.enforce import Broker
+from _service import approvals_service, cli, reviewing
+
+from gatekit import Denied, Gate, load_policy
 
 POLICY = """
 version: 1
@@ -54,10 +56,10 @@ PLAN: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def build(workdir: Path) -> tuple[Gate, Broker, dict[str, Any]]:
-    broker = Broker(workdir / "approvals.db", durable=False)
-    gate = Gate(parse_policy(POLICY), mode="enforce", broker=broker, agent="billing-bot", user="u-alice",
-                context={"env": "prod"}, poll=0.01)
+def build(policy: Path, url: str, credential: str) -> tuple[Gate, dict[str, Callable[..., str]]]:
+    """The agent's side: a gate on the service with the agent's credential, and the guarded tools."""
+    gate = Gate(load_policy(policy), mode="enforce", approvals=url, credential=credential, agent="billing-bot",
+                user="u-alice", context={"env": "prod"})
 
     @gate.guard("payment.send")
     def send_payment(amount: float, recipient: str) -> str:
@@ -71,37 +73,33 @@ def build(workdir: Path) -> tuple[Gate, Broker, dict[str, Any]]:
     def send_email(to: str, body: str) -> str:
         return f"mailed {to}"
 
-    return gate, broker, {"payment.send": send_payment, "db.delete": delete_rows, "email.send": send_email}
+    return gate, {"payment.send": send_payment, "db.delete": delete_rows, "email.send": send_email}
 
 
-def reviewer(broker: Broker, stop: threading.Event) -> None:
-    """A finance reviewer: approves payments under 1,000, denies the rest."""
-    while not stop.is_set():
-        for request in broker.list():
-            if request.action["args"].get("amount", 0) < 1000:
-                broker.approve(request.id, "u-bob", role="finance", reason="matches the invoice")
-            else:
-                broker.deny(request.id, "u-bob", role="finance", reason="no invoice on file")
-        stop.wait(0.01)
+def finance_review(request: dict[str, Any]) -> tuple[str, str]:
+    """What the finance reviewer decides, having seen the call: approves payments under 1,000, denies the rest."""
+    if request["action"]["args"].get("amount", 0) < 1000:
+        return "approve", "matches the invoice"
+    return "deny", "no invoice on file"
 
 
 def run(workdir: Path) -> list[tuple[str, str]]:
     """Run the plan; returns the transcript the model would see: ("ok" | "denied", text) per step."""
-    gate, broker, tools = build(workdir)
-    stop = threading.Event()
-    thread = threading.Thread(target=reviewer, args=(broker, stop), daemon=True)
-    thread.start()
+    policy = workdir / "policy.yaml"
+    policy.write_text(POLICY)
+    state = workdir / "approvals-state"
     transcript = []
-    try:
-        for tool, args in PLAN:
-            try:
-                transcript.append(("ok", tools[tool](**args)))
-            except Denied as exc:  # a tool error for the model, with the rules that refused it
-                transcript.append(("denied", f"{exc} [{exc.code}]"))
-    finally:
-        stop.set()
-        thread.join()
-    assert broker.receipts.verify().ok
+    with approvals_service(state, policy) as (url, add_principal):
+        agent = add_principal("agent", "billing-bot")
+        bob = add_principal("reviewer", "u-bob", "finance")
+        _, tools = build(policy, url, agent)
+        with reviewing(url, bob, finance_review):
+            for tool, args in PLAN:
+                try:
+                    transcript.append(("ok", tools[tool](**args)))
+                except Denied as exc:  # a tool error for the model, with the rules that refused it
+                    transcript.append(("denied", f"{exc} [{exc.code}]"))
+        cli("audit", "verify", "--state", str(state))  # exit 1 (an error here) if the signed audit was tampered with
     return transcript
 
 

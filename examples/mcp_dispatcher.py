@@ -4,8 +4,11 @@
     python examples/mcp_dispatcher.py --stdio    # newline-delimited JSON-RPC on stdin/stdout (MCP's stdio)
 
 MCP reports a tool that fails as a *result* with `isError: true`, so the model sees why: a gatekit
-denial becomes exactly that, with the deciding rules in `_meta`. An escalation waits for the broker's
-reviewers without blocking the event loop (`Gate.arun`); other requests keep being served meanwhile.
+denial becomes exactly that, with the deciding rules in `_meta` (`code`: `policy` when the policy denies,
+`denied` when a reviewer does). An escalation is filed with the approvals service and waits for a reviewer
+without blocking the event loop (`Gate.arun`); other requests keep being served meanwhile. The example
+starts its own service (`gatekit serve`) in a temporary directory and a stand-in reviewer that answers
+with its own credential, and stops both when the session ends.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator
 
-from gatekit import Denied, Gate, parse_policy
-from gatekit.enforce import MockBroker
+from _service import approvals_service, reviewing
+
+from gatekit import Denied, Gate, load_policy
 
 POLICY = """
 version: 1
@@ -93,11 +100,27 @@ TOOLS = {
 }
 
 
-def dispatcher(approve_up_to: float = 1000.0) -> GatedDispatcher:
-    """A dispatcher whose reviewers (a MockBroker callback here) approve refunds up to `approve_up_to`."""
-    broker = MockBroker(lambda r: "approve" if r.action["args"]["amount"] <= approve_up_to else "deny")
-    gate = Gate(parse_policy(POLICY), mode="enforce", broker=broker, agent="support-bot", user="u-carol")
-    return GatedDispatcher(gate, TOOLS)
+@contextmanager
+def dispatcher(workdir: Path, approve_up_to: float = 1000.0) -> Iterator[GatedDispatcher]:
+    """A dispatcher gated through a fresh approvals service, whose reviewer approves refunds up to
+    `approve_up_to` and denies larger ones."""
+    policy = workdir / "policy.yaml"
+    policy.write_text(POLICY)
+    with approvals_service(workdir / "approvals-state", policy) as (url, add_principal):
+        agent = add_principal("agent", "support-bot")
+        lead = add_principal("reviewer", "u-sam", "support-lead")
+        gate = Gate(load_policy(policy), mode="enforce", approvals=url, credential=agent, agent="support-bot",
+                    user="u-carol", timeout=60)
+
+        def answer(request: dict[str, Any]) -> tuple[str, str]:
+            try:
+                amount = float(request["action"]["args"]["amount"])
+            except (KeyError, TypeError, ValueError):
+                return "deny", "no readable amount"
+            return ("approve", "within the refund limit") if amount <= approve_up_to else ("deny", "over the limit")
+
+        with reviewing(url, lead, answer):
+            yield GatedDispatcher(gate, TOOLS)
 
 
 SESSION = [
@@ -111,20 +134,21 @@ SESSION = [
 
 
 async def scripted() -> list[dict[str, Any]]:
-    d = dispatcher()
-    answers = await asyncio.gather(*(d.handle(m) for m in SESSION))  # concurrently, as a server would
+    # the service starts before the loop serves anything, so blocking while it starts delays no request
+    with tempfile.TemporaryDirectory() as tmp, dispatcher(Path(tmp)) as d:
+        answers = await asyncio.gather(*(d.handle(m) for m in SESSION))  # concurrently, as a server would
     return [a for a in answers if a is not None]
 
 
 async def serve_stdio() -> None:
-    d = dispatcher()
     loop = asyncio.get_running_loop()
-    while line := await loop.run_in_executor(None, sys.stdin.readline):
-        if line.strip():
-            answer = await d.handle(json.loads(line))
-            if answer is not None:
-                sys.stdout.write(json.dumps(answer) + "\n")
-                sys.stdout.flush()
+    with tempfile.TemporaryDirectory() as tmp, dispatcher(Path(tmp)) as d:
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            if line.strip():
+                answer = await d.handle(json.loads(line))
+                if answer is not None:
+                    sys.stdout.write(json.dumps(answer) + "\n")
+                    sys.stdout.flush()
 
 
 if __name__ == "__main__":
