@@ -3,7 +3,7 @@
 The app reads the store through short read-only connections (see dashboards/source.py), so it can stay
 open while `gatekit replay` or `gatekit ingest` writes to the same file.
 
-    gatekit dashboard --db gatekit-demo.duckdb [--port 8501] [--approvals approvals.db]
+    gatekit dashboard --db gatekit-demo.duckdb [--port 8501] [--approvals approvals.db] [--server URL]
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from gatekit.errors import GatekitError
 
 __all__ = ["ADDRESS", "APP", "dashboard_command", "streamlit_args"]
 
-ADDRESS = "127.0.0.1"  # never another interface: the Approvals page can approve calls
+ADDRESS = "127.0.0.1"  # never another interface: the pages show every stored call and its arguments
 APP = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
 DB_ENV, APPROVALS_ENV = "GATEKIT_DB", "GATEKIT_APPROVALS"  # what dashboards/source.py reads
+SERVER_ENV = "GATEKIT_SERVER"  # the approvals service the Approvals page links to, as for `gatekit approvals`
 # What the pages import, loaded before the server starts: ~1 s the first visitor would otherwise wait for.
 PRELOAD = ("polars", "duckdb", "altair", "gatekit.charts", "gatekit.metrics.rates", "gatekit.metrics.diff",
            "gatekit.metrics.drift", "gatekit.metrics.fatigue", "gatekit.metrics.evaluate", "gatekit.enforce.broker")
@@ -39,8 +40,10 @@ def streamlit_args(port: int) -> list[str]:
 @click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path), help="the action store")
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--approvals", "approvals", type=click.Path(dir_okay=False, path_type=Path),
-              help="an enforce-mode approvals store (SQLite): enables the Approvals page")
-def dashboard_command(db: Path, port: int, approvals: Path | None) -> None:
+              help="an enforce-mode approvals store (SQLite): the Approvals page lists its requests, read-only")
+@click.option("--server", envvar=SERVER_ENV, show_envvar=True,
+              help="the approvals service (gatekit serve): the Approvals page links to it for voting")
+def dashboard_command(db: Path, port: int, approvals: Path | None, server: str | None) -> None:
     """Browse runs, simulate policy edits, compare, and review approvals in a local web app."""
     if importlib.util.find_spec("streamlit") is None or importlib.util.find_spec("altair") is None:
         raise GatekitError("the dashboard needs streamlit and altair: pip install -e \".[dashboard]\"")
@@ -51,6 +54,10 @@ def dashboard_command(db: Path, port: int, approvals: Path | None) -> None:
         os.environ[APPROVALS_ENV] = str(approvals.resolve())
     else:
         os.environ.pop(APPROVALS_ENV, None)
+    if server:
+        os.environ[SERVER_ENV] = server
+    else:
+        os.environ.pop(SERVER_ENV, None)
     click.echo(f"gatekit dashboard on http://{ADDRESS}:{port} (store {db}); Ctrl+C stops it", err=True)
     for module in PRELOAD:
         importlib.import_module(module)

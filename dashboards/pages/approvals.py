@@ -1,18 +1,24 @@
-"""Approvals: the enforce-mode requests waiting for a human, with their evidence; approve or deny them."""
+"""Approvals: the enforce-mode requests of a local broker, pending and recently decided, with their evidence.
+
+Read-only. A vote counts only from a reviewer who has authenticated, so votes are cast on the approvals
+service's page (`gatekit serve`) or with `gatekit approvals approve --server URL`, never here.
+"""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import polars as pl
 import streamlit as st
 
 from dashboards import empty
-from gatekit.enforce.broker import PENDING, Broker, Refused, Request
+from gatekit.dashboard import SERVER_ENV
+from gatekit.enforce.broker import PENDING, Broker, Request
 from gatekit.errors import StoreError
 
 RECENT = 50  # decided requests listed
-NO_ROLE = "(none)"
 
 
 def ago(moment: datetime) -> str:
@@ -22,33 +28,17 @@ def ago(moment: datetime) -> str:
     return f"in {span}" if seconds >= 0 else f"{span} ago"
 
 
-def vote_form(broker: Broker, r: Request) -> None:
-    with st.form(f"vote-{r.id}"):
-        c1, c2 = st.columns(2)
-        reviewer = c1.text_input("Reviewer", key=f"reviewer-{r.id}", help="you: not the call's agent or user")
-        roles = [NO_ROLE, *r.roles]
-        role = c2.selectbox("Role", roles, key=f"role-{r.id}", help="the role you approve in (the tier may require one)")
-        reason = st.text_input("Reason", key=f"reason-{r.id}")
-        c1, c2 = st.columns(2)
-        approve = c1.form_submit_button("Approve", type="primary", key=f"approve-{r.id}")
-        deny = c2.form_submit_button("Deny", key=f"deny-{r.id}")
-    if not (approve or deny):
-        return
-    who = (reviewer or "").strip()
-    if not who:
-        st.error("enter your reviewer name to vote")
-        return
-    try:
-        vote = broker.approve if approve else broker.deny
-        done = vote(r.id, who, role=None if role == NO_ROLE else role, reason=reason or None)
-    except Refused as exc:
-        st.error(f"refused ({exc.code}): {exc}")
-        return
-    st.session_state["approvals_flash"] = f"`{who}` {'approved' if approve else 'denied'} `{r.id}`: now `{done.status}`"
-    st.rerun()
+def where_to_vote() -> None:
+    """Say where approving happens, with a link to the service's page when the dashboard knows its URL."""
+    server = (os.environ.get(SERVER_ENV) or "").strip()
+    web = urlsplit(server).scheme in ("http", "https") and bool(urlsplit(server).netloc)
+    link = f"[the approvals service's page]({server})" if web else "the approvals service's page (`gatekit serve`)"
+    command = f"gatekit approvals approve REQUEST --server {server if web else 'URL'}"
+    st.info(f"**Read-only.** Approving and denying happen where reviewers log in: on {link}, or with "
+            f"`{command}` (your credential in `GATEKIT_TOKEN`).", icon=":material/visibility:")
 
 
-def show_request(broker: Broker, r: Request) -> None:
+def show_request(r: Request) -> None:
     need = f"{len(r.approved_by)}/{r.approvals} approvals" + (f", roles {', '.join(r.roles)}" if r.roles else "")
     with st.container(border=True):
         st.markdown(f"**`{r.tool}`** by agent `{r.agent or '-'}` for user `{r.user or '-'}` · tier `{r.tier or '-'}` "
@@ -68,7 +58,6 @@ def show_request(broker: Broker, r: Request) -> None:
                 st.error("the stored call does not match its evidence hash: the store was edited; deny it")
             for v in r.votes:
                 st.caption(f"{v.reviewer} ({v.role or '-'}) {v.decision}" + (f": {v.reason}" if v.reason else ""))
-            vote_form(broker, r)
 
 
 def decided_table(requests: list[Request]) -> pl.DataFrame:
@@ -79,23 +68,22 @@ def decided_table(requests: list[Request]) -> pl.DataFrame:
 
 
 st.title("Approvals")
+where_to_vote()
 path = empty.broker_or_stop()
-if "approvals_flash" in st.session_state:
-    st.success(st.session_state.pop("approvals_flash"), icon=":material/how_to_vote:")
 try:
     broker = Broker(path)
 except StoreError as exc:
     st.error(f"cannot open the approvals store: {exc}")
     st.stop()
 try:
-    everything = broker.list(None)
+    everything = broker.list(None)  # settles requests whose time ran out, as every reader of a broker does
     pending = [r for r in everything if r.status == PENDING]
     st.caption(f"approvals store `{path}` · {len(pending)} pending · {len(everything)} requests in all")
     if not pending:
         st.info("**No pending requests.** Escalated calls from agents in enforce mode appear here while they wait "
                 "for a reviewer.", icon=":material/inbox:")
     for request in pending:
-        show_request(broker, request)
+        show_request(request)
     decided = [r for r in reversed(everything) if r.status != PENDING][:RECENT]
     if decided:
         st.subheader("Recently decided")

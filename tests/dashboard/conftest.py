@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from benchmarks.synth import build  # noqa: E402
 from dashboards.source import APPROVALS_ENV, DB_ENV  # noqa: E402
+from gatekit.dashboard import SERVER_ENV  # noqa: E402
 from gatekit import Gate, load_policy  # noqa: E402
 from gatekit.enforce import Broker  # noqa: E402
 from gatekit.logs.ingest import ingest  # noqa: E402
@@ -76,18 +77,19 @@ def approvals_db(tmp_path: Path) -> Path:
     broker = Broker(path)
     gate = Gate(load_policy(STARTER), mode="enforce", broker=broker, agent="billing-bot")
     for amount in (250, 25_000):
-        gate.submit({"tool": "payment.send", "user": "u-ann", "args": {"amount": amount, "recipient": "ACME",
-                                                                         "currency": "USD"}})
+        gate.submit({"tool": "payment.send", "args": {"amount": amount, "recipient": "ACME", "currency": "USD"}},
+                    user="u-ann")
     broker.close()
     return path
 
 
 @pytest.fixture
 def open_page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
-    """`open_page(page, db, approvals=None, **query)`: the app on that page, run once."""
+    """`open_page(page, db, approvals=None, server=None, **query)`: the app on that page, run once."""
 
-    def open_(page: str, db: Path | None, approvals: Path | None = None, **query: str) -> AppTest:
-        for env, value in ((DB_ENV, db), (APPROVALS_ENV, approvals)):
+    def open_(page: str, db: Path | None, approvals: Path | None = None, server: str | None = None,
+              **query: str) -> AppTest:
+        for env, value in ((DB_ENV, db), (APPROVALS_ENV, approvals), (SERVER_ENV, server)):
             if value is None:
                 monkeypatch.delenv(env, raising=False)
             else:

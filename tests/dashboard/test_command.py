@@ -23,9 +23,10 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict]]:
     calls: list[tuple[list[str], dict]] = []
     monkeypatch.setattr(streamlit_cli, "main",
                         lambda args, **kw: calls.append((args, {k: os.environ.get(k) for k in
-                                                                 (dashboard.DB_ENV, dashboard.APPROVALS_ENV)})))
-    monkeypatch.delenv(dashboard.DB_ENV, raising=False)
-    monkeypatch.delenv(dashboard.APPROVALS_ENV, raising=False)
+                                                                 (dashboard.DB_ENV, dashboard.APPROVALS_ENV,
+                                                                  dashboard.SERVER_ENV)})))
+    for env in (dashboard.DB_ENV, dashboard.APPROVALS_ENV, dashboard.SERVER_ENV):
+        monkeypatch.delenv(env, raising=False)
     return calls
 
 
@@ -44,7 +45,8 @@ def test_the_command_passes_the_stores(started, tmp_path: Path, monkeypatch: pyt
     assert result.exit_code == 0, result.output
     (args, env), = started
     assert args == streamlit_args(9001)
-    assert env == {dashboard.DB_ENV: str(tmp_path / "store.duckdb"), dashboard.APPROVALS_ENV: str(tmp_path / "a.db")}
+    assert env == {dashboard.DB_ENV: str(tmp_path / "store.duckdb"), dashboard.APPROVALS_ENV: str(tmp_path / "a.db"),
+                   dashboard.SERVER_ENV: None}
     assert "http://127.0.0.1:9001" in result.output
 
 
@@ -56,6 +58,16 @@ def test_without_approvals_the_page_is_not_configured(started, tmp_path: Path, m
     assert env[dashboard.APPROVALS_ENV] is None and "8501" in args
 
 
+def test_the_approvals_service_url_reaches_the_page(started, tmp_path: Path, monkeypatch) -> None:
+    result = CliRunner().invoke(dashboard_command, ["--db", str(tmp_path / "s.duckdb"), "--server",
+                                                    "https://approvals.example:8470"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv(dashboard.SERVER_ENV, "http://127.0.0.1:8470")  # as for `gatekit approvals --server`
+    assert CliRunner().invoke(dashboard_command, ["--db", str(tmp_path / "s.duckdb")]).exit_code == 0
+    assert [env[dashboard.SERVER_ENV] for _, env in started] == ["https://approvals.example:8470",
+                                                                 "http://127.0.0.1:8470"]
+
+
 def test_a_bad_port_is_a_usage_error(started) -> None:
     result = CliRunner().invoke(dashboard_command, ["--db", "s.duckdb", "--port", "70000"])
     assert result.exit_code == 2 and not started
@@ -64,7 +76,7 @@ def test_a_bad_port_is_a_usage_error(started) -> None:
 def test_the_module_runs_as_a_script() -> None:
     out = subprocess.run([sys.executable, "-m", "gatekit.dashboard", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    assert "--db" in out and "--approvals" in out and "--port" in out
+    assert "--db" in out and "--approvals" in out and "--port" in out and "--server" in out
 
 
 def test_the_cli_has_the_command() -> None:

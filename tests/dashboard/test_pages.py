@@ -230,33 +230,36 @@ def test_approvals_lists_pending_requests_with_evidence(open_page, sample_store,
     assert len(at.json) == 2
 
 
-def test_approvals_approve_and_deny_through_the_broker(open_page, sample_store, approvals_db) -> None:
+def test_approvals_is_read_only(open_page, sample_store, approvals_db) -> None:
+    at = ok(open_page("approvals", sample_store, approvals_db))
+    assert not at.main.button and not at.main.text_input and not at.main.selectbox  # nothing to vote with
+    note = texts(at.info)
+    assert "Read-only" in note and "gatekit approvals approve REQUEST --server URL" in note
+    assert "`gatekit serve`" in note  # no service configured: named, not linked
+
+
+def test_approvals_links_to_the_approvals_service(open_page, sample_store, approvals_db) -> None:
+    at = ok(open_page("approvals", sample_store, approvals_db, server="http://127.0.0.1:8470"))
+    note = texts(at.info)
+    assert "[the approvals service's page](http://127.0.0.1:8470)" in note
+    assert "--server http://127.0.0.1:8470" in note
+    odd = ok(open_page("approvals", sample_store, approvals_db, server="javascript:alert(1)"))
+    assert "](javascript" not in texts(odd.info)  # only an http(s) URL becomes a link
+
+
+def test_approvals_lists_recently_decided_requests(open_page, sample_store, approvals_db) -> None:
     from gatekit.enforce import Broker
 
-    at = open_page("approvals", sample_store, approvals_db)
-    first, second = [t for t in at.text_input if t.label == "Reviewer"]
-    first.set_value("alice")
-    at.button(key=first.key.replace("reviewer-", "approve-")).click().run()
-    ok(at)
-    assert "`alice` approved" in texts(at.success) and "now `approved`" in texts(at.success)
-    at.text_input(key=second.key).set_value("bob")
-    at.button(key=second.key.replace("reviewer-", "deny-")).click().run()
-    ok(at)
-    assert "now `denied`" in texts(at.success)
-    assert "No pending requests" in texts(at.info)
     broker = Broker(approvals_db)
-    assert sorted(r.status for r in broker.list(None)) == ["approved", "denied"]
+    first = broker.list()[0]
+    broker.approve(first.id, "alice", reason="fine")
     broker.close()
-
-
-def test_approvals_show_the_brokers_refusal(open_page, sample_store, approvals_db) -> None:
-    at = open_page("approvals", sample_store, approvals_db)
-    box = [t for t in at.text_input if t.label == "Reviewer"][0]
-    box.set_value("u-ann")  # the call's own user
-    at.button(key=box.key.replace("reviewer-", "approve-")).click().run()
-    ok(at)
-    assert "refused (self_approval)" in texts(at.error)
-    assert "2 pending" in texts(at.caption)
+    at = ok(open_page("approvals", sample_store, approvals_db))
+    assert "1 pending" in texts(at.caption) and "2 requests in all" in texts(at.caption)
+    (decided,) = [d.value for d in at.dataframe]
+    assert decided["request"].to_list() == [first.id] and decided["status"].to_list() == ["approved"]
+    assert decided["reviewers"].to_list() == ["alice"]
+    assert "Recently decided" in texts(at.subheader)
 
 
 # -- every page ----------------------------------------------------------------------------------------
