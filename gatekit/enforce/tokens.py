@@ -15,9 +15,11 @@ is used once is the service's to enforce (`ApprovalsClient.consume`). Light: the
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ PREFIX = "gk1"
 DIGEST_FIELDS = ("tool", "agent", "session", "user", "args", "context")
 # refusal codes, stable for programs
 CODES = ("malformed", "signature", "action", "expired", "fingerprint", "used", "revoked")
+# a high then a low surrogate as two code points: JSON writes it exactly as the one character it encodes
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 class TokenRefused(ApprovalError):
@@ -62,7 +66,8 @@ def strict_json(value: Any) -> str:
     """Canonical JSON (sorted keys, no spaces, ASCII escapes) of a value that has an exact JSON form.
 
     Raises `ValueError` for anything JSON would have to guess at: NaN or infinities, non-string keys,
-    objects that are not dicts, lists, strings, numbers, booleans or null.
+    objects that are not dicts, lists, strings, numbers, booleans or null, and strings holding a surrogate
+    pair as two code points (JSON reads it back as the one character it encodes).
     """
     _check(value, 0)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
@@ -71,7 +76,10 @@ def strict_json(value: Any) -> str:
 def _check(value: Any, depth: int) -> None:
     if depth > 200:
         raise ValueError("nested deeper than 200 levels")
-    if value is None or isinstance(value, (bool, str, int)):
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, str):
+        _check_text(value)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -85,9 +93,16 @@ def _check(value: Any, depth: int) -> None:
         for key, item in value.items():
             if type(key) is not str:
                 raise ValueError(f"object key {key!r} is not a string")
+            _check_text(key)
             _check(item, depth + 1)
         return
     raise ValueError(f"a value of type `{type(value).__name__}` has no JSON form")
+
+
+def _check_text(text: str) -> None:
+    if _SURROGATE_PAIR.search(text) is not None:
+        raise ValueError("a string holds a UTF-16 surrogate pair, which JSON cannot tell from the character "
+                         "it encodes")
 
 
 def action_digest(action: Any) -> str:
@@ -101,8 +116,9 @@ def action_digest(action: Any) -> str:
     seen = {k: record.get(k) for k in DIGEST_FIELDS}
     seen["args"] = {} if seen["args"] is None else seen["args"]
     seen["context"] = {} if seen["context"] is None else seen["context"]
-    if not isinstance(seen["tool"], str) or not isinstance(seen["args"], Mapping):
-        raise ValueError("an action needs a string `tool` and an object `args`")
+    if not isinstance(seen["tool"], str) or not isinstance(seen["args"], Mapping) \
+            or not isinstance(seen["context"], Mapping):
+        raise ValueError("an action needs a string `tool` and object `args` and `context`")
     return "sha256:" + hashlib.sha256(strict_json(seen).encode("ascii")).hexdigest()
 
 
@@ -164,7 +180,8 @@ def read_claims(token: Any) -> Approval:
         raw = json.loads(b64decode(payload))
         claims = Approval(str(raw["rid"]), str(raw["digest"]), raw["agent"], str(raw["fp"]), int(raw["exp"]),
                           str(raw["nonce"]), int(raw["iat"]), str(raw["kid"]))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        # OverflowError: an infinite `exp`/`iat`; RecursionError: a deeply nested payload
         raise TokenRefused(f"the approval token cannot be read: {exc}", "malformed") from exc
     if claims.agent is not None and not isinstance(claims.agent, str):
         raise TokenRefused("the approval token's agent is not a string", "malformed")
@@ -222,6 +239,10 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: str) -> bytes:
-    if not isinstance(text, str) or not text.isascii():
+    """Strict base64url without padding: any other character is an error, so a token has one spelling."""
+    if not isinstance(text, str) or not text.isascii() or any(c in text for c in "=+/"):
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not base64url: {exc}") from None

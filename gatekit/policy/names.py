@@ -38,7 +38,9 @@ class Variants:
             folded = fold(tool)
         for rule, exact, loose, tools in self.rules:
             if loose.fullmatch(folded) is not None and exact.fullmatch(tool) is None:
-                return next((t for t in tools if fold(t) == folded), tools[0])
+                # the pattern it imitates: its own spelling if a rule names it, else the first glob it matches
+                return next((t for t in tools if fold(t) == folded), None) or next(
+                    t for t in tools if compile_re2(glob_to_re2(fold(t))).fullmatch(folded) is not None)
         return None
 
 

@@ -23,7 +23,7 @@ from gatekit.enforce.tokens import b64decode, b64encode, key_id, load_public_key
 
 GENESIS = "sha256:" + "0" * 64
 KINDS = ("submit", "vote", "approve", "deny", "timeout", "token", "consume", "refuse", "revoke", "requirements",
-         "break_glass", "outcome", "principal", "policy", "start")
+         "break_glass", "outcome", "principal", "policy", "start", "login", "logout")
 _CHECKPOINT = b"gatekit-checkpoint-v1\n"
 
 
@@ -159,8 +159,10 @@ def verify(con: Any, public_key: Any, exported: Path | None) -> Verification:
         if not points:
             problems.append(f"`{exported}` holds no checkpoint")
         else:
+            # the highest count, and the line appended last: an edit to that line must not hide behind an older one
             last = max(points, key=lambda p: p.count)
-            problems += _check_points([last], hashes, public_key, kid, "exported checkpoint")
+            problems += _check_points([last] + ([points[-1]] if points[-1] != last else []), hashes, public_key,
+                                      kid, "exported checkpoint")
     return Verification(not problems, count, head, tuple(problems))
 
 
