@@ -9,6 +9,7 @@ Every failure (unreachable, slow, refused, or an answer that is not what the ser
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import urllib.error
@@ -71,9 +72,12 @@ class ApprovalsClient:
             if isinstance(detail, dict) and isinstance(detail.get("error"), str):
                 raise ServiceError(detail["error"], str(detail.get("code") or "refused"), exc.code) from None
             raise ServiceError(f"the approvals service answered HTTP {exc.code}", "garbage", exc.code) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.IncompleteRead) as exc:
             reason = getattr(exc, "reason", exc)
             raise ServiceError(f"cannot reach the approvals service at {self.url}: {reason}", "unreachable") from None
+        except http.client.HTTPException as exc:  # not HTTP at all (a bad status line, an endless header)
+            raise ServiceError(f"the approvals service at {self.url} does not speak HTTP: {type(exc).__name__}",
+                               "garbage") from None
         try:
             return json.loads(raw)
         except ValueError:
@@ -81,7 +85,10 @@ class ApprovalsClient:
 
     # -- what gates do -----------------------------------------------------------------------------------
     def public_key(self) -> dict[str, Any]:
-        return self._object(self.call("GET", "/v1/public-key", auth=False))
+        found = self._object(self.call("GET", "/v1/public-key", auth=False))
+        if not isinstance(found.get("key"), str):
+            raise ServiceError("the approvals service answered a public key without `key`", "garbage")
+        return found
 
     def submit(self, submission: dict[str, Any]) -> dict[str, Any]:
         return self._request(self.call("POST", "/v1/requests", submission))

@@ -19,6 +19,8 @@ from gatekit.enforce.client import ServiceError
 from gatekit.enforce.tokens import TokenRefused, action_digest, verify_approval
 from gatekit.policy.decide import Decision
 
+from gatekit.enforce.gate import Pending
+
 if TYPE_CHECKING:
     from gatekit.enforce.gate import Gate
 
@@ -66,17 +68,22 @@ def resume(gate: Gate, request_id: str) -> ServicePending:
     except ServiceError as exc:
         raise Denied(f"request `{request_id}` cannot be read from the approvals service: {exc}",
                      Decision("deny"), "error") from exc
-    act = Action.from_record({**request["action"], "action_id": request["id"]})
-    decision = Decision("escalate", tuple(request.get("rules", ())), (), request.get("tier"),
-                        tuple(request.get("reasons", ())))
+    try:
+        act = Action.from_record({**request["action"], "action_id": request["id"]})
+        decision = Decision("escalate", tuple(request.get("rules", ())), (), request.get("tier"),
+                            tuple(request.get("reasons", ())))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Denied(f"request `{request_id}`: the approvals service answered it without a readable call ({exc})",
+                     Decision("deny"), "error") from exc
     return ServicePending(gate, act, decision, request)
 
 
-class ServicePending:
-    """An escalated call filed with the approvals service (see `Pending` for the interface)."""
+class ServicePending(Pending):
+    """An escalated call filed with the approvals service: `Pending`'s interface, the service's rules."""
 
     def __init__(self, gate: Gate, action: Action, decision: Decision, request: dict[str, Any]) -> None:
-        self.gate, self.action, self.decision, self.request = gate, action, decision, request
+        self.gate, self.action, self.decision = gate, action, decision
+        self.request = request  # type: ignore[assignment]  the service's JSON view of the request
         self._key = "c-" + secrets.token_hex(16)  # this handle's consume: retried with the same key
         self._ran = False
 
@@ -87,7 +94,10 @@ class ServicePending:
     def _deadline(self) -> float:
         """Until when waiting makes sense: the request's expiry, capped by the gate's timeout."""
         expires = self.request.get("expires_at")
-        until = parse_ts(expires).timestamp() if isinstance(expires, str) else time.time()
+        try:
+            until = parse_ts(expires).timestamp() if isinstance(expires, str) else time.time()
+        except ValueError:  # the service garbled it: wait no longer than now
+            until = time.time()
         return until + 1.0
 
     def status(self) -> str:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 from urllib.parse import urlsplit
 
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -26,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatekit.enforce.tokens import public_key_text
 from gatekit.errors import GatekitError
-from gatekit.server.approvals import Principal, Refusal, Service
+from gatekit.server.approvals import PENDING, Principal, Refusal, Service
 
 log = logging.getLogger("gatekit.server")
 MAX_BODY = 1 << 20  # 1 MiB: a call and its arguments, not a data set
@@ -82,7 +84,7 @@ def create_app(service: Service, *, origin: str, allowed_hosts: list[str] | None
         Route("/v1/whoami", api.authed(api.whoami)),
         Route("/v1/requests", api.authed(api.submit), methods=["POST"]),
         Route("/v1/requests", api.authed(api.list), methods=["GET"]),
-        Route("/v1/requests/{rid}", api.authed(api.get)),
+        Route("/v1/requests/{rid}", api.get),
         Route("/v1/requests/{rid}/votes", api.authed(api.vote), methods=["POST"]),
         Route("/v1/requests/{rid}/outcome", api.authed(api.outcome), methods=["POST"]),
         Route("/v1/consume", api.authed(api.consume), methods=["POST"]),
@@ -126,13 +128,16 @@ class _Api:
 
     def authed(self, fn: Callable[[Request, Principal], Any]) -> Callable[[Request], Any]:
         def endpoint(request: Request) -> Response:
-            header = request.headers.get("authorization", "")
-            scheme, _, credential = header.partition(" ")
-            who = self.service.authenticate(credential.strip()) if scheme.lower() == "bearer" else None
+            who = self.principal(request)
             if who is None:
-                return error("a valid credential is required (Authorization: Bearer ...)", "unauthenticated", 401)
+                return _unauthenticated()
             return fn(request, who)
         return _sync(endpoint)
+
+    def principal(self, request: Request) -> Principal | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        return self.service.authenticate(credential.strip()) if scheme.lower() == "bearer" else None
 
     def healthz(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -152,16 +157,30 @@ class _Api:
         status = request.query_params.get("status", "pending")
         return JSONResponse({"requests": self.service.list(who, None if status == "all" else status)})
 
-    def get(self, request: Request, who: Principal) -> Response:
+    async def get(self, request: Request) -> Response:
+        """One request; with `?wait=S`, once it is no longer pending or S seconds have passed. A long poll
+        waits on the event loop, not in a worker thread, so any number of them leave votes their threads."""
+        from starlette.concurrency import run_in_threadpool
+
+        who = await run_in_threadpool(self.principal, request)
+        if who is None:
+            return _unauthenticated()
         rid = request.path_params["rid"]
         wait = request.query_params.get("wait")
         if wait is None:
-            return JSONResponse(self.service.get(who, rid))
+            return JSONResponse(await run_in_threadpool(self.service.get, who, rid))
         try:
             seconds = float(wait)
         except ValueError:
             return error("`wait` is a number of seconds", "bad_request", 400)
-        return JSONResponse(self.service.wait(who, rid, seconds))
+        deadline = time.monotonic() + max(0.0, min(seconds, 30.0))
+        delay = 0.02
+        while True:
+            view = await run_in_threadpool(self.service.get, who, rid)
+            if view["status"] != PENDING or time.monotonic() >= deadline:
+                return JSONResponse(view)
+            await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 0.25)
 
     def vote(self, request: Request, who: Principal) -> Response:
         body = _body(request)
@@ -182,16 +201,22 @@ class _Api:
                                                  action if isinstance(action, dict) else None))
 
 
+def _unauthenticated() -> JSONResponse:
+    return error("a valid credential is required (Authorization: Bearer ...)", "unauthenticated", 401)
+
+
 def _sync(fn: Callable[[Request], Response]) -> Callable[[Request], Any]:
     """Run a blocking endpoint in the thread pool, with its body read first."""
     from starlette.concurrency import run_in_threadpool
 
     async def endpoint(request: Request) -> Response:
         if request.method not in SAFE:
-            raw = await request.body()
-            if len(raw) > MAX_BODY:
-                return error("request body too large", "too_large", 413)
-            request.state.raw = raw
+            raw = bytearray()
+            async for chunk in request.stream():  # counted as it comes: a chunked body declares no length
+                raw += chunk
+                if len(raw) > MAX_BODY:
+                    return error("request body too large", "too_large", 413)
+            request.state.raw = bytes(raw)
         return await run_in_threadpool(fn, request)
     return endpoint
 

@@ -147,6 +147,12 @@ class Service:
         after = (need.approvals, list(need.roles), need.ttl_us)
         if req["status"] == APPROVED:
             if req["break_glass"] or self._quorum(req["votes"], need.approvals, need.roles):
+                until = min(req["approved_until"], req["decided_at"] + need.ttl_us)  # a shorter TTL applies now
+                if until != req["approved_until"]:
+                    con.execute("UPDATE requests SET approved_until = ? WHERE id = ?", (until, rid))
+                    req = self._load(con, rid)
+                    if self._settle(con, req, now, audit):
+                        return
                 self._issue(con, req, now, audit, reissue=True)
             else:
                 self._finish(con, req, REVOKED, now, audit,
@@ -190,8 +196,8 @@ class Service:
         if timeout_cap_us:
             timeout = min(timeout, timeout_cap_us)
         ttl = (tier.approval_ttl_us if tier and tier.approval_ttl_us else None) or self.approval_ttl_us
-        return Service.Need(tier.name if tier else None, tier.approvals if tier else 1,
-                            tier.roles if tier else (), timeout, ttl)
+        roles = tuple(canonical(r) for r in tier.roles) if tier else ()  # as the registry keeps them
+        return Service.Need(tier.name if tier else None, tier.approvals if tier else 1, roles, timeout, ttl)
 
     # -- requests ----------------------------------------------------------------------------------------
     def submit(self, agent: Principal, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,18 +239,6 @@ class Service:
         req = self._settled(request_id)
         self._may_see(who, req)
         return _view(req, owner=who.kind == "agent")
-
-    def wait(self, who: Principal, request_id: str, seconds: float, *, sleep: Callable[[float], Any] = time.sleep
-             ) -> dict[str, Any]:
-        """`get`, once the request is no longer pending or `seconds` have passed (a long poll)."""
-        deadline = time.monotonic() + max(0.0, min(seconds, 30.0))
-        delay = 0.02
-        while True:
-            view = self.get(who, request_id)
-            if view["status"] != PENDING or time.monotonic() >= deadline:
-                return view
-            sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 0.25)
 
     def list(self, who: Principal, status: str | None = PENDING) -> list[dict[str, Any]]:
         """Requests, oldest first: every request for a reviewer, its own for an agent."""
@@ -346,7 +340,7 @@ class Service:
                 raise Refusal(f"request `{request_id}` is {req['status']}: {req['note']}", req["status"])
             if req["status"] != PENDING:
                 raise Refusal(f"request `{request_id}` is already {req['status']}", "not_pending")
-            if not hmac.compare_digest(evidence, req["digest"]):
+            if not hmac.compare_digest(evidence.encode("utf-8", "surrogatepass"), req["digest"].encode()):
                 raise Refusal(f"request `{request_id}` is not the call you were shown (its digest is "
                               f"{req['digest']}): look at it again", "evidence_changed")
             if action_digest(json.loads(req["action"])) != req["digest"]:

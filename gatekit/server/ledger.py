@@ -74,9 +74,17 @@ class Ledger:
     def verify_or_refuse(self) -> None:
         """A store whose chain or checkpoints do not verify refuses to serve (a new one has nothing to check)."""
         result = self.verify()
-        fresh = result.count == 0 and not self.checkpoints.exists()
-        if not result.ok and not fresh:
+        if not result.ok and not self._fresh(result):
             raise StoreError("the approvals store does not verify, refusing to start: " + "; ".join(result.problems))
+
+    def _fresh(self, result: Verification) -> bool:
+        """Nothing written yet. A chain wiped along with its export is not new: its principals and requests
+        (or a stored checkpoint) are still there."""
+        if result.count or self.checkpoints.exists():
+            return False
+        with self.store.read() as con:
+            return not any(con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                           for table in ("principals", "requests", "votes", "checkpoints"))
 
     def close(self) -> None:
         self.store.close()

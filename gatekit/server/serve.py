@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -44,4 +45,10 @@ def serve(state: Path, policy: Path, *, host: str = "127.0.0.1", port: int = 847
                             ssl_keyfile=str(keyfile) if keyfile else None, access_log=False, server_header=False)
     echo(url)
     sys.stdout.flush()
+    # uvicorn shuts down on SIGTERM, then raises it again to die by it; an operator's stop is a clean exit
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

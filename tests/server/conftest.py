@@ -47,7 +47,7 @@ SERVE_TIMEOUT = 30.0
 class Served:
     """One `gatekit serve` process over a state directory."""
 
-    def __init__(self, root: Path, policy: str = POLICY, *, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, policy: str = POLICY, *, extra: tuple[str, ...] = (), start: bool = True) -> None:
         self.root = root
         self.state = root / "state"
         self.policy_path = root / "policy.yaml"
@@ -57,7 +57,8 @@ class Served:
         self.url = ""
         self.process: subprocess.Popen[str] | None = None
         self.log = root / "serve.log"
-        self.start()
+        if start:  # False: over a state directory put there first (a copy to tamper with, say)
+            self.start()
 
     # -- the process -------------------------------------------------------------------------------------
     def start(self) -> None:
