@@ -4,7 +4,8 @@
 
 The calls of benchmarks/gate.py (the synthetic mix, 200 ms apart). Each engine decides every call, each
 call timed alone (`perf_counter_ns`), GC on, engines interleaved call by call so that load on the shared
-machine hits all of them alike. `Gate.check` gets the call as a plain dict and does all its own reading;
+machine hits all of them alike. `Gate.check` gets the call as a plain dict (its `ts`, agent, session, user and
+context also as the host's keyword assertions, which is what a gate decides on) and does all its own reading;
 Cedar and Rego get their request already built (the conversion is not timed: in their favour).
 Gate.check runs the policy without windows (what the peers run) and, separately, with its two windows.
 """
@@ -28,7 +29,7 @@ def quantile(xs: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     from time import perf_counter_ns as timer
 
-    from benchmarks.gate import calls
+    from benchmarks.gate import calls, pinned
     from benchmarks.peers import Cedar, Rego, verdict
     from gatekit import Gate, load_policy
 
@@ -42,13 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     cedar, rego = Cedar(), Rego()
     creq = [cedar.request(c) for c in stream]
     rreq = [rego.request(c) for c in stream]
+    asserted = [pinned(c) for c in stream]  # the host's, as Cedar's and Rego's requests are built untimed
     names = ("Gate.check (no windows)", "Gate.check (2 window rules)", "cedarpy.is_authorized", "regopy query")
     times: dict[str, list[float]] = {k: [] for k in names}
     mismatches = 0
     gc.collect()
     for i, call in enumerate(stream):
-        t0 = timer(); d = gate.check(call); t1 = timer()  # noqa: E702
-        gate_w.check(call); t2 = timer()  # noqa: E702
+        t0 = timer(); d = gate.check(call, **asserted[i]); t1 = timer()  # noqa: E702
+        gate_w.check(call, **asserted[i]); t2 = timer()  # noqa: E702
         c = cedar.authorize(creq[i]); t3 = timer()  # noqa: E702
         r = rego.authorize(rreq[i]); t4 = timer()  # noqa: E702
         if i < args.warmup:

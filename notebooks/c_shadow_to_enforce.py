@@ -53,7 +53,9 @@ POLICIES = ROOT / "notebooks" / "policies"
 # %% [markdown]
 # ## 1. Shadow mode over the recorded calls: the gate agrees with the replay
 #
-# Feed every recorded call, in log order, to a shadow gate and compare its decisions with the replay's.
+# Feed every recorded call, in log order, to a shadow gate and compare its decisions with the replay's. A gate
+# never takes `ts`, `agent`, `session`, `user` or `context` from a call's payload (the model writes that); a
+# host replaying its own log asserts the recorded ones as keyword arguments.
 
 # %%
 store = Store(WORK / "shadow.duckdb")
@@ -69,9 +71,9 @@ recorded = cursor.fetchall()
 gate = Gate(policy, mode="shadow")
 agree = disagree = 0
 for action_id, ts, agent, session, user, tool, args, context, replayed in recorded:
-    call = {"action_id": action_id, "ts": ts, "agent": agent, "session": session, "user": user, "tool": tool,
-            "args": json.loads(args), "context": json.loads(context)}
-    if gate.check(call).decision == replayed:
+    call = {"action_id": action_id, "tool": tool, "args": json.loads(args)}
+    logged = {"ts": ts, "agent": agent, "session": session, "user": user, "context": json.loads(context)}
+    if gate.check(call, **logged).decision == replayed:
         agree += 1
     else:
         disagree += 1

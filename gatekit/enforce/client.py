@@ -35,6 +35,13 @@ class ServiceError(ApprovalError):
         return self.status is None and self.code == "unreachable" or self.status in (502, 503, 504)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: following it would send the credential to wherever it points."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
 class ApprovalsClient:
     """Talks to `gatekit serve` with one credential. `timeout` is seconds per HTTP call."""
 
@@ -47,7 +54,7 @@ class ApprovalsClient:
         self.url = url.rstrip("/")
         self.credential = credential
         self.timeout = timeout
-        handlers: list[Any] = [urllib.request.ProxyHandler({})]  # never through a proxy from the environment
+        handlers: list[Any] = [urllib.request.ProxyHandler({}), _NoRedirect()]  # no proxy, no redirect
         if parts.scheme == "https":
             handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
         self._opener = urllib.request.build_opener(*handlers)

@@ -103,7 +103,10 @@ class Gate:
                 if credential is None:
                     raise ValueError("an approvals service needs the agent's `credential`")
                 self.service = ApprovalsClient(str(approvals), credential)
-            agent = check_id(agent, "the gate's agent") if agent is not None else None
+            if agent is None:
+                raise ValueError("a gate on the approvals service needs `agent=`: the id its credential was "
+                                 "registered as (`gatekit principals add agent ID`)")
+            agent = check_id(agent, "the gate's agent")
             user = check_id(user, "the gate's user") if user is not None else None
         self.public_key = public_key
         if isinstance(receipts, (str, Path)):
@@ -140,8 +143,8 @@ class Gate:
             view = self._view(action, asserted)
         except Exception as exc:  # noqa: BLE001  a call the gate cannot read is denied
             return None, Decision("deny", reasons=(f"malformed call: {exc}",), details=(f"gate: {exc}",))
-        variant = self._variants.of(view.tool)
-        with self._lock:
+        with self._lock:  # the variant check and the evaluator of one policy, even during a reload
+            variant = self._variants.of(view.tool)
             if view.ts is None:  # stamped under the lock, so stamped calls arrive in time order
                 us = clock_us(self.clock)
                 view.ts, view.ts_us = from_us(us), us
@@ -344,7 +347,10 @@ class Gate:
     # -- internals ----------------------------------------------------------------------------------------
     def _action(self, action: Action | Mapping[str, Any], view: View | None) -> Action:
         """The call as recorded: the caller's, with the filled identity, context, timestamp and an id."""
-        act = dataclasses.replace(action) if isinstance(action, Action) else _from_mapping(action)
+        if isinstance(action, Action):
+            act = dataclasses.replace(action)
+        else:  # the payload's pinned fields are only claimed: not parsed, so a bad one cannot refuse the call
+            act = _from_mapping(action if view is None else {k: v for k, v in action.items() if k not in PINNED})
         if view is not None:
             act.agent, act.session, act.user, act.ts = view.agent, view.session, view.user, view.ts
             if isinstance(view.context, dict):

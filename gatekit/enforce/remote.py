@@ -51,8 +51,11 @@ def submit(gate: Gate, act: Action, decision: Decision, claimed: dict[str, Any])
     try:
         request = gate.service.submit(submission)  # type: ignore[union-attr]
     except ServiceError as exc:
-        raise Denied(f"`{act.tool}` needs approval but the approvals service failed: {exc}", decision,
-                     "error") from exc
+        code = exc.code if exc.code in ("fingerprint", "agent_mismatch", "user_not_allowed", "context_mismatch") \
+            else "error"
+        raise Denied(f"`{act.tool}` needs approval but the approvals service refused it: {exc}"
+                     if code != "error" else f"`{act.tool}` needs approval but the approvals service failed: {exc}",
+                     decision, code) from exc
     if request.get("digest") != digest:
         raise Denied(f"`{act.tool}`: the approvals service filed another call than this one", decision, "error")
     if request["status"] == "denied":

@@ -84,8 +84,10 @@ class Service:
         self.ledger.verify_or_refuse()
 
         def started(con: Any, now: int, audit: list) -> None:
+            # so `gatekit principals add` and `audit verify` export to and read the same file
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoints', ?)", (str(self.ledger.checkpoints.resolve()),))
             audit.append(("start", {"policy": self.policy.name, "fingerprint": self.policy.fingerprint,
-                                    "key": self.key_id}, None))
+                                    "key": self.key_id, "checkpoints": str(self.ledger.checkpoints.resolve())}, None))
         self._write(started)
 
     def verify(self) -> Verification:
@@ -207,6 +209,10 @@ class Service:
         self.maybe_reload()
         action, claimed, gate, cap = _submission(agent, payload)
         digest = action_digest(action)
+        if gate["fingerprint"] is not None and gate["fingerprint"] != self.policy.fingerprint:
+            raise Refusal(f"the gate runs policy {gate['fingerprint']}, this service {self.policy.fingerprint}: "
+                          "deploy the same policy file to both (an approval is bound to the service's)",
+                          "fingerprint", 409)
 
         def file(con: Any, now: int, audit: list) -> str:
             decision = self._service_decision(action, now)
@@ -370,7 +376,7 @@ class Service:
                 **({"duration_us": span} if span else {})}, request_id))
             req = self._load(con, request_id)
             if decision == "deny":
-                self._finish(con, req, DENIED, now, audit, note=f"denied by {reviewer.id}")
+                self._finish(con, req, DENIED, now, audit, note=f"denied by {reviewer.id}" + (f": {reason}" if reason else ""))
             elif break_glass:
                 con.execute("UPDATE requests SET break_glass = 1, flagged = 1 WHERE id = ?", (request_id,))
                 self._approve(con, self._load(con, request_id), now, audit, ttl_us=span)
@@ -536,6 +542,13 @@ def _submission(agent: Principal, payload: Mapping[str, Any]) -> tuple[dict[str,
         user = check_id(raw["user"], "the call's user") if raw.get("user") is not None else None
     except ValueError as exc:
         raise Refusal(str(exc), "bad_user", 400) from exc
+    if agent.users is not None and user not in agent.users:
+        raise Refusal(f"agent `{agent.id}` is not registered to act for user `{user}`", "user_not_allowed", 403)
+    for key, value in (agent.context or {}).items():
+        if context.get(key) != value:
+            raise Refusal(f"agent `{agent.id}` is registered with context `{key}` = {json.dumps(value)}, the call "
+                          f"says {json.dumps(context.get(key))}: configure the gate's context to match",
+                          "context_mismatch", 403)
     session = raw.get("session")
     if session is not None and (not isinstance(session, str) or len(session) > 256):
         raise Refusal("`session` must be a string", "bad_request", 400)

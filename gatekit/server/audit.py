@@ -124,6 +124,7 @@ def verify(con: Any, public_key: Any, exported: Path | None) -> Verification:
     problems: list[str] = []
     kid = key_id(public_key)
     hashes: dict[int, str] = {}
+    entries: list[tuple[str, str | None, str]] = []
     want_seq, prev = 1, GENESIS
     position = {h: s for s, h in con.execute("SELECT seq, hash FROM audit")}
     for seq, kind, request_id, text, row_prev, digest in con.execute(
@@ -139,8 +140,10 @@ def verify(con: Any, public_key: Any, exported: Path | None) -> Verification:
             else:
                 problems.append(f"entry {seq} does not follow entry {seq - 1}")
         hashes[seq] = digest
+        entries.append((kind, request_id, text))
         want_seq, prev = seq + 1, digest
     count, head = want_seq - 1, prev
+    problems += state_problems(con, entries)
     stored = [Checkpoint(*row) for row in con.execute(
         "SELECT count, head, at, key_id, signature FROM checkpoints ORDER BY count")]
     problems += _check_points(stored, hashes, public_key, kid, "stored checkpoint")
@@ -164,6 +167,78 @@ def verify(con: Any, public_key: Any, exported: Path | None) -> Verification:
             problems += _check_points([last] + ([points[-1]] if points[-1] != last else []), hashes, public_key,
                                       kid, "exported checkpoint")
     return Verification(not problems, count, head, tuple(problems))
+
+
+_STATUS = {"approve": "approved", "consume": "executed"}
+_PRINCIPAL = ("kind", "roles", "break_glass", "users", "context", "credential_hash")
+
+
+def state_problems(con: Any, entries: list[tuple[str, str | None, str]]) -> list[str]:
+    """The store's requests, votes and principals, compared with what the chain says happened to them.
+
+    An edited, added or deleted request row, vote or principal (a credential hash swapped, a reviewer
+    added, a status set to approved) disagrees with the chain, which nobody can rewrite without the key.
+    """
+    requests: dict[str, dict[str, Any]] = {}
+    votes: dict[str, int] = {}
+    principals: dict[str, dict[str, Any]] = {}
+    for kind, rid, text in entries:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            continue  # the walk reported the entry already
+        if kind == "principal":
+            principals[body.get("id")] = {"kind": body.get("principal_kind"), **{k: body.get(k) for k in _PRINCIPAL[1:]}}
+        elif rid is None:
+            continue
+        elif kind == "submit":
+            requests[rid] = {"digest": body.get("digest"), "agent": body.get("agent"), "status": "pending"}
+        elif rid in requests and kind in ("deny", "timeout", "revoke"):
+            requests[rid]["status"] = body.get("status", "denied")
+        elif rid in requests and kind in _STATUS:
+            requests[rid]["status"] = _STATUS[kind]
+        elif rid in requests and kind in ("vote", "break_glass"):
+            votes[rid] = votes.get(rid, 0) + 1
+    problems = []
+    rows = {r[0]: r for r in con.execute("SELECT id, digest, agent, status, action FROM requests")}
+    for rid, (_, digest, agent, status, action) in rows.items():
+        want = requests.get(rid)
+        if want is None:
+            problems.append(f"request `{rid}` is in the store but was never submitted (added outside the service)")
+            continue
+        if (digest, agent) != (want["digest"], want["agent"]):
+            problems.append(f"request `{rid}` differs from what was submitted (its call or agent was changed)")
+        elif _digest_of(action) != digest:
+            problems.append(f"request `{rid}`: its stored call no longer matches its digest (edited)")
+        if status != want["status"]:
+            problems.append(f"request `{rid}` is `{status}` in the store, `{want['status']}` in the chain")
+    problems += [f"request `{rid}` was submitted but is gone from the store" for rid in requests.keys() - rows.keys()]
+    counted = dict(con.execute("SELECT request_id, count(*) FROM votes GROUP BY request_id").fetchall())
+    for rid in counted.keys() | votes.keys():
+        if counted.get(rid, 0) != votes.get(rid, 0):
+            problems.append(f"request `{rid}` has {counted.get(rid, 0)} vote(s) in the store, "
+                            f"{votes.get(rid, 0)} in the chain")
+    for pid, kind, roles, break_glass, users, context, credential in con.execute(
+            "SELECT id, kind, roles, break_glass, users, context, credential_hash FROM principals"):
+        want = principals.get(pid)
+        got = {"kind": kind, "roles": json.loads(roles), "break_glass": bool(break_glass),
+               "users": None if users is None else json.loads(users),
+               "context": None if context is None else json.loads(context), "credential_hash": credential}
+        if want is None:
+            problems.append(f"principal `{pid}` is in the store but was never registered (added outside the service)")
+        elif got != want:
+            changed = ", ".join(k for k in _PRINCIPAL if got[k] != want.get(k))
+            problems.append(f"principal `{pid}` differs from its registration ({changed} changed)")
+    return problems
+
+
+def _digest_of(action: str) -> str | None:
+    from gatekit.enforce.tokens import action_digest
+
+    try:
+        return action_digest(json.loads(action))
+    except ValueError:
+        return None
 
 
 def _check_points(points: Iterable[Checkpoint], hashes: dict[int, str], public_key: Any, kid: str,

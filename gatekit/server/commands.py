@@ -74,14 +74,33 @@ def _registry(state: Path) -> object:
 @click.argument("principal_id")
 @click.option("--role", "roles", multiple=True, help="a reviewer's role (repeat)")
 @click.option("--break-glass", "break_glass", is_flag=True, help="a reviewer who may approve alone in an emergency")
+@click.option("--user", "users", multiple=True,
+              help="an agent: a user it acts for (repeat); its calls for any other user are refused")
+@click.option("--context", "context", multiple=True, metavar="KEY=VALUE",
+              help="an agent: context its calls must carry, e.g. env=prod (repeat); VALUE is JSON or text")
 @_STATE
-def add(kind: str, principal_id: str, roles: tuple[str, ...], break_glass: bool, state: Path) -> None:
-    """Register a principal; prints its credential alone on stdout (only its hash is kept: store it now)."""
+def add(kind: str, principal_id: str, roles: tuple[str, ...], break_glass: bool, users: tuple[str, ...],
+        context: tuple[str, ...], state: Path) -> None:
+    """Register a principal; prints its credential alone on stdout (only its hash is kept: store it now).
+
+    Bind an agent to the users it acts for and the context it runs in (`--user`, `--context`): then even
+    an agent process that talks to the service directly cannot claim another user or environment.
+    """
     from gatekit.server.registry import Refusal
 
     registry = _registry(state)
+    bound: dict[str, object] = {}
+    for pair in context:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"`{pair}` is not KEY=VALUE", param_hint="--context")
+        try:
+            bound[key] = json.loads(value)
+        except ValueError:
+            bound[key] = value
     try:
-        credential = registry.add(kind, principal_id, roles, break_glass=break_glass)  # type: ignore[attr-defined]
+        credential = registry.add(kind, principal_id, roles, break_glass=break_glass,  # type: ignore[attr-defined]
+                                  users=users or None, context=bound or None)
     except Refusal as exc:
         raise GatekitError(str(exc)) from None
     click.echo(credential)
@@ -98,4 +117,8 @@ def list_cmd(state: Path, as_json: bool) -> None:
         return
     for p in found:
         extra = " break-glass" if p["break_glass"] else ""
+        if p["users"] is not None:
+            extra += " users " + ",".join(p["users"])
+        if p["context"]:
+            extra += " context " + json.dumps(p["context"], sort_keys=True)
         click.echo(f"{p['kind']}\t{p['id']}\t{','.join(p['roles']) or '-'}{extra}")

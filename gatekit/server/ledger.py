@@ -21,6 +21,13 @@ CHECKPOINTS = "checkpoints.jsonl"
 Audit = list[tuple[str, dict[str, Any], "str | None"]]
 
 
+def exported_to(store: Store, state: Path) -> Path:
+    """Where the service exports checkpoints: what it was started with (kept in the store), or the default."""
+    with store.read() as con:
+        row = con.execute("SELECT value FROM meta WHERE key = 'checkpoints'").fetchone()
+    return Path(row[0]) if row else state / CHECKPOINTS
+
+
 class Ledger:
     """The store, key and chain of one state directory.
 
@@ -36,7 +43,7 @@ class Ledger:
         self.key = signing_key(self.state)
         self.public_key = self.key.public_key()
         self.key_id = key_id(self.public_key)
-        self.checkpoints = Path(checkpoints) if checkpoints else self.state / CHECKPOINTS
+        self.checkpoints = Path(checkpoints) if checkpoints else exported_to(self.store, self.state)
         self.chain = Chain(self.key, self.checkpoints)
 
     def now_us(self) -> int:

@@ -31,10 +31,15 @@ class Refusal(ApprovalError):
 
 @dataclass(frozen=True)
 class Principal:
+    """A registered reviewer, agent or executor. An agent may be bound to the `users` it acts for (None:
+    any) and to `context` its calls must carry: what a compromised agent process cannot then claim."""
+
     id: str
     kind: str
     roles: tuple[str, ...] = ()
     break_glass: bool = False
+    users: tuple[str, ...] | None = None
+    context: dict[str, Any] | None = None
 
 
 def credential_hash(credential: str) -> str:
@@ -50,7 +55,8 @@ class Registry:
     def __init__(self, ledger: Ledger | str | Path) -> None:
         self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
 
-    def add(self, kind: str, name: str, roles: tuple[str, ...] = (), *, break_glass: bool = False) -> str:
+    def add(self, kind: str, name: str, roles: tuple[str, ...] = (), *, break_glass: bool = False,
+            users: tuple[str, ...] | None = None, context: dict[str, Any] | None = None) -> str:
         """Register a principal; returns its credential (shown once, only its hash kept)."""
         if kind not in KINDS:
             raise GatekitError(f"a principal is one of {', '.join(KINDS)}, not `{kind}`")
@@ -61,17 +67,26 @@ class Registry:
             raise GatekitError(str(exc)) from exc
         if kind != "reviewer" and (roles or break_glass):
             raise GatekitError("only reviewers hold roles or break-glass rights")
+        if kind != "agent" and (users is not None or context is not None):
+            raise GatekitError("only agents are bound to users and context")
+        try:
+            users = tuple(sorted({check_id(u, "user") for u in users})) if users is not None else None
+        except ValueError as exc:
+            raise GatekitError(str(exc)) from exc
         credential = f"gk_{kind[0]}_{secrets.token_urlsafe(32)}"
 
         def add(con: Any, now: int, audit: list) -> None:
             if con.execute("SELECT 1 FROM principals WHERE id = ?", (pid,)).fetchone():
                 raise Refusal(f"`{name}` is already registered (as `{pid}`): ids compare by NFKC and case",
                               "exists")
-            con.execute("INSERT INTO principals (id, kind, roles, break_glass, credential_hash, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", (pid, kind, json.dumps(list(roles)), int(break_glass),
-                                                       credential_hash(credential), now))
+            con.execute("INSERT INTO principals (id, kind, roles, break_glass, users, context, credential_hash, "
+                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (pid, kind, json.dumps(list(roles)), int(break_glass),
+                         None if users is None else json.dumps(list(users)),
+                         None if context is None else json.dumps(context), credential_hash(credential), now))
             audit.append(("principal", {"id": pid, "principal_kind": kind, "roles": list(roles),
-                                        "break_glass": break_glass}, None))
+                                        "break_glass": break_glass, "users": None if users is None else list(users),
+                                        "context": context, "credential_hash": credential_hash(credential)}, None))
         self.ledger.write(add)
         return credential
 
@@ -81,15 +96,18 @@ class Registry:
             return None
         digest = credential_hash(credential)
         with self.ledger.store.read() as con:
-            row = con.execute("SELECT id, kind, roles, break_glass, credential_hash FROM principals "
+            row = con.execute("SELECT id, kind, roles, break_glass, credential_hash, users, context FROM principals "
                               "WHERE credential_hash = ? AND disabled = 0", (digest,)).fetchone()
         if row is None or not hmac.compare_digest(row[4], digest):
             return None
-        return Principal(row[0], row[1], tuple(json.loads(row[2])), bool(row[3]))
+        return Principal(row[0], row[1], tuple(json.loads(row[2])), bool(row[3]),
+                         None if row[5] is None else tuple(json.loads(row[5])),
+                         None if row[6] is None else json.loads(row[6]))
 
     def list(self) -> list[dict[str, Any]]:
         with self.ledger.store.read() as con:
-            rows = con.execute("SELECT id, kind, roles, break_glass, disabled FROM principals "
+            rows = con.execute("SELECT id, kind, roles, break_glass, disabled, users, context FROM principals "
                                "ORDER BY kind, id").fetchall()
         return [{"id": r[0], "kind": r[1], "roles": json.loads(r[2]), "break_glass": bool(r[3]),
-                 "disabled": bool(r[4])} for r in rows]
+                 "disabled": bool(r[4]), "users": None if r[5] is None else json.loads(r[5]),
+                 "context": None if r[6] is None else json.loads(r[6])} for r in rows]

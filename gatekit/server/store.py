@@ -33,6 +33,8 @@ CREATE TABLE principals (
   kind TEXT NOT NULL,                -- reviewer | agent | executor
   roles TEXT NOT NULL,               -- JSON list
   break_glass INTEGER NOT NULL DEFAULT 0,
+  users TEXT,                        -- an agent's: JSON list of the users it may act for (NULL: any)
+  context TEXT,                      -- an agent's: JSON object of context its calls must carry (NULL: none)
   credential_hash TEXT NOT NULL UNIQUE,
   created_at INTEGER NOT NULL,
   disabled INTEGER NOT NULL DEFAULT 0

@@ -7,7 +7,7 @@ from pathlib import Path
 from gatekit.errors import StoreError
 from gatekit.server.audit import GENESIS, Verification, verify
 from gatekit.server.keys import PUBLIC
-from gatekit.server.ledger import CHECKPOINTS
+from gatekit.server.ledger import exported_to
 from gatekit.server.store import FILENAME, SQLiteStore
 
 
@@ -30,7 +30,7 @@ def verify_state(state: Path, *, public_key: Path | None = None, checkpoints: Pa
         return Verification(False, 0, GENESIS, (str(exc),))
     try:
         with store.read() as con:
-            return verify(con, key, checkpoints or state / CHECKPOINTS)
+            return verify(con, key, checkpoints or exported_to(store, state))
     except StoreError as exc:
         return Verification(False, 0, GENESIS, (str(exc),))
     finally:

@@ -26,7 +26,10 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict]]:
                                                                  (dashboard.DB_ENV, dashboard.APPROVALS_ENV,
                                                                   dashboard.SERVER_ENV)})))
     for env in (dashboard.DB_ENV, dashboard.APPROVALS_ENV, dashboard.SERVER_ENV):
-        monkeypatch.delenv(env, raising=False)
+        # set first, so that undoing restores the variable even when the command (which sets os.environ
+        # itself, for Streamlit) wrote it: a left-over GATEKIT_SERVER breaks `gatekit approvals --db` later
+        monkeypatch.setenv(env, "")
+        monkeypatch.delenv(env)
     return calls
 
 

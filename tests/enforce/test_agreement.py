@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from gatekit import Gate, Policy, decide, parse_policy
 from gatekit.action import parse_ts
-from gatekit.policy.decide import decide_log
+from gatekit.enforce.gate import PINNED
+from gatekit.policy.decide import Decision, decide_log
+from gatekit.policy.names import variant_of
 from policy.corpus import load_all
 from policy.harness import run_sql
 
@@ -39,18 +41,49 @@ def arrival_order(actions: list[dict[str, Any]]) -> list[int]:
     return sorted(range(len(actions)), key=lambda i: _ts(actions[i]))  # stable: log order among ties
 
 
+def pinned(record: dict[str, Any]) -> dict[str, Any]:
+    """The recorded `ts`, `agent`, `session`, `user` and `context`, as a host replaying its own log asserts
+    them (a gate never takes them from the payload)."""
+    return {name: record[name] for name in PINNED if name in record}
+
+
 def through_gate(policy: Policy, actions: list[dict[str, Any]]) -> list[Any]:
     """Each action's decision by one gate fed the log in arrival order, reported in log order."""
     gate = Gate(policy, mode="enforce", clock=Clock())
     out: list[Any] = [None] * len(actions)
     for i in arrival_order(actions):
-        out[i] = gate.check(actions[i])
+        out[i] = gate.check(actions[i], **pinned(actions[i]))
+    return out
+
+
+def gated(policy: Policy, actions: list[dict[str, Any]]) -> list[Decision]:
+    """`decide_log`'s decisions, except that a tool differing from a policy's only by case or Unicode form
+    is denied (enforce mode's variant check), with the same rules, errors and details."""
+    out = decide_log(policy, actions)
+    for i, action in enumerate(actions):
+        tool = action.get("tool")
+        variant = variant_of(policy, tool) if isinstance(tool, str) else None
+        if variant is not None:
+            d = out[i]
+            out[i] = Decision("deny", d.rules, d.errors, None,
+                              (f"tool `{tool}` differs from `{variant}` only by case or Unicode form",), d.details)
     return out
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_gate_agrees_with_decide_log_on_the_corpus(case) -> None:
-    assert through_gate(case.policy, case.actions) == decide_log(case.policy, case.actions)
+    assert through_gate(case.policy, case.actions) == gated(case.policy, case.actions)
+
+
+def test_the_corpus_has_tool_variants_the_gate_denies() -> None:
+    found = []
+    for case in CASES:
+        for action, got in zip(case.actions, through_gate(case.policy, case.actions)):
+            tool = action.get("tool")
+            if isinstance(tool, str) and variant_of(case.policy, tool) is not None:
+                assert got.decision == "deny", case.id
+                found.append(case.id)
+    assert found  # the exception in `gated` is exercised, not vacuous
 
 
 def test_the_corpus_has_window_cases_in_and_out_of_order() -> None:
@@ -133,7 +166,7 @@ def test_out_of_order_arrivals_count_what_arrived_before(text: str, actions: lis
                           .replace("window: 10s", "window: 1m"))
     gate = Gate(policy, clock=Clock())
     for i, action in enumerate(actions):
-        assert gate.check(action) == decide(policy, action, actions[:i])
+        assert gate.check(action, **pinned(action)) == decide(policy, action, actions[:i])
 
 
 def test_float_rounding_near_a_threshold_matches_exactly() -> None:

@@ -15,13 +15,13 @@ from gatekit.enforce import Broker, Refused
 from gatekit.enforce.commands import approvals, audit
 
 CLI = click.Group("gatekit", commands={"approvals": approvals, "audit": audit})
-PAY = {"tool": "payment.send", "agent": "bot", "user": "u-ann", "args": {"amount": 20000, "recipient": "ACME"}}
+PAY = {"tool": "payment.send", "args": {"amount": 20000, "recipient": "ACME"}}
 
 
 @pytest.fixture
 def filed(tmp_path: Path, policy) -> tuple[Path, str]:
     db = tmp_path / "approvals.db"
-    pending = Gate(policy, broker=Broker(db, durable=False)).submit(PAY)
+    pending = Gate(policy, broker=Broker(db, durable=False), agent="bot", user="u-ann").submit(PAY)
     return db, pending.request_id
 
 
@@ -34,7 +34,8 @@ def run(*args: str, code: int = 0) -> str:
 def test_list_and_show(filed) -> None:
     db, rid = filed
     assert rid in run("approvals", "list", "--db", str(db))
-    listed = json.loads(run("approvals", "list", "--db", str(db), "--json"))["requests"]
+    listed = json.loads(run("approvals", "list", "--db", str(db), "--json"))
+    assert isinstance(listed, list)
     assert [r["id"] for r in listed] == [rid] and listed[0]["roles"] == ["security", "finance"]
     shown = run("approvals", "show", rid, "--db", str(db))
     assert '"recipient": "ACME"' in shown and "pay-10k" in shown and "sha256:" in shown
@@ -61,7 +62,7 @@ def test_refusals_surface_as_approval_errors(filed) -> None:
 def test_deny_and_break_glass(filed, tmp_path: Path, policy) -> None:
     db, rid = filed
     assert "denied" in run("approvals", "deny", rid, "--db", str(db), "--reviewer", "sam", "--reason", "no")
-    other = Gate(policy, broker=Broker(db, durable=False)).submit(PAY).request_id
+    other = Gate(policy, broker=Broker(db, durable=False), agent="bot", user="u-ann").submit(PAY).request_id
     out = run("approvals", "approve", other, "--db", str(db), "--reviewer", "oncall", "--break-glass",
               "--reason", "incident 9", "--for", "10m")
     assert "approved" in out and "break-glass" in out

@@ -91,13 +91,13 @@ def test_an_exception_inside_a_rule_gets_on_error(policy, monkeypatch) -> None:
 
 
 def test_an_exception_in_the_window_history_never_allows(policy, monkeypatch) -> None:
-    gate = Gate(policy)
+    gate = Gate(policy, agent="bot")
 
     def boom(*args: object) -> None:
         raise MemoryError("injected")
 
     monkeypatch.setattr(type(gate._history), "calls", boom)
-    d = gate.check({"tool": "email.send", "agent": "bot"})
+    d = gate.check({"tool": "email.send"})
     assert d.decision == "escalate" and d.errors == ("email-burst",)
 
 

@@ -16,6 +16,12 @@ from gatekit.errors import PolicyError
 from .conftest import POLICY, Clock
 
 PAY = {"tool": "payment.send", "agent": "bot", "user": "u-ann", "args": {"amount": 250, "recipient": "ACME"}}
+PINNED = ("ts", "agent", "session", "user", "context")
+
+
+def pinned(call: dict) -> dict:
+    """A call's identity, context and time as host code asserts them (the gate never reads the payload's)."""
+    return {name: call[name] for name in PINNED if name in call}
 
 
 def kinds(receipts: Receipts) -> list[str]:
@@ -33,8 +39,8 @@ def kinds(receipts: Receipts) -> list[str]:
     {"tool": "kb.search"},
 ])
 def test_check_is_decide(policy, call) -> None:
-    assert Gate(policy, mode="enforce").check(call) == decide(policy, call)
-    assert Gate(policy, mode="shadow").check(Action.from_record(call)) == decide(policy, call)
+    assert Gate(policy, mode="enforce").check(call, **pinned(call)) == decide(policy, call)
+    assert Gate(policy, mode="shadow").check(Action.from_record(call), **pinned(call)) == decide(policy, call)
 
 
 def test_shadow_rules_never_decide_in_enforce_mode(policy) -> None:
@@ -46,12 +52,12 @@ def test_shadow_rules_never_decide_in_enforce_mode(policy) -> None:
 
 
 def test_windows_count_the_calls_the_gate_has_seen(policy, clock: Clock) -> None:
-    gate = Gate(policy, clock=clock)
-    mails = [gate.check({"tool": "email.send", "agent": "bot"}).decision for _ in range(5)]
+    gate = Gate(policy, clock=clock, agent="bot")
+    mails = [gate.check({"tool": "email.send"}).decision for _ in range(5)]
     assert mails == ["allow", "allow", "allow", "deny", "deny"]
-    assert gate.check({"tool": "email.send", "agent": "other"}).decision == "allow"
+    assert gate.check({"tool": "email.send"}, agent="other").decision == "allow"
     clock.advance(600)
-    assert gate.check({"tool": "email.send", "agent": "bot"}).decision == "allow"  # the window moved on
+    assert gate.check({"tool": "email.send"}).decision == "allow"  # the window moved on
 
 
 def test_check_is_thread_safe_for_windows(policy) -> None:
@@ -62,7 +68,7 @@ def test_check_is_thread_safe_for_windows(policy) -> None:
 
     def agent() -> None:
         for _ in range(50):
-            d = gate.check({"tool": "email.send", "agent": "bot", "ts": ts})
+            d = gate.check({"tool": "email.send"}, agent="bot", ts=ts)
             with lock:
                 results.append(d.decision)
 
@@ -77,25 +83,49 @@ def test_check_is_thread_safe_for_windows(policy) -> None:
 def test_identity_defaults_scope_and_context(policy) -> None:
     gate = Gate(policy, agent="bot", user="u-ann", context={"env": "prod"})
     assert gate.check({"tool": "db.delete"}).decision == "escalate"  # context filled: env prod
-    assert gate.check({"tool": "db.delete", "context": {"env": "dev"}}).decision == "allow"  # the call's wins
+    assert gate.check({"tool": "db.delete", "context": {"env": "dev"}}).decision == "escalate"  # only claimed
+    assert gate.check({"tool": "db.delete"}, context={"env": "dev"}).decision == "allow"  # host code's wins
+    with gate.scope(context={"env": "dev"}):
+        assert gate.check({"tool": "db.delete"}).decision == "allow"
     seen: list[Action] = []
     with gate.scope(user="u-bob", session="s-1"):
         gate.run({"tool": "kb.search"}, seen.append)
+        gate.run({"tool": "kb.search"}, seen.append, user="u-cy")  # a keyword beats the scope
     gate.run({"tool": "kb.search", "agent": "explicit"}, seen.append)
+    gate.run({"tool": "kb.search"}, seen.append, agent="explicit")
     assert (seen[0].agent, seen[0].user, seen[0].session) == ("bot", "u-bob", "s-1")
-    assert (seen[1].agent, seen[1].user, seen[1].session) == ("explicit", "u-ann", None)
+    assert (seen[1].agent, seen[1].user, seen[1].session) == ("bot", "u-cy", "s-1")
+    assert (seen[2].agent, seen[2].user, seen[2].session) == ("bot", "u-ann", None)  # the payload's is claimed
+    assert (seen[3].agent, seen[3].user, seen[3].session) == ("explicit", "u-ann", None)
     assert seen[0].ts is not None and seen[0].action_id.startswith("g-")
+    d = gate.check({"tool": "kb.search"}, role="admin")  # not a call assertion: host code's bug, fail closed
+    assert d.decision == "deny" and "unknown call assertions" in d.reasons[0]
 
 
 def test_malformed_calls_are_denied(policy) -> None:
     gate = Gate(policy)
-    for call in ({"tool": 5}, {"tool": ""}, {"args": {}}, {"tool": "kb.search", "agent": ["x"]},
-                 {"tool": "kb.search", "ts": "yesterday"}):
-        assert gate.check(call).decision == "deny", call
+    calls = [({"tool": 5}, {}), ({"tool": ""}, {}), ({"args": {}}, {}), ({"tool": "kb.search", "args": [1]}, {}),
+             ({"tool": "kb.search"}, {"agent": ["x"]}), ({"tool": "kb.search"}, {"ts": "yesterday"}),
+             ({"tool": "kb.search"}, {"context": ["env", "prod"]})]
+    for call, asserted in calls:
+        assert gate.check(call, **asserted).decision == "deny", call
         ran: list[int] = []
         with pytest.raises(Denied) as err:
-            gate.run(call, lambda a: ran.append(1))
+            gate.run(call, lambda a: ran.append(1), **asserted)
         assert not ran and err.value.code == "malformed"
+
+
+def test_unreadable_claims_in_the_payload_neither_decide_nor_refuse(tmp_path: Path, policy) -> None:
+    """The payload's `agent`, `ts` or `context` are only claimed: a value the gate could not read there is
+    recorded as claimed, and the call is decided (and run) as the gate's own values say."""
+    receipts = Receipts(tmp_path / "audit.db", durable=False)
+    gate = Gate(policy, receipts=receipts, agent="bot")
+    for claim in ({"agent": ["x"]}, {"ts": "yesterday"}, {"context": ["env", "prod"]}, {"ts": 5}):
+        call = {"tool": "kb.search", **claim}
+        assert gate.check(call).decision == "allow", claim
+        assert gate.run(call, lambda a: a.agent) == "bot", claim
+    claimed = [r.body["claimed"] for r in receipts.entries() if r.kind == "decision"]
+    assert claimed == [{"agent": ["x"]}, {"ts": "yesterday"}, {"context": ["env", "prod"]}, {"ts": 5}]
 
 
 # ---- shadow mode -------------------------------------------------------------------------------------------
@@ -289,16 +319,16 @@ def test_async_denial(policy) -> None:
 def test_reload_swaps_the_policy_and_keeps_the_window_history(tmp_path: Path, policy, clock: Clock) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
-    gate = Gate(path, clock=clock)
+    gate = Gate(path, clock=clock, agent="bot")
     for _ in range(3):
-        gate.check({"tool": "email.send", "agent": "bot"})
+        gate.check({"tool": "email.send"})
     path.write_text(POLICY.replace("gt: 3}", "gt: 100}").replace("gt: 100}}, reason", "gt: 1000}}, reason"))
     gate.reload()
     assert gate.check(PAY).decision == "allow"  # the new threshold
-    assert gate.check({"tool": "email.send", "agent": "bot"}).decision == "allow"
+    assert gate.check({"tool": "email.send"}).decision == "allow"
     path.write_text(POLICY)
     gate.reload()
-    assert gate.check({"tool": "email.send", "agent": "bot"}).decision == "deny"  # 5 calls kept across reloads
+    assert gate.check({"tool": "email.send"}).decision == "deny"  # 5 calls kept across reloads
 
 
 def test_a_reload_that_fails_validation_keeps_the_old_policy(tmp_path: Path, policy) -> None:

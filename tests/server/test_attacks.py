@@ -524,7 +524,8 @@ def test_a_token_signed_by_another_key_is_refused(shared_service: Served) -> Non
     assert s.client(cred).get(rid)["status"] == "approved"
 
 
-def test_a_token_for_another_policy_does_not_run(shared_service: Served, tmp_path: Path) -> None:
+def test_a_gate_on_another_policy_is_refused_and_its_token_would_be_too(shared_service: Served,
+                                                                          tmp_path: Path) -> None:
     s = shared_service
     bot, cred = new_agent(s)
     _, alice = new_reviewer(s)
@@ -532,14 +533,15 @@ def test_a_token_for_another_policy_does_not_run(shared_service: Served, tmp_pat
     other.write_text(POLICY.replace("name: service-tests", "name: the-gates-own"))
     gate = Gate(load_policy(other), mode="enforce", approvals=s.url, credential=cred, agent=bot, timeout=20,
                 poll=0.02)
-    pending = gate.submit(PAY)
+    before = len(s.client(cred).list("all"))
+    assert denial(lambda: gate.submit(PAY)).code == "fingerprint"  # refused before any reviewer is bothered
+    assert len(s.client(cred).list("all")) == before
+    pending = s.gate(bot, cred).submit(PAY)  # the service's own policy: filed, approved, then checked
     approve(alice, pending.request_id)
     token = s.client(cred).get(pending.request_id)["token"]
     with pytest.raises(TokenRefused) as refused:
         verify_approval(token, record(PAY, bot), service_key(s), fingerprint=gate.policy.fingerprint)
     assert refused.value.code == "fingerprint"
-    ran: list[Any] = []
-    assert denial(lambda: pending.run(ran.append)).code == "fingerprint" and ran == []
 
 
 # ---- what the caller says about itself -----------------------------------------------------------------
@@ -580,10 +582,13 @@ def test_raw_submissions_cannot_pick_their_agent_or_requirements(shared_service:
     # what a tier needs is the service's: a lax claimed tier, an `allow` or a huge timeout change nothing
     status, body = s.http("POST", "/v1/requests", {
         "action": {**BIG, "ts": "2999-01-01T00:00:00Z"}, "decision": {"decision": "allow", "tier": "standard"},
-        "timeout": 10 ** 12, "fingerprint": "sha256:mine", "approvals": 0}, token=cred)
+        "timeout": 10 ** 12, "approvals": 0}, token=cred)
     assert status == 201 and (body["tier"], body["approvals"]) == ("critical", 2)
     assert sorted(body["roles"]) == ["finance", "security"] and body["agent"] == bot
     assert parse_ts(body["expires_at"]) - parse_ts(body["requested_at"]) == timedelta(minutes=30)
+    # a gate on another policy is refused outright
+    status, body = s.http("POST", "/v1/requests", {"action": BIG, "fingerprint": "sha256:mine"}, token=cred)
+    assert (status, body["code"]) == (409, "fingerprint")
     # a call the service's policy denies is denied, whatever the gate said
     status, body = s.http("POST", "/v1/requests", {"action": {"tool": "payment.send", "args": {
         "amount": 250, "recipient": "EVIL"}}, "decision": {"tier": "standard"}}, token=cred)
@@ -795,9 +800,42 @@ def _forge_checkpoint(con: sqlite3.Connection, state: Path) -> None:
     chain.exported(point)
 
 
+def _approve_in_store(con: sqlite3.Connection, state: Path) -> None:
+    con.execute("UPDATE requests SET status = 'approved', consumed_at = NULL")
+
+
+def _swap_call_in_store(con: sqlite3.Connection, state: Path) -> None:
+    con.execute("UPDATE requests SET action = replace(action, '\"amount\":250', '\"amount\":9000')")
+
+
+def _add_reviewer_in_store(con: sqlite3.Connection, state: Path) -> None:
+    from gatekit.server.registry import credential_hash
+
+    con.execute("INSERT INTO principals (id, kind, roles, break_glass, credential_hash, created_at) "
+                "VALUES ('mallory', 'reviewer', '[\"security\", \"finance\"]', 1, ?, 0)",
+                (credential_hash("gk_r_mallory-knows-this"),))
+
+
+def _steal_credential_in_store(con: sqlite3.Connection, state: Path) -> None:
+    from gatekit.server.registry import credential_hash
+
+    con.execute("UPDATE principals SET credential_hash = ? WHERE kind = 'reviewer'",
+                (credential_hash("gk_r_mallory-knows-this"),))
+
+
+def _grant_role_in_store(con: sqlite3.Connection, state: Path) -> None:
+    con.execute("UPDATE principals SET roles = '[\"security\"]', break_glass = 1 WHERE kind = 'reviewer'")
+
+
+def _delete_vote_in_store(con: sqlite3.Connection, state: Path) -> None:
+    con.execute("DELETE FROM votes")
+
+
 TAMPERS = {f.__name__.strip("_"): f for f in (_modify, _delete, _reorder, _truncate, _truncate_with_checkpoints,
                                                _wipe, _wipe_and_export, _rechain, _rechain_and_export,
-                                               _forge_checkpoint)}
+                                               _forge_checkpoint, _approve_in_store, _swap_call_in_store,
+                                               _add_reviewer_in_store, _steal_credential_in_store,
+                                               _grant_role_in_store, _delete_vote_in_store)}
 
 
 def test_a_rechain_signed_with_another_key_fails_against_the_kept_public_key(audited: Path, tmp_path: Path) -> None:
@@ -836,3 +874,64 @@ def test_a_tampered_audit_does_not_verify_and_the_service_refuses_it(audited: Pa
     with pytest.raises(RuntimeError):
         s.start()
     assert "refusing to start" in s.log.read_text()
+
+
+# ---- agents bound to their users and context ------------------------------------------------------------
+def test_a_bound_agent_cannot_claim_another_user_or_context_even_raw(shared_service: Served) -> None:
+    """With its credential alone, an agent process talks to the service directly: the registry's bindings hold."""
+    s = shared_service
+    bot = uid("bot")
+    cred = Registry(s.state).add("agent", bot, users=("u-alice",), context={"env": "prod"})
+    alice = uid("u-alice")  # a reviewer who is not the bound user: the bound user's own vote is the attack
+    _, reviewer = new_reviewer(s, name=alice)
+    good = {**PAY, "agent": bot, "user": "u-alice", "context": {"env": "prod"}}
+    status, body = s.http("POST", "/v1/requests", {"action": good}, token=cred)
+    assert status == 201 and body["user"] == "u-alice"
+    for claim, code in (({"user": "u-bob"}, "user_not_allowed"), ({"user": None}, "user_not_allowed"),
+                        ({"context": {"env": "staging"}}, "context_mismatch"), ({"context": {}}, "context_mismatch")):
+        status, body = s.http("POST", "/v1/requests", {"action": {**good, **claim}}, token=cred)
+        assert (status, body["code"]) == (403, code), claim
+    gate = s.gate(bot, cred, user="u-bob", context={"env": "prod"})  # a gate misconfigured the same way
+    assert denial(lambda: gate.submit(PAY)).code == "user_not_allowed"
+    listed = {p["id"]: p for p in Registry(s.state).list()}
+    assert listed[bot]["users"] == ["u-alice"] and listed[bot]["context"] == {"env": "prod"}
+    assert reviewer.list("all") is not None
+
+
+def test_principals_add_binds_users_and_context_from_the_cli(shared_service: Served) -> None:
+    s = shared_service
+    bot = uid("bot")
+    out = subprocess.run([sys.executable, "-m", "gatekit.cli", "principals", "add", "agent", bot, "--user", "U-Carol",
+                          "--context", "env=prod", "--context", "region=\"eu\"", "--state", str(s.state)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().startswith("gk_a_") and len(out.stdout.splitlines()) == 1
+    listed = {p["id"]: p for p in Registry(s.state).list()}
+    assert listed[bot]["users"] == ["u-carol"] and listed[bot]["context"] == {"env": "prod", "region": "eu"}
+    refused = subprocess.run([sys.executable, "-m", "gatekit.cli", "principals", "add", "reviewer", uid("r"),
+                              "--user", "u-x", "--state", str(s.state)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+
+
+def test_the_client_does_not_follow_a_redirect_with_its_credential(tmp_path: Path) -> None:
+    import http.server
+
+    seen: list[str] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.headers.get("Authorization") or "")
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = ApprovalsClient(f"http://127.0.0.1:{server.server_address[1]}", "gk_a_secret")
+        assert refusal(lambda: client.get("req-1")).status == 302
+        assert seen == ["Bearer gk_a_secret"]  # asked once, never followed to /elsewhere
+    finally:
+        server.shutdown()
