@@ -112,6 +112,10 @@ class ApprovalsClient:
             body["action"] = action
         return self._request(self.call("POST", "/v1/consume", body))
 
+    def withdraw(self, request_id: str, reason: str | None = None) -> dict[str, Any]:
+        return self._request(self.call("POST", f"/v1/requests/{urllib.parse.quote(request_id, safe='')}/withdraw",
+                                       {"reason": reason}))
+
     def outcome(self, request_id: str, outcome: str, error: str | None = None) -> None:
         self.call("POST", f"/v1/requests/{urllib.parse.quote(request_id, safe='')}/outcome",
                   {"outcome": outcome, "error": error})

@@ -406,6 +406,13 @@ class Pending:
     def done(self) -> bool:
         return self.status() != PENDING
 
+    def withdraw(self, reason: str | None = None) -> str:
+        """Give up on the call: this handle runs nothing from now on. (A local broker's request then times
+        out; the approvals service ends it at once as `withdrawn`.)"""
+        with self._lock:
+            self._ran = True
+        return self.status()
+
     def wait(self, timeout: float | None = None) -> str:
         """Block until decided (or `timeout` seconds); returns the status."""
         if self.request is None:

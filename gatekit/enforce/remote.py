@@ -25,12 +25,13 @@ if TYPE_CHECKING:
     from gatekit.enforce.gate import Gate
 
 T = TypeVar("T")
-REFUSED = ("denied", "timed_out", "expired", "revoked")
+REFUSED = ("denied", "timed_out", "expired", "revoked", "withdrawn")
 _MESSAGES = {
     "denied": "was denied by a reviewer",
     "timed_out": "was not approved in time: denied",
     "expired": "was approved but the approval expired before it ran",
     "revoked": "had its approval revoked (the policy changed)",
+    "withdrawn": "was withdrawn before it was decided",
     "executed": "was already run: an approval is used once",
 }
 
@@ -199,6 +200,16 @@ class ServicePending(Pending):
                                                 "signature") else "error"
                 raise Denied(f"`{tool}` approval could not be used: {exc}", self.decision,
                              "replay" if code == "used" else code) from exc
+
+    def withdraw(self, reason: str | None = None) -> str:
+        """Give up on the call (its caller went away): the service ends the request; nothing will run for it."""
+        self._ran = True  # this handle runs nothing from now on, whatever the service answers
+        try:
+            self.request = self.gate.service.withdraw(self.request_id, reason)  # type: ignore[union-attr]
+        except ServiceError as exc:  # the request times out on its own
+            self.gate.errors.append(f"withdraw {self.request_id}: {exc}")
+            return "error"
+        return self.request["status"]
 
     def _public_key(self) -> Any:
         gate = self.gate

@@ -87,6 +87,7 @@ def create_app(service: Service, *, origin: str, allowed_hosts: list[str] | None
         Route("/v1/requests/{rid}", api.get),
         Route("/v1/requests/{rid}/votes", api.authed(api.vote), methods=["POST"]),
         Route("/v1/requests/{rid}/outcome", api.authed(api.outcome), methods=["POST"]),
+        Route("/v1/requests/{rid}/withdraw", api.authed(api.withdraw), methods=["POST"]),
         Route("/v1/consume", api.authed(api.consume), methods=["POST"]),
         *web.routes(service, secure_cookies=secure_cookies),
     ]
@@ -193,6 +194,10 @@ class _Api:
         body = _body(request)
         self.service.outcome(who, request.path_params["rid"], body.get("outcome"), body.get("error"))
         return JSONResponse({"ok": True})
+
+    def withdraw(self, request: Request, who: Principal) -> Response:
+        body = _body(request)
+        return JSONResponse(self.service.withdraw(who, request.path_params["rid"], body.get("reason")))
 
     def consume(self, request: Request, who: Principal) -> Response:
         body = _body(request)

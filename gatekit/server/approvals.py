@@ -40,11 +40,11 @@ from gatekit.server.audit import Verification
 from gatekit.server.ledger import Ledger
 from gatekit.server.registry import Principal, Refusal, Registry
 
-PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED = (
-    "pending", "approved", "denied", "timed_out", "expired", "revoked", "executed")
-STATUSES = (PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED)
+PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN = (
+    "pending", "approved", "denied", "timed_out", "expired", "revoked", "executed", "withdrawn")
+STATUSES = (PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN)
 OPEN = (PENDING, APPROVED)
-FINAL = (DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED)
+FINAL = (DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN)
 MIN_REASON = 10  # a break-glass reason shorter than this is not a reason
 
 
@@ -412,7 +412,8 @@ class Service:
     def _finish(self, con: Any, req: dict[str, Any], status: str, now: int, audit: list, note: str) -> None:
         con.execute("UPDATE requests SET status = ?, decided_at = coalesce(decided_at, ?), note = ? WHERE id = ?",
                     (status, now, note, req["id"]))
-        kind = {DENIED: "deny", TIMED_OUT: "timeout", EXPIRED: "timeout", REVOKED: "revoke"}[status]
+        kind = {DENIED: "deny", TIMED_OUT: "timeout", EXPIRED: "timeout", REVOKED: "revoke",
+                WITHDRAWN: "withdraw"}[status]
         audit.append((kind, {"request_id": req["id"], "status": status, "note": note}, req["id"]))
 
     # -- tokens ------------------------------------------------------------------------------------------
@@ -468,6 +469,22 @@ class Service:
                                       "digest": req["digest"]}, req["id"]))
             return _view(self._load(con, req["id"]), owner=True)
         return self._write(use)
+
+    def withdraw(self, agent: Principal, request_id: str, reason: Any = None) -> dict[str, Any]:
+        """The requesting agent no longer wants the call (its client gave up): nothing will run for it."""
+        if agent.kind != "agent":
+            raise Refusal("only the requesting agent withdraws a request", "forbidden", 403)
+        note = "withdrawn by the agent" + (f": {reason[:500]}" if isinstance(reason, str) and reason else "")
+
+        def pull(con: Any, now: int, audit: list) -> None:
+            req = self._load(con, request_id)
+            self._may_see(agent, req)
+            if self._settle(con, req, now, audit):
+                return
+            if req["status"] in OPEN:
+                self._finish(con, req, WITHDRAWN, now, audit, note=note)
+        self._write(pull)
+        return self.get(agent, request_id)
 
     def outcome(self, agent: Principal, request_id: str, outcome: Any, error: Any = None) -> None:
         """What happened when the consumed call ran (`executed` or `failed`), for the audit."""

@@ -23,7 +23,7 @@ from gatekit.enforce.tokens import b64decode, b64encode, key_id, load_public_key
 
 GENESIS = "sha256:" + "0" * 64
 KINDS = ("submit", "vote", "approve", "deny", "timeout", "token", "consume", "refuse", "revoke", "requirements",
-         "break_glass", "outcome", "principal", "policy", "start", "login", "logout")
+         "break_glass", "outcome", "principal", "policy", "start", "withdraw", "login", "logout")
 _CHECKPOINT = b"gatekit-checkpoint-v1\n"
 
 
@@ -193,7 +193,7 @@ def state_problems(con: Any, entries: list[tuple[str, str | None, str]]) -> list
             continue
         elif kind == "submit":
             requests[rid] = {"digest": body.get("digest"), "agent": body.get("agent"), "status": "pending"}
-        elif rid in requests and kind in ("deny", "timeout", "revoke"):
+        elif rid in requests and kind in ("deny", "timeout", "revoke", "withdraw"):
             requests[rid]["status"] = body.get("status", "denied")
         elif rid in requests and kind in _STATUS:
             requests[rid]["status"] = _STATUS[kind]

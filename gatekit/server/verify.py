@@ -29,8 +29,9 @@ def verify_state(state: Path, *, public_key: Path | None = None, checkpoints: Pa
     except StoreError as exc:
         return Verification(False, 0, GENESIS, (str(exc),))
     try:
+        exported = checkpoints or exported_to(store, state)
         with store.read() as con:
-            return verify(con, key, checkpoints or exported_to(store, state))
+            return verify(con, key, exported)
     except StoreError as exc:
         return Verification(False, 0, GENESIS, (str(exc),))
     finally:

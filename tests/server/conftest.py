@@ -150,8 +150,10 @@ class Served:
 
     def verify(self) -> int:
         """`gatekit audit verify --state`: its exit code."""
-        return subprocess.run([sys.executable, "-m", "gatekit.cli", "audit", "verify", "--state", str(self.state)],
-                              capture_output=True, text=True).returncode
+        done = subprocess.run([sys.executable, "-m", "gatekit.cli", "audit", "verify", "--state", str(self.state)],
+                              capture_output=True, text=True)
+        self.verified = done.stdout + done.stderr  # what it found, for tests that check why
+        return done.returncode
 
 
 @pytest.fixture

@@ -871,6 +871,7 @@ def test_a_tampered_audit_does_not_verify_and_the_service_refuses_it(audited: Pa
     TAMPERS[tamper](con, s.state)
     con.close()
     assert s.verify() == 1
+    assert "TAMPERED" in s.verified and "store failed" not in s.verified  # found the tampering, not a crash
     with pytest.raises(RuntimeError):
         s.start()
     assert "refusing to start" in s.log.read_text()

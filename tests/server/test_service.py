@@ -57,3 +57,20 @@ def test_the_token_verifies_for_its_call_and_no_other(served) -> None:
     with pytest.raises(TokenRefused) as other:
         verify_approval(token, {**call, "args": {"amount": 9000, "recipient": "EVIL"}}, key)
     assert other.value.code == "action"
+
+
+def test_a_withdrawn_request_ends_and_nothing_runs_for_it(served) -> None:
+    agent = served.add("agent", "billing-bot")
+    alice = served.client(served.add("reviewer", "alice"))
+    gate = served.gate("billing-bot", agent)
+    pending = gate.submit({"tool": "payment.send", "args": {"amount": 500}})
+    assert pending.withdraw("the client disconnected") == "withdrawn"
+    shown = alice.get(pending.request_id)
+    assert shown["status"] == "withdrawn" and "client disconnected" in shown["note"]
+    with pytest.raises(Exception) as late:  # an approval arriving after the caller gave up
+        alice.vote(pending.request_id, "approve", shown["digest"])
+    assert getattr(late.value, "code", None) == "not_pending"
+    ran: list[object] = []
+    with pytest.raises(Denied):
+        pending.run(ran.append)
+    assert ran == [] and served.verify() == 0
