@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from gatekit.action import canonical_json
+from gatekit.enforce.receipts import Verification
 from gatekit.enforce.tokens import b64decode, b64encode, key_id, load_public_key, strict_json
 
 GENESIS = "sha256:" + "0" * 64
@@ -91,17 +92,6 @@ class Chain:
             out.write(json.dumps(checkpoint.to_dict(), sort_keys=True) + "\n")
             out.flush()
             os.fsync(out.fileno())
-
-
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    count: int
-    head: str
-    problems: tuple[str, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "count": self.count, "head": self.head, "problems": list(self.problems)}
 
 
 def read_exported(path: Path) -> tuple[list[Checkpoint], list[str]]:

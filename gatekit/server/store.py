@@ -157,8 +157,7 @@ class SQLiteStore:
             raise StoreError(f"the approvals store `{self.path}` is corrupt: {result[0][0]}")
 
     def _migrate(self, con: sqlite3.Connection) -> None:
-        try:
-            con.execute("BEGIN IMMEDIATE")
+        with _atomically(con, f"cannot open the approvals store `{self.path}`"):
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables and "meta" not in tables:
                 raise StoreError(f"`{self.path}` is a SQLite file but not a gatekit approvals store")
@@ -177,41 +176,14 @@ class SQLiteStore:
                         con.execute(statement)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('kind', ?), ('schema_version', ?)",
                             (KIND, str(step)))
-            con.execute("COMMIT")
-        except BaseException as exc:
-            try:
-                con.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"cannot open the approvals store `{self.path}`: {exc}") from exc
-            raise
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE` transaction, committed when the block ends normally."""
         with self._lock:
             con = self._connection()
-            deadline = time.monotonic() + self.busy_timeout
-            while True:
-                try:
-                    con.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise StoreError(f"the approvals store is unavailable: {exc}") from exc
-                    time.sleep(0.01)
-            try:
+            with _atomically(con, "the approvals store failed", busy_timeout=self.busy_timeout):
                 yield con
-                con.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    con.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"the approvals store failed: {exc}") from exc
-                raise
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -234,3 +206,29 @@ class SQLiteStore:
         if con is not None:
             con.close()
             self._local.con = None
+
+
+@contextmanager
+def _atomically(con: sqlite3.Connection, failure: str, busy_timeout: float = 0.0) -> Iterator[None]:
+    """`BEGIN IMMEDIATE` (retried while another process holds the lock), then COMMIT, or ROLLBACK on any error;
+    SQLite's errors become `StoreError(failure: ...)`."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise StoreError(f"{failure}: {exc}") from exc
+            time.sleep(0.01)
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException as exc:
+        try:
+            con.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"{failure}: {exc}") from exc
+        raise
