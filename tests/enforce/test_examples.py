@@ -116,7 +116,7 @@ def test_langgraph_interrupt_deny_and_self_approval(workdir: Path) -> None:
     example = load("langgraph_approval")
     (workdir / "a").mkdir()
     _, denied = example.run(workdir / "a", {"reviewer": "u-erin", "role": "sre", "approve": False, "reason": "freeze"})
-    assert denied["transcript"][1] == "denied: `deploy` was denied by a reviewer: denied by u-erin"
+    assert denied["transcript"][1] == "denied: `deploy` was denied by a reviewer: denied by u-erin: freeze"
 
     (workdir / "b").mkdir()
     with example.deployment(workdir / "b") as deployed:
