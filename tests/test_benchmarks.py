@@ -4,6 +4,7 @@ decides the same sample the same way. Fails on a wrong decision, never on time."
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -30,3 +31,22 @@ def test_a_wrong_engine_is_caught(tmp_path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(floor, "_DENY", floor._DENY[1:])
     problems, _ = quick.check(build(tmp_path / "s.duckdb", 2000), 200, peers=False)
     assert problems and all("floor" in p for p in problems)
+
+
+def test_the_approvals_benchmark_loses_nothing_across_a_kill(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks approvals --quick`: agents, reviewers, SQLite and two PostgreSQL replicas, one
+    killed -9 in the middle; exits 1 if a request is lost, duplicated or consumed twice, or the chain breaks."""
+    from tests.server.postgres import binaries
+
+    if binaries() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    from benchmarks import approvals
+
+    code = approvals.main(["--quick", "--json"])
+    out = capsys.readouterr().out
+    results = json.loads(out)
+    assert code == 0, out
+    assert [(r["store"], r["replicas"]) for r in results] == [("sqlite", 1), ("postgresql", 2)]
+    for r in results:
+        assert r["lost"] == r["duplicated"] == r["double_consumed"] == 0 and r["verified"], r
+        assert r["executed"] > 0 and r["killed_at"] is not None, r

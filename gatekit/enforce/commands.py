@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from gatekit.enforce.broker import STATUSES
+from gatekit.enforce.identity import visible
 from gatekit.errors import StoreError
 
 _DB = click.option("--db", envvar="GATEKIT_BROKER", show_envvar=True,
@@ -57,14 +58,19 @@ def _where(db: Path | None, server: str | None) -> tuple[Any, Any]:
 
 
 def _emit(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    click.echo(visible(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
+
+
+def _v(value: Any) -> str:
+    """A value for a reviewer's terminal: the agent wrote it, so no escape sequence or bidi override in it acts."""
+    return visible(str(value))
 
 
 def _line(r: Any) -> str:
     who = f"{r.agent or '-'}/{r.user or '-'}"
     need = f"{len(r.approved_by)}/{r.approvals}" + (f" roles {','.join(r.roles)}" if r.roles else "")
     flag = "  [break-glass: review]" if r.flagged else ""
-    return (f"{r.id}\t{r.status}\t{r.tool}\t{who}\ttier {r.tier or '-'}\tapprovals {need}\t"
+    return (f"{r.id}\t{r.status}\t{_v(r.tool)}\t{_v(who)}\ttier {r.tier or '-'}\tapprovals {need}\t"
             f"expires {r.expires_at:%Y-%m-%d %H:%M:%SZ}{flag}")
 
 
@@ -72,7 +78,7 @@ def _served_line(r: dict[str, Any]) -> str:
     yes = sum(1 for v in r.get("votes", []) if v.get("decision") == "approve")
     need = f"{yes}/{r.get('approvals')}" + (f" roles {','.join(r.get('roles') or [])}" if r.get("roles") else "")
     flag = "  [break-glass: review]" if r.get("flagged") else ""
-    return (f"{r['id']}\t{r['status']}\t{r.get('tool')}\t{r.get('agent') or '-'}/{r.get('user') or '-'}\t"
+    return (f"{_v(r['id'])}\t{_v(r['status'])}\t{_v(r.get('tool'))}\t{r.get('agent') or '-'}/{r.get('user') or '-'}\t"
             f"tier {r.get('tier') or '-'}\tapprovals {need}\texpires {r.get('expires_at')}{flag}")
 
 
@@ -80,21 +86,21 @@ def _show_served(r: dict[str, Any]) -> None:
     click.echo(_served_line(r))
     click.echo(f"evidence {r.get('digest')}")
     click.echo("call:")
-    click.echo(json.dumps(r.get("action"), indent=2, ensure_ascii=False))
+    click.echo(_v(json.dumps(r.get("action"), indent=2, ensure_ascii=False)))
     if r.get("claimed"):
         click.echo("claimed by the call (not believed):")
-        click.echo(json.dumps(r["claimed"], indent=2, ensure_ascii=False))
+        click.echo(_v(json.dumps(r["claimed"], indent=2, ensure_ascii=False)))
     click.echo("why:")
     for reason in r.get("reasons") or []:
-        click.echo(f"  {reason}")
+        click.echo(f"  {_v(reason)}")
     if r.get("rules"):
-        click.echo(f"  rules: {', '.join(r['rules'])}")
+        click.echo(f"  rules: {_v(', '.join(r['rules']))}")
     if r.get("note"):
-        click.echo(f"note: {r['note']}")
+        click.echo(f"note: {_v(r['note'])}")
     for v in r.get("votes") or []:
         extra = " (break-glass)" if v.get("break_glass") else ""
         click.echo(f"  {v['reviewer']} ({v.get('role') or '-'}) {v['decision']}{extra}"
-                   + (f": {v['reason']}" if v.get("reason") else ""))
+                   + (f": {_v(v['reason'])}" if v.get("reason") else ""))
 
 
 # ---- approvals -----------------------------------------------------------------------------------------
@@ -155,12 +161,12 @@ def show(server: str | None, db: Path | None, request_id: str, as_json: bool) ->
         click.echo("WARNING: the stored call does not match its evidence hash: the store was edited", err=True)
     click.echo(f"evidence {r.evidence_hash}")
     click.echo("call:")
-    click.echo(json.dumps(r.action, indent=2, ensure_ascii=False, default=str))
+    click.echo(_v(json.dumps(r.action, indent=2, ensure_ascii=False, default=str)))
     click.echo("why:")
     for rule, reason in zip(r.rules, r.reasons):
-        click.echo(f"  {rule}: {reason}")
+        click.echo(f"  {_v(rule)}: {_v(reason)}")
     for reason in r.reasons[len(r.rules):]:
-        click.echo(f"  {reason}")
+        click.echo(f"  {_v(reason)}")
     if r.votes:
         click.echo("votes:")
     for v in r.votes:
@@ -175,7 +181,7 @@ _EVIDENCE = click.option("--evidence", help="the digest you were shown (`approva
 def _vote_served(client: Any, request_id: str, decision: str, evidence: str | None, **kwargs: Any) -> dict[str, Any]:
     if evidence is None:
         current = client.get(request_id)
-        click.echo(f"{decision} {current['tool']} {json.dumps(current['action'].get('args'), ensure_ascii=False)} "
+        click.echo(f"{decision} {_v(current['tool'])} {_v(json.dumps(current['action'].get('args'), ensure_ascii=False))} "
                    f"(evidence {current['digest']})", err=True)
         evidence = current["digest"]
     return client.vote(request_id, decision, evidence, **kwargs)
@@ -259,15 +265,18 @@ def audit() -> None:
 @_DB
 @click.option("--state", type=click.Path(file_okay=False, path_type=Path),
               help="the approvals service's state directory")
-@click.option("--public-key", "public_key", type=click.Path(dir_okay=False, path_type=Path),
-              help="the service's public key, kept elsewhere (default: STATE/service.pub)")
+@click.option("--store", "store", metavar="URL", envvar="GATEKIT_STORE",
+              help="the service's PostgreSQL store (postgresql://...), when it has one [env: GATEKIT_STORE]")
+@click.option("--public-key", "public_key", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
+              help="the service's public key, kept elsewhere; repeat for retired keys (default: STATE/service.pub "
+                   "and STATE/retired-keys/*.pub)")
 @click.option("--checkpoints", type=click.Path(dir_okay=False, path_type=Path),
               help="the exported checkpoints (default: STATE/checkpoints.jsonl)")
 @_KEY
 @click.option("--expect", help="local broker: COUNT:HEAD kept elsewhere earlier (catches a wiped log)")
 @click.option("--json", "as_json", is_flag=True)
-def verify(db: Path | None, state: Path | None, public_key: Path | None, checkpoints: Path | None, key_env: str,
-           expect: str | None, as_json: bool) -> None:
+def verify(db: Path | None, state: Path | None, store: str | None, public_key: tuple[Path, ...],
+           checkpoints: Path | None, key_env: str, expect: str | None, as_json: bool) -> None:
     """Check the audit chain; exit 1 on any problem.
 
     With --state: the service's chain, its signed checkpoints and the last exported checkpoint, checked with
@@ -278,7 +287,7 @@ def verify(db: Path | None, state: Path | None, public_key: Path | None, checkpo
     if state is not None:
         from gatekit.server.verify import verify_state
 
-        result: Any = verify_state(state, public_key=public_key, checkpoints=checkpoints)
+        result: Any = verify_state(state, public_key=public_key or None, checkpoints=checkpoints, store=store)
     else:
         anchor = None
         if expect:

@@ -51,11 +51,12 @@ class Denied(ApprovalError):
     """
 
     def __init__(self, message: str, decision: Decision, code: str = "policy",
-                 request: Request | None = None) -> None:
+                 request: Request | None = None, action: Action | None = None) -> None:
         super().__init__(message)
         self.decision = decision
         self.code = code
         self.request = request
+        self.action = action  # the call as decided (stamped, with its id), when it got that far
 
 
 class Gate:
@@ -264,22 +265,24 @@ class Gate:
         if self.mode == "shadow" or decision.decision == "allow":
             return Pending(self, act, decision, None)
         if view is None:
-            raise Denied(f"`{act.tool}` denied: {_why(decision)}", decision, "malformed")
+            raise Denied(f"`{act.tool}` denied: {_why(decision)}", decision, "malformed", action=act)
         if decision.decision == "deny":
-            raise Denied(f"`{act.tool}` denied by policy `{self.policy.name}`: {_why(decision)}", decision)
+            raise Denied(f"`{act.tool}` denied by policy `{self.policy.name}`: {_why(decision)}", decision,
+                         action=act)
         if self.service is not None:
             from gatekit.enforce.remote import submit
 
             return submit(self, act, decision, claimed)
         if self.broker is None:
             raise Denied(f"`{act.tool}` needs approval ({_why(decision)}) but this gate has no broker", decision,
-                         "no_broker")
+                         "no_broker", action=act)
         tier = self.policy.tiers.get(decision.tier) if decision.tier else None
         try:
             request = self.broker.submit(act, decision, tier,
                                          timeout_us=None if self.timeout is None else int(self.timeout * 1e6))
         except Exception as exc:  # noqa: BLE001  no broker, no approval: fail closed
-            raise Denied(f"`{act.tool}` needs approval but the broker failed: {exc}", decision, "error") from exc
+            raise Denied(f"`{act.tool}` needs approval but the broker failed: {exc}", decision, "error",
+                         action=act) from exc
         return Pending(self, act, decision, request)
 
     def resume(self, request_id: str) -> Pending:
@@ -321,6 +324,13 @@ class Gate:
                         if name in exclude:
                             continue
                         if kind is inspect.Parameter.VAR_KEYWORD:
+                            # `def run(*argv, **env)` called as `run("rm", "-rf", "/", argv=["ls"])` must not
+                            # be decided as `argv: ["ls"]`: a keyword may not stand in for another argument
+                            hidden = sorted(set(value) & (set(call_args) | set(signature.parameters)))
+                            if hidden:
+                                raise Denied(f"`{tool}`: keyword argument(s) {', '.join(hidden)} would stand in "
+                                             "for the function's own argument of that name: refused",
+                                             Decision("deny", reasons=("ambiguous arguments",)), "malformed")
                             call_args.update(value)
                         elif kind is inspect.Parameter.VAR_POSITIONAL:
                             call_args[name] = list(value)

@@ -33,3 +33,19 @@ def check_id(name: object, what: str = "an id") -> str:
         raise ValueError(f"{what} `{name!r}` is not allowed: use letters a-z, digits and `._@+-` "
                          "(no spaces, no look-alike or invisible characters), at most 128")
     return folded
+
+
+def visible(text: str) -> str:
+    """`text` with every character a reader cannot see as itself (controls, bidi overrides, zero-width and
+    other format characters, unassigned code points) written as a JSON `\\uXXXX` escape, for showing to
+    reviewers: `"\\u202eEMCA"` must not look like `ACME`, nor an escape sequence rewrite a terminal. Newlines
+    stay; JSON text stays JSON that reads back the same."""
+    return "".join(c if c.isprintable() or c == "\n" else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    if n <= 0xFFFF:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"  # JSON's surrogate pair

@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 from urllib.parse import urlsplit
 
-import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -29,10 +28,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gatekit.enforce.tokens import public_key_text
 from gatekit.errors import GatekitError
 from gatekit.server.approvals import PENDING, Principal, Refusal, Service
+from gatekit.server.waiters import Waiters
 
 log = logging.getLogger("gatekit.server")
 MAX_BODY = 1 << 20  # 1 MiB: a call and its arguments, not a data set
 SAFE = ("GET", "HEAD", "OPTIONS")
+REREAD = 2.0  # a long poll re-reads this often even unwoken: a notification lost with the database is not a hang
 
 
 def error(message: str, code: str, status: int) -> JSONResponse:
@@ -64,7 +65,8 @@ def create_app(service: Service, *, origin: str, allowed_hosts: list[str] | None
     """The ASGI app for `service`, answering as `origin` (scheme://host:port)."""
     from gatekit.server import web
 
-    api = _Api(service)
+    waiters = Waiters()
+    api = _Api(service, waiters)
     parts = urlsplit(origin)
     hosts = allowed_hosts or sorted({parts.hostname or "127.0.0.1", "127.0.0.1", "localhost", "::1"})
     stop = threading.Event()
@@ -74,7 +76,9 @@ def create_app(service: Service, *, origin: str, allowed_hosts: list[str] | None
         worker = threading.Thread(target=_housekeep, args=(service, stop, housekeeping), daemon=True,
                                   name="gatekit-housekeeping")
         worker.start()
+        unlisten = service.store.listen(waiters.wake)  # votes on any replica wake this one's long polls
         yield
+        unlisten()
         stop.set()
         worker.join(timeout=5)
 
@@ -124,8 +128,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 class _Api:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, waiters: Waiters) -> None:
         self.service = service
+        self.waiters = waiters
 
     def authed(self, fn: Callable[[Request, Principal], Any]) -> Callable[[Request], Any]:
         def endpoint(request: Request) -> Response:
@@ -160,7 +165,8 @@ class _Api:
 
     async def get(self, request: Request) -> Response:
         """One request; with `?wait=S`, once it is no longer pending or S seconds have passed. A long poll
-        waits on the event loop, not in a worker thread, so any number of them leave votes their threads."""
+        waits on the event loop, not in a worker thread, so any number of them leave votes their threads,
+        and reads the store again only when the store says the request changed."""
         from starlette.concurrency import run_in_threadpool
 
         who = await run_in_threadpool(self.principal, request)
@@ -175,13 +181,13 @@ class _Api:
         except ValueError:
             return error("`wait` is a number of seconds", "bad_request", 400)
         deadline = time.monotonic() + max(0.0, min(seconds, 30.0))
-        delay = 0.02
-        while True:
-            view = await run_in_threadpool(self.service.get, who, rid)
-            if view["status"] != PENDING or time.monotonic() >= deadline:
-                return JSONResponse(view)
-            await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 0.25)
+        with self.waiters.watch(rid) as woken:  # before the read: a change after it still wakes this poll
+            while True:
+                view = await run_in_threadpool(self.service.get, who, rid)
+                left = deadline - time.monotonic()
+                if view["status"] != PENDING or left <= 0:
+                    return JSONResponse(view)
+                await woken.wait(min(left, REREAD))
 
     def vote(self, request: Request, who: Principal) -> Response:
         body = _body(request)

@@ -46,6 +46,7 @@ STATUSES = (PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WI
 OPEN = (PENDING, APPROVED)
 FINAL = (DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN)
 MIN_REASON = 10  # a break-glass reason shorter than this is not a reason
+MAX_PENDING = 100  # open requests one agent may have waiting: more would bury everyone else's for reviewers
 
 
 class Service:
@@ -57,7 +58,8 @@ class Service:
 
     def __init__(self, state: str | Path | Ledger, policy: str | Path, *, clock: Callable[[], float] = time.time,
                  default_timeout: str = "1h", approval_ttl: str = "15m", break_glass_limit: str = "1h",
-                 checkpoints: str | Path | None = None, reload_every: float = 0.5) -> None:
+                 checkpoints: str | Path | None = None, reload_every: float = 0.5,
+                 max_pending: int = MAX_PENDING) -> None:
         self.ledger = state if isinstance(state, Ledger) else Ledger(state, clock=clock, checkpoints=checkpoints)
         self.registry = Registry(self.ledger)
         self.store = self.ledger.store
@@ -66,6 +68,7 @@ class Service:
         self.default_timeout_us = parse_duration(default_timeout)
         self.approval_ttl_us = parse_duration(approval_ttl)
         self.break_glass_limit_us = parse_duration(break_glass_limit)
+        self.max_pending = max_pending
         self.policy_path = Path(policy)
         self.policy = load_policy(self.policy_path)  # invalid: refuse to start
         self._stat = self._policy_stat()
@@ -85,7 +88,8 @@ class Service:
 
         def started(con: Any, now: int, audit: list) -> None:
             # so `gatekit principals add` and `audit verify` export to and read the same file
-            con.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoints', ?)", (str(self.ledger.checkpoints.resolve()),))
+            con.execute("INSERT INTO meta (key, value) VALUES ('checkpoints', ?) ON CONFLICT (key) DO UPDATE SET "
+                        "value = excluded.value", (str(self.ledger.checkpoints.resolve()),))
             audit.append(("start", {"policy": self.policy.name, "fingerprint": self.policy.fingerprint,
                                     "key": self.key_id, "checkpoints": str(self.ledger.checkpoints.resolve())}, None))
         self._write(started)
@@ -167,7 +171,8 @@ class Service:
                         "fingerprint = ? WHERE id = ?", (need.approvals, json.dumps(list(need.roles)), need.ttl_us,
                                                          need.tier, self.policy.fingerprint, rid))
             audit.append(("requirements", {"request_id": rid, "tier": need.tier, "approvals": need.approvals,
-                                           "roles": list(need.roles), "fingerprint": self.policy.fingerprint}, rid))
+                                           "roles": list(need.roles), "approval_ttl_us": need.ttl_us,
+                                           "fingerprint": self.policy.fingerprint}, rid))
             req = self._load(con, rid)
             if self._quorum(req["votes"], need.approvals, need.roles):
                 self._approve(con, req, now, audit)
@@ -189,9 +194,13 @@ class Service:
         ttl_us: int
 
     def _requirements(self, decision: Decision, claimed_tier: Any, timeout_cap_us: int | None) -> Need:
-        """What approving needs: the strictest of the service's decided tier and the gate's claimed one."""
+        """What approving needs: the strictest of the service's decided tier, the gate's claimed one and the
+        tier of every escalate rule that errored (a rule that cannot be evaluated may have matched: an amount
+        written `9_0000` must not need less than the rule for 90000 asks)."""
         tiers = self.policy.tiers
-        names = [t for t in (decision.tier, claimed_tier) if isinstance(t, str) and t in tiers]
+        errored = [r.tier for r in self.policy.rules
+                   if r.id in decision.errors and r.enforced and r.action == "escalate" and r.tier]
+        names = [t for t in (decision.tier, claimed_tier, *errored) if isinstance(t, str) and t in tiers]
         rank = self.policy.tier_rank()
         tier: Tier | None = tiers[min(names, key=rank.__getitem__)] if names else None
         timeout = (tier.timeout_us if tier and tier.timeout_us else None) or self.default_timeout_us
@@ -215,13 +224,18 @@ class Service:
                           "fingerprint", 409)
 
         def file(con: Any, now: int, audit: list) -> str:
+            waiting = con.execute("SELECT count(*) FROM requests WHERE agent = ? AND status = ? AND expires_at > ?",
+                                  (agent.id, PENDING, now)).fetchone()[0]
+            if waiting >= self.max_pending:
+                raise Refusal(f"agent `{agent.id}` already has {waiting} requests waiting for reviewers: wait for "
+                              "them to be decided", "too_many_pending", 429)
             decision = self._service_decision(action, now)
             need = self._requirements(decision, gate.get("tier"), cap)
             rid = "req-" + secrets.token_hex(12)
             status = DENIED if decision.decision == "deny" else PENDING
             note = ("the service's policy denies this call: " + "; ".join(decision.reasons)) if status == DENIED else None
             con.execute(
-                "INSERT INTO requests (id, status, agent, user, session, tool, action, digest, claimed, gate, rules, "
+                'INSERT INTO requests (id, status, agent, "user", session, tool, action, digest, claimed, gate, rules, '
                 "reasons, tier, approvals, roles, approval_ttl_us, fingerprint, requested_at, expires_at, decided_at, "
                 "note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rid, status, agent.id, action["user"], action["session"], action["tool"], strict_json(action), digest,
@@ -233,7 +247,7 @@ class Service:
             audit.append(("submit", {"request_id": rid, "agent": agent.id, "digest": digest, "action": action,
                                      "claimed": claimed, "gate": gate, "service_decision": decision.to_dict(),
                                      "tier": need.tier, "approvals": need.approvals, "roles": list(need.roles),
-                                     "expires_at": now + need.timeout_us}, rid))
+                                     "approval_ttl_us": need.ttl_us, "expires_at": now + need.timeout_us}, rid))
             if status == DENIED:
                 audit.append(("deny", {"request_id": rid, "by": "policy", "note": note}, rid))
             return rid
@@ -268,10 +282,9 @@ class Service:
     def expire(self) -> int:
         """Settle every request whose time is up; returns how many changed."""
         now = self.now_us()
-        with self.store.read() as con:
-            due = con.execute("SELECT 1 FROM requests WHERE (status = ? AND expires_at <= ?) OR "
-                              "(status = ? AND approved_until <= ?) LIMIT 1", (PENDING, now, APPROVED, now)).fetchone()
-        if due is None:
+        due = self.store.query("SELECT 1 FROM requests WHERE (status = ? AND expires_at <= ?) OR "
+                               "(status = ? AND approved_until <= ?) LIMIT 1", (PENDING, now, APPROVED, now))
+        if not due:
             return 0
 
         def settle(con: Any, now: int, audit: list) -> int:
@@ -322,6 +335,7 @@ class Service:
             raise Refusal("a vote names the evidence it was shown (the request's `digest`)", "evidence_required", 400)
         if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
             raise Refusal("a reason is text of at most 2000 characters", "bad_request", 400)
+        _storable(reason, "the reason")
         span = None
         if break_glass:
             if decision != "approve":
@@ -447,8 +461,12 @@ class Service:
                                          "nonce": claims.nonce}, req["id"]))
                 return Refusal(message, code)
             if req["status"] == EXECUTED:
-                if req["consume_key"] == key and req["consumed_by"] == who.id and req["nonce"] == claims.nonce:
-                    return _view(req, owner=True)  # the same attempt again: its reply was lost
+                # the same attempt again (its reply was lost): answered again only to the agent, whose gate
+                # makes its key; an executor's key may come from the call it is sent, so a replayed call
+                # would be answered "executed" again and run twice
+                if who.kind == "agent" and req["consume_key"] == key and req["consumed_by"] == who.id \
+                        and req["nonce"] == claims.nonce:
+                    return _view(req, owner=True)
                 raise refuse(f"the approval for `{req['id']}` was already used: an approval is used once", "used")
             if self._settle(con, req, now, audit):
                 raise refuse(f"the approval for `{req['id']}` expired before it was used", "expired")
@@ -475,6 +493,7 @@ class Service:
         if agent.kind != "agent":
             raise Refusal("only the requesting agent withdraws a request", "forbidden", 403)
         note = "withdrawn by the agent" + (f": {reason[:500]}" if isinstance(reason, str) and reason else "")
+        _storable(note, "the reason")
 
         def pull(con: Any, now: int, audit: list) -> None:
             req = self._load(con, request_id)
@@ -517,12 +536,13 @@ _REQUEST_COLUMNS: tuple[str, ...] = ()
 def _row(con: Any, row: Any) -> dict[str, Any]:
     global _REQUEST_COLUMNS
     if not _REQUEST_COLUMNS:
-        _REQUEST_COLUMNS = tuple(c[1] for c in con.execute("PRAGMA table_info(requests)").fetchall())
+        # from the cursor, so on any store (both stores' schemas come from one text: one column order)
+        _REQUEST_COLUMNS = tuple(d[0] for d in con.execute("SELECT * FROM requests WHERE 1 = 0").description)
     req = dict(zip(_REQUEST_COLUMNS, row))
     req["timeout_cap_us"] = json.loads(req["gate"]).get("timeout_cap_us")
     req["votes"] = [dict(zip(("reviewer", "role", "decision", "reason", "evidence", "at", "break_glass"), v))
                     for v in con.execute("SELECT reviewer, role, decision, reason, evidence, at, break_glass "
-                                         "FROM votes WHERE request_id = ? ORDER BY at, rowid", (req["id"],))]
+                                         "FROM votes WHERE request_id = ? ORDER BY at, reviewer", (req["id"],))]
     return req
 
 
@@ -569,6 +589,8 @@ def _submission(agent: Principal, payload: Mapping[str, Any]) -> tuple[dict[str,
     session = raw.get("session")
     if session is not None and (not isinstance(session, str) or len(session) > 256):
         raise Refusal("`session` must be a string", "bad_request", 400)
+    _storable(tool, "`tool`")
+    _storable(session, "`session`")
     action = {"tool": tool, "agent": agent.id, "session": session, "user": user, "args": dict(args),
               "context": dict(context)}
     try:
@@ -585,3 +607,16 @@ def _submission(agent: Principal, payload: Mapping[str, Any]) -> tuple[dict[str,
     cap = payload.get("timeout")
     cap_us = round(cap * 1e6) if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0 else None
     return action, dict(claimed), gate, cap_us
+
+
+def _storable(text: str | None, what: str) -> None:
+    """Text kept in a column as it is must be what every store holds: no NUL (PostgreSQL's text cannot) and
+    no lone surrogate (nor UTF-8)."""
+    if text is None:
+        return
+    if "\x00" in text:
+        raise Refusal(f"{what} contains a NUL character", "bad_request", 400)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refusal(f"{what} is not valid Unicode text", "bad_request", 400) from None

@@ -75,12 +75,36 @@ class Chain:
                     (seq, kind, request_id, text, prev, entry_hash(prev, kind, request_id, text)))
         return seq
 
-    def checkpoint(self, con: Any, at: int) -> Checkpoint:
-        """Sign `(count, head)` now; call last in the transaction."""
+    def extend(self, con: Any, entries: list[tuple[str, dict[str, Any], str | None, int]]) -> tuple[int, str]:
+        """Append `(kind, body, request_id, at)` entries in order: one read of the head, one INSERT (a batch
+        of writes is chained at once). Returns the new `(count, head)`."""
+        for kind, *_ in entries:
+            if kind not in KINDS:
+                raise ValueError(f"unknown audit kind `{kind}`")
         row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        count, head = (row[0], row[1]) if row else (0, GENESIS)
+        seq, prev = (row[0], row[1]) if row else (0, GENESIS)
+        values: list[Any] = []
+        for kind, body, request_id, at in entries:
+            text = canonical_json({"kind": kind, "at": at, **body})
+            digest = entry_hash(prev, kind, request_id, text)
+            seq += 1
+            values += (seq, kind, request_id, text, prev, digest)
+            prev = digest
+        if entries:
+            con.execute("INSERT INTO audit (seq, kind, request_id, body, prev, hash) VALUES "
+                        + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(entries)), values)
+        return seq, prev
+
+    def checkpoint(self, con: Any, at: int, last: tuple[int, str] | None = None) -> Checkpoint:
+        """Sign `(count, head)` now (`last`: as `extend` returned it, else read); call last in the transaction."""
+        if last is None:
+            row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            last = (row[0], row[1]) if row else (0, GENESIS)
+        count, head = last
         signature = b64encode(self.private_key.sign(checkpoint_body(count, head, at, self.key_id)))
-        con.execute("INSERT OR REPLACE INTO checkpoints (count, head, at, key_id, signature) VALUES (?, ?, ?, ?, ?)",
+        con.execute("INSERT INTO checkpoints (count, head, at, key_id, signature) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (count) DO UPDATE SET head = excluded.head, at = excluded.at, "
+                    "key_id = excluded.key_id, signature = excluded.signature",
                     (count, head, at, self.key_id, signature))
         return Checkpoint(count, head, at, self.key_id, signature)
 
@@ -110,9 +134,13 @@ def read_exported(path: Path) -> tuple[list[Checkpoint], list[str]]:
 
 
 def verify(con: Any, public_key: Any, exported: Path | None) -> Verification:
-    """Check the chain, its stored checkpoints and the last exported checkpoint; list every problem."""
+    """Check the chain, its stored checkpoints and the last exported checkpoint; list every problem.
+
+    `public_key` is one key or a list: the current key and the retired ones whose checkpoints still count
+    (a rotated key does not invalidate the chain it signed).
+    """
     problems: list[str] = []
-    kid = key_id(public_key)
+    keys = {key_id(k): k for k in (public_key if isinstance(public_key, (list, tuple)) else [public_key])}
     hashes: dict[int, str] = {}
     entries: list[tuple[str, str | None, str]] = []
     want_seq, prev = 1, GENESIS
@@ -136,7 +164,7 @@ def verify(con: Any, public_key: Any, exported: Path | None) -> Verification:
     problems += state_problems(con, entries)
     stored = [Checkpoint(*row) for row in con.execute(
         "SELECT count, head, at, key_id, signature FROM checkpoints ORDER BY count")]
-    problems += _check_points(stored, hashes, public_key, kid, "stored checkpoint")
+    problems += _check_points(stored, hashes, keys, "stored checkpoint")
     if not stored:
         problems.append("no signed checkpoint in the store")
     elif stored[-1].count != count:
@@ -154,13 +182,17 @@ def verify(con: Any, public_key: Any, exported: Path | None) -> Verification:
         else:
             # the highest count, and the line appended last: an edit to that line must not hide behind an older one
             last = max(points, key=lambda p: p.count)
-            problems += _check_points([last] + ([points[-1]] if points[-1] != last else []), hashes, public_key,
-                                      kid, "exported checkpoint")
+            problems += _check_points([last] + ([points[-1]] if points[-1] != last else []), hashes, keys,
+                                      "exported checkpoint")
     return Verification(not problems, count, head, tuple(problems))
 
 
-_STATUS = {"approve": "approved", "consume": "executed"}
 _PRINCIPAL = ("kind", "roles", "break_glass", "users", "context", "credential_hash")
+# what a request row must say as the chain last set it: its user and requirements always, its approval while
+# it is open, who consumed it once it ran (older chains did not record `approval_ttl_us`: not checked then)
+_REQUIREMENTS = ("user", "tier", "approvals", "roles", "approval_ttl_us", "expires_at")
+_COLUMNS = ("digest", "agent", "status", "action", *_REQUIREMENTS, "approved_until", "nonce", "consumed_by",
+            "consume_key")
 
 
 def state_problems(con: Any, entries: list[tuple[str, str | None, str]]) -> list[str]:
@@ -170,7 +202,7 @@ def state_problems(con: Any, entries: list[tuple[str, str | None, str]]) -> list
     added, a status set to approved) disagrees with the chain, which nobody can rewrite without the key.
     """
     requests: dict[str, dict[str, Any]] = {}
-    votes: dict[str, int] = {}
+    votes: dict[str, list[tuple[Any, ...]]] = {}
     principals: dict[str, dict[str, Any]] = {}
     for kind, rid, text in entries:
         try:
@@ -182,32 +214,57 @@ def state_problems(con: Any, entries: list[tuple[str, str | None, str]]) -> list
         elif rid is None:
             continue
         elif kind == "submit":
-            requests[rid] = {"digest": body.get("digest"), "agent": body.get("agent"), "status": "pending"}
-        elif rid in requests and kind in ("deny", "timeout", "revoke", "withdraw"):
+            action = body.get("action") if isinstance(body.get("action"), dict) else {}
+            requests[rid] = {"digest": body.get("digest"), "agent": body.get("agent"), "status": "pending",
+                             "user": action.get("user"), **{k: body[k] for k in _REQUIREMENTS[1:] if k in body}}
+        elif rid not in requests:
+            continue
+        elif kind in ("deny", "timeout", "revoke", "withdraw"):
             requests[rid]["status"] = body.get("status", "denied")
-        elif rid in requests and kind in _STATUS:
-            requests[rid]["status"] = _STATUS[kind]
-        elif rid in requests and kind in ("vote", "break_glass"):
-            votes[rid] = votes.get(rid, 0) + 1
+        elif kind == "approve":
+            requests[rid].update(status="approved", approved_until=body.get("approved_until"))
+        elif kind == "consume":
+            requests[rid].update(status="executed", consumed_by=body.get("by"), consume_key=body.get("key"))
+        elif kind == "token":  # issued, or reissued after a policy change (a new nonce, maybe a shorter expiry)
+            requests[rid].update(approved_until=body.get("expires"), nonce=body.get("nonce"))
+        elif kind == "requirements":
+            requests[rid].update({k: body[k] for k in _REQUIREMENTS[1:] if k in body})
+        elif kind in ("vote", "break_glass"):
+            votes.setdefault(rid, []).append(tuple(body.get(k) for k in ("reviewer", "role", "decision", "evidence")))
     problems = []
-    rows = {r[0]: r for r in con.execute("SELECT id, digest, agent, status, action FROM requests")}
-    for rid, (_, digest, agent, status, action) in rows.items():
+    rows = {r[0]: dict(zip(_COLUMNS, r[1:])) for r in con.execute(  # quoted: `user` is reserved in PostgreSQL
+        "SELECT id, " + ", ".join(f'"{c}"' for c in _COLUMNS) + " FROM requests")}
+    for rid, row in rows.items():
         want = requests.get(rid)
         if want is None:
             problems.append(f"request `{rid}` is in the store but was never submitted (added outside the service)")
             continue
-        if (digest, agent) != (want["digest"], want["agent"]):
+        status = row["status"]
+        if (row["digest"], row["agent"]) != (want["digest"], want["agent"]):
             problems.append(f"request `{rid}` differs from what was submitted (its call or agent was changed)")
-        elif _digest_of(action) != digest:
+        elif _digest_of(row["action"]) != row["digest"]:
             problems.append(f"request `{rid}`: its stored call no longer matches its digest (edited)")
         if status != want["status"]:
             problems.append(f"request `{rid}` is `{status}` in the store, `{want['status']}` in the chain")
+            continue
+        row["roles"] = _json(row["roles"])
+        checked = [k for k in _REQUIREMENTS if k in want]
+        checked += {"approved": ["approved_until", "nonce"], "executed": ["nonce", "consumed_by", "consume_key"]
+                    }.get(status, [])
+        changed = [k for k in checked if row[k] != want.get(k)]
+        if changed:
+            problems.append(f"request `{rid}` differs from what the chain recorded ({', '.join(changed)} changed)")
     problems += [f"request `{rid}` was submitted but is gone from the store" for rid in requests.keys() - rows.keys()]
-    counted = dict(con.execute("SELECT request_id, count(*) FROM votes GROUP BY request_id").fetchall())
-    for rid in counted.keys() | votes.keys():
-        if counted.get(rid, 0) != votes.get(rid, 0):
-            problems.append(f"request `{rid}` has {counted.get(rid, 0)} vote(s) in the store, "
-                            f"{votes.get(rid, 0)} in the chain")
+    stored: dict[str, list[tuple[Any, ...]]] = {}
+    for rid, *vote in con.execute("SELECT request_id, reviewer, role, decision, evidence FROM votes"):
+        stored.setdefault(rid, []).append(tuple(vote))
+    for rid in stored.keys() | votes.keys():
+        have, want_votes = sorted(stored.get(rid, []), key=repr), sorted(votes.get(rid, []), key=repr)
+        if len(have) != len(want_votes):
+            problems.append(f"request `{rid}` has {len(have)} vote(s) in the store, {len(want_votes)} in the chain")
+        elif have != want_votes:
+            problems.append(f"request `{rid}`: a vote in the store differs from the chain's (its reviewer, role, "
+                            "decision or evidence was changed)")
     for pid, kind, roles, break_glass, users, context, credential in con.execute(
             "SELECT id, kind, roles, break_glass, users, context, credential_hash FROM principals"):
         want = principals.get(pid)
@@ -222,6 +279,13 @@ def state_problems(con: Any, entries: list[tuple[str, str | None, str]]) -> list
     return problems
 
 
+def _json(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
 def _digest_of(action: str) -> str | None:
     from gatekit.enforce.tokens import action_digest
 
@@ -231,13 +295,14 @@ def _digest_of(action: str) -> str | None:
         return None
 
 
-def _check_points(points: Iterable[Checkpoint], hashes: dict[int, str], public_key: Any, kid: str,
+def _check_points(points: Iterable[Checkpoint], hashes: dict[int, str], keys: dict[str, Any],
                   what: str) -> list[str]:
     problems = []
     for p in points:
-        if p.key_id != kid:
-            problems.append(f"{what} {p.count} names key `{p.key_id}`, not this service's `{kid}`")
-        elif not p.valid(public_key):
+        if p.key_id not in keys:
+            problems.append(f"{what} {p.count} names key `{p.key_id}`, not this service's "
+                            + ", ".join(f"`{k}`" for k in keys))
+        elif not p.valid(keys[p.key_id]):
             problems.append(f"{what} {p.count}: the signature does not verify")
         elif p.count and hashes.get(p.count) != p.head:
             got = "is missing" if p.count not in hashes else "differs from the one signed"

@@ -11,6 +11,9 @@ from gatekit.errors import GatekitError
 
 _STATE = click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
                       help="the service's state directory (its store, signing key and checkpoints)")
+_STORE = click.option("--store", "store", metavar="URL", envvar="GATEKIT_STORE",
+                      help="a PostgreSQL store replicas share (postgresql://USER@HOST/DB, or with "
+                           "?host=SOCKETDIR); default: the SQLite file in STATE [env: GATEKIT_STORE]")
 
 
 def _needs_server_extra() -> None:
@@ -25,6 +28,7 @@ def _needs_server_extra() -> None:
 
 @click.command()
 @_STATE
+@_STORE
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="the service's own copy of the policy (what a tier requires comes from it)")
 @click.option("--host", default="127.0.0.1", show_default=True, help="loopback unless TLS is set")
@@ -40,9 +44,11 @@ def _needs_server_extra() -> None:
 @click.option("--default-timeout", default="1h", show_default=True,
               help="how long a request waits when its tier sets no timeout")
 @click.option("--break-glass-limit", default="1h", show_default=True)
-def serve(state: Path, policy_path: Path, host: str, port: int, certfile: Path | None, keyfile: Path | None,
+@click.option("--max-pending", default=100, show_default=True, type=click.IntRange(min=1),
+              help="requests one agent may have waiting for reviewers at once")
+def serve(state: Path, store: str | None, policy_path: Path, host: str, port: int, certfile: Path | None, keyfile: Path | None,
           allowed_hosts: tuple[str, ...], checkpoints: Path | None, approval_ttl: str, default_timeout: str,
-          break_glass_limit: str) -> None:
+          break_glass_limit: str, max_pending: int) -> None:
     """Run the approvals service; its URL is the first line printed. Stop it with SIGTERM or Ctrl-C."""
     _needs_server_extra()
     from gatekit.server.serve import serve as run
@@ -52,7 +58,8 @@ def serve(state: Path, policy_path: Path, host: str, port: int, certfile: Path |
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     run(state, policy_path, host=host, port=port, certfile=certfile, keyfile=keyfile,
         allowed_hosts=list(allowed_hosts) or None, checkpoints=checkpoints, approval_ttl=approval_ttl,
-        default_timeout=default_timeout, break_glass_limit=break_glass_limit, echo=click.echo)
+        default_timeout=default_timeout, break_glass_limit=break_glass_limit, max_pending=max_pending,
+        store=store, echo=click.echo)
 
 
 @click.group()
@@ -60,13 +67,17 @@ def principals() -> None:
     """Register reviewers, agents and executors with the approvals service (it sees them without a restart)."""
 
 
-def _registry(state: Path) -> object:
+def _registry(state: Path, store: str | None) -> object:
     _needs_server_extra()
+    from gatekit.server.ledger import Ledger
     from gatekit.server.registry import Registry
+    from gatekit.server.store import open_store
 
     if not state.is_dir():
         raise GatekitError(f"no state directory `{state}`: start `gatekit serve --state {state}` once, or create it")
-    return Registry(state)
+    ledger = Ledger(state, store=open_store(store, state))
+    click.get_current_context().call_on_close(ledger.close)
+    return Registry(ledger)
 
 
 @principals.command("add")
@@ -79,8 +90,9 @@ def _registry(state: Path) -> object:
 @click.option("--context", "context", multiple=True, metavar="KEY=VALUE",
               help="an agent: context its calls must carry, e.g. env=prod (repeat); VALUE is JSON or text")
 @_STATE
+@_STORE
 def add(kind: str, principal_id: str, roles: tuple[str, ...], break_glass: bool, users: tuple[str, ...],
-        context: tuple[str, ...], state: Path) -> None:
+        context: tuple[str, ...], state: Path, store: str | None) -> None:
     """Register a principal; prints its credential alone on stdout (only its hash is kept: store it now).
 
     Bind an agent to the users it acts for and the context it runs in (`--user`, `--context`): then even
@@ -88,7 +100,7 @@ def add(kind: str, principal_id: str, roles: tuple[str, ...], break_glass: bool,
     """
     from gatekit.server.registry import Refusal
 
-    registry = _registry(state)
+    registry = _registry(state, store)
     bound: dict[str, object] = {}
     for pair in context:
         key, sep, value = pair.partition("=")
@@ -108,10 +120,11 @@ def add(kind: str, principal_id: str, roles: tuple[str, ...], break_glass: bool,
 
 @principals.command("list")
 @_STATE
+@_STORE
 @click.option("--json", "as_json", is_flag=True)
-def list_cmd(state: Path, as_json: bool) -> None:
+def list_cmd(state: Path, store: str | None, as_json: bool) -> None:
     """Every registered principal, its kind and roles (never a credential)."""
-    found = _registry(state).list()  # type: ignore[attr-defined]
+    found = _registry(state, store).list()  # type: ignore[attr-defined]
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return

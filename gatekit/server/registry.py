@@ -95,9 +95,9 @@ class Registry:
         if not isinstance(credential, str) or not credential.startswith("gk_") or len(credential) > 200:
             return None
         digest = credential_hash(credential)
-        with self.ledger.store.read() as con:
-            row = con.execute("SELECT id, kind, roles, break_glass, credential_hash, users, context FROM principals "
-                              "WHERE credential_hash = ? AND disabled = 0", (digest,)).fetchone()
+        rows = self.ledger.store.query("SELECT id, kind, roles, break_glass, credential_hash, users, context "
+                                       "FROM principals WHERE credential_hash = ? AND disabled = 0", (digest,))
+        row = rows[0] if rows else None
         if row is None or not hmac.compare_digest(row[4], digest):
             return None
         return Principal(row[0], row[1], tuple(json.loads(row[2])), bool(row[3]),

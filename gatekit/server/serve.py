@@ -14,19 +14,23 @@ from gatekit.errors import GatekitError
 def serve(state: Path, policy: Path, *, host: str = "127.0.0.1", port: int = 8470, certfile: Path | None = None,
           keyfile: Path | None = None, allowed_hosts: list[str] | None = None, checkpoints: Path | None = None,
           approval_ttl: str = "15m", default_timeout: str = "1h", break_glass_limit: str = "1h",
-          echo: Any = print) -> None:
-    """Run the service until SIGTERM or SIGINT. Refuses non-loopback hosts without TLS."""
+          max_pending: int = 100, store: str | None = None, echo: Any = print) -> None:
+    """Run the service until SIGTERM or SIGINT. Refuses non-loopback hosts without TLS. `store`: a
+    PostgreSQL URL that replicas share (default: the SQLite file in `state`)."""
     import uvicorn
 
     from gatekit.server.app import create_app
     from gatekit.server.approvals import Service
+    from gatekit.server.ledger import Ledger
+    from gatekit.server.store import open_store
 
     loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
     if not loopback and certfile is None:
         raise GatekitError(f"refusing to serve on `{host}` without TLS: pass --tls-cert and --tls-key "
                            "(or bind to 127.0.0.1 behind a TLS proxy)")
-    service = Service(state, policy, checkpoints=checkpoints, approval_ttl=approval_ttl,
-                      default_timeout=default_timeout, break_glass_limit=break_glass_limit)
+    ledger = Ledger(state, store=open_store(store, state), checkpoints=checkpoints)
+    service = Service(ledger, policy, approval_ttl=approval_ttl,
+                      default_timeout=default_timeout, break_glass_limit=break_glass_limit, max_pending=max_pending)
     service.start()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -3,7 +3,7 @@
 `SQLiteStore` keeps them in `approvals.sqlite` inside the service's state directory (WAL, `BEGIN
 IMMEDIATE` writes, so the service and `gatekit principals add` can use it at once). The service speaks to
 a store only through `transaction()` and `read()`, which hand out a connection taking `?` parameters:
-the seam a PostgreSQL store implements.
+the seam `PostgresStore` (gatekit/server/postgres.py) implements too. `open_store` picks one from a URL.
 
 Schema versions are numbered; a store written by a newer gatekit is refused, and one whose pages fail
 SQLite's integrity check refuses to open (a corrupt store never serves approvals).
@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from gatekit.errors import StoreError
 
@@ -100,11 +100,30 @@ CREATE TABLE checkpoints (
 
 
 class Store(Protocol):
-    """What the service needs of a database: atomic write transactions and consistent reads."""
+    """What the service needs of a database: atomic write transactions and consistent reads, and word of
+    which requests a committed transaction changed (so waiting gates wake without polling)."""
+
+    shared: bool  # other processes, maybe on other hosts, write it too (PostgreSQL)
 
     def transaction(self) -> Any: ...
     def read(self) -> Any: ...
+    def query(self, sql: str, params: Any = ()) -> list[Any]: ...
+    def changed(self, con: Any, request_ids: Iterable[str]) -> None: ...
+    def listen(self, callback: Callable[[str | None], None]) -> Callable[[], None]: ...
     def close(self) -> None: ...
+
+
+def open_store(url: str | None, state: str | Path, **options: Any) -> Store:
+    """The store a `--store` URL names: `postgresql://...` (or `postgres://`), else the state directory's
+    SQLite file (`None`, `sqlite` or `sqlite:`)."""
+    if url is None or url in ("sqlite", "sqlite:"):
+        return SQLiteStore(state, **options)
+    if url.startswith(("postgresql://", "postgres://")):
+        from gatekit.server.postgres import PostgresStore
+
+        return PostgresStore(url, **options)
+    raise StoreError(f"`{url.split('://', 1)[0]}` is not a store gatekit knows: use postgresql://... or leave "
+                     "--store out for the state directory's SQLite file")
 
 
 class SQLiteStore:
@@ -115,6 +134,8 @@ class SQLiteStore:
     ...     con.execute("SELECT count(*) FROM requests").fetchone()
     """
 
+    shared = False  # one host's file: the service's process is the one writer that matters
+
     def __init__(self, state: str | Path, *, busy_timeout: float = 30.0, durable: bool = True,
                  check: bool = True) -> None:
         self.state = Path(state)
@@ -123,6 +144,7 @@ class SQLiteStore:
         self.durable = durable
         self._lock = threading.RLock()
         self._local = threading.local()
+        self._listeners: list[Callable[[str | None], None]] = []
         if not self.state.is_dir():
             raise StoreError(f"no state directory `{self.state}` (create it, readable only by the service's user)")
         con = self._connection()
@@ -180,10 +202,34 @@ class SQLiteStore:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE` transaction, committed when the block ends normally."""
+        changed: list[str] = []
         with self._lock:
             con = self._connection()
-            with _atomically(con, "the approvals store failed", busy_timeout=self.busy_timeout):
-                yield con
+            outer, self._local.changed = getattr(self._local, "changed", None), changed
+            try:
+                with _atomically(con, "the approvals store failed", busy_timeout=self.busy_timeout):
+                    yield con
+            finally:
+                self._local.changed = outer
+        for rid in dict.fromkeys(changed):  # committed: wake this process's waiters
+            for callback in list(self._listeners):
+                callback(rid)
+
+    def query(self, sql: str, params: Any = ()) -> list[Any]:
+        """The rows of one statement (consistent by itself): `read()` for the hottest single reads."""
+        with self.read() as con:
+            return con.execute(sql, params).fetchall()
+
+    def changed(self, con: Any, request_ids: Iterable[str]) -> None:
+        """Inside a write transaction: these requests changed; listeners hear it once it commits."""
+        self._local.changed.extend(request_ids)
+
+    def listen(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call `callback(request_id)` after each commit, in this process, for the requests it changed
+        (another process writing the same file is not heard: one service process per SQLite store).
+        Returns a function that stops listening."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -33,6 +33,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gatekit.enforce.identity import visible
 from gatekit.errors import GatekitError
 from gatekit.server.approvals import PENDING, Service
 from gatekit.server.registry import Principal, Refusal
@@ -140,7 +141,7 @@ class _Pages:
         self.service, self.secure = service, secure_cookies
         self.sessions = Sessions(service)
         self.env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
-                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, finalize=_visible)
         self.env.filters.update(pretty=_pretty, compact=_compact, when=_when, ticks=_ticks, path=_path)
 
     # -- responses ---------------------------------------------------------------------------------------
@@ -293,6 +294,14 @@ def _shown(view: dict[str, Any]) -> dict[str, Any]:
     yes = [v for v in view["votes"] if v["decision"] == "approve"]
     why = [{"rule": rule, "reason": reason} for rule, reason in zip_longest(view["rules"], view["reasons"])]
     return {**view, "approved": len(yes), "why": why}
+
+
+def _visible(value: Any) -> Any:
+    """Every value the page prints, with what a reviewer cannot see (bidi overrides, zero-width characters,
+    controls) written as escapes: the agent writes the tool, the arguments, the session and some reasons."""
+    if isinstance(value, Markup):
+        return Markup(visible(str(value)))  # escapes add no markup
+    return visible(value) if isinstance(value, str) else value
 
 
 def _pretty(value: Any) -> str:

@@ -3,10 +3,15 @@
 `Served` starts it, registers principals (through the registry in the state directory, as
 `gatekit principals add` does, while the service runs), builds gates and clients, and can kill -9 and
 restart it on the same port and state. Every process started here is stopped by its own PID.
+
+`store_url` runs a test on both stores: `None` (the state directory's SQLite file) and a fresh database on
+the session's throwaway PostgreSQL cluster (`postgres`, tests/server/postgres.py). `Served(..., store=url)`
+passes it to `gatekit serve --store`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -47,9 +52,11 @@ SERVE_TIMEOUT = 30.0
 class Served:
     """One `gatekit serve` process over a state directory."""
 
-    def __init__(self, root: Path, policy: str = POLICY, *, extra: tuple[str, ...] = (), start: bool = True) -> None:
+    def __init__(self, root: Path, policy: str = POLICY, *, extra: tuple[str, ...] = (), start: bool = True,
+                 store: str | None = None) -> None:
         self.root = root
         self.state = root / "state"
+        self.store = store  # None: the SQLite file in the state directory
         self.policy_path = root / "policy.yaml"
         self.policy_path.write_text(policy)
         self.extra = extra
@@ -63,7 +70,7 @@ class Served:
     # -- the process -------------------------------------------------------------------------------------
     def start(self) -> None:
         cmd = [sys.executable, "-m", "gatekit.cli", "serve", "--state", str(self.state), "--policy",
-               str(self.policy_path), "--port", str(self.port), *self.extra]
+               str(self.policy_path), "--port", str(self.port), *self._store_args(), *self.extra]
         log = open(self.log, "a")
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                                         start_new_session=True)
@@ -107,11 +114,22 @@ class Served:
         self.kill()
         self.start()
 
+    def _store_args(self) -> list[str]:
+        return ["--store", self.store] if self.store else []
+
+    def ledger(self) -> Any:
+        """The state directory's ledger on this service's store, as `gatekit principals` opens it."""
+        from gatekit.server.ledger import Ledger
+        from gatekit.server.store import open_store
+
+        self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return Ledger(self.state, store=open_store(self.store, self.state))
+
     # -- principals, gates and clients -------------------------------------------------------------------
     def add(self, kind: str, name: str, *roles: str, break_glass: bool = False) -> str:
         from gatekit.server.registry import Registry
 
-        registry = Registry(self.state)
+        registry = Registry(self.ledger())
         try:
             return registry.add(kind, name, roles, break_glass=break_glass)
         finally:
@@ -150,10 +168,40 @@ class Served:
 
     def verify(self) -> int:
         """`gatekit audit verify --state`: its exit code."""
-        done = subprocess.run([sys.executable, "-m", "gatekit.cli", "audit", "verify", "--state", str(self.state)],
-                              capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "gatekit.cli", "audit", "verify", "--state", str(self.state),
+                               *self._store_args()], capture_output=True, text=True)
         self.verified = done.stdout + done.stderr  # what it found, for tests that check why
         return done.returncode
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One throwaway PostgreSQL cluster for the whole session (each test takes a fresh database on it).
+    Skipped where PostgreSQL is not installed, except in CI, where that is a failure."""
+    from tests.server.postgres import Cluster, binaries
+
+    if binaries() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql package")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Any) -> str:
+    """A fresh, empty database on the session's cluster."""
+    return postgres.database(f"t{os.getpid()}_{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """Each store in turn: None (SQLite in the state directory), then a fresh PostgreSQL database."""
+    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

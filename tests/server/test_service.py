@@ -1,12 +1,23 @@
-"""The approvals service end to end on loopback: a gate files, a reviewer approves, the call runs once."""
+"""The approvals service end to end on loopback: a gate files, a reviewer approves, the call runs once.
+Part of the store suite: each test runs on SQLite and on PostgreSQL (`gatekit serve --store`)."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from gatekit import Denied, verify_approval
+from tests.server.conftest import Served
+
+
+@pytest.fixture
+def served(tmp_path: Path, store_url: str | None) -> Iterator[Served]:
+    s = Served(tmp_path, store=store_url)
+    yield s
+    s.kill()
 
 
 def test_an_approved_call_runs_once_with_a_token_bound_to_it(served) -> None:

@@ -1,0 +1,280 @@
+"""The approvals service's store on PostgreSQL (psycopg 3): several `gatekit serve` replicas on one database.
+
+The same seam as `SQLiteStore`: `transaction()` and `read()` hand out a connection taking `?` parameters,
+and the service's SQL is the same text on both (upserts with `ON CONFLICT`, no `rowid`, column names from
+the cursor). What differs is here and only here: `?` becomes `%s`, the schema's integers are 64-bit and the
+column named `user` is quoted.
+
+Every write transaction begins by taking one transaction-scoped advisory lock, so writes from all replicas
+are serialised: the audit chain's `seq = last + 1` never forks, and a vote, a token's issue and its consume
+see every write committed before them. Reads are snapshots (`REPEATABLE READ, READ ONLY`) and run in
+parallel. A killed replica's transaction is rolled back by the server when its connection drops, and its
+lock goes with it.
+
+Each write transaction also `NOTIFY`s the ids of the requests it changed; `listen(callback)` runs a thread
+that `LISTEN`s and hands them to the callback, which is how a replica's long polls hear a vote cast on
+another replica without polling the database.
+
+>>> store = PostgresStore("postgresql://gatekit@/gatekit?host=/run/postgresql")
+>>> with store.transaction() as con:
+...     con.execute("SELECT count(*) FROM requests").fetchone()
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from gatekit.errors import StoreError
+from gatekit.server.store import KIND, MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger("gatekit.server")
+LOCK = 0x6761746B69740001  # pg_advisory_xact_lock key: "gatekit" + 1, the approvals store's write lock
+CHANNEL = "gatekit_requests"
+PAYLOAD_MAX = 7900  # NOTIFY payloads are limited to 8000 bytes; more ids than fit wake every waiter ("*")
+SESSION = ("SET statement_timeout = '15s'", "SET lock_timeout = '15s'",
+           "SET idle_in_transaction_session_timeout = '30s'")
+
+
+def postgresql_ddl(sql: str) -> str:
+    """A migration written for SQLite, as PostgreSQL runs it: 64-bit integers (microsecond times), and the
+    column `user` (a reserved word in PostgreSQL) quoted. So the two stores' schemas are one text."""
+    sql = re.sub(r"\bINTEGER\b", "BIGINT", sql)
+    return re.sub(r"(?m)^(\s*)user\b", r'\1"user"', sql)
+
+
+@lru_cache(maxsize=512)
+def placeholders(sql: str) -> str:
+    """`?` parameters as psycopg's `%s` (a literal `%` doubled); quoted text is left alone."""
+    out, quote = [], ""
+    for ch in sql:
+        if quote:
+            quote = "" if ch == quote else quote
+            out.append("%%" if ch == "%" else ch)
+        elif ch in "'\"":
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            out.append("%s")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class Connection:
+    """A psycopg connection as the service uses one: `execute(sql, params)` with `?` placeholders."""
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+        self.changed: list[str] = []  # the requests this transaction changed, to NOTIFY at its commit
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self._con.execute(placeholders(sql), tuple(params))
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        parts = conninfo_to_dict(url)
+        parts.pop("password", None)
+        return make_conninfo(**parts)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001  an unparsable URL: show only its scheme
+        return url.split("://", 1)[0] + "://..."
+
+
+class PostgresStore:
+    """The approvals store in a PostgreSQL database shared by every replica.
+
+    `pool` connections serve reads and writes of this process; `create=False` opens an existing store only
+    (what `gatekit audit verify` does) and refuses an empty database instead of creating the schema. How
+    long a request waits for the database before it fails (closed) is the URL's `connect_timeout` (libpq's
+    own parameter), 5 seconds if it has none.
+    """
+
+    shared = True  # other processes on other hosts write it too
+
+    def __init__(self, url: str, *, pool: int = 10, create: bool = True) -> None:
+        try:
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:
+            raise StoreError("a PostgreSQL store needs the `postgresql` extra: pip install 'gatekit[postgresql]' "
+                             f"({exc.name} is missing)") from None
+        try:
+            connect_timeout = float(conninfo_to_dict(url).get("connect_timeout") or 5)
+        except (psycopg.Error, ValueError) as exc:
+            raise StoreError(f"`{shown(url)}` is not a PostgreSQL URL: {_reason(exc)}") from None
+        self.url = url
+        self.where = shown(url)
+        self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        self._listeners: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+        def configure(con: Any) -> None:
+            for statement in SESSION:
+                con.execute(statement)
+
+        try:
+            self.pool = ConnectionPool(url, min_size=1, max_size=pool, timeout=connect_timeout, open=False,
+                                       kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
+                                       configure=configure, name="gatekit-approvals")
+            self.pool.open(wait=True, timeout=connect_timeout)
+        except Exception as exc:  # noqa: BLE001  psycopg's and the pool's errors alike
+            if hasattr(self, "pool"):
+                self.pool.close()
+            raise StoreError(f"cannot reach the approvals store `{self.where}`: {_reason(exc)}") from None
+        try:
+            self._migrate(create)
+        except BaseException:
+            self.pool.close()
+            raise
+
+    # -- schema ------------------------------------------------------------------------------------------
+    def _migrate(self, create: bool) -> None:
+        with self.transaction() as con:
+            tables = {r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+            if tables and "meta" not in tables:
+                raise StoreError(f"`{self.where}` holds other tables but is not a gatekit approvals store")
+            version = 0
+            if "meta" in tables:
+                meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+                if meta.get("kind") != KIND:
+                    raise StoreError(f"`{self.where}` is not a gatekit approvals store")
+                version = int(meta.get("schema_version", "0"))
+            elif not create:
+                raise StoreError(f"no approvals store in `{self.where}`")
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"the approvals store `{self.where}` has schema version {version}, newer than "
+                                 f"this gatekit ({SCHEMA_VERSION}): upgrade gatekit")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in postgresql_ddl(MIGRATIONS[step]).split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                for key, value in (("kind", KIND), ("schema_version", str(step))):
+                    con.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- the seam ----------------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction, serialised with every replica's by the advisory lock; committed when the
+        block ends normally, rolled back on any error."""
+        with self._session(f"BEGIN; SELECT pg_advisory_xact_lock({LOCK})") as con:  # one round trip
+            yield con
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A consistent snapshot, read-only."""
+        with self._session("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as con:
+            yield con
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """The rows of one statement, in autocommit (a statement is its own snapshot): one round trip where
+        `read()` takes three. Every authenticated request reads its principal this way."""
+        try:
+            with self.pool.connection() as raw:
+                return Connection(raw).execute(sql, params).fetchall()
+        except self._errors as exc:
+            raise StoreError(f"the approvals store `{self.where}` failed: {_reason(exc)}") from exc
+        except Exception as exc:  # noqa: BLE001  PoolTimeout: unreachable
+            raise StoreError(f"cannot reach the approvals store `{self.where}`: {_reason(exc)}") from None
+
+    @contextmanager
+    def _session(self, *begin: str) -> Iterator[Connection]:
+        failure = f"the approvals store `{self.where}` failed"
+        try:
+            pooled = self.pool.connection()
+            raw = pooled.__enter__()
+        except Exception as exc:  # noqa: BLE001  PoolTimeout, OperationalError: unreachable
+            raise StoreError(f"cannot reach the approvals store `{self.where}`: {_reason(exc)}") from None
+        ok = False
+        try:
+            try:
+                for statement in begin:
+                    raw.execute(statement)
+                con = Connection(raw)
+                yield con
+                raw.execute(_commit(con.changed))
+                ok = True
+            except self._errors as exc:
+                raise StoreError(f"{failure}: {_reason(exc)}") from exc
+            finally:
+                if not ok:
+                    try:
+                        raw.execute("ROLLBACK")
+                    except Exception:  # noqa: BLE001  a dead connection: the pool replaces it
+                        pass
+        finally:
+            pooled.__exit__(None, None, None)
+
+    def changed(self, con: Connection, request_ids: Iterable[str]) -> None:
+        """Inside a write transaction: these requests changed; waiters everywhere hear it once it commits."""
+        con.changed.extend(request_ids)
+
+    def listen(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call `callback(request_id)` for every request a replica changes (`None`: anything may have changed,
+        after the listening connection was lost and remade). Returns a function that stops listening."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self._listen, args=(callback, stop), daemon=True,
+                                  name="gatekit-listen")
+        thread.start()
+        self._listeners.append(thread)
+
+        def end() -> None:
+            stop.set()
+            thread.join(timeout=5)
+        return end
+
+    def _listen(self, callback: Callable[[str | None], None], stop: threading.Event) -> None:
+        import psycopg
+
+        delay = 0.1
+        while not stop.is_set() and not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as con:
+                    con.execute(f"LISTEN {CHANNEL}")
+                    callback(None)  # whatever changed while nobody listened
+                    delay = 0.1
+                    while not stop.is_set() and not self._stop.is_set():
+                        for note in con.notifies(timeout=1.0):
+                            for rid in note.payload.split(","):
+                                callback(None if rid == "*" else rid)
+            except Exception as exc:  # noqa: BLE001  the database went away: try again, waiters re-read meanwhile
+                log.warning("listening to the approvals store failed, retrying: %s", _reason(exc))
+                callback(None)
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._listeners:
+            thread.join(timeout=5)
+        self.pool.close()
+
+
+def _commit(changed: list[str]) -> Any:
+    """COMMIT, preceded by the NOTIFY of the requests the transaction changed (delivered only if it commits),
+    in one round trip. Request ids are the service's own (`req-` and hex), quoted as literals all the same."""
+    if not changed:
+        return "COMMIT"
+    from psycopg import sql
+
+    payload = ",".join(dict.fromkeys(changed))
+    return sql.SQL("NOTIFY {}, {}; COMMIT").format(sql.Identifier(CHANNEL),
+                                                   sql.Literal(payload if len(payload) <= PAYLOAD_MAX else "*"))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
