@@ -8,6 +8,8 @@ headed by the exact command that produced them (BENCHMARKS.md is assembled from 
     python -m benchmarks ingest --n 1000000        # gatekit ingest of JSONL and Parquet
     python -m benchmarks report --n 1000000        # the full report (benchmarks/report.py)
     python -m benchmarks dashboard                 # dashboard page render (benchmarks/dashboard.py, if present)
+    python -m benchmarks mcp                       # latency the MCP gateway adds per tools/call (stdio and HTTP)
+    python -m benchmarks approvals                 # the approvals service: agents, reviewers, replicas, kill -9
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 
 COMMANDS = {"quick": "benchmarks.quick", "scale": "benchmarks.scale", "peers": "benchmarks.quick",
             "enforce": "benchmarks.enforce", "ingest": "benchmarks.ingest", "report": "benchmarks.report",
-            "dashboard": "benchmarks.dashboard", "replay": "benchmarks.replay", "gate": "benchmarks.gate"}
+            "dashboard": "benchmarks.dashboard", "replay": "benchmarks.replay", "gate": "benchmarks.gate",
+            "approvals": "benchmarks.approvals", "mcp": "benchmarks.mcp"}
 
 
 def main(argv: list[str]) -> int:

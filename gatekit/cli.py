@@ -385,6 +385,7 @@ def _register() -> None:
     """Command groups that live beside their library (enforce mode); imported lazily by click at run."""
     from gatekit.dashboard import dashboard_command
     from gatekit.enforce.commands import approvals, audit
+    from gatekit.mcp.commands import mcp
     from gatekit.server.commands import principals, serve
 
     cli.add_command(approvals)
@@ -392,6 +393,7 @@ def _register() -> None:
     cli.add_command(serve)
     cli.add_command(principals)
     cli.add_command(dashboard_command)
+    cli.add_command(mcp)
 
 
 _register()

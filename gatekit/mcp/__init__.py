@@ -1,0 +1,6 @@
+"""The MCP gateway (`gatekit mcp proxy`): the policy between an MCP client and any MCP server.
+
+Built on the official `mcp` SDK (the `mcp` extra): a low-level `Server` faces the client, a `Client` holds
+the connection to the real server, and `tools/call` goes through a `Gate` in between. Importing this package
+imports nothing of the SDK; `gatekit.mcp.gateway` does.
+"""

@@ -1,0 +1,60 @@
+"""The gateway's small parts, without processes: the log record, and how stdin is split into messages."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from gatekit.action import FIELDS, Action, evidence_hash
+from gatekit.enforce.broker import Request, Vote
+from gatekit.mcp.log import CallLog, approvals, call_record
+from gatekit.mcp.stdio import _Splitter
+from gatekit.policy.decide import Decision
+
+AT = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+
+
+def test_a_call_record_is_an_action_record_plus_what_the_gateway_did(tmp_path) -> None:
+    act = Action(tool="pay", args={"amount": 250}, context={"server": "s"}, agent="bot", ts=AT, action_id="g-1")
+    act.evidence_hash = evidence_hash(act)
+    request = {"id": "req-1", "requested_at": "2026-11-02T10:00:00Z",
+               "votes": [{"reviewer": "alice", "role": "finance", "decision": "approve", "at": "2026-11-02T10:01:00Z",
+                          "break_glass": 0, "reason": None, "evidence": "sha256:x"}]}
+    record = call_record(act, Decision("escalate", ("pay-100",), (), "standard", ("over 100",)), mode="enforce",
+                         policy="p", fingerprint="f", outcome="executed", latency_ms=12.3456, server="s",
+                         request=request, executed=True)
+    assert set(FIELDS) <= set(record) and record["ts"] == "2026-11-02T10:00:00Z"
+    assert record["executed_hash"] == record["evidence_hash"] == act.evidence_hash
+    assert (record["decision"], record["rules"], record["tier"], record["request_id"]) == (
+        "escalate", ["pay-100"], "standard", "req-1")
+    assert record["approvals"] == [{"reviewer": "alice", "role": "finance", "decision": "approve",
+                                    "requested_at": "2026-11-02T10:00:00Z", "decided_at": "2026-11-02T10:01:00Z",
+                                    "break_glass": False, "reason": None}]
+    log = CallLog(tmp_path / "calls.jsonl")
+    log.write(record)
+    log.close()
+    assert json.loads((tmp_path / "calls.jsonl").read_text()) == record
+
+
+def test_a_local_brokers_votes_are_approvals_too() -> None:
+    request = Request(id="r-1", action_id="a", status="approved", action={}, evidence_hash="h", rules=(),
+                      reasons=(), tier=None, approvals=1, roles=(), requested_at=AT, expires_at=AT,
+                      votes=(Vote("bob", "approve", at=AT),))
+    assert approvals(request) == [{"reviewer": "bob", "role": None, "decision": "approve",
+                                   "requested_at": "2026-11-02T10:00:00Z", "decided_at": "2026-11-02T10:00:00Z",
+                                   "break_glass": False, "reason": None}]
+    assert approvals(None) == []
+
+
+def test_stdin_is_split_into_lines_and_a_line_over_the_limit_is_dropped_unbuffered() -> None:
+    split = _Splitter(limit=10)
+    split.feed(b'{"a":1}\n{"b"')
+    assert split.next_line() == '{"a":1}\n' and split.next_line() is None
+    split.feed(b':2}\n' + b"x" * 25)  # a line longer than the limit, not yet ended: not kept
+    assert split.next_line() == '{"b":2}\n' and split.next_line() is None and split.buffer == b""
+    split.feed(b"xxxx\n" + b'{"c":3}\n')  # the rest of the long line is skipped
+    assert split.next_line() == '{"c":3}\n' and split.next_line() is None
+    split.feed(b"y" * 11 + b"\n" + b"ok\n")  # over the limit within one chunk
+    assert split.next_line() == "ok\n"
+    split.feed(b"tail")
+    assert split.rest() == "tail" and split.rest() is None
