@@ -11,7 +11,6 @@ Thin, like the rest of the CLI: parse the options, build the gate and the gatewa
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import click
 
 from gatekit.errors import GatekitError
+from gatekit.server.commands import context_pairs
 
 
 @click.group()
@@ -109,7 +109,7 @@ def proxy(policy_path: Path, approvals: str | None, credential_env: str, broker:
             raise click.BadParameter(f"`{listen}` is not HOST:PORT", param_hint="--listen")
         host, port = host.strip("[]"), int(port_text)
     try:
-        gate = Gate(load_policy(policy_path), mode=mode, agent=agent, user=user, context=_context(context),
+        gate = Gate(load_policy(policy_path), mode=mode, agent=agent, user=user, context=context_pairs(context),
                     timeout=timeout, **gate_kwargs)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -143,16 +143,3 @@ def proxy(policy_path: Path, approvals: str | None, credential_env: str, broker:
     finally:
         if log is not None:
             log.close()
-
-
-def _context(pairs: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"`{pair}` is not KEY=VALUE", param_hint="--context")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out

@@ -101,15 +101,7 @@ def add(kind: str, principal_id: str, roles: tuple[str, ...], break_glass: bool,
     from gatekit.server.registry import Refusal
 
     registry = _registry(state, store)
-    bound: dict[str, object] = {}
-    for pair in context:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"`{pair}` is not KEY=VALUE", param_hint="--context")
-        try:
-            bound[key] = json.loads(value)
-        except ValueError:
-            bound[key] = value
+    bound = context_pairs(context)
     try:
         credential = registry.add(kind, principal_id, roles, break_glass=break_glass,  # type: ignore[attr-defined]
                                   users=users or None, context=bound or None)
@@ -135,3 +127,17 @@ def list_cmd(state: Path, store: str | None, as_json: bool) -> None:
         if p["context"]:
             extra += " context " + json.dumps(p["context"], sort_keys=True)
         click.echo(f"{p['kind']}\t{p['id']}\t{','.join(p['roles']) or '-'}{extra}")
+
+
+def context_pairs(pairs: tuple[str, ...]) -> dict[str, object]:
+    """`--context KEY=VALUE` options as a context object; VALUE is read as JSON when it is JSON, else as text."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"`{pair}` is not KEY=VALUE", param_hint="--context")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
