@@ -127,9 +127,9 @@ def test_a_cancelled_wait_withdraws_the_request_and_a_late_approval_runs_nothing
     assert not [r for r in gw.ran() if r[1].get("recipient") == recipient]
 
 
+@pytest.mark.parametrize("gw", ["http"], indirect=True)  # over stdio the client going away ends the gateway:
 def test_an_http_client_going_away_while_a_call_waits_withdraws_it(gw: Session, world: World, portal) -> None:
-    if gw.url is None:
-        pytest.skip("over stdio the client going away ends the gateway: test_gateway_faults.py")
+    # test_gateway_faults.py covers that case
     recipient = unique("Vanished")
     with session(portal, gw.url, name="second", marker=gw.marker, log=gw.log, mode="legacy") as other:
         other.start("pay", {"amount": 650, "recipient": recipient})
