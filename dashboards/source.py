@@ -7,6 +7,10 @@ while a writer holds the file a read retries for `LOCK_WAIT` seconds. Results ar
 version (size and modification time of the file and of its write-ahead log): an unchanged store is read
 once, a changed one again; while a writer holds the file past the wait, the last version read is shown,
 flagged stale, and only a page with nothing read yet has to wait (`Busy`).
+
+A run is loaded once (`run(name)`, a `gatekit.run.Run` whose reads go through `read`) and kept under its
+identity (store, name, creation time and size), so the metrics of every page share its parsed policy and
+its frame, and a replaced run is loaded again.
 """
 
 from __future__ import annotations
@@ -30,14 +34,13 @@ from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ct
 from gatekit.dashboard import APPROVALS_ENV, DB_ENV  # one definition, shared with the server
 from gatekit.errors import StoreError
 from gatekit.logs.store import Store
-from gatekit.metrics.frames import ACTION_COLUMNS, approvals_frame
-from gatekit.metrics.rates import run_policy
 from gatekit.policy import Policy
-from gatekit.replay import Run, list_runs
+from gatekit.run import Reader, Run, action_decisions, decision_rows, reviewed_args as _reviewed_args
 
 __all__ = [
-    "APPROVALS_ENV", "DB_ENV", "LOCK_WAIT", "Busy", "Contents", "approvals", "approvals_path", "connect",
-    "contents", "db_path", "decisions", "derive", "policy", "read", "version", "warm",
+    "APPROVALS_ENV", "DB_ENV", "LOCK_WAIT", "Busy", "Contents", "action_runs", "actions", "approvals",
+    "approvals_path", "connect", "contents", "db_path", "decisions", "derive", "policy", "read", "reviewed_args", "run", "version",
+    "warm",
 ]
 
 LOCK_WAIT = 2.0  # seconds a read waits for a writer before showing the last version read
@@ -111,7 +114,7 @@ class Memo:
 @st.cache_resource
 def _memos() -> dict[str, Memo]:
     # frames are big (a run of 1M actions is ~100 MB): few of them; everything else is small
-    return {"frames": Memo(6), "results": Memo(512)}
+    return {"frames": Memo(8), "results": Memo(512)}
 
 
 @st.cache_resource
@@ -199,52 +202,58 @@ class Contents:
         return [r.name for r in reversed(self.runs)]
 
 
-def _contents(store: Store) -> Contents:
-    n, first, last, approved, labelled = store.con.execute(
+class _Reader(Reader):
+    """A `Reader` whose every read is `read`: a short connection, kept until the store changes."""
+
+    def read(self, fn: Callable[..., T], *args: Hashable, big: bool = False) -> T:
+        return read(f"{fn.__module__}.{fn.__qualname__}", fn, *args, big=big)
+
+
+_READER = _Reader()  # holds nothing itself: what it reads is kept by `read`
+
+
+def _counts(store: Store) -> tuple[Any, ...]:
+    return store.con.execute(
         "SELECT count(*), min(ts), max(ts), count(*) FILTER (coalesce(json_array_length(approvals), 0) > 0), "
-        "count(*) FILTER (label IN ('harmful', 'benign')) FROM actions").fetchall()[0]
-    return Contents(actions=n, first=first, last=last, with_approvals=approved, labelled=labelled,
-                    quarantined=store.count_quarantine(), runs=tuple(list_runs(store)))
+        "count(*) FILTER (label IN ('harmful', 'benign')) FROM actions").fetchall()[0] + (store.count_quarantine(),)
 
 
 def contents() -> Contents:
-    return read("contents", _contents)
+    n, first, last, approved, labelled, quarantined = read("contents", _counts)
+    return Contents(actions=n, first=first, last=last, with_approvals=approved, labelled=labelled,
+                    quarantined=quarantined, runs=tuple(_READER.runs()))
 
 
-def _actions(store: Store) -> pl.DataFrame:
-    frame = store.con.sql(f"SELECT {ACTION_COLUMNS}, coalesce(json_array_length(a.approvals), 0) AS approvals "
-                          "FROM actions a").pl()
-    return frame if frame["seq"].is_sorted() else frame.sort("seq")
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _loaded(path: str, name: str, created_at: datetime, actions: int) -> Run:
+    """The run `name` of the store at `path`, kept while it is the same run (a replaced run is another)."""
+    return _READER.run(name)
 
 
-def _decision_rows(store: Store, run: str) -> pl.DataFrame:
-    frame = store.con.sql("SELECT seq, decision, rules, errors, tier FROM decisions WHERE run = ?", params=[run]).pl()
-    return frame if frame["seq"].is_sorted() else frame.sort("seq")
+def run(name: str) -> Run:
+    """The run `name`, loaded once: its policy parsed once, its frame assembled once (from the actions,
+    kept for every run, and the run's own rows)."""
+    found = next((r for r in contents().runs if r.name == name), None)
+    if found is None:
+        return _READER.run(name)  # raises, naming the stored runs
+    return _loaded(str(db_path()), name, found.created_at, found.actions)
 
 
 def actions() -> pl.DataFrame:
-    """Every action without args and context, in log order (the action columns of `decisions_frame`)."""
-    return read("actions", _actions, big=True)
+    """Every action without args and context, in log order (the action columns of `Run.frame`)."""
+    return _READER.actions
 
 
-def decisions(run: str) -> pl.DataFrame:
-    """The same frame as `gatekit.metrics.frames.decisions_frame(store, run)`, assembled from two reads:
-    the actions (kept once for every run) and the run's decisions. A run usually covers every action in
-    order, so the two sides line up and are put side by side; otherwise they are joined on `seq`."""
-    acts = actions()
-    rows = read("decisions", _decision_rows, run, big=True)
-    if acts.height == rows.height and acts["seq"].equals(rows["seq"]):
-        return pl.concat([acts, rows.drop("seq")], how="horizontal")
-    if rows.height and acts.height >= rows.height and acts["seq"].head(rows.height).equals(rows["seq"]):
-        return pl.concat([acts.head(rows.height), rows.drop("seq")], how="horizontal")  # actions added since
-    return acts.join(rows, on="seq", how="inner").sort("seq")
+def decisions(name: str) -> pl.DataFrame:
+    """`run(name).frame`: one row per action of the run, the action's columns and its decision."""
+    return run(name).frame
 
 
 def warm(runs: Sequence[str] = (), *, with_approvals: bool = False) -> None:
     """Read the big frames a page is about to use side by side, each on its own connection: the actions,
     each run's decisions and, if asked, the approvals. On a first visit this overlaps their reads."""
-    jobs: list[Callable[[], Any]] = [lambda: read("actions", _actions, big=True)]
-    jobs += [lambda r=r: read("decisions", _decision_rows, r, big=True) for r in runs]
+    jobs: list[Callable[[], Any]] = [actions]
+    jobs += [lambda r=r: _READER.read(decision_rows, r, big=True) for r in runs]
     if with_approvals:
         jobs.append(approvals)
     ctx = get_script_run_ctx()
@@ -261,9 +270,19 @@ def warm(runs: Sequence[str] = (), *, with_approvals: bool = False) -> None:
 
 def approvals() -> pl.DataFrame:
     """`approvals_frame(store)`: one row per recorded approval."""
-    return read("approvals", approvals_frame, big=True)
+    return _READER.approvals
 
 
-def policy(run: str) -> Policy:
-    """The policy `run` was replayed with."""
-    return read("policy", run_policy, run)
+def reviewed_args() -> pl.DataFrame:
+    """`reviewed_args(store)`: the args and context of every approved action, long."""
+    return _READER.read(_reviewed_args, big=True)
+
+
+def policy(name: str) -> Policy:
+    """The policy run `name` was replayed with, parsed once."""
+    return run(name).policy
+
+
+def action_runs(seq: int) -> pl.DataFrame:
+    """How every stored run decided the action `seq`."""
+    return read("action_runs", action_decisions, seq)

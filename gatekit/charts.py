@@ -323,7 +323,7 @@ def threshold_sweep(curve: pl.DataFrame, *, current: float | None = None,
     `curve`): x the share of benign actions stopped, y the share of harmful ones; `current` marks the
     policy's own threshold.
 
-    >>> sweep = sweep_threshold(store, "starter", "payments-over-100", "args.amount")
+    >>> sweep = sweep_threshold(load_run(store, "starter"), "payments-over-100", "args.amount")
     >>> threshold_sweep(sweep.curve, current=sweep.current)
     """
     data = _data(curve, ["threshold", "harmful", "caught", "catch_rate", "benign", "bothered", "bother_rate",

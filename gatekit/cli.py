@@ -163,7 +163,8 @@ def replay(db: Path, policy_path: Path, name: str | None, replace: bool, out: Pa
     """Replay the stored actions through a policy (shadow mode) and store the run."""
     from gatekit.logs.store import Store
     from gatekit.policy import load_policy
-    from gatekit.replay import export_run, replay as run_replay
+    from gatekit.replay import replay as run_replay
+    from gatekit.run import export_run
 
     policy = load_policy(policy_path)
     with Store(db) as store:
@@ -195,7 +196,7 @@ def _print_run(run: Any) -> None:
 def runs(db: Path, as_json: bool) -> None:
     """List the stored replay runs."""
     from gatekit.logs.store import Store
-    from gatekit.replay import list_runs
+    from gatekit.run import list_runs
 
     with Store(db, read_only=True) as store:
         found = list_runs(store)
@@ -247,6 +248,7 @@ def diff(db: Path, policies: tuple[Path, ...], runs_: tuple[str, ...], examples:
     from gatekit.logs.store import Store
     from gatekit.metrics.diff import replay_policies, summarize_diff
     from gatekit.policy import load_policy
+    from gatekit.run import Reader
 
     if (len(policies), len(runs_)) not in ((2, 0), (0, 2)):
         raise click.UsageError("give exactly two --policy files or two --run names")
@@ -257,7 +259,8 @@ def diff(db: Path, policies: tuple[Path, ...], runs_: tuple[str, ...], examples:
     else:
         run_a, run_b = runs_
     with Store(db, read_only=True) as store:
-        summary = summarize_diff(store, run_a, run_b, examples=examples)
+        reader = Reader(store)
+        summary = summarize_diff(reader.run(run_a), reader.run(run_b), examples=examples)
     data = summary.to_dict()
     if as_json:
         _emit(data)
@@ -282,9 +285,10 @@ def evaluate(db: Path, run_name: str, sweep: tuple[str, str] | None, as_json: bo
     """Score a run against labels: harm caught versus humans bothered."""
     from gatekit.logs.store import Store
     from gatekit.metrics.evaluate import evaluate as run_evaluate
+    from gatekit.run import load_run
 
     with Store(db, read_only=True) as store:
-        result = run_evaluate(store, run_name, sweep=tuple(sweep) if sweep else None)
+        result = run_evaluate(load_run(store, run_name), sweep=tuple(sweep) if sweep else None)
     data = result.to_dict()
     if as_json:
         _emit(data)
@@ -330,6 +334,7 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -
     from gatekit.logs.store import Store
     from gatekit.policy import load_policy
     from gatekit.replay import replay as run_replay
+    from gatekit.run import top_rules
 
     logs = logs or _bundled("sample_logs")
     policy_path = policy_path or _bundled("policies/starter.yaml")
@@ -337,6 +342,7 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -
     with Store(db) as store:
         report = run_ingest(store, [logs])
         run = run_replay(store, policy, "starter", replace=True)
+        top = top_rules(store, run.name)
     if as_json:
         _emit({"ingest": report.to_dict(), "run": run.to_dict(), "db": str(db)})
         return
@@ -344,7 +350,7 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -
                f"quarantined {report.quarantined:,}, duplicates {report.duplicates:,} -> {db}")
     _print_run(run)
     click.echo("  top rules:")
-    for rule_id, count in top_rules(store_path=db, run=run.name):
+    for rule_id, count in top:
         rule = policy.rule(rule_id)
         action = rule.action + (" (shadow)" if not rule.enforced else "")
         click.echo(f"    {rule_id:<32}{action:<18}{count:>8,}")
@@ -355,16 +361,6 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -
     click.echo(f"  gatekit replay --db {db} --policy {strict} --name strict")
     click.echo(f"  gatekit validate {policy_path}")
     click.echo(f"  gatekit decide --policy {policy_path} '{{\"tool\": \"payment.send\", \"args\": {{\"amount\": 250}}}}'")
-
-
-def top_rules(store_path: Path, run: str, limit: int = 8) -> list[tuple[str, int]]:
-    """The rules that matched most often in a run."""
-    from gatekit.logs.store import Store
-
-    with Store(store_path, read_only=True) as store:
-        return [tuple(r) for r in store.con.execute(
-            "SELECT rule, count(*) AS n FROM (SELECT unnest(rules) AS rule FROM decisions WHERE run = ?) "
-            "GROUP BY rule ORDER BY n DESC, rule LIMIT ?", [run, limit]).fetchall()]
 
 
 def _shown(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Shadow replay: a policy over the stored actions, inside DuckDB, saved as a named run.
+"""Shadow replay: a policy over the stored actions, inside DuckDB, saved as a named run (the write path;
+reading runs back is `gatekit.run`).
 
 >>> with Store("gatekit.duckdb") as store:
 ...     run = replay(store, load_policy("policies/starter.yaml"), name="starter")
@@ -8,15 +9,13 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 from gatekit.errors import StoreError
 from gatekit.logs.store import Store
 from gatekit.policy.compile import compile_sql, lit
 from gatekit.policy.model import Policy
+from gatekit.run import Run, decision_counts, load_run
 
 RUN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -30,37 +29,6 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 """
 _NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
-
-
-@dataclass(frozen=True)
-class Run:
-    """A stored replay: which policy, when, and how many actions it would allow, escalate or deny."""
-
-    name: str
-    policy_name: str
-    fingerprint: str
-    created_at: datetime
-    actions: int
-    allow: int
-    escalate: int
-    deny: int
-    errored: int
-    seconds: float
-    policy_source: str = ""
-
-    @property
-    def decisions(self) -> dict[str, int]:
-        return {"allow": self.allow, "escalate": self.escalate, "deny": self.deny}
-
-    def rate(self, decision: str) -> float:
-        return self.decisions[decision] / self.actions if self.actions else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["created_at"] = self.created_at.isoformat()
-        out["decisions"] = self.decisions
-        out["rates"] = {d: self.rate(d) for d in self.decisions}
-        return out
 
 
 def ensure_schema(store: Store) -> None:
@@ -87,10 +55,7 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
         con.execute("DELETE FROM runs WHERE name = ?", [name])
         con.execute(f"INSERT INTO decisions SELECT {lit(name)}, seq, action_id, decision, rules, errors, tier "
                     f"FROM ({compile_sql(policy)})")
-        counts = con.execute(
-            "SELECT count(*), count(*) FILTER (decision = 'allow'), count(*) FILTER (decision = 'escalate'), "
-            "count(*) FILTER (decision = 'deny'), count(*) FILTER (len(errors) > 0) FROM decisions WHERE run = ?",
-            [name]).fetchall()[0]
+        counts = decision_counts(store, name)
         seconds = time.perf_counter() - started
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [name, policy.name, policy.source, policy.text, policy.fingerprint, now, *counts, seconds])
@@ -98,48 +63,4 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return get_run(store, name)
-
-
-def get_run(store: Store, name: str) -> Run:
-    if not store.read_only:
-        ensure_schema(store)
-    rows = store.con.execute(
-        "SELECT name, policy_name, fingerprint, created_at, actions, allow, escalate, deny, errored, seconds, "
-        "policy_source FROM runs WHERE name = ?", [name]).fetchall()
-    if not rows:
-        known = ", ".join(f"`{r.name}`" for r in list_runs(store)) or "none: run `gatekit replay` first"
-        raise StoreError(f"no run `{name}` in the store (runs: {known})")
-    return Run(*rows[0])
-
-
-def list_runs(store: Store) -> list[Run]:
-    if not _has_runs(store):
-        return []
-    rows = store.con.execute(
-        "SELECT name, policy_name, fingerprint, created_at, actions, allow, escalate, deny, errored, seconds, "
-        "policy_source FROM runs ORDER BY created_at, name").fetchall()
-    return [Run(*r) for r in rows]
-
-
-def _has_runs(store: Store) -> bool:
-    return bool(store.con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchall()[0][0])
-
-
-def export_run(store: Store, name: str, out: Path | str) -> Path:
-    """Write a run's rows (`action_id, decision, rules, errors, tier`, plus seq) as Parquet or JSON Lines."""
-    get_run(store, name)
-    path = Path(out)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        fmt = "(FORMAT parquet)"
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        fmt = "(FORMAT json)"
-    else:
-        raise StoreError(f"cannot write `{path}`: use a .parquet or .jsonl file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    store.con.execute(
-        f"COPY (SELECT seq, action_id, decision, rules, errors, tier FROM decisions WHERE run = {lit(name)} "
-        f"ORDER BY seq) TO {lit(str(path))} {fmt}")
-    return path
+    return load_run(store, name)

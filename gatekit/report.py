@@ -1,7 +1,8 @@
 """The report: every shadow metric of a run, as a terminal summary, a JSON document or standalone HTML.
 
-The frames are read from the store once and handed to each metric; metrics compute, this module only
-arranges their results (and `gatekit.charts` draws them for HTML).
+Each run is loaded once (`gatekit.run.Run`: its policy parsed once, its frames read once) and handed to
+each metric; metrics compute, this module only arranges their results (and `gatekit.charts` draws them
+for HTML).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from gatekit.metrics.diff import DiffSummary, summarize_diff
 from gatekit.metrics.drift import DriftSummary, summarize_drift
 from gatekit.metrics.evaluate import Evaluation, evaluate
 from gatekit.metrics.fatigue import Fatigue, reviewer_fatigue
-from gatekit.metrics.frames import approvals_frame, decisions_frame
 from gatekit.metrics.rates import RatesSummary, summarize_rates
-from gatekit.replay import Run, get_run
+from gatekit.run import Reader, Run
 
 LIST_LIMIT = 50  # per-action lists in the JSON report; counts are always complete
+# a score that needs actions in both halves of the log (a short log has one half empty)
+TOO_LITTLE = "n/a (too little data: both halves of the log need actions)"
 
 
 @dataclass(frozen=True)
@@ -58,18 +60,19 @@ class Report:
 
 def build_report(store: Store, run: str, *, against: str | None = None,
                  sweep: tuple[str, str] | None = None) -> Report:
-    """Compute every metric of `run` (and the A-vs-B diff against run `against`), reading frames once."""
-    meta = get_run(store, run)
-    frame = decisions_frame(store, run)
-    approvals = approvals_frame(store)
+    """Compute every metric of `run` (and the A-vs-B diff against run `against`): each run is loaded once,
+    and the frames its store shares (actions, approvals) are read once for both."""
+    reader = Reader(store)
+    b = reader.run(run)
+    a = reader.run(against) if against else None
     return Report(
-        run=meta,
-        rates=summarize_rates(store, run, frame=frame, approvals=approvals),
-        drift=summarize_drift(store, run, frame=frame, approvals=approvals),
-        fatigue=reviewer_fatigue(store, run, approvals=approvals, decisions=frame),
-        controls=control_failures(store, run, approvals=approvals, decisions=frame),
-        evaluation=evaluate(store, run, sweep=sweep, decisions=frame),
-        diff=summarize_diff(store, against, run, frame_b=frame) if against else None,
+        run=b,
+        rates=summarize_rates(b),
+        drift=summarize_drift(b),
+        fatigue=reviewer_fatigue(b),
+        controls=control_failures(b),
+        evaluation=evaluate(b, sweep=sweep),
+        diff=summarize_diff(a, b) if a is not None else None,
     )
 
 
@@ -104,7 +107,9 @@ def render_text(report: Report, data: dict[str, Any] | None = None) -> str:
     if rates["never_fired"]:
         out.append("never fired: " + ", ".join(rates["never_fired"]))
     dr = d["drift"]
-    out.append(f"drift: tool-mix PSI {dr['behaviour']['psi']:.3f} ({dr['behaviour']['psi_band']}); "
+    psi = dr["behaviour"]["psi"]
+    psi_text = f"{psi:.3f} ({dr['behaviour']['psi_band']})" if psi is not None else TOO_LITTLE
+    out.append(f"drift: tool-mix PSI {psi_text}; "
                f"execution drift {dr['execution'].get('drifted', 0)} of {dr['execution'].get('approved', 0)} "
                f"approved actions; uncovered tools: {', '.join(dr['coverage']['uncovered_tools']) or 'none'}")
     fa = d["fatigue"]

@@ -45,7 +45,7 @@ def behaviour(run: str, split: date | None, every: str) -> dict[str, object]:
 def arguments(run: str, split: date | None) -> pl.DataFrame:
     policy = source.policy(run)
     first, second = windows(run, split, policy.timezone)
-    values = source.read("argument_values", lambda store, r: argument_values(store, policy, source.decisions(r)), run)
+    values = source.derive("argument_values", lambda r: argument_values(source.run(r)), run)
     return numeric_drift(in_window(values, first), in_window(values, second))
 
 

@@ -20,9 +20,8 @@ def scores(run: str) -> dict[str, pl.DataFrame]:
 
 
 def sweep(run: str, rule: str, field: str, op: str) -> object:
-    frame = source.decisions(run).select(COLUMNS)
-    return source.read("sweep", lambda store, *_: sweep_threshold(store, run, rule, field, op=op, decisions=frame),
-                       run, rule, field, op)
+    return source.derive("sweep", lambda *_: sweep_threshold(source.run(run), rule, field, op=op),
+                         run, rule, field, op)
 
 
 def percent(value: float | None) -> str:

@@ -29,11 +29,6 @@ def action_row(store: Store, seq: int) -> dict[str, Any]:
     return dict(zip(names, row)) if row else {}
 
 
-def action_runs(store: Store, seq: int) -> pl.DataFrame:
-    return store.con.sql("SELECT run, decision, rules, errors, tier FROM decisions WHERE seq = ? ORDER BY run",
-                         params=[seq]).pl()
-
-
 def parsed(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
@@ -88,7 +83,7 @@ def show_action(run: str, seq: int) -> None:
             st.markdown("**extra**")
             st.json(parsed(row["extra"]))
     st.markdown("**every run's decision**")
-    st.dataframe(source.read("action_runs", action_runs, seq), hide_index=True, width="stretch")
+    st.dataframe(source.action_runs(seq), hide_index=True, width="stretch")
 
 
 st.title("Explorer")

@@ -8,7 +8,7 @@ import streamlit as st
 from dashboards import empty, source
 from gatekit import charts
 from gatekit.metrics.fatigue import (decision_latency, promotion_candidates, promotion_policy, queue_depth,
-                                     reviewed_args, reviewer_load, reviewer_stats, sla_breaches, timed_out_reviews)
+                                     reviewer_load, reviewer_stats, sla_breaches, timed_out_reviews)
 
 MAX_QUEUE_ROWS = 2000  # queue intervals drawn: the interval grows with the span
 AUTO_PROMOTIONS = 20_000  # reviewed actions up to which promotion candidates are found without asking
@@ -34,7 +34,7 @@ def fatigue(run: str) -> dict[str, pl.DataFrame]:
 
 
 def promotions() -> pl.DataFrame:
-    return promotion_candidates(source.approvals(), source.read("reviewed_args", reviewed_args, big=True))
+    return promotion_candidates(source.approvals(), source.reviewed_args())
 
 
 st.title("Reviewers")

@@ -4,7 +4,7 @@ twice, actions executed without a required approval, break-glass use, and bypass
 Every signal is a frame with one row per offending action (`action_id`), so a report can list them.
 
 >>> with Store("gatekit.duckdb", read_only=True) as store:
-...     failures = control_failures(store, "starter")
+...     failures = control_failures(load_run(store, "starter"))
 >>> failures.action_ids["self_approval"]
 ['a-03466', 'a-04586', ...]
 """
@@ -17,10 +17,9 @@ from typing import Any
 
 import polars as pl
 
-from gatekit.logs.store import Store
 from gatekit.metrics.fatigue import DEFAULT_TIMEOUT_S, TIMEOUTS_S, review_deadlines
-from gatekit.metrics.frames import approvals_frame, decisions_frame
 from gatekit.metrics.rates import records
+from gatekit.run import Run
 
 __all__ = [
     "RETRY_WINDOW_S", "ControlFailures", "break_glass_by_reviewer", "break_glass_by_week", "break_glass_uses",
@@ -233,17 +232,17 @@ class ControlFailures:
         }
 
 
-def control_failures(store: Store, run: str, *, timeouts_s: Mapping[str, float] = TIMEOUTS_S,
+def control_failures(run: Run, *, timeouts_s: Mapping[str, float] = TIMEOUTS_S,
                      default_timeout_s: float = DEFAULT_TIMEOUT_S, ttls_s: Mapping[str, float] | None = None,
-                     default_ttl_s: float | None = None, retry_window_s: float = RETRY_WINDOW_S,
-                     approvals: pl.DataFrame | None = None, decisions: pl.DataFrame | None = None) -> ControlFailures:
+                     default_ttl_s: float | None = None, retry_window_s: float = RETRY_WINDOW_S) -> ControlFailures:
     """Every control-failure signal for `run` (whose escalations say which actions needed an approval and
-    whose tiers set the timeouts, looked up in `timeouts_s`). `approvals` and `decisions` are
-    `approvals_frame(store)` and `decisions_frame(store, run)` when the caller has them."""
-    approvals = approvals_frame(store) if approvals is None else approvals
-    decisions = decisions_frame(store, run) if decisions is None else decisions
+    whose tiers set the timeouts, looked up in `timeouts_s`).
+
+    >>> control_failures(load_run(store, "starter")).summary()
+    """
+    approvals, decisions = run.approvals, run.frame
     return ControlFailures(
-        run=run,
+        run=run.name,
         self_approvals=self_approvals(approvals),
         expired_approvals=expired_approvals(approvals, decisions, timeouts_s=timeouts_s,
                                             default_timeout_s=default_timeout_s, ttls_s=ttls_s,

@@ -2,7 +2,7 @@
 examples per cell, and a structural diff of the two policy files.
 
 >>> a, b = replay_policies(store, load_policy("policies/starter.yaml"), load_policy("policies/starter-strict.yaml"))
->>> transition_matrix(decisions_frame(store, a), decisions_frame(store, b))
+>>> transition_matrix(load_run(store, a).frame, load_run(store, b).frame)
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import polars as pl
 
 from gatekit.logs.store import Store
-from gatekit.metrics.frames import decisions_frame
-from gatekit.metrics.rates import DECISION, DECISIONS, records, run_policy
+from gatekit.metrics.rates import DECISION, DECISIONS, records
 from gatekit.policy import Policy, load_policy
 from gatekit.policy.conditions import All, Cond, Not, Test, Window
-from gatekit.replay import list_runs, replay
+from gatekit.replay import replay
+from gatekit.run import Run, list_runs
 
 __all__ = ["DiffSummary", "policy_diff", "replay_policies", "summarize_diff", "transition_matrix",
            "transition_rules"]
@@ -72,7 +72,7 @@ def transition_matrix(frame_a: pl.DataFrame, frame_b: pl.DataFrame, *, examples:
     Columns: from, to, count, share (of the actions in both runs), changed, rules_added, rules_removed,
     examples (the last three lists of strings).
 
-    >>> transition_matrix(decisions_frame(store, "starter"), decisions_frame(store, "strict"))
+    >>> transition_matrix(load_run(store, "starter").frame, load_run(store, "strict").frame)
     """
     return _matrix(_paired(frame_a, frame_b), examples)
 
@@ -255,16 +255,13 @@ class DiffSummary:
         }
 
 
-def summarize_diff(store: Store, run_a: str, run_b: str, *, examples: int = EXAMPLES,
-                   frame_a: pl.DataFrame | None = None, frame_b: pl.DataFrame | None = None) -> DiffSummary:
-    """Everything the report shows about run A against run B; the runs' `decisions_frame`s are read from
-    the store unless given.
+def summarize_diff(run_a: Run, run_b: Run, *, examples: int = EXAMPLES) -> DiffSummary:
+    """Everything the report shows about run A against run B.
 
-    >>> summarize_diff(store, "starter", "strict").to_dict()["changed"]
+    >>> summarize_diff(load_run(store, "starter"), load_run(store, "strict")).to_dict()["changed"]
     """
-    policy_a, policy_b = run_policy(store, run_a), run_policy(store, run_b)
-    frame_a = decisions_frame(store, run_a) if frame_a is None else frame_a
-    frame_b = decisions_frame(store, run_b) if frame_b is None else frame_b
+    policy_a, policy_b = run_a.policy, run_b.policy
+    frame_a, frame_b = run_a.frame, run_b.frame
     paired = _paired(frame_a, frame_b)
     matrix = _matrix(paired, examples)
     both = int(matrix["count"].sum())
@@ -273,7 +270,7 @@ def summarize_diff(store: Store, run_a: str, run_b: str, *, examples: int = EXAM
         return {d: int((frame["decision"] == d).sum()) for d in DECISIONS}
 
     return DiffSummary(
-        run_a=run_a, run_b=run_b,
+        run_a=run_a.name, run_b=run_b.name,
         policy_a=policy_a.name, policy_b=policy_b.name,
         actions=both,
         only_a=frame_a.height - both,  # action ids are unique within a run

@@ -22,12 +22,11 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from gatekit.logs.store import Store
-from gatekit.metrics.frames import approvals_frame, arg_frame, decisions_frame
-from gatekit.metrics.rates import records, rule_firing, run_policy, wilson, with_time_keys
+from gatekit.metrics.rates import records, rule_firing, wilson, with_time_keys
 from gatekit.policy import Policy
 from gatekit.policy.conditions import ORDER_OPS, Test, Window, leaves
 from gatekit.policy.values import compile_re2
+from gatekit.run import Run
 
 __all__ = [
     "PSI_EPSILON", "DriftSummary", "Span", "argument_values", "coverage", "escalation_rate_change",
@@ -143,13 +142,14 @@ def _tool_rules(policy: Policy, tools: Sequence[str], rule_ids: Sequence[str] | 
     return pl.DataFrame(rows, schema={"tool": pl.String, "rule": pl.String}, orient="row")
 
 
-def argument_values(store: Store, policy: Policy, frame: pl.DataFrame) -> pl.DataFrame:
-    """The numeric values of `numeric_fields(policy)`, one row per action and field, for the actions of
-    `frame` whose tool is one a rule testing that field applies to (an amount on a tool no amount rule
+def argument_values(run: Run) -> pl.DataFrame:
+    """The numeric values of `numeric_fields(run.policy)`, one row per action and field, for the actions of
+    the run whose tool is one a rule testing that field applies to (an amount on a tool no amount rule
     covers is not the policy's business). Values that are not numbers are left out.
 
     Columns: seq, ts, tool, field, value.
     """
+    policy, frame = run.policy, run.frame
     fields = numeric_fields(policy)
     schema = {"seq": pl.Int64, "ts": frame.schema["ts"], "tool": pl.String, "field": pl.String, "value": pl.Float64}
     if not fields:
@@ -158,7 +158,7 @@ def argument_values(store: Store, policy: Policy, frame: pl.DataFrame) -> pl.Dat
     scope = pl.concat([_tool_rules(policy, tools, ids).select("tool").unique().with_columns(field=pl.lit(f))
                        for f, ids in fields.items()])
     calls = frame.select("seq", "ts", "tool").filter(pl.col("tool").is_in(scope["tool"].unique().to_list()))
-    values = (calls.join(arg_frame(store, list(fields)).select("seq", *fields), on="seq")
+    values = (calls.join(run.arguments(list(fields)).select("seq", *fields), on="seq")
               .unpivot(index=["seq", "ts", "tool"], variable_name="field", value_name="value")
               .drop_nulls("value"))
     return (values.join(scope, on=["tool", "field"], how="semi")
@@ -442,27 +442,23 @@ class DriftSummary:
         }
 
 
-def summarize_drift(store: Store, run: str, windows: tuple[Span, Span] | None = None, *, every: str = "day",
-                    frame: pl.DataFrame | None = None, approvals: pl.DataFrame | None = None) -> DriftSummary:
-    """Every drift metric of `run`; `windows` defaults to the two halves of the log's span. `frame` (the
-    run's `decisions_frame`) and `approvals` (`approvals_frame`) are read from the store unless given.
+def summarize_drift(run: Run, windows: tuple[Span, Span] | None = None, *, every: str = "day") -> DriftSummary:
+    """Every drift metric of `run`; `windows` defaults to the two halves of the log's span.
 
-    >>> summarize_drift(store, "starter").to_dict()["behaviour"]["psi"]
+    >>> summarize_drift(load_run(store, "starter")).to_dict()["behaviour"]["psi"]
     """
-    policy = run_policy(store, run)
+    policy, frame, approvals = run.policy, run.frame, run.approvals
     tz = policy.timezone
-    frame = decisions_frame(store, run) if frame is None else frame
     if windows is None:
         halves = split_halves(frame, timezone=tz)
         if len(halves) != 2:
-            raise ValueError(f"run `{run}` has no actions to split into windows")
+            raise ValueError(f"run `{run.name}` has no actions to split into windows")
         windows = (halves[0], halves[1])
     a, b = in_window(frame, windows[0]), in_window(frame, windows[1])
     mix, agents = tool_mix_psi(a, b), tool_mix_psi(a, b, by="agent")
-    values = argument_values(store, policy, frame)
-    approvals = approvals_frame(store) if approvals is None else approvals
+    values = argument_values(run)
     return DriftSummary(
-        run=run,
+        run=run.name,
         windows=windows,
         tool_mix=mix,
         psi=float(mix["psi"].sum()) if a.height and b.height else None,

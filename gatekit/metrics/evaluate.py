@@ -6,7 +6,7 @@ stopped are *caught* (the rest *missed*), `benign` ones stopped *bothered* a hum
 or none, counts in neither. A rate whose denominator is 0 is null (no evidence), not 0.
 
 >>> with Store("gatekit.duckdb", read_only=True) as store:
-...     ev = evaluate(store, "starter", sweep=("payments-over-100", "args.amount"))
+...     ev = evaluate(load_run(store, "starter"), sweep=("payments-over-100", "args.amount"))
 >>> ev.catch_rate, ev.bother_rate
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 import polars as pl
 
 from gatekit.logs.store import Store
-from gatekit.metrics.frames import decisions_frame
-from gatekit.metrics.rates import records, run_policy
+from gatekit.metrics.rates import records
 from gatekit.policy.compile import Val, compile_sql, json_pointer, lit
 from gatekit.policy.conditions import ORDER_OPS, All, Any_, Cond, Field, Not, Test, Window, leaves
 from gatekit.policy.model import LEVEL, Policy, Rule
+from gatekit.run import Run
 
 __all__ = [
     "STOPPED", "Evaluation", "Sweep", "counterfactual_decisions", "evaluate", "label_scores", "rule_scores",
@@ -164,16 +164,17 @@ def _value_sql(field: Field, policy: Policy) -> str:
     return f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} END)"
 
 
-def counterfactual_decisions(store: Store, policy: Policy, decisions: pl.DataFrame, rule_id: str, field: str, *,
-                             op: str | None = None) -> pl.DataFrame:
+def counterfactual_decisions(run: Run, rule_id: str, field: str, *, op: str | None = None) -> pl.DataFrame:
     """For every action of the rule's tools: the number its test on `field` reads (`value`, null when none),
-    and the decision `policy` gives it when that test holds (`if_true`) and when it does not (`if_false`).
+    and the decision the run's policy gives it when that test holds (`if_true`) and when it does not
+    (`if_false`).
 
-    `decisions` is the run of `policy` (`decisions_frame`). Only the rule's own match can change, so only
+    Only the rule's own match can change, so only
     the rule is evaluated, twice in one query with the test's truth forced (compared against -inf or +inf,
     which keeps its errors); each decision is then recombined with the other rules' stored matches and
     errors exactly as the policy combines them. Returns `seq, value, if_true, if_false`.
     """
+    policy = run.policy
     rule, test = _find_test(policy, rule_id, field, op)
     low, high = float("-inf"), float("inf")
     holds, fails = (low, high) if test.op in ("gt", "gte") else (high, low)
@@ -184,12 +185,16 @@ def counterfactual_decisions(store: Store, policy: Policy, decisions: pl.DataFra
         tools = f"regexp_full_match(tool, {lit(rule.tool_regex)})"
     else:  # plain names: an IN list DuckDB can push into the scan
         tools = f"tool IN ({', '.join(lit(t) for t in rule.tools)})"
-    matched = store.con.sql(f"""
+    matched = run.read(_query, f"""
         WITH m AS ({compile_sql(probe, f"SELECT * FROM actions WHERE {tools}")}),
              v AS (SELECT seq, {_value_sql(test.field, policy)} AS value FROM actions WHERE {tools})
         SELECT v.seq, v.value, list_contains(m.rules, 't') AS m_true, list_contains(m.rules, 'f') AS m_false
-        FROM v JOIN m USING (seq) ORDER BY v.seq""").pl()
-    return _recombine(policy, rule, matched.join(decisions.select("seq", "rules", "errors"), on="seq", how="left"))
+        FROM v JOIN m USING (seq) ORDER BY v.seq""")
+    return _recombine(policy, rule, matched.join(run.frame.select("seq", "rules", "errors"), on="seq", how="left"))
+
+
+def _query(store: Store, sql: str) -> pl.DataFrame:
+    return store.con.sql(sql).pl()
 
 
 def _recombine(policy: Policy, rule: Rule, frame: pl.DataFrame) -> pl.DataFrame:
@@ -282,21 +287,21 @@ class Sweep:
                 "curve": records(self.curve)}
 
 
-def sweep_threshold(store: Store, run: str, rule_id: str, field: str, thresholds: Sequence[float] | None = None,
-                    *, op: str | None = None, decisions: pl.DataFrame | None = None) -> Sweep:
+def sweep_threshold(run: Run, rule_id: str, field: str, thresholds: Sequence[float] | None = None, *,
+                    op: str | None = None) -> Sweep:
     """Vary the threshold of `rule_id`'s numeric test on `field` in `run`'s policy over `thresholds`
     (default: the 0, 5, ..., 100% quantiles of the values the test reads, plus the policy's own) and
-    score each, exactly as a replay of the policy with that threshold would."""
-    policy = run_policy(store, run)
-    _, test = _find_test(policy, rule_id, field, op)
-    if decisions is None:
-        decisions = decisions_frame(store, run)
-    cf = counterfactual_decisions(store, policy, decisions, rule_id, field, op=test.op)
+    score each, exactly as a replay of the policy with that threshold would.
+
+    >>> sweep_threshold(load_run(store, "starter"), "payments-over-100", "args.amount").curve
+    """
+    _, test = _find_test(run.policy, rule_id, field, op)
+    cf = counterfactual_decisions(run, rule_id, field, op=test.op)
     if thresholds is None:
         values = cf["value"].drop_nulls()
         qs = [values.quantile(q, "nearest") for q in _SWEEP_QUANTILES] if values.len() else []
         thresholds = sorted({float(test.operand), *(float(q) for q in qs if q is not None)})
-    curve = threshold_sweep(decisions, cf, test.op, thresholds)
+    curve = threshold_sweep(run.frame, cf, test.op, thresholds)
     return Sweep(rule=rule_id, field=field, op=test.op, current=float(test.operand), curve=curve)
 
 
@@ -342,19 +347,18 @@ class Evaluation:
                 "sweep": self.sweep.to_dict() if self.sweep else None}
 
 
-def evaluate(store: Store, run: str, *, sweep: tuple[str, str] | None = None,
-             thresholds: Sequence[float] | None = None, decisions: pl.DataFrame | None = None) -> Evaluation:
+def evaluate(run: Run, *, sweep: tuple[str, str] | None = None,
+             thresholds: Sequence[float] | None = None) -> Evaluation:
     """Score `run` against the stored labels; with `sweep=(rule_id, field)`, also that test's threshold curve.
-    `decisions` is `decisions_frame(store, run)` when the caller already has it."""
-    if decisions is None:
-        decisions = decisions_frame(store, run)
-    decisions = decisions.select("seq", "action_id", "session", "tool", "label", "decision", "rules", "errors")
-    policy = run_policy(store, run)
+
+    >>> evaluate(load_run(store, "starter")).catch_rate
+    """
+    decisions = run.frame.select("seq", "action_id", "session", "tool", "label", "decision", "rules", "errors")
     return Evaluation(
-        run=run,
+        run=run.name,
         overall=label_scores(decisions),
         by_tool=label_scores(decisions, ["tool"]),
-        by_rule=rule_scores(decisions, [r.id for r in policy.rules]),
+        by_rule=rule_scores(decisions, [r.id for r in run.policy.rules]),
         sessions=session_scores(decisions),
-        sweep=sweep_threshold(store, run, *sweep, thresholds, decisions=decisions) if sweep else None,
+        sweep=sweep_threshold(run, *sweep, thresholds) if sweep else None,
     )

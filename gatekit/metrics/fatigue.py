@@ -4,7 +4,7 @@ breaches, and the action patterns reviewers always approve (promotion candidates
 A *review* is one recorded approval that is not break-glass (break-glass is a control, see controls.py).
 
 >>> with Store("gatekit.duckdb", read_only=True) as store:
-...     fatigue = reviewer_fatigue(store, "starter")
+...     fatigue = reviewer_fatigue(load_run(store, "starter"))
 >>> fatigue.reviewers.filter(pl.col("rubber_stamp"))["reviewer"].to_list()
 ['u-tom']
 """
@@ -17,16 +17,13 @@ from typing import Any
 
 import polars as pl
 
-from gatekit.logs.store import Store
-from gatekit.metrics.frames import approvals_frame, decisions_frame
 from gatekit.metrics.rates import records
-from gatekit.policy.compile import lit
-from gatekit.policy.values import JSON_SPACE, NUMERIC_STRING
+from gatekit.run import Run
 
 __all__ = [
     "BUSINESS_HOURS", "DEFAULT_TIMEOUT_S", "FAST_S", "SLA_S", "TIMEOUTS_S", "BusinessHours", "Fatigue",
     "decision_latency", "promotion_candidates", "promotion_policy", "queue_depth",
-    "review_deadlines", "review_verdicts", "reviewed_args", "reviewer_fatigue", "reviewer_load",
+    "review_deadlines", "review_verdicts", "reviewer_fatigue", "reviewer_load",
     "reviewer_stats", "sla_breaches", "timed_out_reviews",
 ]
 
@@ -252,22 +249,6 @@ def review_verdicts(approvals: pl.DataFrame) -> pl.DataFrame:
             .sort("seq"))
 
 
-def reviewed_args(store: Store) -> pl.DataFrame:
-    """The top-level `args` and `context` values of every action with an approval, long: `seq, field,
-    number` (a JSON number, or a string the policy reads as one), `text` (a JSON string). Keys a policy
-    field cannot name (containing a dot, say) are left out."""
-    parts = [f"""
-        SELECT a.seq, '{root}.' || j.key AS field,
-               CASE WHEN j.type IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT') THEN TRY_CAST(j.value AS DOUBLE)
-                    WHEN j.type = 'VARCHAR' AND regexp_full_match(j.value ->> '$', {lit(NUMERIC_STRING)})
-                    THEN TRY_CAST(trim(j.value ->> '$', {lit(JSON_SPACE)}) AS DOUBLE) END AS number,
-               CASE WHEN j.type = 'VARCHAR' THEN j.value ->> '$' END AS text
-        FROM actions a, json_each(a.{root}) j
-        WHERE coalesce(json_array_length(a.approvals), 0) > 0 AND regexp_full_match(j.key, '[A-Za-z0-9_-]+')"""
-             for root in ("args", "context")]
-    return store.con.sql(" UNION ALL ".join(parts) + " ORDER BY seq, field").pl()
-
-
 def _round_down(x: pl.Expr) -> pl.Expr:
     """The largest of 1, 2, 5 x 10^k at most x (x > 0)."""
     p = pl.lit(10.0).pow(x.log10().floor())
@@ -290,7 +271,7 @@ def promotion_candidates(approvals: pl.DataFrame, args: pl.DataFrame, *,
 
     A pattern is a tool and an agent plus either a numeric field below a round threshold (1, 2 or 5 x 10^k:
     the largest at most the smallest denied value, or, if none was ever denied, the smallest above every
-    value seen) or a string field equal to a value. `args` is `reviewed_args(store)`. Returns `tool, agent,
+    value seen) or a string field equal to a value. `args` is `Run.reviewed_args`. Returns `tool, agent,
     field, op` (`lt` | `eq`) `, operand` (the threshold or the value, as text) `, reviewed, approved, denied, first_ts,
     last_ts, rule_id, rule_yaml` (one rule, a list item of a policy's `rules`), most approved first.
 
@@ -407,17 +388,17 @@ class Fatigue:
         }
 
 
-def reviewer_fatigue(store: Store, run: str, *, hours: BusinessHours = BUSINESS_HOURS, sla_s: float = SLA_S,
+def reviewer_fatigue(run: Run, *, hours: BusinessHours = BUSINESS_HOURS, sla_s: float = SLA_S,
                      fast_s: float = FAST_S, timeouts_s: Mapping[str, float] = TIMEOUTS_S,
                      default_timeout_s: float = DEFAULT_TIMEOUT_S, min_reviews: int = MIN_REVIEWS,
-                     min_approved: int = MIN_APPROVED, queue_every: str = "1h",
-                     approvals: pl.DataFrame | None = None, decisions: pl.DataFrame | None = None) -> Fatigue:
-    """Every fatigue metric for `run` (whose tiers group the latencies and set the timeouts). `approvals`
-    and `decisions` are `approvals_frame(store)` and `decisions_frame(store, run)` when the caller has them."""
-    approvals = approvals_frame(store) if approvals is None else approvals
-    decisions = (decisions_frame(store, run) if decisions is None else decisions).select("seq", "tier")
+                     min_approved: int = MIN_APPROVED, queue_every: str = "1h") -> Fatigue:
+    """Every fatigue metric for `run` (whose tiers group the latencies and set the timeouts).
+
+    >>> reviewer_fatigue(load_run(store, "starter")).rubber_stamps
+    """
+    approvals, decisions = run.approvals, run.frame.select("seq", "tier")
     return Fatigue(
-        run=run,
+        run=run.name,
         reviews=_reviews(approvals).height,
         reviewers=reviewer_stats(approvals, hours=hours, fast_s=fast_s, sla_s=sla_s, min_reviews=min_reviews),
         load=reviewer_load(approvals, hours=hours),
@@ -426,7 +407,7 @@ def reviewer_fatigue(store: Store, run: str, *, hours: BusinessHours = BUSINESS_
         timed_out=timed_out_reviews(approvals, decisions, timeouts_s=timeouts_s,
                                     default_timeout_s=default_timeout_s),
         sla_breaches=sla_breaches(approvals, sla_s=sla_s),
-        promotions=promotion_candidates(approvals, reviewed_args(store), min_approved=min_approved),
+        promotions=promotion_candidates(approvals, run.reviewed_args, min_approved=min_approved),
         settings={"business_hours": {"start": hours.start, "end": hours.end, "weekdays": list(hours.weekdays),
                                      "timezone": hours.timezone},
                   "sla_s": sla_s, "fast_s": fast_s, "timeouts_s": dict(timeouts_s),

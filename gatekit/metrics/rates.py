@@ -1,9 +1,9 @@
 """Would-be decisions of a run: rates with Wilson intervals, rule firing, workload forecast and smell test.
 
-Every function takes the frames of `gatekit.metrics.frames` and returns a tidy polars frame; the work is
-polars expressions over whole columns, never a Python loop over actions.
+Every function takes a run's frames (`gatekit.run.Run.frame`) and returns a tidy polars frame; the work is
+polars expressions over whole columns, never a Python loop over actions. `summarize_rates` takes the run.
 
->>> rates = decision_rates(decisions_frame(store, "starter"), by="tool")
+>>> rates = decision_rates(load_run(store, "starter").frame, by="tool")
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from gatekit.logs.store import Store
-from gatekit.metrics.frames import approvals_frame, decisions_frame
-from gatekit.policy import Policy, parse_policy
+from gatekit.policy import Policy
 from gatekit.policy.conditions import WEEKDAYS
 from gatekit.policy.model import VERDICTS
-from gatekit.replay import get_run
+from gatekit.run import Run
 
 __all__ = [
     "BY_KEYS", "DECISIONS", "RatesSummary", "Z95", "decision_rates", "escalation_rate_by", "records",
-    "routine_escalations", "routine_tools", "rule_firing", "run_policy", "smell_test", "summarize_rates",
+    "routine_escalations", "routine_tools", "rule_firing", "smell_test", "summarize_rates",
     "wilson", "with_time_keys", "workload_forecast",
 ]
 
@@ -109,7 +107,7 @@ def decision_rates(decisions: pl.DataFrame, by: str | Sequence[str] = (), *, tim
 
     Columns: *by, decision, count, total, rate, lower, upper.
 
-    >>> decision_rates(decisions_frame(store, "starter"), by=["agent", "hour"])
+    >>> decision_rates(run.frame, by=["agent", "hour"])
     """
     keys = _keys(by)
     frame = _grouped(decisions, keys, timezone)
@@ -269,14 +267,6 @@ def smell_test(decisions: pl.DataFrame, *, threshold: float = SMELL_THRESHOLD,
 
 
 # -- the run, for the report -----------------------------------------------------------------------------
-def run_policy(store: Store, run: str) -> Policy:
-    """The policy a stored run was replayed with, parsed again from the text kept with the run."""
-    get_run(store, run)
-    text, source = store.con.execute(
-        "SELECT policy_text, policy_source FROM runs WHERE name = ?", [run]).fetchall()[0]
-    return parse_policy(text or "", source or "<policy>")
-
-
 def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     """A (small, aggregated) frame as JSON-ready rows: dates as ISO text, NaN and infinities as null."""
     return [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dicts()]
@@ -327,25 +317,20 @@ class RatesSummary:
         }
 
 
-def summarize_rates(store: Store, run: str, *, by: Sequence[str] = ("tool", "agent", "rule", "tier", "hour",
-                                                                       "weekday", "day"),
-                    threshold: float = SMELL_THRESHOLD, routine: Sequence[str] | None = None,
-                    frame: pl.DataFrame | None = None, approvals: pl.DataFrame | None = None) -> RatesSummary:
-    """Every would-be-decision metric of `run`, for the report. `frame` (the run's `decisions_frame`) and
-    `approvals` (`approvals_frame`) are read from the store unless given, so a report can read them once.
+def summarize_rates(run: Run, *, by: Sequence[str] = ("tool", "agent", "rule", "tier", "hour", "weekday", "day"),
+                    threshold: float = SMELL_THRESHOLD, routine: Sequence[str] | None = None) -> RatesSummary:
+    """Every would-be-decision metric of `run`, for the report.
 
-    >>> summarize_rates(store, "starter").to_dict()["decisions"]
+    >>> summarize_rates(load_run(store, "starter")).to_dict()["decisions"]
     {'allow': 17893, 'escalate': 1935, 'deny': 172}
     """
-    policy = run_policy(store, run)
-    frame = decisions_frame(store, run) if frame is None else frame
-    approvals = approvals_frame(store) if approvals is None else approvals
+    policy, frame, approvals = run.policy, run.frame, run.approvals
     tz = policy.timezone
     firing = rule_firing(frame, policy)
     tools = list(routine) if routine is not None else routine_tools(frame)
     counts = frame["decision"].value_counts()
     return RatesSummary(
-        run=run,
+        run=run.name,
         policy_name=policy.name,
         actions=frame.height,
         decisions={d: int(counts.filter(pl.col("decision") == d)["count"].sum()) for d in DECISIONS},

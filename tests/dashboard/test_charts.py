@@ -14,15 +14,15 @@ import pytest
 from gatekit import charts
 from gatekit.logs.store import Store
 from gatekit.metrics import diff, drift, evaluate, fatigue, rates
-from gatekit.metrics.frames import approvals_frame, decisions_frame
+from gatekit.run import approvals_frame, decisions_frame, load_run
 
 
 @pytest.fixture(scope="module")
 def frames(sample_store: Path) -> dict:
     with Store(sample_store, read_only=True) as store:
-        sweep = evaluate.sweep_threshold(store, "starter", "payments-over-100", "args.amount")
+        sweep = evaluate.sweep_threshold(load_run(store, "starter"), "payments-over-100", "args.amount")
         return {"a": decisions_frame(store, "starter"), "b": decisions_frame(store, "strict"),
-                "approvals": approvals_frame(store), "policy": rates.run_policy(store, "starter"), "sweep": sweep}
+                "approvals": approvals_frame(store), "policy": load_run(store, "starter").policy, "sweep": sweep}
 
 
 def spec(chart: alt.TopLevelMixin) -> dict:

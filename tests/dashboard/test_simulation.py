@@ -13,7 +13,7 @@ from dashboards.simulation import compare, lookback, replay_window, save_run
 from gatekit.errors import GatekitError
 from gatekit.logs.store import Store
 from gatekit.metrics.drift import in_window
-from gatekit.metrics.frames import decisions_frame
+from gatekit.run import decisions_frame
 from gatekit.policy import load_policy, parse_policy
 
 from .conftest import STARTER, STRICT

@@ -13,7 +13,7 @@ import pytest
 
 from dashboards import source
 from gatekit.logs.store import Store
-from gatekit.metrics.frames import decisions_frame
+from gatekit.run import decisions_frame
 from gatekit.policy import load_policy
 from gatekit.replay import replay
 

@@ -15,7 +15,7 @@ from gatekit.metrics.controls import (
     break_glass_by_reviewer, break_glass_by_week, break_glass_uses, bypass_attempts, control_failures,
     executed_without_approval, expired_approvals, reused_approvals, self_approvals,
 )
-from gatekit.metrics.frames import approvals_frame, decisions_frame
+from gatekit.run import approvals_frame, decisions_frame, load_run
 from gatekit.policy import parse_policy
 from gatekit.replay import replay
 
@@ -123,7 +123,7 @@ def test_execution_drift_is_a_bypass_and_matches_the_planted(store, planted) -> 
 
 
 def test_control_failures_on_the_recorded_process_find_every_planted_failure(recorded, planted) -> None:
-    ids = control_failures(recorded, "recorded").action_ids
+    ids = control_failures(load_run(recorded, "recorded")).action_ids
     assert ids["self_approval"] == sorted(planted["self_approvals"]["by_user"] + planted["self_approvals"]["by_agent"])
     assert ids["expired_approval"] == planted["approved_after_timeout"]
     assert ids["reused_approval"] == sorted(b for _, b in planted["approval_reused"])
@@ -195,7 +195,7 @@ def test_retries_after_a_refusal_within_the_window_with_other_arguments() -> Non
 
 
 def test_control_failures_to_dict_is_json(store) -> None:
-    failures = control_failures(store, "starter")
+    failures = control_failures(load_run(store, "starter"))
     out = json.loads(json.dumps(failures.to_dict()))
     assert out["counts"] == {k: len(v) for k, v in out["action_ids"].items()}
     assert out["counts"]["break_glass"] == 8
@@ -206,8 +206,8 @@ def test_control_failures_to_dict_is_json(store) -> None:
 
 
 def test_golden_controls(store, recorded) -> None:
-    check_golden("controls_summary_starter", control_failures(store, "starter").summary())
-    failures = control_failures(recorded, "recorded")
+    check_golden("controls_summary_starter", control_failures(load_run(store, "starter")).summary())
+    failures = control_failures(load_run(recorded, "recorded"))
     check_golden("controls_summary_recorded", failures.summary())
     check_golden("controls_offenders_recorded", failures.offenders())
     check_golden("controls_break_glass_by_week", failures.break_glass_by_week)

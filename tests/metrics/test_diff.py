@@ -15,10 +15,9 @@ from gatekit.logs.store import Store
 from gatekit.metrics.diff import (
     policy_diff, replay_policies, summarize_diff, transition_matrix, transition_rules,
 )
-from gatekit.metrics.frames import decisions_frame
+from gatekit.run import decisions_frame, load_run
 from gatekit.metrics.rates import DECISIONS
 from gatekit.policy import load_policy, parse_policy
-from gatekit.replay import get_run
 
 from .conftest import REPO, check_golden
 from .test_rates import frames
@@ -168,19 +167,19 @@ def writable(sample_store: Path, tmp_path: Path):
 def test_replay_policies_names_and_reuses_runs(writable: Store) -> None:
     a, b = replay_policies(writable, STARTER, STRICT)
     assert a.startswith("starter@") and b.startswith("starter-strict@")
-    first = get_run(writable, a).created_at
+    first = load_run(writable, a).created_at
     again = replay_policies(writable, load_policy(STARTER), STRICT)
-    assert again == (a, b) and get_run(writable, a).created_at == first  # the same policy text is not replayed
-    diff = summarize_diff(writable, a, b)
-    assert diff.to_dict()["decisions"] == summarize_diff(writable, "starter", "strict").to_dict()["decisions"]
+    assert again == (a, b) and load_run(writable, a).created_at == first  # the same policy text is not replayed
+    diff = summarize_diff(load_run(writable, a), load_run(writable, b))
+    assert diff.to_dict()["decisions"] == summarize_diff(load_run(writable, "starter"), load_run(writable, "strict")).to_dict()["decisions"]
 
 
 def test_summary_to_dict(store) -> None:
-    summary = summarize_diff(store, "starter", "strict")
+    summary = summarize_diff(load_run(store, "starter"), load_run(store, "strict"))
     doc = json.loads(json.dumps(summary.to_dict(), allow_nan=False))
     assert (doc["actions"], doc["only_a"], doc["only_b"]) == (20000, 0, 0)
-    assert doc["decisions"]["a"] == get_run(store, "starter").decisions
-    assert doc["decisions"]["b"] == get_run(store, "strict").decisions
+    assert doc["decisions"]["a"] == load_run(store, "starter").decisions
+    assert doc["decisions"]["b"] == load_run(store, "strict").decisions
     assert doc["changed"] == sum(c["count"] for c in doc["matrix"] if c["from"] != c["to"])
     assert sum(doc["decisions"]["delta"].values()) == 0
     assert len(doc["matrix"]) == 9 and all(len(c["examples"]) <= 5 for c in doc["matrix"])

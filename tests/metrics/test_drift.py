@@ -16,8 +16,7 @@ from gatekit.metrics.drift import (
     in_window, numeric_drift, numeric_fields, rule_drift, rule_rate_change, split_halves, split_weeks,
     summarize_drift, tool_mix_psi,
 )
-from gatekit.metrics.frames import approvals_frame, decisions_frame
-from gatekit.metrics.rates import run_policy
+from gatekit.run import approvals_frame, decisions_frame, load_run
 from gatekit.policy import parse_policy
 
 from .conftest import check_golden
@@ -139,7 +138,7 @@ def test_procure_bot_is_a_new_agent_in_the_second_half(store) -> None:
 
 # ---- numeric arguments ---------------------------------------------------------------------------------
 def test_numeric_fields_of_the_starter(store) -> None:
-    assert numeric_fields(run_policy(store, "starter")) == {
+    assert numeric_fields(load_run(store, "starter").policy) == {
         "args.amount": ["payments-over-100", "payments-over-10k", "payments-hourly-total"],
         "args.rows_affected": ["prod-updates"],
         "args.recipients": ["campaign-large"],
@@ -152,7 +151,7 @@ def test_numeric_fields_of_the_starter(store) -> None:
 
 def test_argument_values_read_numeric_strings_and_only_the_rules_tools(store, planted) -> None:
     frame = decisions_frame(store, "starter")
-    values = argument_values(store, run_policy(store, "starter"), frame)
+    values = argument_values(load_run(store, "starter"))
     assert set(values.select("field", "tool").unique().rows()) == {
         ("args.amount", "payment.send"), ("args.rows_affected", "db.update"),
         ("args.recipients", "email.campaign.send")}
@@ -197,7 +196,7 @@ def test_execution_drift_counts_approved_executed_actions_once() -> None:
 # ---- coverage ------------------------------------------------------------------------------------------
 def test_coverage_finds_tools_and_agents_no_rule_looks_at(store) -> None:
     frame = decisions_frame(store, "starter")
-    assert coverage(frame, run_policy(store, "starter"))["covered"].all()
+    assert coverage(frame, load_run(store, "starter").policy)["covered"].all()
     payments_only = parse_policy('{"version": 1, "name": "p", "rules": [{"id": "pay", "tool": "payment.*", '
                                  '"action": "escalate"}, {"id": "mail", "tool": "email.send", "action": "allow", '
                                  '"mode": "shadow"}]}')
@@ -214,7 +213,7 @@ def test_coverage_finds_tools_and_agents_no_rule_looks_at(store) -> None:
 # ---- rule drift ----------------------------------------------------------------------------------------
 def test_rule_drift_shows_the_burst_days_and_weekend_deploys(store, planted) -> None:
     frame = decisions_frame(store, "starter")
-    drift = rule_drift(frame, run_policy(store, "starter"))
+    drift = rule_drift(frame, load_run(store, "starter").policy)
     days = frame.select(pl.col("ts").dt.date().n_unique()).item()
     assert drift.height == 20 * days  # every rule on every day, zeros included
     bursts = drift.filter((pl.col("rule") == "email-burst") & (pl.col("fired") > 0))
@@ -228,7 +227,7 @@ def test_rule_drift_shows_the_burst_days_and_weekend_deploys(store, planted) -> 
 
 # ---- the summary ---------------------------------------------------------------------------------------
 def test_summary_to_dict(store, planted) -> None:
-    summary = summarize_drift(store, "starter")
+    summary = summarize_drift(load_run(store, "starter"))
     doc = json.loads(json.dumps(summary.to_dict(), allow_nan=False))
     assert doc["windows"][0] == {"start": "2026-10-05T00:00:00+00:00", "end": "2026-10-19T00:00:00+00:00"}
     assert doc["behaviour"]["psi_band"] == "stable" and doc["behaviour"]["new_agents"] == ["procure-bot"]
@@ -246,10 +245,10 @@ def _flat(frame: pl.DataFrame) -> pl.DataFrame:
 
 def test_golden_drift(store) -> None:
     frame = decisions_frame(store, "starter")
-    policy = run_policy(store, "starter")
+    policy = load_run(store, "starter").policy
     first, second = split_halves(frame)
     a, b = in_window(frame, first), in_window(frame, second)
-    values = argument_values(store, policy, frame)
+    values = argument_values(load_run(store, "starter"))
     approvals = approvals_frame(store)
     check_golden("drift_tool_mix", tool_mix_psi(a, b))
     check_golden("drift_agent_mix", tool_mix_psi(a, b, by="agent"))

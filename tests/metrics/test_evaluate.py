@@ -17,8 +17,7 @@ from gatekit.metrics.evaluate import (
     counterfactual_decisions, evaluate, label_scores, rule_scores, session_scores, sweep_threshold,
     sweepable_tests, threshold_sweep,
 )
-from gatekit.metrics.frames import decisions_frame
-from gatekit.metrics.rates import run_policy
+from gatekit.run import decisions_frame, load_run
 from gatekit.policy import parse_policy
 from gatekit.replay import replay
 
@@ -164,7 +163,7 @@ def test_sweep_equals_replaying_the_policy_at_each_threshold(writable: Path, pol
     test = f"{field}: {{{op}: %s}}\n"
     assert text.count(test % current) == 1
     with Store(writable) as store:
-        curve = sweep_threshold(store, run, rule, field, xs, op=op).curve
+        curve = sweep_threshold(load_run(store, run), rule, field, xs, op=op).curve
         for x in xs:
             want = _replayed_scores(store, text.replace(test % current, test % x), f"sweep-{rule}")
             got = curve.filter(pl.col("threshold") == x).select("caught", "bothered", "escalate", "deny").row(0)
@@ -191,7 +190,7 @@ def test_sweep_equals_replay_on_generated_stores(rows: list[tuple], xs: list[int
     with Store(":memory:") as store:
         store.insert_actions(records)
         replay(store, parse_policy(text), "base")
-        curve = sweep_threshold(store, "base", "big", "args.amount", [float(x) for x in xs]).curve
+        curve = sweep_threshold(load_run(store, "base"), "big", "args.amount", [float(x) for x in xs]).curve
         for x in sorted(set(xs)):
             replay(store, parse_policy(text.replace("{gt: 100}", f"{{gt: {x}}}")), "at", replace=True)
             want = label_scores(decisions_frame(store, "at")).row(0, named=True)
@@ -200,9 +199,9 @@ def test_sweep_equals_replay_on_generated_stores(rows: list[tuple], xs: list[int
 
 
 def test_counterfactual_keeps_the_rule_errors(store) -> None:
-    policy = run_policy(store, "starter")
+    policy = load_run(store, "starter").policy
     d = decisions_frame(store, "starter")
-    cf = counterfactual_decisions(store, policy, d, "payments-over-100", "args.amount")
+    cf = counterfactual_decisions(load_run(store, "starter"), "payments-over-100", "args.amount")
     assert cf.height == d.filter(pl.col("tool") == "payment.send").height
     errored = cf.join(d.filter(pl.col("errors").list.len() > 0).select("seq"), on="seq")
     assert errored.height == 2 and (errored["value"].is_null()).all()
@@ -214,7 +213,7 @@ def test_counterfactual_keeps_the_rule_errors(store) -> None:
 
 
 def test_sweep_defaults_to_quantiles_and_the_current_threshold(store) -> None:
-    sweep = sweep_threshold(store, "starter", "payments-over-100", "args.amount")
+    sweep = sweep_threshold(load_run(store, "starter"), "payments-over-100", "args.amount")
     assert 100.0 in sweep.curve["threshold"].to_list() and sweep.curve.height >= 10
     run = label_scores(decisions_frame(store, "starter")).row(0, named=True)
     at = sweep.curve.filter(pl.col("threshold") == 100.0).row(0, named=True)
@@ -223,11 +222,11 @@ def test_sweep_defaults_to_quantiles_and_the_current_threshold(store) -> None:
 
 def test_sweep_refuses_what_it_cannot_vary(store) -> None:
     with pytest.raises(ValueError, match="no rule `nope`"):
-        sweep_threshold(store, "starter", "nope", "args.amount")
+        sweep_threshold(load_run(store, "starter"), "nope", "args.amount")
     with pytest.raises(ValueError, match="no numeric test"):
-        sweep_threshold(store, "starter", "refunds", "args.amount")
+        sweep_threshold(load_run(store, "starter"), "refunds", "args.amount")
     with pytest.raises(ValueError, match="more than one"):
-        sweep_threshold(store, "starter", "after-hours-changes", "time.hour")
+        sweep_threshold(load_run(store, "starter"), "after-hours-changes", "time.hour")
     with pytest.raises(ValueError, match="not a numeric test"):
         threshold_sweep(pl.DataFrame(), pl.DataFrame(), "eq", [1.0])
 
@@ -241,7 +240,7 @@ def test_sweepable_tests_lists_numeric_order_tests() -> None:
 
 # ---- the report entry and the output contract ----------------------------------------------------------
 def test_evaluate_to_dict_has_the_contract_keys_and_the_planted_labels(store, planted) -> None:
-    ev = evaluate(store, "starter", sweep=("payments-over-100", "args.amount"))
+    ev = evaluate(load_run(store, "starter"), sweep=("payments-over-100", "args.amount"))
     out = json.loads(json.dumps(ev.to_dict()))
     for key in ("harmful", "caught", "catch_rate", "benign", "bothered", "bother_rate"):
         assert key in out
@@ -249,17 +248,17 @@ def test_evaluate_to_dict_has_the_contract_keys_and_the_planted_labels(store, pl
         planted["labels"]["harmful"], planted["labels"]["benign"], planted["labels"]["unlabelled"])
     assert out["catch_rate"] == pytest.approx(out["caught"] / out["harmful"])
     assert out["bother_rate"] == pytest.approx(out["bothered"] / out["benign"])
-    assert [r["rule"] for r in out["by_rule"]] == [r.id for r in run_policy(store, "starter").rules]
+    assert [r["rule"] for r in out["by_rule"]] == [r.id for r in load_run(store, "starter").policy.rules]
     assert out["sweep"]["rule"] == "payments-over-100" and out["sweep"]["current"] == 100.0
     assert out["sessions"]["harmful_sessions"] >= 1
 
 
 def test_golden_evaluate(store) -> None:
     for run in ("starter", "strict"):
-        ev = evaluate(store, run)
+        ev = evaluate(load_run(store, run))
         check_golden(f"evaluate_overall_{run}", ev.overall)
         check_golden(f"evaluate_sessions_{run}", ev.sessions)
-    ev = evaluate(store, "starter", sweep=("payments-over-100", "args.amount"))
+    ev = evaluate(load_run(store, "starter"), sweep=("payments-over-100", "args.amount"))
     check_golden("evaluate_by_tool_starter", ev.by_tool)
     check_golden("evaluate_by_rule_starter", ev.by_rule)
     check_golden("evaluate_sweep_starter_payments", ev.sweep.curve)

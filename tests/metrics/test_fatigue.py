@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gatekit.metrics.fatigue import (
-    BusinessHours, decision_latency, promotion_candidates, promotion_policy, queue_depth, reviewed_args,
+    BusinessHours, decision_latency, promotion_candidates, promotion_policy, queue_depth,
     reviewer_fatigue, reviewer_load, reviewer_stats, sla_breaches, timed_out_reviews,
 )
-from gatekit.metrics.frames import approvals_frame, decisions_frame
+from gatekit.run import approvals_frame, decisions_frame, load_run, reviewed_args
 from gatekit.policy import decide, parse_policy
 
 from .conftest import check_golden
@@ -223,7 +223,7 @@ def test_queue_depth_counts_the_requests_open_at_each_hour(intervals: list[tuple
 
 # ---- the report entry ----------------------------------------------------------------------------------
 def test_reviewer_fatigue_to_dict_is_json(store) -> None:
-    fatigue = reviewer_fatigue(store, "starter")
+    fatigue = reviewer_fatigue(load_run(store, "starter"))
     out = json.loads(json.dumps(fatigue.to_dict()))
     assert out["rubber_stamps"] == ["u-tom"] and out["overloaded"] == ["u-omar"]
     assert out["reviews"] == sum(r["reviews"] for r in out["reviewers"])

@@ -11,13 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatekit.metrics.frames import approvals_frame, decisions_frame
+from gatekit.run import approvals_frame, decisions_frame, load_run
 from gatekit.metrics.rates import (
     BY_KEYS, DECISIONS, Z95, decision_rates, escalation_rate_by, routine_escalations, routine_tools, rule_firing,
-    run_policy, smell_test, summarize_rates, wilson, workload_forecast,
+    smell_test, summarize_rates, wilson, workload_forecast,
 )
 from gatekit.policy import parse_policy
-from gatekit.replay import get_run
 
 from .conftest import check_golden
 
@@ -136,13 +135,13 @@ def test_escalation_rate_by_ranks_groups(store) -> None:
     ranked = escalation_rate_by(decisions_frame(store, "starter"), "tool")
     assert ranked["escalations"].to_list() == sorted(ranked["escalations"].to_list(), reverse=True)
     assert ranked["tool"][0] == "payment.send"  # payments dominate the starter's reviews
-    assert ranked["escalations"].sum() == get_run(store, "starter").escalate
+    assert ranked["escalations"].sum() == load_run(store, "starter").escalate
 
 
 # ---- rule firing ---------------------------------------------------------------------------------------
 def test_rule_firing_lists_every_rule_and_the_ones_that_never_fire(store) -> None:
     frame = decisions_frame(store, "strict")
-    policy = run_policy(store, "strict")
+    policy = load_run(store, "strict").policy
     firing = rule_firing(frame, policy)
     assert firing["rule"].to_list() == [r.id for r in policy.rules]
     exploded = frame.select(pl.col("rules").explode()).drop_nulls()["rules"].value_counts()
@@ -168,7 +167,7 @@ def test_weekend_deploy_canary_fires_on_exactly_the_planted_weekend_deploys(stor
     fired = frame.filter(pl.col("rules").list.contains("weekend-deploys"))
     assert set(fired["action_id"]) == set(planted["weekend_deploys"])
     # a shadow rule decides nothing: half of them are still allowed
-    firing = rule_firing(frame, run_policy(store, "starter")).filter(pl.col("rule") == "weekend-deploys")
+    firing = rule_firing(frame, load_run(store, "starter").policy).filter(pl.col("rule") == "weekend-deploys")
     assert firing["mode"][0] == "shadow" and firing["fired_allow"][0] > 0
     by_day = decision_rates(fired, "weekday")
     assert set(by_day.filter(pl.col("count") > 0)["weekday"].cast(pl.String)) == {"sat", "sun"}
@@ -176,7 +175,7 @@ def test_weekend_deploy_canary_fires_on_exactly_the_planted_weekend_deploys(stor
 
 def test_email_burst_rule_fires_only_inside_the_planted_bursts(store, planted) -> None:
     frame = decisions_frame(store, "starter")
-    firing = rule_firing(frame, run_policy(store, "starter")).filter(pl.col("rule") == "email-burst")
+    firing = rule_firing(frame, load_run(store, "starter").policy).filter(pl.col("rule") == "email-burst")
     bursts = planted["email_bursts"]
     assert firing["fired"][0] == sum(b["count"] - 20 for b in bursts)  # rate > 20: all but the first 20
     fired = set(frame.filter(pl.col("rules").list.contains("email-burst"))["action_id"])
@@ -187,7 +186,7 @@ def test_email_burst_rule_fires_only_inside_the_planted_bursts(store, planted) -
 def test_workload_forecast_on_the_sample(store) -> None:
     frame = decisions_frame(store, "starter")
     approvals = approvals_frame(store)
-    policy = run_policy(store, "starter")
+    policy = load_run(store, "starter").policy
     tiers = {t.name: t.approvals for t in policy.tiers.values()}
     row = workload_forecast(frame, approvals, tier_approvals=tiers).row(0, named=True)
     median = store.con.execute(
@@ -195,7 +194,7 @@ def test_workload_forecast_on_the_sample(store) -> None:
         "epoch(TRY_CAST(ap.value->>'requested_at' AS TIMESTAMPTZ))) "
         "FROM actions a, json_each(a.approvals) ap").fetchall()[0][0]
     assert row["days"] == 28
-    assert row["escalations"] == get_run(store, "starter").escalate
+    assert row["escalations"] == load_run(store, "starter").escalate
     assert row["median_review_s"] == pytest.approx(median, rel=1e-9)
     critical = frame.filter((pl.col("decision") == "escalate") & pl.col("tier").str.starts_with("critical")).height
     assert row["reviews"] == row["escalations"] + critical  # critical tiers need two approvals
@@ -251,16 +250,16 @@ def test_smell_test_on_the_sample(store) -> None:
 
 # ---- the summary ---------------------------------------------------------------------------------------
 def test_summary_to_dict_is_json_and_matches_the_run(store) -> None:
-    summary = summarize_rates(store, "starter")
+    summary = summarize_rates(load_run(store, "starter"))
     doc = json.loads(json.dumps(summary.to_dict(), allow_nan=False))
-    run = get_run(store, "starter")
+    run = load_run(store, "starter")
     assert doc["decisions"] == run.decisions
     assert [r["rate"] for r in doc["rates"]] == pytest.approx([run.rate(d) for d in DECISIONS])
     assert set(doc["by"]) == {"tool", "agent", "rule", "tier", "hour", "weekday", "day"}
     assert doc["never_fired"] == [] and len(doc["rule_firing"]) == 20
     assert doc["smell_test"]["flagged"] is False and "email.send" in doc["smell_test"]["routine_tools"]
     assert doc["workload"]["busiest_day"] == "2026-10-30"
-    assert summarize_rates(store, "strict").never_fired == ("email-many-recipients",)
+    assert summarize_rates(load_run(store, "strict")).never_fired == ("email-many-recipients",)
     assert math.isclose(sum(r["rate"] for r in doc["rates"]), 1.0)
 
 
@@ -276,8 +275,8 @@ def test_golden_rates(store) -> None:
     check_golden("rates_by_weekday", decision_rates(frames_["starter"], "weekday"))
     check_golden("rates_by_tier", decision_rates(frames_["strict"], "tier"))
     for run in runs:
-        check_golden(f"rates_rule_firing_{run}", rule_firing(frames_[run], run_policy(store, run)))
-    policy = {run: run_policy(store, run) for run in runs}
+        check_golden(f"rates_rule_firing_{run}", rule_firing(frames_[run], load_run(store, run).policy))
+    policy = {run: load_run(store, run).policy for run in runs}
     check_golden("rates_workload", pl.concat([
         workload_forecast(f, approvals, tier_approvals={t.name: t.approvals for t in policy[r].tiers.values()})
         .select(pl.lit(r).alias("run"), pl.all()) for r, f in frames_.items()]))
