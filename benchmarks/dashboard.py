@@ -25,7 +25,8 @@ from pathlib import Path
 from benchmarks.synth import build
 from gatekit.logs.store import Store
 from gatekit.policy import load_policy
-from gatekit.replay import list_runs, replay
+from gatekit.replay import replay
+from gatekit.run import list_runs
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

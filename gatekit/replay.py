@@ -15,7 +15,7 @@ from gatekit.errors import StoreError
 from gatekit.logs.store import Store
 from gatekit.policy.compile import compile_sql, lit
 from gatekit.policy.model import Policy
-from gatekit.run import Run, decision_counts, load_run
+from gatekit.run import Run, decision_counts, load_run, run_row
 
 RUN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -45,8 +45,7 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
     if not _NAME.match(name):
         raise StoreError(f"invalid run name `{name}`: use letters, digits and _ . : @ + - (at most 128)")
     con = store.con
-    exists = con.execute("SELECT count(*) FROM runs WHERE name = ?", [name]).fetchall()[0][0]
-    if exists and not replace:
+    if run_row(store, name) is not None and not replace:
         raise StoreError(f"run `{name}` already exists: pick another --name or pass --replace")
     started = time.perf_counter()
     con.execute("BEGIN TRANSACTION")

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -35,7 +37,6 @@ from gatekit import load_policy
 from gatekit.logs.adapters import ingest
 from gatekit.logs.store import Store
 from gatekit.metrics.evaluate import evaluate
-from gatekit.metrics.frames import decisions_frame
 from gatekit.metrics.rates import decision_rates, rule_firing
 from gatekit.replay import replay
 
@@ -85,12 +86,14 @@ print(f"{policy.name}: {run.actions:,} actions in {run.seconds:.2f}s")
 # %% [markdown]
 # ## 3. Read the report
 #
-# Every metric takes the run's decisions as a frame and returns a frame. Which tools would be escalated,
+# `replay` returns the run, loaded: its policy, and its decisions as a frame (`run.frame`, read on first use).
+# The summaries (`evaluate`, ...) take the run; the building blocks take its frame and return a frame. Which
+# tools would be escalated,
 # which rules fire (and which never do), and, where the log carries ground-truth labels, how much harm the
 # policy stops against how many benign calls it sends to a human.
 
 # %%
-decisions = decisions_frame(store, run.name)
+decisions = run.frame
 (decision_rates(decisions, "tool").filter(pl.col("decision") == "escalate")
  .sort("count", descending=True).select("tool", "count", "total", "rate").head(10))
 
@@ -98,7 +101,7 @@ decisions = decisions_frame(store, run.name)
 rule_firing(decisions, policy).select("rule", "action", "fired", "rate", "errored", "never_fired")
 
 # %%
-scores = evaluate(store, run.name, decisions=decisions)
+scores = evaluate(run)
 print(f"harm caught: {scores.caught:,} of {scores.harmful:,} ({scores.catch_rate:.1%}); "
       f"humans bothered: {scores.bothered:,} of {scores.benign:,} benign calls ({scores.bother_rate:.1%})")
 assert scores.harmful > 0 and scores.caught > 0

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -42,7 +44,6 @@ from gatekit.metrics.diff import summarize_diff
 from gatekit.metrics.evaluate import (
     evaluate, label_scores, rule_scores, session_scores, sweep_threshold, sweepable_tests,
 )
-from gatekit.metrics.frames import decisions_frame
 from gatekit.replay import replay
 
 pl.Config.set_tbl_rows(30)
@@ -84,8 +85,8 @@ else:
 policies = {step: load_policy(POLICIES / name) for step, name in files.items()}
 runs = {}
 for step, policy in policies.items():
-    runs[step] = replay(store, policy, step, replace=True).name
-frames = {step: decisions_frame(store, run) for step, run in runs.items()}
+    runs[step] = replay(store, policy, step, replace=True)  # the run, loaded: its frame is read once
+frames = {step: run.frame for step, run in runs.items()}
 
 # %% [markdown]
 # ## 1. The naive policy
@@ -95,7 +96,7 @@ frames = {step: decisions_frame(store, run) for step, run in runs.items()}
 
 # %%
 print(open(POLICIES / files["naive"]).read())
-naive = evaluate(store, "naive", decisions=frames["naive"])
+naive = evaluate(runs["naive"])
 print(f"caught {naive.caught} of {naive.harmful} harmful calls ({naive.catch_rate:.1%}), "
       f"bothered a human {naive.bothered:,} times ({naive.bother_rate:.1%} of benign calls)")
 rule_scores(frames["naive"], [r.id for r in policies["naive"].rules]).select(
@@ -115,7 +116,7 @@ rule_scores(frames["naive"], [r.id for r in policies["naive"].rules]).select(
 # query, exactly as a replay would decide) and scores each.
 
 # %%
-sweep = sweep_threshold(store, "naive", *naive_sweep, thresholds, decisions=frames["naive"])
+sweep = sweep_threshold(runs["naive"], *naive_sweep, thresholds)
 sweep.curve.select("threshold", "caught", "catch_rate", "bothered", "bother_rate", "escalate")
 
 # %% [markdown]
@@ -131,14 +132,14 @@ print(open(POLICIES / files["tuned"]).read())
 # ## 3. The tuned policy, and what changed: the A/B diff
 
 # %%
-tuned = evaluate(store, "tuned", decisions=frames["tuned"])
+tuned = evaluate(runs["tuned"])
 print(f"caught {tuned.caught} of {tuned.harmful} ({tuned.catch_rate:.1%}), "
       f"bothered {tuned.bothered:,} ({tuned.bother_rate:.1%})")
 rule_scores(frames["tuned"], [r.id for r in policies["tuned"].rules]).select(
     "rule", "actions", "caught", "bothered", "harmful", "benign")
 
 # %%
-diff = summarize_diff(store, "naive", "tuned", frame_a=frames["naive"], frame_b=frames["tuned"])
+diff = summarize_diff(runs["naive"], runs["tuned"])
 print(f"{diff.changed:,} of {diff.actions:,} decisions change")
 diff.matrix.filter(pl.col("count") > 0).select("from", "to", "count", "rules_added", "rules_removed")
 
@@ -162,7 +163,7 @@ moved.group_by("before", "after", "label").agg(pl.len().alias("calls")).sort("be
 # catch the most, take the one that bothers the fewest (the current one when it is among them).
 
 # %%
-sweep = sweep_threshold(store, "tuned", *tuned_sweep, sorted({*thresholds}), decisions=frames["tuned"])
+sweep = sweep_threshold(runs["tuned"], *tuned_sweep, sorted({*thresholds}))
 curve = sweep.curve
 best = curve.filter(pl.col("caught") == curve["caught"].max())
 best = best.filter(pl.col("bothered") == best["bothered"].min())
@@ -177,7 +178,7 @@ curve.select("threshold", "caught", "catch_rate", "bothered", "bother_rate", "es
 # %%
 (final_value,) = [x for rule, field, _, x in sweepable_tests(policies["final"]) if (rule, field) == tuned_sweep]
 assert final_value == choice, (final_value, choice)
-final = evaluate(store, "final", decisions=frames["final"])
+final = evaluate(runs["final"])
 
 # %% [markdown]
 # ## 5. The results

@@ -61,3 +61,28 @@ def test_html_report_is_standalone_with_every_chart(store, tmp_path: Path) -> No
     # nothing is fetched at view time
     assert not re.search(r"<script[^>]+src=", page)
     assert "Threshold sweep: payments-over-100 args.amount" in page
+
+
+def test_report_on_a_short_log_says_what_it_cannot_score(gatekit_cli, tmp_path: Path) -> None:
+    """Five actions over a few minutes: both drift windows cannot have actions, so the PSI is n/a, not a crash
+    (issue #16 item 1), in the text, the JSON and the HTML."""
+    log = tmp_path / "short.jsonl"
+    log.write_text("".join(json.dumps({
+        "action_id": f"a-{i}", "ts": f"2026-11-01T10:0{i}:00Z", "agent": "bot",
+        "tool": "payment.send" if i % 2 else "email.send", "args": {"amount": 50 * i}}) + "\n" for i in range(5)))
+    db = tmp_path / "short.duckdb"
+    policy = Path(__file__).resolve().parents[2] / "policies" / "starter.yaml"
+    assert gatekit_cli("ingest", log, "--db", db)[0] == 0
+    assert gatekit_cli("replay", "--db", db, "--policy", policy, "--name", "short")[0] == 0
+
+    code, out, err = gatekit_cli("report", "--db", db, "--run", "short")
+    assert code == 0, err
+    assert "tool-mix PSI n/a (too little data" in out
+    code, out, err = gatekit_cli("report", "--db", db, "--run", "short", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["drift"]["behaviour"]["psi"] is None and data["run"]["actions"] == 5
+    page = tmp_path / "short.html"
+    code, _, err = gatekit_cli("report", "--db", db, "--run", "short", "--html", page)
+    assert code == 0, err
+    assert "tool-mix PSI n/a (too little data" in page.read_text(encoding="utf-8")
