@@ -13,7 +13,7 @@ from dashboards.simulation import compare, lookback, replay_window, save_run
 from gatekit.errors import GatekitError
 from gatekit.logs.store import Store
 from gatekit.metrics.drift import in_window
-from gatekit.run import decisions_frame
+from gatekit.run import actions_frame, decisions_frame
 from gatekit.policy import load_policy, parse_policy
 
 from .conftest import STARTER, STRICT
@@ -49,12 +49,10 @@ def test_a_window_is_decided_as_the_whole_store_decides_it(sample_store: Path, p
 
 
 def test_compare_a_simulation_with_a_run(sample_store: Path) -> None:
-    from dashboards.source import _actions
-
     with Store(sample_store, read_only=True) as store:
         rows = replay_window(store, load_policy(STARTER), START, END)
         current = decisions_frame(store, "strict")
-        actions = _actions(store)
+        actions = actions_frame(store)
     result = compare(actions, rows, current, "strict", load_policy(STARTER), load_policy(STRICT), START, END)
     assert result.actions == rows.height
     assert int(result.matrix["count"].sum()) == rows.height

@@ -17,7 +17,7 @@ from gatekit.run import decisions_frame
 from gatekit.policy import load_policy
 from gatekit.replay import replay
 
-from .conftest import STARTER, charts, ok, texts
+from .conftest import STARTER, STRICT, charts, ok, texts
 
 # Holds the store open for writing, with a committed change (so its version moves), until told to stop.
 WRITER = """
@@ -98,6 +98,23 @@ def test_a_read_is_kept_until_the_store_changes(db: Path) -> None:
     assert "again" in source.contents().run_names
     source.read("count-test", count)
     assert len(calls) == 2
+
+
+def test_a_loaded_run_is_kept_until_it_is_replaced(db: Path) -> None:
+    first = source.run("starter")
+    source.read("count-test-2", lambda store: store.count_actions())
+    assert source.run("starter") is first  # the same run: its policy parsed and its frame assembled once
+    assert source.policy("starter") is first.policy and source.decisions("starter") is first.frame
+    with Store(db) as store:  # the store changes, the run does not
+        replay(store, load_policy(STARTER), "other")
+    assert source.run("starter") is first
+    with Store(db) as store:  # the run is replaced: loaded again
+        replay(store, load_policy(STRICT), "starter", replace=True)
+    again = source.run("starter")
+    assert again is not first and again.policy.name == "starter-strict"
+    with Store(db, read_only=True) as store:
+        assert again.frame.equals(decisions_frame(store, "starter"))
+    assert not again.frame["decision"].equals(first.frame["decision"])
 
 
 def test_no_connection_is_held_between_reads(db: Path) -> None:
