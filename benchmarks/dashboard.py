@@ -23,14 +23,16 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.synth import build
+from gatekit.dashboard import app_path
+from gatekit.dashboards import PAGES as APP_PAGES
 from gatekit.logs.store import Store
 from gatekit.policy import load_policy
 from gatekit.replay import list_runs, replay
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
-APP = ROOT / "dashboards" / "app.py"
-PAGES = ["overview", "simulate", "compare", "drift", "reviewers", "evaluate", "explorer", "approvals"]
+APP = app_path()
+PAGES = [p.name for p in APP_PAGES]
 CHROMIUM = Path("/usr/bin/chromium")
 TARGET_S = 3.0
 RUNS = ("twenty-nowindow", "twenty")  # the last is the newest: the run every page shows

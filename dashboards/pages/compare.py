@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from dashboards import empty, source
+from gatekit.dashboards import empty, source
 from gatekit import charts
 from gatekit.metrics.diff import policy_diff, transition_matrix, transition_rules
 from gatekit.metrics.rates import decision_rates

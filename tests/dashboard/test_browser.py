@@ -20,15 +20,18 @@ from pathlib import Path
 
 import pytest
 
+from gatekit.dashboards import PAGES as APP_PAGES
+
 from .conftest import ROOT, STRICT
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-# page -> (url path, charts it draws on the sample store before any interaction)
-PAGES = {"overview": ("", 4), "simulate": ("simulate", 0), "compare": ("compare", 2), "drift": ("drift", 3),
-         "reviewers": ("reviewers", 4), "evaluate": ("evaluate", 2), "explorer": ("explorer", 0),
-         "approvals": ("approvals", 0)}
+# the charts each page draws on the sample store before any interaction
+CHARTS = {"overview": 4, "simulate": 0, "compare": 2, "drift": 3, "reviewers": 4, "evaluate": 2, "explorer": 0,
+          "approvals": 0}
+# page -> (url path, charts), for every page of the app
+PAGES = {p.name: (p.url_path, CHARTS[p.name]) for p in APP_PAGES}
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 CHART = '[data-testid="stVegaLiteChart"]'
 DRAWN = f'{CHART} canvas, {CHART} svg.marks'

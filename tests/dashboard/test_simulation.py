@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.simulation import compare, lookback, replay_window, save_run
 from gatekit.errors import GatekitError
 from gatekit.logs.store import Store
 from gatekit.metrics.drift import in_window
 from gatekit.metrics.frames import decisions_frame
 from gatekit.policy import load_policy, parse_policy
+from gatekit.simulation import compare, lookback, replay_window, save_run
 
 from .conftest import STARTER, STRICT
 
@@ -49,7 +49,7 @@ def test_a_window_is_decided_as_the_whole_store_decides_it(sample_store: Path, p
 
 
 def test_compare_a_simulation_with_a_run(sample_store: Path) -> None:
-    from dashboards.source import _actions
+    from gatekit.dashboards.source import _actions
 
     with Store(sample_store, read_only=True) as store:
         rows = replay_window(store, load_policy(STARTER), START, END)
