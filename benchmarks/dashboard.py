@@ -95,7 +95,7 @@ def apptest(path: Path, repeat: int) -> dict[str, dict[str, float]]:
     def run(page: str) -> tuple[float, AppTest]:
         at = AppTest.from_file(str(APP), default_timeout=600)
         if page != PAGES[0]:
-            at.switch_page(f"pages/{page}.py")
+            at.switch_page(f"app_pages/{page}.py")
         started = time.perf_counter()
         at.run()
         took = time.perf_counter() - started

@@ -4,19 +4,21 @@ The repository keeps it in dashboards/; it installs as `gatekit.dashboards` (pyp
 the app and its pages import it by that name, so a page opened first by its own URL finds it too.
 
 PAGES is the one list of pages: app.py builds the navigation from it and the tests iterate it. A new page is a
-file `pages/<name>.py` and one entry here. Streamlit-free, so tests and tools can read it.
+file `app_pages/<name>.py` and one entry here. Streamlit-free, so tests and tools can read it. (Not `pages/`:
+Streamlit treats a `pages/` folder beside the entry script as a legacy app of its own until st.navigation first
+runs, so a page opened first by its URL ran alone, with the files' names as navigation.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PAGES", "Page"]
+__all__ = ["PAGES", "Page", "page"]
 
 
 @dataclass(frozen=True)
 class Page:
-    """One page of the app: the script `pages/<name>.py`, served at `/<name>` (the first page at `/`)."""
+    """One page of the app: the script `app_pages/<name>.py`, served at `/<name>` (the first page at `/`)."""
 
     name: str
     title: str
@@ -24,7 +26,7 @@ class Page:
 
     @property
     def script(self) -> str:
-        return f"pages/{self.name}.py"
+        return f"app_pages/{self.name}.py"
 
     @property
     def url_path(self) -> str:
@@ -41,3 +43,11 @@ PAGES: tuple[Page, ...] = (
     Page("explorer", "Explorer", ":material/search:"),
     Page("approvals", "Approvals", ":material/approval:"),
 )
+
+
+def page(name: str) -> Page:
+    """The listed page called `name`, e.g. for `st.page_link(page("explorer").script)`."""
+    for p in PAGES:
+        if p.name == name:
+            return p
+    raise KeyError(f"no dashboard page `{name}`")

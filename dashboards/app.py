@@ -1,6 +1,6 @@
 """The gatekit dashboard: `gatekit dashboard --db PATH [--approvals SQLITE_PATH]` runs this with Streamlit.
 
-Pages live in pages/, one per question a user brings; this script sets up the sidebar (the store and the
+Pages live in app_pages/ (listed in gatekit.dashboards.PAGES), one per question a user brings; this script sets up the sidebar (the store and the
 run every page looks at) and hands over to the chosen page.
 """
 

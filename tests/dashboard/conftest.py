@@ -104,7 +104,7 @@ def open_page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
         at = AppTest.from_file(str(APP), default_timeout=120)
         at.query_params.update(query)
         # AppTest drops the sidebar after switch_page (the browser does not): the default page runs unswitched
-        return (at if page == PAGES[0] else at.switch_page(f"pages/{page}.py")).run()
+        return (at if page == PAGES[0] else at.switch_page(f"app_pages/{page}.py")).run()
 
     return open_
 

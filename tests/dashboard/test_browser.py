@@ -164,3 +164,24 @@ def test_every_page_in_chromium(server, shots: Path) -> None:
             browser.close()
     print(f"screenshots: {shots}")
     assert len(list(shots.glob("*.png"))) == len(PAGES) + 4
+
+
+def test_a_page_opened_first_by_its_url_runs_inside_the_app(server) -> None:
+    """A bookmarked page on a fresh server: it runs through app.py (titled navigation, the run picker), and
+    imports the app as gatekit.dashboards (it once failed with `No module named 'dashboards'`)."""
+    from playwright.sync_api import sync_playwright
+
+    url, _, _ = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"{url}/approvals")
+            page.get_by_role("heading", name="Approvals", exact=True).wait_for(timeout=60_000)
+            settle(page)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+            assert all(p.title in nav for p in APP_PAGES) and "app_pages" not in nav and "\napp\n" not in nav
+            assert page.get_by_role("combobox", name="Run").count() == 1  # the sidebar app.py draws
+        finally:
+            browser.close()
