@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.synth import build
+from gatekit.dashboard import app_path
+from gatekit.dashboards import PAGES as APP_PAGES
 from gatekit.logs.store import Store
 from gatekit.policy import load_policy
 from gatekit.replay import replay
@@ -30,8 +32,8 @@ from gatekit.run import list_runs
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
-APP = ROOT / "dashboards" / "app.py"
-PAGES = ["overview", "simulate", "compare", "drift", "reviewers", "evaluate", "explorer", "approvals"]
+APP = app_path()
+PAGES = [p.name for p in APP_PAGES]
 CHROMIUM = Path("/usr/bin/chromium")
 TARGET_S = 3.0
 RUNS = ("twenty-nowindow", "twenty")  # the last is the newest: the run every page shows
@@ -94,7 +96,7 @@ def apptest(path: Path, repeat: int) -> dict[str, dict[str, float]]:
     def run(page: str) -> tuple[float, AppTest]:
         at = AppTest.from_file(str(APP), default_timeout=600)
         if page != PAGES[0]:
-            at.switch_page(f"pages/{page}.py")
+            at.switch_page(f"app_pages/{page}.py")
         started = time.perf_counter()
         at.run()
         took = time.perf_counter() - started

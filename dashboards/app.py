@@ -1,33 +1,20 @@
 """The gatekit dashboard: `gatekit dashboard --db PATH [--approvals SQLITE_PATH]` runs this with Streamlit.
 
-Pages live in pages/, one per question a user brings; this script sets up the sidebar (the store and the
+Pages live in app_pages/ (listed in gatekit.dashboards.PAGES), one per question a user brings; this script sets up the sidebar (the store and the
 run every page looks at) and hands over to the chosen page.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `streamlit run dashboards/app.py` puts dashboards/, not its parent, on the path
-    sys.path.insert(0, str(ROOT))
+from gatekit.dashboards import PAGES, empty, source
+from gatekit.errors import StoreError
 
-from dashboards import empty, source  # noqa: E402
-from gatekit.errors import StoreError  # noqa: E402
 
-PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-    st.Page("pages/simulate.py", title="Simulate", icon=":material/tune:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-    st.Page("pages/drift.py", title="Drift", icon=":material/trending_up:"),
-    st.Page("pages/reviewers.py", title="Reviewers", icon=":material/groups:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/target:"),
-    st.Page("pages/explorer.py", title="Explorer", icon=":material/search:"),
-    st.Page("pages/approvals.py", title="Approvals", icon=":material/approval:"),
-]
+def navigation() -> list[st.Page]:
+    """The st.Page of every entry of PAGES, the first the default (at `/`)."""
+    return [st.Page(p.script, title=p.title, icon=p.icon, default=i == 0) for i, p in enumerate(PAGES)]
 
 
 def sidebar() -> None:
@@ -58,7 +45,7 @@ def sidebar() -> None:
 
 st.set_page_config(page_title="gatekit", page_icon=":material/shield:", layout="wide")
 st.session_state[source.STALE_KEY] = False
-page = st.navigation(PAGES)
+page = st.navigation(navigation())
 sidebar()
 try:
     page.run()

@@ -11,8 +11,8 @@ from typing import NoReturn
 
 import streamlit as st
 
-from dashboards import source
-from dashboards.source import Contents
+from gatekit.dashboards import source
+from gatekit.dashboards.source import Contents
 from gatekit.errors import StoreError
 
 RUN_KEY = "run"  # the sidebar's run picker

@@ -16,8 +16,6 @@ from gatekit.errors import ApprovalError, GatekitError, LogFormatError, PolicyEr
 EXIT_POLICY, EXIT_STORE, EXIT_LOGS, EXIT_APPROVAL, EXIT_OTHER = 3, 4, 5, 6, 1
 _CODES = {PolicyError: EXIT_POLICY, StoreError: EXIT_STORE, LogFormatError: EXIT_LOGS, ApprovalError: EXIT_APPROVAL}
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def main() -> None:
     try:
@@ -35,6 +33,14 @@ def main() -> None:
     except GatekitError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(next((c for t, c in _CODES.items() if isinstance(exc, t)), EXIT_OTHER))
+    except ModuleNotFoundError as exc:  # a command of an extra this install lacks: say which to install
+        from gatekit._install import missing_extra
+
+        needed = missing_extra(exc)
+        if needed is None:
+            raise
+        click.echo(f"error: {needed}", err=True)
+        sys.exit(EXIT_OTHER)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -324,20 +330,24 @@ def sample(out: Path, n_actions: int, seed: int) -> None:
 @cli.command()
 @click.option("--db", default="gatekit-demo.duckdb", show_default=True,
               type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--logs", type=click.Path(file_okay=False, path_type=Path), help="default: the bundled sample_logs/")
+@click.option("--logs", type=click.Path(file_okay=False, path_type=Path),
+              help="default: the sample logs bundled with gatekit")
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="default: policies/starter.yaml")
+              help="default: the bundled starter policy (policies/starter.yaml)")
 @click.option("--json", "as_json", is_flag=True)
 def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -> None:
     """Build a store from the sample logs, replay the starter policy in shadow mode, and summarise."""
+    from gatekit._install import bundled, require
+
+    require("shadow", "gatekit demo")
     from gatekit.logs.adapters import ingest as run_ingest
     from gatekit.logs.store import Store
     from gatekit.policy import load_policy
     from gatekit.replay import replay as run_replay
     from gatekit.run import top_rules
 
-    logs = logs or _bundled("sample_logs")
-    policy_path = policy_path or _bundled("policies/starter.yaml")
+    logs = logs or bundled("sample_logs")
+    policy_path = policy_path or bundled("policies") / "starter.yaml"
     policy = load_policy(policy_path)
     with Store(db) as store:
         report = run_ingest(store, [logs])
@@ -354,7 +364,7 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -
         rule = policy.rule(rule_id)
         action = rule.action + (" (shadow)" if not rule.enforced else "")
         click.echo(f"    {rule_id:<32}{action:<18}{count:>8,}")
-    strict = _shown(_bundled("policies/starter-strict.yaml")) if (REPO / "policies").exists() else "STRICTER.yaml"
+    strict = _shown(bundled("policies") / "starter-strict.yaml")
     policy_path = _shown(policy_path)
     click.echo("\nnext:")
     click.echo(f"  gatekit runs --db {db}")
@@ -368,13 +378,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _bundled(rel: str) -> Path:
-    for base in (Path.cwd(), REPO):
-        if (base / rel).exists():
-            return base / rel
-    raise GatekitError(f"cannot find `{rel}`: run from a gatekit checkout, or pass it explicitly")
 
 
 def _register() -> None:

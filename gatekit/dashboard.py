@@ -1,5 +1,7 @@
-"""`gatekit dashboard`: serve the Streamlit app of dashboards/ on this machine only (127.0.0.1).
+"""`gatekit dashboard`: serve the Streamlit app (`gatekit.dashboards`) on this machine only (127.0.0.1).
 
+The app lives in the repository's dashboards/ folder and installs as `gatekit.dashboards`, so the command
+finds it in a wheel, an editable install or a checkout alike.
 The app reads the store through short read-only connections (see dashboards/source.py), so it can stay
 open while `gatekit replay` or `gatekit ingest` writes to the same file.
 
@@ -9,18 +11,16 @@ open while `gatekit replay` or `gatekit ingest` writes to the same file.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from pathlib import Path
 
 import click
 
-from gatekit.errors import GatekitError
+from gatekit._install import bundled, require
 
-__all__ = ["ADDRESS", "APP", "dashboard_command", "streamlit_args"]
+__all__ = ["ADDRESS", "app_path", "dashboard_command", "streamlit_args"]
 
 ADDRESS = "127.0.0.1"  # never another interface: the pages show every stored call and its arguments
-APP = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
 DB_ENV, APPROVALS_ENV = "GATEKIT_DB", "GATEKIT_APPROVALS"  # what dashboards/source.py reads
 SERVER_ENV = "GATEKIT_SERVER"  # the approvals service the Approvals page links to, as for `gatekit approvals`
 # What the pages import, loaded before the server starts: ~1 s the first visitor would otherwise wait for.
@@ -28,10 +28,15 @@ PRELOAD = ("polars", "duckdb", "altair", "gatekit.charts", "gatekit.metrics.rate
            "gatekit.metrics.drift", "gatekit.metrics.fatigue", "gatekit.metrics.evaluate", "gatekit.enforce.broker")
 
 
+def app_path() -> Path:
+    """The app's entry script, `gatekit/dashboards/app.py` in this install."""
+    return bundled("dashboards") / "app.py"
+
+
 def streamlit_args(port: int) -> list[str]:
     """The `streamlit run` arguments: loopback only, no browser launch, no telemetry, no file watching."""
-    return ["run", str(APP), "--server.address", ADDRESS, "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+    return ["run", str(app_path()), "--server.address", ADDRESS, "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
             "--server.runOnSave", "false", "--global.developmentMode", "false",
             "--client.toolbarMode", "viewer"]
 
@@ -45,10 +50,7 @@ def streamlit_args(port: int) -> list[str]:
               help="the approvals service (gatekit serve): the Approvals page links to it for voting")
 def dashboard_command(db: Path, port: int, approvals: Path | None, server: str | None) -> None:
     """Browse runs, simulate policy edits, compare, and review approvals in a local web app."""
-    if importlib.util.find_spec("streamlit") is None or importlib.util.find_spec("altair") is None:
-        raise GatekitError("the dashboard needs streamlit and altair: pip install -e \".[dashboard]\"")
-    if not APP.exists():
-        raise GatekitError(f"cannot find the dashboard app at `{APP}`: run from a gatekit checkout")
+    require("dashboard", "gatekit dashboard")
     os.environ[DB_ENV] = str(db.resolve())
     if approvals is not None:
         os.environ[APPROVALS_ENV] = str(approvals.resolve())

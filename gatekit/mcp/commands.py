@@ -73,7 +73,7 @@ def proxy(policy_path: Path, approvals: str | None, credential_env: str, broker:
     prompts and notifications are relayed as they are.
     """
     if importlib.util.find_spec("mcp") is None:
-        raise GatekitError("the MCP gateway needs the `mcp` extra: pip install 'gatekit[mcp]'")
+        raise GatekitError('the MCP gateway needs the mcp extra: pip install "gatekit[mcp]"')
     import anyio
     from mcp import StdioServerParameters
     from mcp.types import Implementation

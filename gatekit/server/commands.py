@@ -17,13 +17,9 @@ _STORE = click.option("--store", "store", metavar="URL", envvar="GATEKIT_STORE",
 
 
 def _needs_server_extra() -> None:
-    try:
-        import cryptography  # noqa: F401
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise GatekitError(f"the approvals service needs the `server` extra: pip install 'gatekit[server]' "
-                           f"({exc.name} is missing)") from None
+    from gatekit._install import require
+
+    require("server", "the approvals service")
 
 
 @click.command()

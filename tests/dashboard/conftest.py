@@ -3,6 +3,7 @@ pending requests, and a way to open one page with `AppTest` and read its charts'
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -13,22 +14,28 @@ import pyarrow as pa
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # benchmarks/ and dashboards/ are imported from the checkout
+if str(ROOT) not in sys.path:  # benchmarks/ is imported from the checkout
     sys.path.insert(0, str(ROOT))
+# dashboards/ is imported as gatekit.dashboards, the name an (editable) install maps it to
+_app = importlib.util.find_spec("gatekit.dashboards")
+if _app is None or Path(next(iter(_app.submodule_search_locations or []), "")).resolve() != ROOT / "dashboards":
+    raise RuntimeError(f"gatekit.dashboards is not this checkout's dashboards/ ({_app and _app.origin}): "
+                       "reinstall it, pip install -e \".[dev]\"")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from benchmarks.synth import build  # noqa: E402
-from dashboards.source import APPROVALS_ENV, DB_ENV  # noqa: E402
-from gatekit.dashboard import SERVER_ENV  # noqa: E402
 from gatekit import Gate, load_policy  # noqa: E402
+from gatekit.dashboard import SERVER_ENV, app_path  # noqa: E402
+from gatekit.dashboards import PAGES as APP_PAGES  # noqa: E402
+from gatekit.dashboards.source import APPROVALS_ENV, DB_ENV  # noqa: E402
 from gatekit.enforce import Broker  # noqa: E402
 from gatekit.logs.ingest import ingest  # noqa: E402
 from gatekit.logs.store import Store  # noqa: E402
 from gatekit.replay import replay  # noqa: E402
 
-APP = ROOT / "dashboards" / "app.py"
-PAGES = ["overview", "simulate", "compare", "drift", "reviewers", "evaluate", "explorer", "approvals"]
+APP = app_path()
+PAGES = [p.name for p in APP_PAGES]  # every page of the app, the default first
 STARTER, STRICT = ROOT / "policies" / "starter.yaml", ROOT / "policies" / "starter-strict.yaml"
 
 
@@ -97,7 +104,7 @@ def open_page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
         at = AppTest.from_file(str(APP), default_timeout=120)
         at.query_params.update(query)
         # AppTest drops the sidebar after switch_page (the browser does not): the default page runs unswitched
-        return (at if page == PAGES[0] else at.switch_page(f"pages/{page}.py")).run()
+        return (at if page == PAGES[0] else at.switch_page(f"app_pages/{page}.py")).run()
 
     return open_
 

@@ -20,15 +20,18 @@ from pathlib import Path
 
 import pytest
 
+from gatekit.dashboards import PAGES as APP_PAGES
+
 from .conftest import ROOT, STRICT
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-# page -> (url path, charts it draws on the sample store before any interaction)
-PAGES = {"overview": ("", 4), "simulate": ("simulate", 0), "compare": ("compare", 2), "drift": ("drift", 3),
-         "reviewers": ("reviewers", 4), "evaluate": ("evaluate", 2), "explorer": ("explorer", 0),
-         "approvals": ("approvals", 0)}
+# the charts each page draws on the sample store before any interaction
+CHARTS = {"overview": 4, "simulate": 0, "compare": 2, "drift": 3, "reviewers": 4, "evaluate": 2, "explorer": 0,
+          "approvals": 0}
+# page -> (url path, charts), for every page of the app
+PAGES = {p.name: (p.url_path, CHARTS[p.name]) for p in APP_PAGES}
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 CHART = '[data-testid="stVegaLiteChart"]'
 DRAWN = f'{CHART} canvas, {CHART} svg.marks'
@@ -161,3 +164,24 @@ def test_every_page_in_chromium(server, shots: Path) -> None:
             browser.close()
     print(f"screenshots: {shots}")
     assert len(list(shots.glob("*.png"))) == len(PAGES) + 4
+
+
+def test_a_page_opened_first_by_its_url_runs_inside_the_app(server) -> None:
+    """A bookmarked page on a fresh server: it runs through app.py (titled navigation, the run picker), and
+    imports the app as gatekit.dashboards (it once failed with `No module named 'dashboards'`)."""
+    from playwright.sync_api import sync_playwright
+
+    url, _, _ = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"{url}/approvals")
+            page.get_by_role("heading", name="Approvals", exact=True).wait_for(timeout=60_000)
+            settle(page)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+            assert all(p.title in nav for p in APP_PAGES) and "app_pages" not in nav and "\napp\n" not in nav
+            assert page.get_by_role("combobox", name="Run").count() == 1  # the sidebar app.py draws
+        finally:
+            browser.close()

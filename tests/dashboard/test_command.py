@@ -1,4 +1,4 @@
-"""`gatekit dashboard`: serves dashboards/app.py with Streamlit on 127.0.0.1 only, told where the stores are."""
+"""`gatekit dashboard`: serves the bundled app (gatekit/dashboards/app.py) with Streamlit on 127.0.0.1 only, told where the stores are."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from gatekit import dashboard
-from gatekit.dashboard import ADDRESS, APP, dashboard_command, streamlit_args
+from gatekit.dashboard import ADDRESS, app_path, dashboard_command, streamlit_args
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict]]:
 
 def test_streamlit_runs_the_app_on_loopback_only() -> None:
     args = streamlit_args(8600)
-    assert args[:2] == ["run", str(APP)] and APP.exists()
+    assert args[:2] == ["run", str(app_path())] and app_path().is_file()
     opts = dict(zip(args[2::2], args[3::2]))
     assert opts["--server.address"] == ADDRESS == "127.0.0.1"
     assert opts["--server.port"] == "8600" and opts["--server.headless"] == "true"

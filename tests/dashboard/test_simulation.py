@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.simulation import compare, lookback, replay_window, save_run
 from gatekit.errors import GatekitError
 from gatekit.logs.store import Store
 from gatekit.metrics.drift import in_window
 from gatekit.run import actions_frame, decisions_frame
 from gatekit.policy import load_policy, parse_policy
+from gatekit.simulation import compare, lookback, replay_window, save_run
 
 from .conftest import STARTER, STRICT
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboards import source
+from gatekit.dashboards import source
 from gatekit.logs.store import Store
 from gatekit.run import decisions_frame
 from gatekit.policy import load_policy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from dashboards import empty, source
+from gatekit.dashboards import empty, source
 from gatekit import charts
 from gatekit.metrics.fatigue import (decision_latency, promotion_candidates, promotion_policy, queue_depth,
                                      reviewer_load, reviewer_stats, sla_breaches, timed_out_reviews)

@@ -9,13 +9,14 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from dashboards import empty, simulation, source
-from gatekit import charts
+from gatekit import charts, simulation
+from gatekit._install import bundled
+from gatekit.dashboards import empty, source
 from gatekit.errors import GatekitError, PolicyError, Problem
 from gatekit.logs.store import Store
 from gatekit.policy import Policy, parse_policy
 
-POLICIES = Path(__file__).resolve().parents[2] / "policies"  # the starter policies of a checkout
+POLICIES = bundled("policies")  # the starter policies, bundled with gatekit
 NEW = """version: 1
 name: my-policy
 default: allow

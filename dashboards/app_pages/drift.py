@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import streamlit as st
 
-from dashboards import empty, source
+from gatekit.dashboards import empty, source
 from gatekit import charts
 from gatekit.metrics.drift import (argument_values, coverage, escalation_rate_change, execution_drift,
                                    execution_drift_actions, in_window, numeric_drift, psi_band, rule_drift,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from dashboards import empty, source
+from gatekit.dashboards import empty, source
 from gatekit import charts
 from gatekit.metrics.evaluate import label_scores, rule_scores, session_scores, sweep_threshold, sweepable_tests
 

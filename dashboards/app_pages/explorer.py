@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from dashboards import empty, source
+from gatekit.dashboards import empty, source
 from gatekit.logs.store import Store
 
 LIMIT = 200  # rows listed: the explorer shows actions, so never more than a page of them

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import polars as pl
 import streamlit as st
 
-from dashboards import empty
+from gatekit.dashboards import empty
 from gatekit.dashboard import SERVER_ENV
 from gatekit.enforce.broker import PENDING, Broker, Request
 from gatekit.errors import StoreError

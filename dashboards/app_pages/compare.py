@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from dashboards import empty, source
+from gatekit.dashboards import empty, page, source
 from gatekit import charts
 from gatekit.metrics.diff import policy_diff, transition_matrix, transition_rules
 from gatekit.metrics.rates import decision_rates
@@ -78,7 +78,7 @@ else:
         shown = examples(cell["examples"], run_b)
         st.dataframe(shown, hide_index=True, width="stretch")
         for action_id in shown["action_id"].head(5):
-            st.page_link("pages/explorer.py", label=f"open {action_id}", icon=":material/search:",
+            st.page_link(page("explorer").script, label=f"open {action_id}", icon=":material/search:",
                          query_params={"action": action_id, "run": run_b})
 
 st.subheader("What changed in the policy")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from dashboards import empty, source
+from gatekit.dashboards import empty, source
 from gatekit import charts
 from gatekit.metrics.rates import (decision_rates, escalation_rate_by, rule_firing, smell_test, with_time_keys,
                                    workload_forecast)
