@@ -10,7 +10,7 @@ import html
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from gatekit.logs.store import Store
 from gatekit.metrics.controls import ControlFailures, control_failures
@@ -57,18 +57,29 @@ class Report:
 
 
 def build_report(store: Store, run: str, *, against: str | None = None,
-                 sweep: tuple[str, str] | None = None) -> Report:
-    """Compute every metric of `run` (and the A-vs-B diff against run `against`), reading frames once."""
+                 sweep: tuple[str, str] | None = None, progress: Callable[[str], None] | None = None) -> Report:
+    """Compute every metric of `run` (and the A-vs-B diff against run `against`), reading frames once.
+
+    `progress(phase)` is called before each metric is computed (`"rates"`, `"drift"`, ...)."""
+    step = progress or (lambda phase: None)
+    step("reading the run")
     meta = get_run(store, run)
     frame = decisions_frame(store, run)
     approvals = approvals_frame(store)
+    step("rates")
+    rates = summarize_rates(store, run, frame=frame, approvals=approvals)
+    step("drift")
+    drift = summarize_drift(store, run, frame=frame, approvals=approvals)
+    step("reviewer fatigue")
+    fatigue = reviewer_fatigue(store, run, approvals=approvals, decisions=frame)
+    step("control failures")
+    controls = control_failures(store, run, approvals=approvals, decisions=frame)
+    step("labels")
+    evaluation = evaluate(store, run, sweep=sweep, decisions=frame)
+    if against:
+        step(f"diff against `{against}`")
     return Report(
-        run=meta,
-        rates=summarize_rates(store, run, frame=frame, approvals=approvals),
-        drift=summarize_drift(store, run, frame=frame, approvals=approvals),
-        fatigue=reviewer_fatigue(store, run, approvals=approvals, decisions=frame),
-        controls=control_failures(store, run, approvals=approvals, decisions=frame),
-        evaluation=evaluate(store, run, sweep=sweep, decisions=frame),
+        run=meta, rates=rates, drift=drift, fatigue=fatigue, controls=controls, evaluation=evaluation,
         diff=summarize_diff(store, against, run, frame_b=frame) if against else None,
     )
 
