@@ -439,6 +439,8 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool, q
     logs = logs or _bundled("sample_logs")
     policy_path = policy_path or _bundled("policies/starter.yaml")
     policy = load_policy(policy_path)
+    if not logs.exists():  # before the store is opened, so a typo leaves no empty store behind
+        raise LogFormatError(f"cannot read `{logs}`: no such file or directory")
     with Store(db) as store, progress("demo") as update:
         update(f"ingesting {logs}")
         report = run_ingest(store, [logs])

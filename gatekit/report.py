@@ -115,7 +115,8 @@ def render_text(report: Report, data: dict[str, Any] | None = None) -> str:
     if rates["never_fired"]:
         out.append("never fired: " + ", ".join(rates["never_fired"]))
     dr = d["drift"]
-    out.append(f"drift: tool-mix PSI {dr['behaviour']['psi']:.3f} ({dr['behaviour']['psi_band']}); "
+    psi = dr["behaviour"]["psi"]  # None when the run is too short to split into windows
+    out.append(f"drift: tool-mix PSI {'-' if psi is None else f'{psi:.3f}'} ({dr['behaviour']['psi_band']}); "
                f"execution drift {dr['execution'].get('drifted', 0)} of {dr['execution'].get('approved', 0)} "
                f"approved actions; uncovered tools: {', '.join(dr['coverage']['uncovered_tools']) or 'none'}")
     fa = d["fatigue"]
