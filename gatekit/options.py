@@ -168,11 +168,20 @@ def progress(label: str, *, in_bytes: bool = False) -> Iterator[Callable[..., No
         yield lambda *_: None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                               TimeElapsedColumn)
+    from rich.filesize import decimal
+    from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TimeElapsedColumn
+    from rich.text import Text
 
-    done_column = DownloadColumn() if in_bytes else MofNCompleteColumn()
-    with Progress(SpinnerColumn(), "[progress.description]{task.description}", BarColumn(), done_column,
+    class Done(ProgressColumn):
+        """`done/total` once a total is known; nothing for a job reported by phase."""
+
+        def render(self, task: Task) -> Text:
+            if not task.total:
+                return Text("")
+            shown = decimal if in_bytes else (lambda n: f"{int(n):,}")
+            return Text(f"{shown(int(task.completed))}/{shown(int(task.total))}", style="progress.download")
+
+    with Progress(SpinnerColumn(), "[progress.description]{task.description}", BarColumn(), Done(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=None)
 
