@@ -396,7 +396,8 @@ def evaluation_lines(result: Any) -> list[str]:
         sw = result.sweep
         out.append(f"threshold sweep of `{sw.rule}` {sw.field} {sw.op} (now {sw.current:,g}):")
         for point in sw.curve.iter_rows(named=True):
-            out.append(f"  {point['threshold']:>14,.2f}  caught {point['caught']:>6,}  bothered {point['bothered']:>6,}")
+            out.append(f"  {point['threshold']:>14,.2f}  caught {point['caught']:>6,}  "
+                       f"bothered {point['bothered']:>6,}")
     return out
 
 
@@ -416,7 +417,10 @@ def sample(out: Path, n_actions: int, seed: int, as_json: bool, quiet: bool) -> 
     from gatekit.sample import write_sample
 
     with progress(f"generating {n_actions:,} actions"):
-        written = write_sample(out, n_actions=n_actions, seed=seed)
+        try:
+            written = write_sample(out, n_actions=n_actions, seed=seed)
+        except OSError as exc:
+            raise InputError(f"cannot write to `{out}`: {exc.strerror or exc}") from None
     logs = [p for p in written if p.suffix == ".jsonl"]
     if as_json:
         emit({"out": str(out), "actions": n_actions, "seed": seed, "files": [str(p) for p in written]})

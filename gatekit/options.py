@@ -38,8 +38,11 @@ def db_option(required: bool = True, **kwargs: Any) -> Callable[[F], F]:
     return click.option("--db", required=required, type=_file(), **kwargs)
 
 
+_BROKER_HELP = "a local approvals broker (SQLite; tests and single-user experiments)"
+
+
 def broker_option(*, envvar: str | None = None, old_name: str | None = None,
-                  help: str = "a local approvals broker (SQLite; tests and single-user experiments)") -> Callable[[F], F]:
+                  help: str = _BROKER_HELP) -> Callable[[F], F]:
     """`--broker FILE`: a local approvals broker; `old_name` (e.g. `--db`) still works, hidden, deprecated."""
     option = click.option("--broker", envvar=envvar, show_envvar=envvar is not None, type=_file(), help=help)
 

@@ -55,7 +55,7 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
     nowhere = w["nowhere"]  # a directory that does not exist
     return {
         "validate": [[w["bad"]], [f"{nowhere}/p.yaml"]],
-        "schema": [["--out", f"{nowhere}/schema.json"]],
+        "schema": [["--out", f"{nowhere}/schema.json"], ["--out", f"{policy}/schema.json"]],
         "decide": [["--policy", policy, "not json"], ["--policy", policy, "[1]"], ["--policy", w["bad"], "{}"],
                    ["{}"]],
         "ingest": [[f"{nowhere}/log.jsonl", "--db", w["fresh"]], [w["log"], "--db", w["fresh"], "--format", "nope"],
@@ -64,7 +64,8 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
                    ["--db", store, "--policy", policy, "--name", "bad name"], ["--db", store, "--policy", w["bad"]],
                    ["--db", store]],
         "runs": [["--db", w["fresh"]], []],
-        "report": [["--db", store, "--run", "nope"], ["--db", store, "--run", "first", "--sweep", "nope", "args.amount"],
+        "report": [["--db", store, "--run", "nope"],
+                   ["--db", store, "--run", "first", "--sweep", "nope", "args.amount"],
                    ["--db", store, "--run", "first", "--html", f"{nowhere}/r.html"], ["--db", w["fresh"], "--run", "x"],
                    ["--db", store, "--run", "first", "--against", "nope"]],
         "diff": [["--db", store, "--run", "first"], ["--db", store, "--run", "first", "--run", "first",
@@ -76,7 +77,7 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
                      ["--db", store, "--run", "first", "--sweep", "big-payment", "args.nope"],
                      ["--db", store, "--run", "nope"], ["--db", store, "--run", "first", "--sweep", "big-payment"]],
         "sample": [["--out", w["samples"], "--n", "5"], ["--out", w["samples"], "--n", "-1"],
-                   ["--out", w["samples"], "--n", "many"], []],
+                   ["--out", w["samples"], "--n", "many"], ["--out", f"{policy}/samples", "--n", "1000"], []],
         "demo": [["--db", w["fresh"], "--logs", nowhere], ["--db", w["fresh"], "--policy", f"{nowhere}/p.yaml"],
                  ["--db", w["fresh"], "--policy", w["bad"]]],
         "dashboard": [["--db", store, "--port", "0"], ["--port", "8501"], ["--db", store, "--port", "http"]],

@@ -19,7 +19,8 @@ from gatekit.enforce.broker import STATUSES
 from gatekit.enforce.identity import visible
 from gatekit.enforce.receipts import ChainError
 from gatekit.errors import InputError, StoreError
-from gatekit.options import DURATION, broker_option, note, output_options, server_option, state_option, store_url_option
+from gatekit.options import (DURATION, broker_option, note, output_options, server_option, state_option,
+                             store_url_option)
 
 # `--db` was this option's name before `--db` meant the DuckDB action store everywhere: kept, hidden
 _BROKER = broker_option(envvar="GATEKIT_BROKER", old_name="--db")
