@@ -23,6 +23,7 @@ _CODES = {PolicyError: EXIT_POLICY, StoreError: EXIT_STORE, LogFormatError: EXIT
           InputError: EXIT_USAGE, ChainError: EXIT_TAMPERED}
 
 REPO = Path(__file__).resolve().parent.parent
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(EXIT_ABORTED)
+    except _NO_ARGS as exc:  # `gatekit` or `gatekit approvals` alone: the help, as click shows it
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         _fail(_sentence(exc.format_message()))
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
@@ -64,7 +68,8 @@ def main() -> None:
     if isinstance(result, Validation) and not result.ok:
         _fail(f"{_count(len(result.problems), 'problem')} in {_count(result.files, 'policy file')}")
         sys.exit(EXIT_POLICY)
-    sys.exit(result if isinstance(result, int) else 0)  # click returns --help's and --version's code
+    if isinstance(result, int) and result:  # click returns the code of --help, --version and ctx.exit
+        sys.exit(result)
 
 
 def _fail(message: str) -> None:
