@@ -4,34 +4,66 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
-from gatekit.errors import ApprovalError, GatekitError, LogFormatError, PolicyError, StoreError
+from gatekit.enforce.receipts import ChainError
+from gatekit.errors import (ApprovalError, GatekitError, InputError, LogFormatError, PolicyError, Problem,
+                            StoreError)
+from gatekit.options import (db_option, emit, note, output_options, policy_option, progress, run_option,
+                             sweep_option, write_text)
 
-# exit codes, one per error branch
-EXIT_POLICY, EXIT_STORE, EXIT_LOGS, EXIT_APPROVAL, EXIT_OTHER = 3, 4, 5, 6, 1
-_CODES = {PolicyError: EXIT_POLICY, StoreError: EXIT_STORE, LogFormatError: EXIT_LOGS, ApprovalError: EXIT_APPROVAL}
+# exit codes, one per error branch (README: 1 tampered audit chain, 2 usage, 3 policy, 4 store, 5 log file,
+# 6 approval, 7 anything else: a missing extra, an upstream that cannot start)
+EXIT_TAMPERED, EXIT_USAGE, EXIT_POLICY, EXIT_STORE, EXIT_LOGS, EXIT_APPROVAL, EXIT_OTHER = 1, 2, 3, 4, 5, 6, 7
+EXIT_ABORTED = 130
+_CODES = {PolicyError: EXIT_POLICY, StoreError: EXIT_STORE, LogFormatError: EXIT_LOGS, ApprovalError: EXIT_APPROVAL,
+          InputError: EXIT_USAGE, ChainError: EXIT_TAMPERED}
+
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What `gatekit validate` found: every problem of every file (none: all valid)."""
+
+    files: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"valid": self.ok, "problems": [
+            {"file": p.file, "line": p.line, "code": p.code, "message": p.msg} for p in self.problems]}
 
 
 def main() -> None:
+    """`gatekit`: run the command; every error and failed result becomes its exit code here, and only here."""
     try:
-        cli.main(standalone_mode=False)
+        result = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
+        sys.exit(EXIT_ABORTED)
+    except _NO_ARGS as exc:  # `gatekit` or `gatekit approvals` alone: the help, as click shows it
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _fail(_sentence(exc.format_message()))
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(f"see `{exc.ctx.command_path} --help`", err=True)
         sys.exit(exc.exit_code)
     except PolicyError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
+        _fail(f"the policy was refused ({_count(len(exc.problems), 'problem')})")
         sys.exit(EXIT_POLICY)
     except GatekitError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _fail(str(exc))
         sys.exit(next((c for t, c in _CODES.items() if isinstance(exc, t)), EXIT_OTHER))
     except ModuleNotFoundError as exc:  # a command of an extra this install lacks: say which to install
         from gatekit._install import missing_extra
@@ -39,8 +71,28 @@ def main() -> None:
         needed = missing_extra(exc)
         if needed is None:
             raise
-        click.echo(f"error: {needed}", err=True)
+        _fail(needed)
         sys.exit(EXIT_OTHER)
+    if isinstance(result, Validation) and not result.ok:
+        _fail(f"{_count(len(result.problems), 'problem')} in {_count(result.files, 'policy file')}")
+        sys.exit(EXIT_POLICY)
+    if isinstance(result, int) and result:  # click returns the code of --help, --version and ctx.exit
+        sys.exit(result)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+def _sentence(message: str) -> str:
+    """click's messages in gatekit's style: lowercase first letter, no final period."""
+    message = message.strip().rstrip(".")
+    return message[:1].lower() + message[1:] if message[1:2].islower() or len(message) == 1 else message
+
+
+def _count(n: int, noun: str) -> str:
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{n:,} {noun if n == 1 else plural}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,72 +101,61 @@ def cli() -> None:
     """gatekit: decide which agent actions need a human, from evidence, then enforce the same policy."""
 
 
-def _emit(data: dict[str, Any]) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-@contextmanager
-def _progress(label: str, quiet: bool) -> Iterator[Any]:
-    """A rich progress bar on stderr, or a no-op when quiet or not a terminal-worthy job."""
-    if quiet:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-        yield update
+def _existing(db: Path) -> Path:
+    """A store a command reads or adds a run to: it must exist (a typo must not leave an empty store behind)."""
+    if not db.exists():
+        raise StoreError(f"no store at `{db}`: run `gatekit ingest FILES --db {db}` first")
+    return db
 
 
 # ---- policy ------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def validate(files: tuple[Path, ...], as_json: bool) -> None:
+@output_options
+def validate(files: tuple[Path, ...], as_json: bool, quiet: bool) -> Validation:
     """Check policy files; print every problem as FILE:LINE: message."""
     from gatekit.policy import load_policy
 
-    problems = []
+    problems: list[Problem] = []
     for f in files:
         try:
             load_policy(f)
         except PolicyError as exc:
             problems.extend(exc.problems)
+    result = Validation(files=len(files), problems=tuple(problems))
     if as_json:
-        _emit({"valid": not problems, "problems": [
-            {"file": p.file, "line": p.line, "code": p.code, "message": p.msg} for p in problems]})
+        emit(result.to_dict())
     else:
-        for p in problems:
+        for p in result.problems:
             click.echo(str(p))
-        if not problems:
-            click.echo(f"ok: {len(files)} polic{'y' if len(files) == 1 else 'ies'} valid", err=True)
-    if problems:
-        sys.exit(EXIT_POLICY)
+        if result.ok:
+            note(f"ok: {_count(result.files, 'policy')} valid")
+    return result
 
 
 @cli.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write to this file")
-def schema(out: Path | None) -> None:
+@output_options
+def schema(out: Path | None, as_json: bool, quiet: bool) -> None:
     """Print the JSON Schema of policy files, for editor autocompletion."""
     from gatekit.policy.schema import json_schema
 
     text = json.dumps(json_schema(), indent=2)
-    if out:
-        out.write_text(text + "\n", encoding="utf-8")
-        click.echo(f"wrote {out}", err=True)
+    if not out:
+        click.echo(text)  # the schema is JSON already: --json prints the same
+        return
+    write_text(out, text + "\n")
+    if as_json:
+        emit({"out": str(out)})
     else:
-        click.echo(text)
+        note(f"wrote {out}")
 
 
 @cli.command("decide")
-@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@policy_option()
 @click.argument("action", default="-")
-def decide_cmd(policy_path: Path, action: str) -> None:
+@output_options
+def decide_cmd(policy_path: Path, action: str, as_json: bool, quiet: bool) -> None:
     """Decide one action (JSON text, or - for standard input) and print the decision as JSON."""
     from gatekit.policy import decide, load_policy
 
@@ -126,44 +167,48 @@ def decide_cmd(policy_path: Path, action: str) -> None:
         raise LogFormatError(f"action is not valid JSON: {exc}") from exc
     if not isinstance(record, dict) or not isinstance(record.get("tool"), str):
         raise LogFormatError("action must be a JSON object with a string `tool`")
-    _emit(decide(policy, record).to_dict())
+    emit(decide(policy, record).to_dict())  # the decision is JSON whether or not --json is given
 
 
 # ---- store -------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path), help="the action store")
+@db_option()
 @click.option("--format", "fmt", type=click.Choice(["agentdojo", "otel", "openai-agents", "jsonl", "parquet"]),
               help="input format (default: detected per file)")
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
               help="a mapping file: which field of each line holds tool, args, ts, agent, ...")
-@click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@output_options
 def ingest(files: tuple[Path, ...], db: Path, fmt: str | None, mapping: Path | None, as_json: bool,
            quiet: bool) -> None:
     """Read logs and agent traces into the store; what cannot be read goes to quarantine with its reason."""
     from gatekit.logs.adapters import ingest as run_ingest
     from gatekit.logs.store import Store
 
-    with Store(db) as store, _progress("ingesting", quiet or as_json) as progress:
-        report = run_ingest(store, files, format=fmt, mapping=mapping, progress=progress)
+    for f in (*files, *([mapping] if mapping else [])):
+        if not f.exists():  # before the store is opened, so a typo leaves no empty store behind
+            raise LogFormatError(f"cannot read `{f}`: no such file")
+    with Store(db) as store, progress("ingesting", in_bytes=True) as update:
+        report = run_ingest(store, files, format=fmt, mapping=mapping, progress=update)
     if as_json:
-        _emit(report.to_dict())
-    else:
-        click.echo(f"read {report.read}, stored {report.stored}, quarantined {report.quarantined}, "
-                   f"duplicates {report.duplicates} ({report.files} file{'s' if report.files != 1 else ''})")
-        if report.quarantined:
-            click.echo(f"see why: duckdb {db} \"SELECT source, source_line, reason FROM quarantine\"", err=True)
+        emit(report.to_dict())
+        return
+    click.echo(f"read {report.read:,}, stored {report.stored:,}, quarantined {report.quarantined:,}, "
+               f"duplicates {report.duplicates:,} ({_count(report.files, 'file')})")
+    if report.quarantined:
+        note(f"see why: duckdb {db} \"SELECT source, source_line, reason FROM quarantine\"")
+
+
+_OUT_SUFFIXES = (".parquet", ".jsonl")
 
 
 @cli.command()
-@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@db_option()
+@policy_option()
 @click.option("--name", help="run name (default: policy name and time)")
 @click.option("--replace", is_flag=True, help="overwrite a run of the same name")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="also write rows to .parquet/.jsonl")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--quiet", is_flag=True)
+@output_options
 def replay(db: Path, policy_path: Path, name: str | None, replace: bool, out: Path | None, as_json: bool,
            quiet: bool) -> None:
     """Replay the stored actions through a policy (shadow mode) and store the run."""
@@ -172,19 +217,24 @@ def replay(db: Path, policy_path: Path, name: str | None, replace: bool, out: Pa
     from gatekit.replay import replay as run_replay
     from gatekit.run import export_run
 
+    if out and out.suffix not in _OUT_SUFFIXES:
+        raise InputError(f"cannot write `{out}`: use a .parquet or .jsonl file name")
     policy = load_policy(policy_path)
-    with Store(db) as store:
-        if store.count_actions() == 0:
+    with Store(_existing(db)) as store:
+        actions = store.count_actions()
+        if actions == 0:
             raise StoreError(f"the store `{db}` has no actions: run `gatekit ingest FILES --db {db}` first")
-        run = run_replay(store, policy, name, replace=replace)
-        if out:
-            export_run(store, run.name, out)
+        with progress(f"replaying {actions:,} actions through `{policy.name}`") as update:
+            run = run_replay(store, policy, name, replace=replace)
+            if out:
+                update(f"writing {out}")
+                export_run(store, run.name, out)
     if as_json:
-        _emit(run.to_dict() | ({"out": str(out)} if out else {}))
+        emit(run.to_dict() | ({"out": str(out)} if out else {}))
         return
     _print_run(run)
-    if out and not quiet:
-        click.echo(f"wrote {out}", err=True)
+    if out:
+        note(f"wrote {out}")
 
 
 def _print_run(run: Any) -> None:
@@ -197,9 +247,9 @@ def _print_run(run: Any) -> None:
 
 
 @cli.command()
-@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
-def runs(db: Path, as_json: bool) -> None:
+@db_option()
+@output_options
+def runs(db: Path, as_json: bool, quiet: bool) -> None:
     """List the stored replay runs."""
     from gatekit.logs.store import Store
     from gatekit.run import list_runs
@@ -207,49 +257,53 @@ def runs(db: Path, as_json: bool) -> None:
     with Store(db, read_only=True) as store:
         found = list_runs(store)
     if as_json:
-        _emit({"runs": [r.to_dict() for r in found]})
+        emit({"runs": [r.to_dict() for r in found]})
         return
     if not found:
         click.echo("no runs yet: run `gatekit replay --db ... --policy ...`")
+        return
+    click.echo("run\tpolicy\tactions\tescalate\tdeny")
     for r in found:
-        click.echo(f"{r.name}\t{r.policy_name}\t{r.actions:,} actions\tescalate {100 * r.rate('escalate'):.1f}%"
-                   f"\tdeny {100 * r.rate('deny'):.1f}%")
+        click.echo(f"{r.name}\t{r.policy_name}\t{r.actions:,}\t{100 * r.rate('escalate'):.1f}%"
+                   f"\t{100 * r.rate('deny'):.1f}%")
 
 
 # ---- analytics ---------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--run", "run_name", required=True, help="the run to report on")
+@db_option()
+@run_option(help="the run to report on")
 @click.option("--against", help="also compare with this earlier run (A) as B = --run")
-@click.option("--sweep", nargs=2, metavar="RULE FIELD", help="threshold curve of RULE's numeric test on FIELD")
-@click.option("--json", "as_json", is_flag=True, help="print the whole report as JSON")
+@sweep_option
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="write standalone HTML")
-def report(db: Path, run_name: str, against: str | None, sweep: tuple[str, str] | None, as_json: bool,
-           html_out: Path | None) -> None:
+@output_options
+def report(db: Path, run_name: str, against: str | None, sweep: tuple[str, str] | None, html_out: Path | None,
+           as_json: bool, quiet: bool) -> None:
     """Everything the run would have done: decisions, workload, drift, reviewers, controls, labels."""
     from gatekit.logs.store import Store
     from gatekit.report import build_report, render_html, render_text
 
-    with Store(db, read_only=True) as store:
-        rep = build_report(store, run_name, against=against, sweep=tuple(sweep) if sweep else None)
+    with Store(db, read_only=True) as store, progress(f"reporting on `{run_name}`") as update:
+        rep = build_report(store, run_name, against=against, sweep=tuple(sweep) if sweep else None,
+                           progress=update)
     data = rep.to_dict()
     if html_out:
-        html_out.write_text(render_html(rep, data), encoding="utf-8")
-        click.echo(f"wrote {html_out}", err=True)
+        write_text(html_out, render_html(rep, data))
+        note(f"wrote {html_out}")
     if as_json:
-        _emit(data)
+        emit(data)
     elif not html_out:
         click.echo(render_text(rep))
 
 
 @cli.command()
-@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--policy", "policies", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="two policy files, A then B (replayed now)")
-@click.option("--run", "runs_", multiple=True, help="or two stored runs, A then B")
-@click.option("--examples", default=5, show_default=True, help="example actions per cell")
-@click.option("--json", "as_json", is_flag=True)
-def diff(db: Path, policies: tuple[Path, ...], runs_: tuple[str, ...], examples: int, as_json: bool) -> None:
+@db_option()
+@policy_option(required=False, multiple=True, help="two policy files, A then B (replayed now)")
+@run_option(required=False, multiple=True, help="or two stored runs, A then B")
+@click.option("--examples", default=5, show_default=True, type=click.IntRange(min=0),
+              help="example actions per cell")
+@output_options
+def diff(db: Path, policies: tuple[Path, ...], runs_: tuple[str, ...], examples: int, as_json: bool,
+         quiet: bool) -> None:
     """Policy A against B on the same actions: the decision transition matrix and what changed."""
     from gatekit.logs.store import Store
     from gatekit.metrics.diff import replay_policies, summarize_diff
@@ -258,84 +312,146 @@ def diff(db: Path, policies: tuple[Path, ...], runs_: tuple[str, ...], examples:
 
     if (len(policies), len(runs_)) not in ((2, 0), (0, 2)):
         raise click.UsageError("give exactly two --policy files or two --run names")
-    if policies:
-        pa, pb = (load_policy(p) for p in policies)
-        with Store(db) as store:
-            run_a, run_b = replay_policies(store, pa, pb)
-    else:
-        run_a, run_b = runs_
-    with Store(db, read_only=True) as store:
-        reader = Reader(store)
-        summary = summarize_diff(reader.run(run_a), reader.run(run_b), examples=examples)
-    data = summary.to_dict()
+    with progress("comparing") as update:
+        if policies:
+            pa, pb = (load_policy(p) for p in policies)
+            update(f"replaying `{pa.name}` and `{pb.name}`")
+            with Store(_existing(db)) as store:
+                run_a, run_b = replay_policies(store, pa, pb)
+        else:
+            run_a, run_b = runs_
+        update(f"`{run_a}` against `{run_b}`")
+        with Store(db, read_only=True) as store:
+            reader = Reader(store)
+            summary = summarize_diff(reader.run(run_a), reader.run(run_b), examples=examples)
     if as_json:
-        _emit(data)
+        emit(summary.to_dict())
         return
-    click.echo(f"A = `{run_a}`, B = `{run_b}`: {data['changed']:,} of {data['actions']:,} actions change "
-               f"decision ({100 * (data['changed_rate'] or 0):.2f}%)")
-    click.echo("A \\ B".ljust(10) + "".join(f"{d:>10}" for d in ("allow", "escalate", "deny")))
-    cells = {(c["from"], c["to"]): c["count"] for c in data["matrix"]}
-    for a in ("allow", "escalate", "deny"):
-        click.echo(f"{a:<10}" + "".join(f"{cells.get((a, b), 0):>10,}" for b in ("allow", "escalate", "deny")))
-    for change in data["policy_diff"]:
-        click.echo(f"  {change.get('change')}: {change.get('kind', 'rule')} `{change.get('id') or change.get('name')}`"
-                   + (f" ({change['keys']})" if change.get("keys") else ""))
+    for line in diff_lines(summary):
+        click.echo(line)
+
+
+_DECISIONS = ("allow", "escalate", "deny")
+
+
+def diff_lines(summary: Any) -> list[str]:
+    """A `DiffSummary` for a terminal: the headline, the matrix, each changed cell with the rules behind it
+    and examples, and each change of the policy files with its before and after."""
+    rate = summary.changed / summary.actions if summary.actions else 0.0
+    out = [f"A = `{summary.run_a}` (policy `{summary.policy_a}`), B = `{summary.run_b}` (policy "
+           f"`{summary.policy_b}`): {summary.changed:,} of {summary.actions:,} actions change decision "
+           f"({100 * rate:.2f}%)"]
+    if summary.only_a or summary.only_b:
+        out.append(f"  not in both runs: {summary.only_a:,} only in A, {summary.only_b:,} only in B")
+    cells = {(c["from"], c["to"]): c for c in summary.matrix.iter_rows(named=True)}
+    out.append("A \\ B".ljust(10) + "".join(f"{d:>10}" for d in _DECISIONS))
+    for a in _DECISIONS:
+        out.append(f"{a:<10}" + "".join(f"{cells[(a, b)]['count'] if (a, b) in cells else 0:>10,}"
+                                        for b in _DECISIONS))
+    moved = [c for c in cells.values() if c["changed"] and c["count"]]
+    if moved:
+        out.append("changed cells:")
+    for c in sorted(moved, key=lambda c: -c["count"]):
+        why = "; ".join(part for part in (
+            f"B adds {', '.join(f'`{r}`' for r in c['rules_added'])}" if c["rules_added"] else "",
+            f"B drops {', '.join(f'`{r}`' for r in c['rules_removed'])}" if c["rules_removed"] else "") if part)
+        out.append(f"  {c['from']} -> {c['to']}: {c['count']:,}" + (f" ({why})" if why else "")
+                   + (f"; e.g. {', '.join(c['examples'])}" if c["examples"] else ""))
+    changes = list(summary.policy_diff.iter_rows(named=True))
+    if changes:
+        out.append("policy changes (A -> B):")
+    else:
+        out.append("the two policy files mean the same")
+    for ch in changes:
+        what = "policy" if ch["section"] == "policy" else f"{ch['section']} `{ch['id']}`"
+        if ch["change"] == "changed":
+            out.append(f"  changed: {what} `{ch['key']}`: {ch['before']} -> {ch['after']}")
+        elif ch["change"] == "added":
+            out.append(f"  added: {what}: {ch['after']}")
+        else:
+            out.append(f"  removed: {what}: {ch['before']}")
+    return out
 
 
 @cli.command()
-@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--run", "run_name", required=True)
-@click.option("--sweep", nargs=2, metavar="RULE FIELD", help="threshold curve of RULE's numeric test on FIELD")
-@click.option("--json", "as_json", is_flag=True)
-def evaluate(db: Path, run_name: str, sweep: tuple[str, str] | None, as_json: bool) -> None:
+@db_option()
+@run_option()
+@sweep_option
+@output_options
+def evaluate(db: Path, run_name: str, sweep: tuple[str, str] | None, as_json: bool, quiet: bool) -> None:
     """Score a run against labels: harm caught versus humans bothered."""
     from gatekit.logs.store import Store
     from gatekit.metrics.evaluate import evaluate as run_evaluate
     from gatekit.run import load_run
 
-    with Store(db, read_only=True) as store:
+    with Store(db, read_only=True) as store, progress(f"scoring `{run_name}`"):
         result = run_evaluate(load_run(store, run_name), sweep=tuple(sweep) if sweep else None)
-    data = result.to_dict()
     if as_json:
-        _emit(data)
+        emit(result.to_dict())
         return
-    if not (data["harmful"] or data["benign"]):
-        click.echo("no labelled actions in the store: add `label: harmful|benign` to score a policy")
-        return
-    click.echo(f"run `{run_name}`: caught {data['caught']:,} of {data['harmful']:,} harmful "
-               f"({100 * (data['catch_rate'] or 0):.1f}%), bothered {data['bothered']:,} of {data['benign']:,} "
-               f"benign ({100 * (data['bother_rate'] or 0):.1f}%)")
-    for row in data["by_rule"][:15]:
-        click.echo(f"  {row['rule']:<32} caught {row.get('caught', 0):>6,}  bothered {row.get('bothered', 0):>6,}")
-    if data.get("sweep"):
-        sw = data["sweep"]
-        click.echo(f"threshold sweep of `{sw['rule']}` {sw['field']} {sw['op']} (now {sw['current']}):")
-        for point in sw["curve"]:
-            click.echo(f"  {point['threshold']:>14,.2f}  caught {point['caught']:>6,}  bothered {point['bothered']:>6,}")
+    for line in evaluation_lines(result):
+        click.echo(line)
+
+
+_SHOWN_RULES = 15
+
+
+def evaluation_lines(result: Any) -> list[str]:
+    """An `Evaluation` for a terminal: the headline, the rules that caught or bothered most, the sweep."""
+    if not (result.harmful or result.benign):
+        return ["no labelled actions in the store: add `label: harmful|benign` to score a policy"]
+    out = [f"run `{result.run}`: caught {result.caught:,} of {result.harmful:,} harmful "
+           f"({_pct(result.catch_rate)}), missed {result.harmful - result.caught:,}; bothered "
+           f"{result.bothered:,} of {result.benign:,} benign ({_pct(result.bother_rate)})"]
+    rules = list(result.by_rule.iter_rows(named=True))
+    for row in rules[:_SHOWN_RULES]:
+        out.append(f"  {row['rule']:<32} caught {row.get('caught') or 0:>6,}  missed {row.get('missed') or 0:>6,}"
+                   f"  bothered {row.get('bothered') or 0:>6,}")
+    if len(rules) > _SHOWN_RULES:
+        out.append(f"  ... {len(rules) - _SHOWN_RULES} more rules (all of them: --json)")
+    if result.sweep is not None:
+        sw = result.sweep
+        out.append(f"threshold sweep of `{sw.rule}` {sw.field} {sw.op} (now {sw.current:,g}):")
+        for point in sw.curve.iter_rows(named=True):
+            out.append(f"  {point['threshold']:>14,.2f}  caught {point['caught']:>6,}  "
+                       f"bothered {point['bothered']:>6,}")
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 # ---- sample data and the demo ------------------------------------------------------------------------
 @cli.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--n", "n_actions", default=20000, show_default=True, help="number of actions")
+@click.option("--n", "n_actions", default=20000, show_default=True, type=click.IntRange(min=1),
+              help="number of actions")
 @click.option("--seed", default=7, show_default=True)
-def sample(out: Path, n_actions: int, seed: int) -> None:
+@output_options
+def sample(out: Path, n_actions: int, seed: int, as_json: bool, quiet: bool) -> None:
     """Generate realistic synthetic agent logs (seeded, deterministic)."""
     from gatekit.sample import write_sample
 
-    logs = [p for p in write_sample(out, n_actions=n_actions, seed=seed) if p.suffix == ".jsonl"]
+    with progress(f"generating {n_actions:,} actions"):
+        try:
+            written = write_sample(out, n_actions=n_actions, seed=seed)
+        except OSError as exc:
+            raise InputError(f"cannot write to `{out}`: {exc.strerror or exc}") from None
+    logs = [p for p in written if p.suffix == ".jsonl"]
+    if as_json:
+        emit({"out": str(out), "actions": n_actions, "seed": seed, "files": [str(p) for p in written]})
+        return
     click.echo(f"wrote {n_actions:,} actions to {len(logs)} log file(s) in {out} (and PLANTED.json, SEED)")
 
 
 @cli.command()
-@click.option("--db", default="gatekit-demo.duckdb", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path))
+@db_option(required=False, default="gatekit-demo.duckdb", show_default=True)
 @click.option("--logs", type=click.Path(file_okay=False, path_type=Path),
               help="default: the sample logs bundled with gatekit")
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="default: the bundled starter policy (policies/starter.yaml)")
-@click.option("--json", "as_json", is_flag=True)
-def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -> None:
+@policy_option(required=False, help="default: the bundled starter policy (policies/starter.yaml)")
+@output_options
+def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Build a store from the sample logs, replay the starter policy in shadow mode, and summarise."""
     from gatekit._install import bundled, require
 
@@ -349,12 +465,16 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -
     logs = logs or bundled("sample_logs")
     policy_path = policy_path or bundled("policies") / "starter.yaml"
     policy = load_policy(policy_path)
-    with Store(db) as store:
+    if not logs.exists():  # before the store is opened, so a typo leaves no empty store behind
+        raise LogFormatError(f"cannot read `{logs}`: no such file or directory")
+    with Store(db) as store, progress("demo") as update:
+        update(f"ingesting {logs}")
         report = run_ingest(store, [logs])
+        update(f"replaying `{policy.name}`")
         run = run_replay(store, policy, "starter", replace=True)
         top = top_rules(store, run.name)
     if as_json:
-        _emit({"ingest": report.to_dict(), "run": run.to_dict(), "db": str(db)})
+        emit({"ingest": report.to_dict(), "run": run.to_dict(), "db": str(db)})
         return
     click.echo(f"ingested {logs}: read {report.read:,}, stored {report.stored:,}, "
                f"quarantined {report.quarantined:,}, duplicates {report.duplicates:,} -> {db}")

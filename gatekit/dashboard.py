@@ -5,18 +5,20 @@ finds it in a wheel, an editable install or a checkout alike.
 The app reads the store through short read-only connections (see dashboards/source.py), so it can stay
 open while `gatekit replay` or `gatekit ingest` writes to the same file.
 
-    gatekit dashboard --db gatekit-demo.duckdb [--port 8501] [--approvals approvals.db] [--server URL]
+    gatekit dashboard --db gatekit-demo.duckdb [--port 8501] [--broker approvals.db] [--server URL]
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 
 import click
 
 from gatekit._install import bundled, require
+from gatekit.options import broker_option, db_option, note, output_options, server_option
 
 __all__ = ["ADDRESS", "app_path", "dashboard_command", "streamlit_args"]
 
@@ -42,25 +44,32 @@ def streamlit_args(port: int) -> list[str]:
 
 
 @click.command("dashboard")
-@click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path), help="the action store")
+@db_option()
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--approvals", "approvals", type=click.Path(dir_okay=False, path_type=Path),
-              help="an enforce-mode approvals store (SQLite): the Approvals page lists its requests, read-only")
-@click.option("--server", envvar=SERVER_ENV, show_envvar=True,
-              help="the approvals service (gatekit serve): the Approvals page links to it for voting")
-def dashboard_command(db: Path, port: int, approvals: Path | None, server: str | None) -> None:
-    """Browse runs, simulate policy edits, compare, and review approvals in a local web app."""
+@broker_option(old_name="--approvals", help="a local approvals broker (SQLite): the Approvals page lists its "
+                                              "requests, read-only (`--approvals` is its old name)")
+@server_option
+@output_options
+def dashboard_command(db: Path, port: int, broker: Path | None, server: str | None, as_json: bool,
+                      quiet: bool) -> None:
+    """Browse runs, simulate policy edits, compare, and review approvals in a local web app.
+
+    --server: the approvals service the Approvals page links to for voting. --json: the first line is
+    `{"url": ...}`."""
     require("dashboard", "gatekit dashboard")
     os.environ[DB_ENV] = str(db.resolve())
-    if approvals is not None:
-        os.environ[APPROVALS_ENV] = str(approvals.resolve())
+    if broker is not None:
+        os.environ[APPROVALS_ENV] = str(broker.resolve())
     else:
         os.environ.pop(APPROVALS_ENV, None)
     if server:
         os.environ[SERVER_ENV] = server
     else:
         os.environ.pop(SERVER_ENV, None)
-    click.echo(f"gatekit dashboard on http://{ADDRESS}:{port} (store {db}); Ctrl+C stops it", err=True)
+    url = f"http://{ADDRESS}:{port}"
+    if as_json:
+        click.echo(json.dumps({"url": url, "db": str(db), "broker": str(broker) if broker else None}))
+    note(f"gatekit dashboard on {url} (store {db}); Ctrl+C stops it")
     for module in PRELOAD:
         importlib.import_module(module)
     from streamlit.web import cli as streamlit_cli

@@ -39,5 +39,10 @@ class StoreError(GatekitError):
     """The action store is missing, locked or not a gatekit store."""
 
 
+class InputError(GatekitError, ValueError):
+    """A value the caller passed names nothing or cannot be used: an unknown rule or field, a number out of
+    range, a file that cannot be written. A `ValueError` too, for callers that catch that."""
+
+
 class ApprovalError(GatekitError):
     """An approval request or vote was refused by the broker."""

@@ -11,7 +11,7 @@ import html
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from gatekit.logs.store import Store
 from gatekit.metrics.controls import ControlFailures, control_failures
@@ -59,19 +59,30 @@ class Report:
 
 
 def build_report(store: Store, run: str, *, against: str | None = None,
-                 sweep: tuple[str, str] | None = None) -> Report:
+                 sweep: tuple[str, str] | None = None, progress: Callable[[str], None] | None = None) -> Report:
     """Compute every metric of `run` (and the A-vs-B diff against run `against`): each run is loaded once,
-    and the frames its store shares (actions, approvals) are read once for both."""
+    and the frames its store shares (actions, approvals) are read once for both.
+
+    `progress(phase)` is called before each metric is computed (`"rates"`, `"drift"`, ...)."""
+    step = progress or (lambda phase: None)
+    step("reading the run")
     reader = Reader(store)
     b = reader.run(run)
     a = reader.run(against) if against else None
+    step("rates")
+    rates = summarize_rates(b)
+    step("drift")
+    drift = summarize_drift(b)
+    step("reviewer fatigue")
+    fatigue = reviewer_fatigue(b)
+    step("control failures")
+    controls = control_failures(b)
+    step("labels")
+    evaluation = evaluate(b, sweep=sweep)
+    if a is not None:
+        step(f"diff against `{against}`")
     return Report(
-        run=b,
-        rates=summarize_rates(b),
-        drift=summarize_drift(b),
-        fatigue=reviewer_fatigue(b),
-        controls=control_failures(b),
-        evaluation=evaluate(b, sweep=sweep),
+        run=b, rates=rates, drift=drift, fatigue=fatigue, controls=controls, evaluation=evaluation,
         diff=summarize_diff(a, b) if a is not None else None,
     )
 

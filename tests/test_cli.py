@@ -159,3 +159,70 @@ def test_every_command_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for name in cli.cli.commands:
         assert f"gatekit {name}" in readme, f"`gatekit {name}` is not in README.md"
+
+
+def test_diff_text_says_what_changed_with_before_and_after(gatekit_cli, files, tmp_path) -> None:
+    """A change of `default` and of a tier's approvals are named as such, with both values (issue 15, 16)."""
+    gatekit_cli("ingest", files["log"], "--db", files["db"], "--quiet")
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(GOOD.replace("name: pay", "name: pay\ndefault: escalate")
+                        .replace("{approvals: 1, timeout: 4h}", "{approvals: 2, timeout: 4h}"))
+    code, out, _ = gatekit_cli("diff", "--db", files["db"], "--policy", files["good"], "--policy", stricter)
+    assert code == 0
+    assert '  changed: policy `default`: "allow" -> "escalate"' in out.splitlines()
+    assert "  changed: tier `standard` `approvals`: 1 -> 2" in out.splitlines()
+    assert "rule `policy`" not in out and "rule `standard`" not in out
+    # the one action that moves (docs.search, allowed by default in A) is shown with an example id
+    assert "  allow -> escalate: 1; e.g. a-4" in out.splitlines()
+    code, out, _ = gatekit_cli("diff", "--db", files["db"], "--policy", files["good"], "--policy", files["good"])
+    assert "the two policy files mean the same" in out and "changed cells" not in out
+
+
+def test_diff_text_names_the_rules_behind_a_cell(gatekit_cli, files, tmp_path) -> None:
+    gatekit_cli("ingest", files["log"], "--db", files["db"], "--quiet")
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(GOOD + "  - id: search\n    tool: docs.search\n    action: deny\n")
+    code, out, _ = gatekit_cli("diff", "--db", files["db"], "--policy", files["good"], "--policy", wider)
+    assert code == 0 and "  allow -> deny: 1 (B adds `search`); e.g. a-4" in out.splitlines()
+    assert any(line.startswith("  added: rule `search`: ") and '"action": "deny"' in line for line in out.splitlines())
+
+
+def test_evaluate_text_shows_missed_and_says_how_many_rules_are_left_out(gatekit_cli, files, tmp_path) -> None:
+    labelled = tmp_path / "labelled.jsonl"
+    rules = "".join(f"  - id: r{i:02}\n    tool: t{i}\n    action: escalate\n" for i in range(20))
+    many = tmp_path / "many.yaml"
+    many.write_text("version: 1\nname: many\nrules:\n" + rules)
+    labelled.write_text("".join(json.dumps({"action_id": f"x-{i}", "ts": "2026-11-02T10:00:00Z", "tool": f"t{i}",
+                                            "label": "harmful" if i % 2 else "benign"}) + "\n" for i in range(20)))
+    gatekit_cli("ingest", labelled, "--db", files["db"], "--quiet")
+    gatekit_cli("replay", "--db", files["db"], "--policy", many, "--name", "many", "--quiet")
+    code, out, _ = gatekit_cli("evaluate", "--db", files["db"], "--run", "many")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == ("run `many`: caught 10 of 10 harmful (100.0%), missed 0; bothered 10 of 10 benign "
+                        "(100.0%)")
+    assert lines[-1] == "  ... 5 more rules (all of them: --json)" and len(lines) == 1 + 15 + 1
+
+
+def test_replay_and_ingest_leave_no_store_behind_on_a_typo(gatekit_cli, files) -> None:
+    code, _, err = gatekit_cli("replay", "--db", files["db"], "--policy", files["good"])
+    assert code == cli.EXIT_STORE and "no store at" in err and not files["db"].exists()
+    code, _, _ = gatekit_cli("ingest", files["log"].with_name("nope.jsonl"), "--db", files["db"])
+    assert code == cli.EXIT_LOGS and not files["db"].exists()
+
+
+def test_replay_checks_out_before_replaying(gatekit_cli, files, tmp_path) -> None:
+    gatekit_cli("ingest", files["log"], "--db", files["db"], "--quiet")
+    code, _, err = gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--out", tmp_path / "x.csv")
+    assert code == cli.EXIT_USAGE and "use a .parquet or .jsonl file name" in err
+    assert json.loads(gatekit_cli("runs", "--db", files["db"], "--json")[1])["runs"] == []
+
+
+def test_quiet_leaves_out_hints_and_json_is_unchanged(gatekit_cli, files, tmp_path) -> None:
+    code, out, err = gatekit_cli("validate", files["good"], "--quiet")
+    assert (code, out, err) == (0, "", "")
+    out_file = tmp_path / "s.json"
+    code, out, err = gatekit_cli("schema", "--out", out_file, "--quiet")
+    assert (code, out, err) == (0, "", "") and json.loads(out_file.read_text())["$defs"]
+    code, out, _ = gatekit_cli("schema", "--out", out_file, "--json")
+    assert json.loads(out) == {"out": str(out_file)}

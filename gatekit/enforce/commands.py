@@ -1,16 +1,15 @@
 """`gatekit approvals` and `gatekit audit`: reviewers and auditors at the command line.
 
 Thin, like the rest of the CLI: parse, call the approvals service (`--server`, credential from
-`GATEKIT_TOKEN`) or a local broker (`--db`), print. Refusals raise
-`ApprovalError` (exit 6 in `gatekit.cli.main`); a broken store raises `StoreError` (exit 4);
-`audit verify` exits 1 when it finds a problem in the chain.
+`GATEKIT_TOKEN`) or a local broker (`--broker`; `--db` is its old name), print. Errors are raised, never
+turned into exit codes here: refusals are `ApprovalError` (exit 6 in `gatekit.cli.main`), a broken store
+`StoreError` (exit 4), a chain that does not verify `ChainError` (exit 1).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +17,24 @@ import click
 
 from gatekit.enforce.broker import STATUSES
 from gatekit.enforce.identity import visible
-from gatekit.errors import StoreError
+from gatekit.enforce.receipts import ChainError
+from gatekit.errors import InputError, StoreError
+from gatekit.options import (DURATION, broker_option, note, output_options, server_option, state_option,
+                             store_url_option)
 
-_DB = click.option("--db", envvar="GATEKIT_BROKER", show_envvar=True,
-                   type=click.Path(dir_okay=False, path_type=Path),
-                   help="a local broker store (SQLite; tests and single-user experiments)")
-_SERVER = click.option("--server", envvar="GATEKIT_SERVER", show_envvar=True,
-                       help="the approvals service (gatekit serve); your credential comes from GATEKIT_TOKEN")
+# `--db` was this option's name before `--db` meant the DuckDB action store everywhere: kept, hidden
+_BROKER = broker_option(envvar="GATEKIT_BROKER", old_name="--db")
+
 _KEY = click.option("--key-env", default="GATEKIT_AUDIT_KEY", show_default=True,
                     help="environment variable holding a local broker's HMAC key, if it has one")
-EXIT_TAMPERED = 1
 
 
-def _broker(db: Path, key_env: str = "GATEKIT_AUDIT_KEY") -> Any:
+def _broker(path: Path, key_env: str = "GATEKIT_AUDIT_KEY") -> Any:
     from gatekit.enforce.broker import Broker
 
-    if not db.exists():
-        raise StoreError(f"no broker store at `{db}`")
-    return Broker(db, key=os.environ.get(key_env) or None)
+    if not path.exists():
+        raise StoreError(f"no broker store at `{path}`")
+    return Broker(path, key=os.environ.get(key_env) or None)
 
 
 def _client(server: str) -> Any:
@@ -50,11 +49,11 @@ def _client(server: str) -> Any:
         raise click.BadParameter(str(exc), param_hint="--server") from None
 
 
-def _where(db: Path | None, server: str | None) -> tuple[Any, Any]:
+def _where(broker: Path | None, server: str | None) -> tuple[Any, Any]:
     """(broker, client): exactly one of them."""
-    if (db is None) == (server is None):
-        raise click.UsageError("pass --server URL (the approvals service) or --db FILE (a local broker)")
-    return (_broker(db), None) if db is not None else (None, _client(server))  # type: ignore[arg-type]
+    if (broker is None) == (server is None):
+        raise click.UsageError("pass --server URL (the approvals service) or --broker FILE (a local broker)")
+    return (_broker(broker), None) if broker is not None else (None, _client(server))  # type: ignore[arg-type]
 
 
 def _emit(data: Any) -> None:
@@ -110,15 +109,15 @@ def approvals() -> None:
 
 
 @approvals.command("list")
-@_SERVER
-@_DB
+@server_option
+@_BROKER
 @click.option("--status", default="pending", show_default=True,
               type=click.Choice([*STATUSES, "revoked", "all"]))
 @click.option("--flagged", is_flag=True, help="only break-glass approvals flagged for review")
-@click.option("--json", "as_json", is_flag=True, help="a JSON list of requests")
-def list_cmd(server: str | None, db: Path | None, status: str, flagged: bool, as_json: bool) -> None:
-    """List requests (default: the pending ones, oldest first)."""
-    broker, client = _where(db, server)
+@output_options
+def list_cmd(server: str | None, broker: Path | None, status: str, flagged: bool, as_json: bool, quiet: bool) -> None:
+    """List requests (default: the pending ones, oldest first); --json: a JSON list of requests."""
+    local, client = _where(broker, server)
     if client is not None:
         found = [r for r in client.list(status) if r.get("flagged") or not flagged]
         if as_json:
@@ -126,25 +125,25 @@ def list_cmd(server: str | None, db: Path | None, status: str, flagged: bool, as
             return
         lines = [_served_line(r) for r in found]
     else:
-        local = broker.list(None if status == "all" else status, flagged=True if flagged else None)
+        found_local = local.list(None if status == "all" else status, flagged=True if flagged else None)
         if as_json:
-            _emit([r.to_dict() for r in local])
+            _emit([r.to_dict() for r in found_local])
             return
-        lines = [_line(r) for r in local]
+        lines = [_line(r) for r in found_local]
     if not lines:
-        click.echo(f"no {'' if status == 'all' else status + ' '}requests", err=True)
+        note(f"no {'' if status == 'all' else status + ' '}requests")
     for line in lines:
         click.echo(line)
 
 
 @approvals.command()
-@_SERVER
-@_DB
+@server_option
+@_BROKER
 @click.argument("request_id")
-@click.option("--json", "as_json", is_flag=True)
-def show(server: str | None, db: Path | None, request_id: str, as_json: bool) -> None:
+@output_options
+def show(server: str | None, broker: Path | None, request_id: str, as_json: bool, quiet: bool) -> None:
     """Show one request: the call, why it was escalated, what it needs, and the votes so far."""
-    broker, client = _where(db, server)
+    local, client = _where(broker, server)
     if client is not None:
         served = client.get(request_id)
         if as_json:
@@ -152,7 +151,7 @@ def show(server: str | None, db: Path | None, request_id: str, as_json: bool) ->
         else:
             _show_served(served)
         return
-    r = broker.get(request_id)
+    r = local.get(request_id)
     if as_json:
         _emit(r.to_dict() | {"evidence_intact": r.evidence_intact})
         return
@@ -181,15 +180,15 @@ _EVIDENCE = click.option("--evidence", help="the digest you were shown (`approva
 def _vote_served(client: Any, request_id: str, decision: str, evidence: str | None, **kwargs: Any) -> dict[str, Any]:
     if evidence is None:
         current = client.get(request_id)
-        click.echo(f"{decision} {_v(current['tool'])} {_v(json.dumps(current['action'].get('args'), ensure_ascii=False))} "
-                   f"(evidence {current['digest']})", err=True)
+        note(f"{decision} {_v(current['tool'])} {_v(json.dumps(current['action'].get('args'), ensure_ascii=False))} "
+             f"(evidence {current['digest']})")
         evidence = current["digest"]
     return client.vote(request_id, decision, evidence, **kwargs)
 
 
 @approvals.command()
-@_SERVER
-@_DB
+@server_option
+@_BROKER
 @click.argument("request_id")
 @click.option("--reviewer", help="a local broker only: who approves (the service knows you by your credential)")
 @click.option("--role", help="the role approved in (one the registry gives you)")
@@ -197,12 +196,14 @@ def _vote_served(client: Any, request_id: str, decision: str, evidence: str | No
 @_EVIDENCE
 @click.option("--break-glass", "break_glass", is_flag=True,
               help="emergency: approve alone, time-limited, flagged for review (needs --reason)")
-@click.option("--for", "duration", help="break-glass duration, e.g. 15m (at most the service's limit)")
-@click.option("--json", "as_json", is_flag=True)
-def approve(server: str | None, db: Path | None, request_id: str, reviewer: str | None, role: str | None,
-            reason: str | None, evidence: str | None, break_glass: bool, duration: str | None, as_json: bool) -> None:
+@click.option("--for", "duration", type=DURATION,
+              help="break-glass duration, e.g. 15m (at most the service's limit)")
+@output_options
+def approve(server: str | None, broker: Path | None, request_id: str, reviewer: str | None, role: str | None,
+            reason: str | None, evidence: str | None, break_glass: bool, duration: str | None, as_json: bool,
+            quiet: bool) -> None:
     """Approve a request (it is approved once its tier's approvals and roles are all in)."""
-    broker, client = _where(db, server)
+    local, client = _where(broker, server)
     if client is not None:
         if reviewer is not None:
             raise click.UsageError("the approvals service takes no --reviewer: you are who your credential says")
@@ -212,25 +213,25 @@ def approve(server: str | None, db: Path | None, request_id: str, reviewer: str 
     if not reviewer:
         raise click.UsageError("a local broker needs --reviewer")
     if break_glass:
-        r = broker.break_glass(request_id, reviewer, reason or "", duration=duration, role=role)
+        r = local.break_glass(request_id, reviewer, reason or "", duration=duration, role=role)
     else:
-        r = broker.approve(request_id, reviewer, role=role, reason=reason)
+        r = local.approve(request_id, reviewer, role=role, reason=reason)
     _done(r, as_json)
 
 
 @approvals.command()
-@_SERVER
-@_DB
+@server_option
+@_BROKER
 @click.argument("request_id")
 @click.option("--reviewer", help="a local broker only")
 @click.option("--role")
 @click.option("--reason")
 @_EVIDENCE
-@click.option("--json", "as_json", is_flag=True)
-def deny(server: str | None, db: Path | None, request_id: str, reviewer: str | None, role: str | None,
-         reason: str | None, evidence: str | None, as_json: bool) -> None:
+@output_options
+def deny(server: str | None, broker: Path | None, request_id: str, reviewer: str | None, role: str | None,
+         reason: str | None, evidence: str | None, as_json: bool, quiet: bool) -> None:
     """Deny a request: one deny denies it."""
-    broker, client = _where(db, server)
+    local, client = _where(broker, server)
     if client is not None:
         if reviewer is not None:
             raise click.UsageError("the approvals service takes no --reviewer: you are who your credential says")
@@ -238,7 +239,7 @@ def deny(server: str | None, db: Path | None, request_id: str, reviewer: str | N
         return
     if not reviewer:
         raise click.UsageError("a local broker needs --reviewer")
-    _done(broker.deny(request_id, reviewer, role=role, reason=reason), as_json)
+    _done(local.deny(request_id, reviewer, role=role, reason=reason), as_json)
 
 
 def _done(r: Any, as_json: bool) -> None:
@@ -261,12 +262,15 @@ def audit() -> None:
     """Verify the hash-chained audit log of a broker store, or export it as action records."""
 
 
+def _tampered(result: Any) -> ChainError:
+    return ChainError(f"audit chain TAMPERED: {len(result.problems)} problem(s) in {result.count} entries, "
+                      f"head {result.count}:{result.head}")
+
+
 @audit.command()
-@_DB
-@click.option("--state", type=click.Path(file_okay=False, path_type=Path),
-              help="the approvals service's state directory")
-@click.option("--store", "store", metavar="URL", envvar="GATEKIT_STORE",
-              help="the service's PostgreSQL store (postgresql://...), when it has one [env: GATEKIT_STORE]")
+@_BROKER
+@state_option(required=False)
+@store_url_option("the service's PostgreSQL store (postgresql://...), when it has one [env: GATEKIT_STORE]")
 @click.option("--public-key", "public_key", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
               help="the service's public key, kept elsewhere; repeat for retired keys (default: STATE/service.pub "
                    "and STATE/retired-keys/*.pub)")
@@ -274,16 +278,16 @@ def audit() -> None:
               help="the exported checkpoints (default: STATE/checkpoints.jsonl)")
 @_KEY
 @click.option("--expect", help="local broker: COUNT:HEAD kept elsewhere earlier (catches a wiped log)")
-@click.option("--json", "as_json", is_flag=True)
-def verify(db: Path | None, state: Path | None, store: str | None, public_key: tuple[Path, ...],
-           checkpoints: Path | None, key_env: str, expect: str | None, as_json: bool) -> None:
+@output_options
+def verify(broker: Path | None, state: Path | None, store: str | None, public_key: tuple[Path, ...],
+           checkpoints: Path | None, key_env: str, expect: str | None, as_json: bool, quiet: bool) -> None:
     """Check the audit chain; exit 1 on any problem.
 
     With --state: the service's chain, its signed checkpoints and the last exported checkpoint, checked with
     the public key (modified, deleted, reordered, truncated, wiped or re-chained entries are all found).
     """
-    if (db is None) == (state is None):
-        raise click.UsageError("pass --state DIR (the approvals service) or --db FILE (a local broker)")
+    if (broker is None) == (state is None):
+        raise click.UsageError("pass --state DIR (the approvals service) or --broker FILE (a local broker)")
     if state is not None:
         from gatekit.server.verify import verify_state
 
@@ -295,36 +299,42 @@ def verify(db: Path | None, state: Path | None, store: str | None, public_key: t
             if not count.isdigit() or not head:
                 raise click.BadParameter("use COUNT:HEAD, e.g. 120:sha256:ab12...", param_hint="--expect")
             anchor = (int(count), head)
-        result = _broker(db, key_env).receipts.verify(expect=anchor)  # type: ignore[arg-type]
+        result = _broker(broker, key_env).receipts.verify(expect=anchor)  # type: ignore[arg-type]
     if as_json:
         _emit(result.to_dict())
     else:
         for problem in result.problems:
             click.echo(problem)
-        state_ = "ok" if result.ok else f"TAMPERED ({len(result.problems)} problem(s))"
-        click.echo(f"{state_}: {result.count} entries, head {result.count}:{result.head}", err=not result.ok)
+        if result.ok:
+            click.echo(f"ok: {result.count} entries, head {result.count}:{result.head}")
     if not result.ok:
-        sys.exit(EXIT_TAMPERED)
+        raise _tampered(result)
 
 
 @audit.command()
-@_DB
+@_BROKER
 @_KEY
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="a .jsonl file")
 @click.option("--force", is_flag=True, help="export even if the chain does not verify")
-def export(db: Path | None, key_env: str, out: Path, force: bool) -> None:
+@output_options
+def export(broker: Path | None, key_env: str, out: Path, force: bool, as_json: bool, quiet: bool) -> None:
     """Write one action record per call (JSON Lines) for `gatekit ingest`."""
     from gatekit.enforce.export import export_actions
 
-    if db is None:
-        raise click.UsageError("pass --db FILE (the local broker store to export)")
-    receipts = _broker(db, key_env).receipts
+    if broker is None:
+        raise click.UsageError("pass --broker FILE (the local broker store to export)")
+    receipts = _broker(broker, key_env).receipts
     result = receipts.verify()
     if not result.ok and not force:
         for problem in result.problems:
             click.echo(problem, err=True)
-        click.echo("refusing to export a chain that does not verify (use --force to export anyway)", err=True)
-        sys.exit(EXIT_TAMPERED)
-    n = export_actions(receipts, out)
+        raise ChainError(f"{_tampered(result)}: refusing to export it (use --force to export anyway)")
+    try:
+        n = export_actions(receipts, out)
+    except OSError as exc:
+        raise InputError(f"cannot write `{out}`: {exc.strerror or exc}") from None
+    if as_json:
+        _emit({"out": str(out), "records": n, "verified": result.ok})
+        return
     click.echo(f"wrote {n} action records to {out}")
-    click.echo(f"next: gatekit ingest {out} --db store.duckdb", err=True)
+    note(f"next: gatekit ingest {out} --db store.duckdb")

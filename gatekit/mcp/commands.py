@@ -11,6 +11,7 @@ Thin, like the rest of the CLI: parse the options, build the gate and the gatewa
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 import click
 
 from gatekit.errors import GatekitError
+from gatekit.options import broker_option, output_options, policy_option
 from gatekit.server.commands import context_pairs
 
 
@@ -29,14 +31,12 @@ def mcp() -> None:
 
 
 @mcp.command(context_settings={"ignore_unknown_options": True})
-@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="the policy every tools/call is decided by")
+@policy_option(help="the policy every tools/call is decided by")
 @click.option("--approvals", metavar="URL", help="the approvals service (gatekit serve) escalations go to")
 @click.option("--credential-env", default="GATEKIT_AGENT_TOKEN", show_default=True, metavar="VAR",
               help="environment variable holding the gateway's agent credential for --approvals "
                    "(kept from the upstream server's environment)")
-@click.option("--broker", type=click.Path(dir_okay=False, path_type=Path),
-              help="a local approvals broker (SQLite) instead of the service: tests and single-user use only")
+@broker_option(help="a local approvals broker (SQLite) instead of the service: tests and single-user use only")
 @click.option("--agent", help="the agent every call is for (with --approvals: the id its credential has); "
                               "default: the client's clientInfo.name")
 @click.option("--user", help="the user every call is for")
@@ -60,17 +60,20 @@ def mcp() -> None:
               help="restart a crashed upstream server this many times, then stop")
 @click.option("--progress-interval", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
               metavar="SECONDS", help="how often a waiting call reports progress")
+@output_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def proxy(policy_path: Path, approvals: str | None, credential_env: str, broker: Path | None, agent: str | None,
           user: str | None, context: tuple[str, ...], server_name: str | None, mode: str, hide_denied: bool,
           log_path: Path | None, timeout: float | None, upstream: str | None, listen: str | None,
-          allow_remote: bool, max_args_bytes: int, restarts: int, progress_interval: float,
-          command: tuple[str, ...]) -> None:
+          allow_remote: bool, max_args_bytes: int, restarts: int, progress_interval: float, as_json: bool,
+          quiet: bool, command: tuple[str, ...]) -> None:
     """Run an MCP gateway in front of the server started by COMMAND (after `--`) or at --upstream URL.
 
     Every tools/call is decided by the policy: allowed calls are forwarded, denied ones answered with a
     tool result with isError and the policy's reasons, escalated ones wait for approval. Tools, resources,
-    prompts and notifications are relayed as they are.
+    prompts and notifications are relayed as they are. Over stdio, stdout is the MCP channel: --json only
+    changes --listen's first line to `{"url": ...}`; --quiet leaves out the gateway's log on stderr but its
+    warnings.
     """
     if importlib.util.find_spec("mcp") is None:
         raise GatekitError('the MCP gateway needs the mcp extra: pip install "gatekit[mcp]"')
@@ -121,7 +124,7 @@ def proxy(policy_path: Path, approvals: str | None, credential_env: str, broker:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("gatekit mcp: %(message)s"))
     logging.getLogger("gatekit.mcp").addHandler(handler)
-    logging.getLogger("gatekit.mcp").setLevel(logging.INFO)
+    logging.getLogger("gatekit.mcp").setLevel(logging.WARNING if quiet else logging.INFO)
     log = CallLog(log_path) if log_path else None
     gateway = Gateway(gate, Upstream(target, restarts=restarts,
                                      client_info=Implementation(name="gatekit-mcp-gateway",
@@ -131,7 +134,7 @@ def proxy(policy_path: Path, approvals: str | None, credential_env: str, broker:
     try:
         if listen:
             def echo(url: str) -> None:
-                click.echo(url)
+                click.echo(json.dumps({"url": url}) if as_json else url)
                 sys.stdout.flush()
 
             anyio.run(lambda: serve_http(gateway, host, port, echo=echo,  # type: ignore[arg-type]

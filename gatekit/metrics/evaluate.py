@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from gatekit.errors import InputError
 from gatekit.logs.store import Store
 from gatekit.metrics.rates import records
 from gatekit.policy.compile import Val, compile_sql, json_pointer, lit
@@ -130,12 +131,12 @@ def _find_test(policy: Policy, rule_id: str, field: str, op: str | None) -> tupl
     try:
         rule = policy.rule(rule_id)
     except KeyError:
-        raise ValueError(f"no rule `{rule_id}` in policy `{policy.name}`") from None
+        raise InputError(f"no rule `{rule_id}` in policy `{policy.name}`") from None
     found = [t for t in leaves(rule.when) if isinstance(t, Test) and _sweepable(t) and t.field.name == field
              and (op is None or t.op == op)]
     if len(found) != 1:
         what = "no" if not found else "more than one"
-        raise ValueError(f"rule `{rule_id}` has {what} numeric test (gt, gte, lt, lte) on `{field}`"
+        raise InputError(f"rule `{rule_id}` has {what} numeric test (gt, gte, lt, lte) on `{field}`"
                          + ("" if op is None else f" with `{op}`"))
     return rule, found[0]
 

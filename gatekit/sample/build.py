@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from gatekit.action import FIELDS, evidence_hash
-from gatekit.errors import GatekitError
+from gatekit.errors import InputError
 from gatekit.sample.cast import AGENTS
 from gatekit.sample.clock import START, WEEK, fmt, utc
 from gatekit.sample.manifest import manifest
@@ -30,9 +30,9 @@ def generate(n_actions: int = 20000, *, seed: int = 7, start: datetime = START, 
 def build(n: int, seed: int, start: datetime, days: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The records of a sample in log order, and its manifest."""
     if n < MIN_ACTIONS:
-        raise GatekitError(f"n_actions must be at least {MIN_ACTIONS} to hold the planted scenarios, got `{n}`")
+        raise InputError(f"n_actions must be at least {MIN_ACTIONS} to hold the planted scenarios, got `{n}`")
     if days < 7:
-        raise GatekitError(f"days must be at least 7 to include a weekend, got `{days}`")
+        raise InputError(f"days must be at least 7 to include a weekend, got `{days}`")
     rec = Recording(n, seed, utc(start), days)
     # The planted sessions first, so that ordinary traffic fills the sample up to exactly `n` around them; the
     # findings last, since they are planted on ordinary calls that must already have been reviewed.

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import click
 
-from gatekit.errors import GatekitError
+from gatekit.errors import GatekitError, InputError, StoreError
+from gatekit.options import DURATION, emit, output_options, policy_option, state_option, store_url_option
 
-_STATE = click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
-                      help="the service's state directory (its store, signing key and checkpoints)")
-_STORE = click.option("--store", "store", metavar="URL", envvar="GATEKIT_STORE",
-                      help="a PostgreSQL store replicas share (postgresql://USER@HOST/DB, or with "
-                           "?host=SOCKETDIR); default: the SQLite file in STATE [env: GATEKIT_STORE]")
+_STATE = state_option()
+_STORE = store_url_option("a PostgreSQL store replicas share (postgresql://USER@HOST/DB, or with "
+                          "?host=SOCKETDIR); default: the SQLite file in STATE [env: GATEKIT_STORE]")
 
 
 def _needs_server_extra() -> None:
@@ -25,8 +24,7 @@ def _needs_server_extra() -> None:
 @click.command()
 @_STATE
 @_STORE
-@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="the service's own copy of the policy (what a tier requires comes from it)")
+@policy_option(help="the service's own copy of the policy (what a tier requires comes from it)")
 @click.option("--host", default="127.0.0.1", show_default=True, help="loopback unless TLS is set")
 @click.option("--port", default=8470, show_default=True, type=int, help="0 picks a free port")
 @click.option("--tls-cert", "certfile", type=click.Path(dir_okay=False, exists=True, path_type=Path))
@@ -35,27 +33,36 @@ def _needs_server_extra() -> None:
               help="a Host header to answer besides the bound address (repeat)")
 @click.option("--checkpoints", type=click.Path(dir_okay=False, path_type=Path),
               help="where signed checkpoints are exported (default: STATE/checkpoints.jsonl); keep it elsewhere")
-@click.option("--approval-ttl", default="15m", show_default=True, help="how long an approval stays usable when "
-                                                                      "its tier sets no approval_ttl")
-@click.option("--default-timeout", default="1h", show_default=True,
+@click.option("--approval-ttl", default="15m", show_default=True, type=DURATION,
+              help="how long an approval stays usable when its tier sets no approval_ttl")
+@click.option("--default-timeout", default="1h", show_default=True, type=DURATION,
               help="how long a request waits when its tier sets no timeout")
-@click.option("--break-glass-limit", default="1h", show_default=True)
+@click.option("--break-glass-limit", default="1h", show_default=True, type=DURATION)
 @click.option("--max-pending", default=100, show_default=True, type=click.IntRange(min=1),
               help="requests one agent may have waiting for reviewers at once")
-def serve(state: Path, store: str | None, policy_path: Path, host: str, port: int, certfile: Path | None, keyfile: Path | None,
-          allowed_hosts: tuple[str, ...], checkpoints: Path | None, approval_ttl: str, default_timeout: str,
-          break_glass_limit: str, max_pending: int) -> None:
-    """Run the approvals service; its URL is the first line printed. Stop it with SIGTERM or Ctrl-C."""
+@output_options
+def serve(state: Path, store: str | None, policy_path: Path, host: str, port: int, certfile: Path | None,
+          keyfile: Path | None, allowed_hosts: tuple[str, ...], checkpoints: Path | None, approval_ttl: str,
+          default_timeout: str, break_glass_limit: str, max_pending: int, as_json: bool, quiet: bool) -> None:
+    """Run the approvals service; its URL is the first line printed (--json: `{"url": ...}`). Stop it with
+    SIGTERM or Ctrl-C."""
     _needs_server_extra()
     from gatekit.server.serve import serve as run
 
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the state directory `{state}`: {exc.strerror or exc}") from None
+
+    def echo(url: str) -> None:
+        click.echo(json.dumps({"url": url}) if as_json else url)
+
     run(state, policy_path, host=host, port=port, certfile=certfile, keyfile=keyfile,
         allowed_hosts=list(allowed_hosts) or None, checkpoints=checkpoints, approval_ttl=approval_ttl,
         default_timeout=default_timeout, break_glass_limit=break_glass_limit, max_pending=max_pending,
-        store=store, echo=click.echo)
+        store=store, echo=echo)
 
 
 @click.group()
@@ -70,7 +77,7 @@ def _registry(state: Path, store: str | None) -> object:
     from gatekit.server.store import open_store
 
     if not state.is_dir():
-        raise GatekitError(f"no state directory `{state}`: start `gatekit serve --state {state}` once, or create it")
+        raise StoreError(f"no state directory `{state}`: start `gatekit serve --state {state}` once, or create it")
     ledger = Ledger(state, store=open_store(store, state))
     click.get_current_context().call_on_close(ledger.close)
     return Registry(ledger)
@@ -87,9 +94,11 @@ def _registry(state: Path, store: str | None) -> object:
               help="an agent: context its calls must carry, e.g. env=prod (repeat); VALUE is JSON or text")
 @_STATE
 @_STORE
+@output_options
 def add(kind: str, principal_id: str, roles: tuple[str, ...], break_glass: bool, users: tuple[str, ...],
-        context: tuple[str, ...], state: Path, store: str | None) -> None:
+        context: tuple[str, ...], state: Path, store: str | None, as_json: bool, quiet: bool) -> None:
     """Register a principal; prints its credential alone on stdout (only its hash is kept: store it now).
+    With --json: `{"kind", "id", "credential"}`.
 
     Bind an agent to the users it acts for and the context it runs in (`--user`, `--context`): then even
     an agent process that talks to the service directly cannot claim another user or environment.
@@ -102,15 +111,18 @@ def add(kind: str, principal_id: str, roles: tuple[str, ...], break_glass: bool,
         credential = registry.add(kind, principal_id, roles, break_glass=break_glass,  # type: ignore[attr-defined]
                                   users=users or None, context=bound or None)
     except Refusal as exc:
-        raise GatekitError(str(exc)) from None
-    click.echo(credential)
+        raise InputError(str(exc)) from None
+    if as_json:
+        emit({"kind": kind, "id": principal_id, "credential": credential})
+    else:
+        click.echo(credential)
 
 
 @principals.command("list")
 @_STATE
 @_STORE
-@click.option("--json", "as_json", is_flag=True)
-def list_cmd(state: Path, store: str | None, as_json: bool) -> None:
+@output_options
+def list_cmd(state: Path, store: str | None, as_json: bool, quiet: bool) -> None:
     """Every registered principal, its kind and roles (never a credential)."""
     found = _registry(state, store).list()  # type: ignore[attr-defined]
     if as_json:
