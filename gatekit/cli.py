@@ -124,11 +124,16 @@ def decide_cmd(policy_path: Path, action: str) -> None:
 
 
 # ---- store -------------------------------------------------------------------------------------------
+def _formats() -> list[str]:
+    from gatekit.logs.adapters import FORMATS  # the registry of formats: no DuckDB
+
+    return list(FORMATS)
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path), help="the action store")
-@click.option("--format", "fmt", type=click.Choice(["agentdojo", "otel", "openai-agents", "jsonl", "parquet"]),
-              help="input format (default: detected per file)")
+@click.option("--format", "fmt", type=click.Choice(_formats()), help="input format (default: detected per file)")
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
               help="a mapping file: which field of each line holds tool, args, ts, agent, ...")
 @click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")
@@ -136,7 +141,7 @@ def decide_cmd(policy_path: Path, action: str) -> None:
 def ingest(files: tuple[Path, ...], db: Path, fmt: str | None, mapping: Path | None, as_json: bool,
            quiet: bool) -> None:
     """Read logs and agent traces into the store; what cannot be read goes to quarantine with its reason."""
-    from gatekit.logs.adapters import ingest as run_ingest
+    from gatekit.logs import ingest as run_ingest
     from gatekit.logs.store import Store
 
     with Store(db) as store, _progress("ingesting", quiet or as_json) as progress:
@@ -326,7 +331,7 @@ def sample(out: Path, n_actions: int, seed: int) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool) -> None:
     """Build a store from the sample logs, replay the starter policy in shadow mode, and summarise."""
-    from gatekit.logs.adapters import ingest as run_ingest
+    from gatekit.logs import ingest as run_ingest
     from gatekit.logs.store import Store
     from gatekit.policy import load_policy
     from gatekit.replay import replay as run_replay
