@@ -136,7 +136,7 @@ def _owners(option: str) -> str:
     return " or ".join(owners) if owners else "no"
 
 
-def _bind(reader: Reader, path: Path) -> Any:
+def _bind(reader: Reader, path: Path) -> Callable[[], Iterable[Lines | Record]]:
     return lambda: reader(path)
 
 

@@ -319,7 +319,8 @@ def test_labels_from_the_package_are_the_tables(runs: Path, ingested: dict[str, 
     assert Reader().labels  # the package is installed: it is the default source
     ingest(store, [runs / "command-r" / "banking"])
     got = dict(store.con.execute("SELECT action_id, label FROM actions").fetchall())
-    assert got == {r["action_id"]: r["label"] for r in ingested["rows"] if r["session"].startswith("command-r/banking/")}
+    table = {r["action_id"]: r["label"] for r in ingested["rows"] if r["session"].startswith("command-r/banking/")}
+    assert got == table
 
 
 def test_a_subset_gets_the_same_ids_and_times_and_reingest_adds_nothing(

@@ -20,7 +20,8 @@ def test_detected_by_name_and_taken_from_a_directory(tmp_path: Path) -> None:
     pq.write_table(pa.table({"tool": ["t"]}), tmp_path / "a.pq")
     pq.write_table(pa.table({"tool": ["t"]}), tmp_path / "b.parquet")
     assert detect(tmp_path / "a.pq") == detect(tmp_path / "b.parquet") == "parquet"
-    assert [(Path(s.name).name, s.format) for s in sources([tmp_path])] == [("a.pq", "parquet"), ("b.parquet", "parquet")]
+    found = [(Path(s.name).name, s.format) for s in sources([tmp_path])]
+    assert found == [("a.pq", "parquet"), ("b.parquet", "parquet")]
 
 
 def test_mapped_columns_become_actions_and_a_row_without_tool_is_quarantined(tmp_path: Path, store: Store) -> None:

@@ -50,6 +50,7 @@ _LAYOUT = "*/*/*/*/*.json"  # below a runs directory
 _SESSION_GAP = timedelta(hours=1)
 
 Fixed = tuple[str, tuple[str, ...]]  # a ground-truth call: its function and the texts its fixed values must show
+Truth = tuple[str, list[tuple[str, dict[str, Any]]]]  # (version, each ground-truth call's function and fixed args)
 Labeller = Callable[[str, dict[str, Any]], "str | None"]  # (function, args) -> label
 
 
@@ -116,7 +117,7 @@ class GroundTruth:
         found = self.ground_truth(suite_name, injection_task)
         return None if found is None else [(function, fixed_values(args)) for function, args in found[1]]
 
-    def ground_truth(self, suite_name: str, injection_task: str) -> tuple[str, list[tuple[str, dict[str, Any]]]] | None:
+    def ground_truth(self, suite_name: str, injection_task: str) -> Truth | None:
         """(version, each ground-truth call's function and the arguments it fixes: `placeholder_args` when
         present, else `args`) from the first version in `VERSIONS` that knows the task; None when none does."""
         for version in VERSIONS:
@@ -137,10 +138,9 @@ class GroundTruth:
 
     def table(self) -> GroundTruthTable:
         """Every injection task of every suite the package knows, for `GroundTruthTable.dump`."""
-        tasks: dict[tuple[str, str], tuple[str, list[tuple[str, dict[str, Any]]]]] = {}
+        tasks: dict[tuple[str, str], Truth] = {}
         for version in VERSIONS:
-            self._suite(version, "")  # loads the version's suites
-            for suite_name, suite in sorted(self._suites[version].items()):
+            for suite_name, suite in sorted(self._suites_of(version).items()):
                 for task in sorted(suite.injection_tasks):
                     if (suite_name, task) not in tasks:
                         found = self.ground_truth(suite_name, task)
@@ -149,23 +149,26 @@ class GroundTruth:
         return GroundTruthTable(tasks)
 
     def _suite(self, version: str, name: str) -> Any:
+        return self._suites_of(version).get(name)
+
+    def _suites_of(self, version: str) -> dict[str, Any]:
         if version not in self._suites:
             try:
                 self._suites[version] = self._get_suites(version)
             except (KeyError, ValueError):
                 self._suites[version] = {}
-        return self._suites[version].get(name)
+        return self._suites[version]
 
 
 class GroundTruthTable:
     """The ground truth recorded from the `agentdojo` package (`GroundTruth().table()`): the same `calls`,
     read from a file, with no package needed.
 
-    >>> GroundTruthTable.load("agentdojo-ground-truth.json").calls("banking", "injection_task_0")
-    [('send_money', ('us133000000121212121212', ...))]
+    >>> GroundTruthTable.load("agentdojo-ground-truth.json").calls("banking", "injection_task_8")[-1]
+    ('send_money', ('us133000000121212121212',))
     """
 
-    def __init__(self, tasks: dict[tuple[str, str], tuple[str, list[tuple[str, dict[str, Any]]]]]) -> None:
+    def __init__(self, tasks: dict[tuple[str, str], Truth]) -> None:
         self.tasks = tasks
 
     def calls(self, suite: str, injection_task: str) -> list[Fixed] | None:
@@ -178,7 +181,8 @@ class GroundTruthTable:
         for (suite, task), (version, calls) in sorted(self.tasks.items()):
             out.setdefault(suite, {})[task] = {
                 "version": version, "calls": [{"function": f, "args": args} for f, args in calls]}
-        return json.dumps({"ground_truth": out}, indent=1, ensure_ascii=False) + "\n"  # args in the package's order
+        # not sort_keys: each call's args stay in the package's order, the order of `calls`' needles
+        return json.dumps({"ground_truth": out}, indent=1, ensure_ascii=False) + "\n"
 
     @classmethod
     def load(cls, path: Path | str) -> GroundTruthTable:
