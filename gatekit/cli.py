@@ -124,16 +124,28 @@ def decide_cmd(policy_path: Path, action: str) -> None:
 
 
 # ---- store -------------------------------------------------------------------------------------------
-def _formats() -> list[str]:
-    from gatekit.logs.adapters import FORMATS  # the registry of formats: no DuckDB
+class _Formats(click.Choice):
+    """`--format`: the registry's formats, read only when `ingest` parses or shows its options (the
+    registry needs the shadow extra; starting the CLI imports no format)."""
 
-    return list(FORMATS)
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from gatekit.logs.adapters import FORMATS
+
+        return tuple(FORMATS)
+
+    @choices.setter
+    def choices(self, value: object) -> None:  # click.Choice.__init__ sets it
+        pass
 
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--db", required=True, type=click.Path(dir_okay=False, path_type=Path), help="the action store")
-@click.option("--format", "fmt", type=click.Choice(_formats()), help="input format (default: detected per file)")
+@click.option("--format", "fmt", type=_Formats(), help="input format (default: detected per file)")
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
               help="a mapping file: which field of each line holds tool, args, ts, agent, ...")
 @click.option("--json", "as_json", is_flag=True, help="print the counts as JSON")

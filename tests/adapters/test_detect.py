@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,12 @@ def test_unknown_format_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(LogFormatError, match="unknown log format"):
         sources([tmp_path / "notes.txt"])
     assert sources([tmp_path / "notes.txt"], format="jsonl")[0].format == "jsonl"
+
+
+def test_the_cli_starts_without_the_registry() -> None:
+    code = "import sys, gatekit.cli; print(sorted(m for m in sys.modules if m.startswith('gatekit.logs')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def _has_format_option() -> bool:
