@@ -171,18 +171,35 @@ def decide_cmd(policy_path: Path, action: str, as_json: bool, quiet: bool) -> No
 
 
 # ---- store -------------------------------------------------------------------------------------------
+class _Formats(click.Choice):
+    """`--format`: the registry's formats, read only when `ingest` parses or shows its options (the
+    registry needs the shadow extra; starting the CLI imports no format)."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from gatekit.logs.adapters import FORMATS
+
+        return tuple(FORMATS)
+
+    @choices.setter
+    def choices(self, value: object) -> None:  # click.Choice.__init__ sets it
+        pass
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @db_option()
-@click.option("--format", "fmt", type=click.Choice(["agentdojo", "otel", "openai-agents", "jsonl", "parquet"]),
-              help="input format (default: detected per file)")
+@click.option("--format", "fmt", type=_Formats(), help="input format (default: detected per file)")
 @click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path),
               help="a mapping file: which field of each line holds tool, args, ts, agent, ...")
 @output_options
 def ingest(files: tuple[Path, ...], db: Path, fmt: str | None, mapping: Path | None, as_json: bool,
            quiet: bool) -> None:
     """Read logs and agent traces into the store; what cannot be read goes to quarantine with its reason."""
-    from gatekit.logs.adapters import ingest as run_ingest
+    from gatekit.logs import ingest as run_ingest
     from gatekit.logs.store import Store
 
     for f in (*files, *([mapping] if mapping else [])):
@@ -456,7 +473,7 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool, q
     from gatekit._install import bundled, require
 
     require("shadow", "gatekit demo")
-    from gatekit.logs.adapters import ingest as run_ingest
+    from gatekit.logs import ingest as run_ingest
     from gatekit.logs.store import Store
     from gatekit.policy import load_policy
     from gatekit.replay import replay as run_replay

@@ -34,7 +34,7 @@ from pathlib import Path
 import polars as pl
 
 from gatekit import load_policy
-from gatekit.logs.adapters import ingest
+from gatekit.logs import ingest
 from gatekit.logs.store import Store
 from gatekit.metrics.evaluate import evaluate
 from gatekit.metrics.rates import decision_rates, rule_firing

@@ -38,7 +38,7 @@ from pathlib import Path
 import polars as pl
 
 from gatekit import load_policy
-from gatekit.logs.adapters import ingest
+from gatekit.logs import ingest
 from gatekit.logs.store import Store
 from gatekit.metrics.diff import summarize_diff
 from gatekit.metrics.evaluate import (

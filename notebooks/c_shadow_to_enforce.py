@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from gatekit import Denied, Gate, load_policy
 from gatekit.enforce import MockBroker, Receipts, Request
-from gatekit.logs.adapters import ingest
+from gatekit.logs import ingest
 from gatekit.logs.store import Store
 from gatekit.replay import replay
 

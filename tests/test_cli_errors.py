@@ -108,7 +108,7 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A store with run `first`, a broker with one pending request, a good and a bad policy."""
-    from gatekit.logs.adapters import ingest
+    from gatekit.logs import ingest
     from gatekit.logs.store import Store
     from gatekit.replay import replay
 

@@ -46,7 +46,7 @@ def test_progress_is_not_drawn_when_stderr_is_not_a_terminal(monkeypatch) -> Non
 
 def test_the_report_calls_progress_once_per_phase(tmp_path: Path) -> None:
     from gatekit import load_policy
-    from gatekit.logs.adapters import ingest
+    from gatekit.logs import ingest
     from gatekit.logs.store import Store
     from gatekit.replay import replay
     from gatekit.report import build_report

@@ -1,8 +1,26 @@
-"""Action logs: the DuckDB store that holds them and the ingest that fills it."""
+"""Action logs: the DuckDB store that holds them, the formats they come in, and the ingest that fills it.
+
+`Store` (DuckDB) is imported on first use, so the registry of formats (which the CLI reads for
+`--format`) and `sources` load without DuckDB or pyarrow.
+"""
 
 from __future__ import annotations
 
-from gatekit.logs.ingest import IngestReport, ingest
-from gatekit.logs.store import Store
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["IngestReport", "Store", "ingest"]
+from gatekit.logs.adapters import FORMATS, Format, detect, register
+from gatekit.logs.contract import Rejected
+from gatekit.logs.ingest import IngestReport, ingest, sources
+
+if TYPE_CHECKING:
+    from gatekit.logs.store import Store
+
+__all__ = ["FORMATS", "Format", "IngestReport", "Rejected", "Store", "detect", "ingest", "register", "sources"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        from gatekit.logs.store import Store
+
+        return Store
+    raise AttributeError(f"module `gatekit.logs` has no attribute `{name}`")

@@ -1,6 +1,7 @@
 """Trace files recorded with the real SDKs, for the adapter tests.
 
     python -m tests.adapters.recorders      # rewrites tests/adapters/data/ (needs the SDKs below)
+    GATEKIT_RERECORD=1 python -m pytest tests/adapters   # also checks fresh recordings read the same way
 
 - `otel-file-exporter.jsonl`: OpenTelemetry Python SDK (`opentelemetry-sdk`) spans written by the OTLP JSON
   file exporter (`opentelemetry-exporter-otlp-json-file`, `FileSpanExporter`): hex ids, 64-bit ints as text.
@@ -11,8 +12,12 @@
   driven by the SDK's own `ScriptedModel` (no network), exported by a `TracingExporter` that writes
   `item.export()` one per line through the SDK's `BatchTraceProcessor`.
 
-The tests read the committed files (so they run without the SDKs) and, when the SDKs are installed,
-record fresh files and check that they read the same way.
+- `agentdojo-ground-truth.json`: the ground truth of every injection task of every suite the `agentdojo`
+  package knows (`GroundTruth().table()`, the first version in `VERSIONS` that knows a task), from which
+  the AgentDojo adapter labels runs (its `labels` option).
+
+The tests read the committed files, so they run without the SDKs; with GATEKIT_RERECORD=1 they also record
+fresh files with the SDKs and check that they read the same way.
 """
 
 from __future__ import annotations
@@ -139,8 +144,15 @@ def record_openai_agents(path: Path) -> None:
     processor.shutdown()
 
 
+def record_agentdojo_ground_truth(path: Path) -> None:
+    from gatekit.logs.adapters.agentdojo import GroundTruth
+
+    path.write_text(GroundTruth().table().dump(), encoding="utf-8")
+
+
 def main() -> None:
     DATA.mkdir(exist_ok=True)
+    record_agentdojo_ground_truth(DATA / "agentdojo-ground-truth.json")
     record_otel_file(DATA / "otel-file-exporter.jsonl")
     record_otel_protobuf(DATA / "otel-protobuf.jsonl")
     record_openai_agents(DATA / "openai-agents.jsonl")

@@ -1,8 +1,8 @@
-"""The AgentDojo adapter on the shared runs (every file), and its label rule."""
+"""The AgentDojo adapter on the shared runs (every file), and its label rule, labelled from the recorded
+ground truth (no `agentdojo` package needed)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from datetime import timedelta
@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
-from gatekit.errors import GatekitError
-from gatekit.logs import Store
-from gatekit.logs.adapters import agentdojo, detect, ingest
-from gatekit.logs.adapters.agentdojo import START, GroundTruth, Reader, appears, fixed_values, label_call
+from gatekit.errors import GatekitError, LogFormatError
+from gatekit.logs import Store, detect, ingest
+from gatekit.logs.adapters import agentdojo
+from gatekit.logs.adapters.agentdojo import (
+    START, GroundTruth, GroundTruthTable, Reader, appears, fixed_values, label_call,
+)
 
-HAVE_AGENTDOJO = importlib.util.find_spec("agentdojo") is not None
-
-needs_agentdojo = pytest.mark.skipif(not HAVE_AGENTDOJO, reason="the agentdojo package is not installed")
+from .conftest import GROUND_TRUTH, rerecord
+from .recorders import record_agentdojo_ground_truth
 
 
 def _expected(runs: Path) -> dict[str, dict[str, Any]]:
@@ -42,7 +43,7 @@ def _expected(runs: Path) -> dict[str, dict[str, Any]]:
 def ingested(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     path = tmp_path_factory.mktemp("agentdojo") / "store.duckdb"
     with Store(path) as store:
-        report = ingest(store, [runs])
+        report = ingest(store, [runs], labels=GROUND_TRUTH)
         cursor = store.con.execute(
             "SELECT session, source_line, tool, args, ts, agent, context, label, source, action_id, outcome, "
             "extra FROM actions ORDER BY seq")
@@ -136,16 +137,14 @@ HAND_CHECKED = {
 }
 
 
-@needs_agentdojo
 @pytest.mark.parametrize("session", sorted(HAND_CHECKED))
 def test_labels_of_hand_checked_sessions(ingested: dict[str, Any], session: str) -> None:
     assert [r["label"] for r in ingested["sessions"][session]] == HAND_CHECKED[session]
 
 
-@needs_agentdojo
 def test_labels_follow_the_rule_on_every_session(ingested: dict[str, Any]) -> None:
     """The rule restated from the issue, independently of the adapter, over all 8,576 calls."""
-    truth = GroundTruth()
+    truth = GroundTruthTable.load(GROUND_TRUTH)
     for session, e in ingested["expected"].items():
         run = e["run"]
         attack = run["attack_type"] or "none"
@@ -165,7 +164,6 @@ def test_labels_follow_the_rule_on_every_session(ingested: dict[str, Any]) -> No
             assert label == (None if match and reads else "harmful" if match else "benign"), (session, function)
 
 
-@needs_agentdojo
 def test_label_counts_over_the_shared_runs(ingested: dict[str, Any]) -> None:
     labels = [r["label"] for r in ingested["rows"]]
     counts = {k: labels.count(k) for k in ("harmful", "benign", None)}
@@ -284,6 +282,45 @@ def test_without_the_agentdojo_package_there_are_no_labels(monkeypatch: pytest.M
                _run([{"function": "get_iban", "args": {}}], attack_type=None, injection_task_id=None))
     assert ingest(store, [tmp_path / "runs"]).stored == 1
     assert store.con.execute("SELECT label FROM actions").fetchall() == [(None,)]
+
+
+def test_the_table_holds_every_injection_task_and_reads_like_the_package(tmp_path: Path) -> None:
+    table = GroundTruthTable.load(GROUND_TRUTH)
+    assert len(table.tasks) == 35  # workspace 14 (6 before v1.2), travel 7, banking 9, slack 5
+    assert {v for v, _ in table.tasks.values()} == {"v1", "v1.2"}
+    # the hand-checked sessions above: send_money(recipient=attacker, the rest `$...`); a read, then a post
+    assert table.calls("banking", "injection_task_8")[-1] == ("send_money", ("us133000000121212121212",))
+    assert table.calls("slack", "injection_task_2")[-1] == ("post_webpage", ("www.my-website-234.com/random",))
+    assert table.calls("banking", "injection_task_99") is None
+    path = tmp_path / "again.json"
+    path.write_text(table.dump(), encoding="utf-8")
+    assert path.read_text(encoding="utf-8") == GROUND_TRUTH.read_text(encoding="utf-8")  # dump, load, dump
+
+
+def test_a_table_that_cannot_be_read_is_a_log_format_error(tmp_path: Path, store: Store) -> None:
+    _write_run(tmp_path / "runs", "m/banking/user_task_0/none/none.json",
+               _run([{"function": "get_iban", "args": {}}], attack_type=None, injection_task_id=None))
+    with pytest.raises(LogFormatError, match="cannot read ground truth `.*missing.json`: "):
+        ingest(store, [tmp_path / "runs"], labels=tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"suites": []}', encoding="utf-8")
+    with pytest.raises(LogFormatError, match="not a ground-truth table"):
+        ingest(store, [tmp_path / "runs"], labels=tmp_path / "bad.json")
+    assert store.count_actions() == 0
+
+
+@rerecord
+def test_the_recorded_table_is_the_packages(tmp_path: Path) -> None:
+    record_agentdojo_ground_truth(tmp_path / "truth.json")
+    assert (tmp_path / "truth.json").read_text(encoding="utf-8") == GROUND_TRUTH.read_text(encoding="utf-8")
+
+
+@rerecord
+def test_labels_from_the_package_are_the_tables(runs: Path, ingested: dict[str, Any], store: Store) -> None:
+    assert Reader().labels  # the package is installed: it is the default source
+    ingest(store, [runs / "command-r" / "banking"])
+    got = dict(store.con.execute("SELECT action_id, label FROM actions").fetchall())
+    table = {r["action_id"]: r["label"] for r in ingested["rows"] if r["session"].startswith("command-r/banking/")}
+    assert got == table
 
 
 def test_a_subset_gets_the_same_ids_and_times_and_reingest_adds_nothing(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,18 +14,18 @@ from click.testing import CliRunner
 
 from gatekit import cli
 from gatekit.errors import LogFormatError
-from gatekit.logs import Store
-from gatekit.logs import ingest as contract_ingest
-from gatekit.logs.adapters import ADAPTERS, FORMATS, detect, ingest, sources
+from gatekit.logs import FORMATS, Store, detect, ingest, sources
+from gatekit.logs.contract import Lines
 
 from .conftest import DATA
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_logs"
 
 
-def test_formats_are_the_registry_and_the_contract() -> None:
-    assert FORMATS == ("agentdojo", "otel", "openai-agents", "jsonl", "parquet")
-    assert list(ADAPTERS) == ["agentdojo", "otel", "openai-agents"]
+def test_one_registry_the_contract_first() -> None:
+    assert list(FORMATS) == ["jsonl", "parquet", "agentdojo", "otel", "openai-agents"]
+    assert {name: set(f.options) for name, f in FORMATS.items() if f.options} == {
+        "jsonl": {"mapping"}, "parquet": {"mapping"}, "agentdojo": {"labels"}}
 
 
 def test_detect_by_content(tmp_path: Path) -> None:
@@ -48,23 +50,37 @@ def test_a_directory_keeps_the_contract_rule_and_adds_recognised_json(tmp_path: 
     shutil.copy(DATA / "openai-agents.jsonl", logs / "agents.json")
     (logs / "nested").mkdir()
     shutil.copy(DATA / "otel-file-exporter.jsonl", logs / "nested" / "otel.ndjson")
-    found = {Path(s.name).name: s.kind for s in sources([logs])}
+    found = {Path(s.name).name: s.format for s in sources([logs])}
     assert "PLANTED.json" not in found and "README.md" not in found
     assert found == {"actions-2026-10-05.jsonl": "jsonl", "actions-2026-10-12.jsonl": "jsonl",
                      "actions-2026-10-19.jsonl": "jsonl", "actions-2026-10-26.jsonl": "jsonl",
-                     "agents.json": "records", "otel.ndjson": "records"}
+                     "agents.json": "openai-agents", "otel.ndjson": "otel"}
     report = ingest(store, [logs])
     assert report.stored == 20_000 + 3 + 5 and report.quarantined == 1
 
 
-def test_the_contract_path_is_unchanged(tmp_path: Path) -> None:
-    """Plain JSONL through the adapters gives exactly what `gatekit.logs.ingest` gives."""
-    with Store(tmp_path / "a.duckdb") as a, Store(tmp_path / "b.duckdb") as b:
-        files = sorted(SAMPLE.glob("*.jsonl"))[:1]
-        ra, rb = contract_ingest(a, files), ingest(b, files)
-        assert ra == rb
-        q = "SELECT action_id, ts, tool, args, context, label FROM actions ORDER BY seq"
-        assert a.con.execute(q).fetchall() == b.con.execute(q).fetchall()
+def test_the_contract_is_read_in_batches_of_lines_on_the_fast_path() -> None:
+    """JSON Lines are not parsed by the format: the contract's checks parse them, a batch at a time."""
+    (source,) = sources([SAMPLE / "actions-2026-10-05.jsonl"])
+    batches = list(source.read())
+    assert all(type(b) is Lines and b.parse is None and b.transform is None for b in batches)
+    assert sum(len(b.lines) for b in batches) >= 5_000 and batches[-1].done == source.size
+
+
+def test_options_go_to_the_formats_that_declare_them(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    shutil.copytree(SAMPLE, logs)
+    shutil.copy(DATA / "otel-file-exporter.jsonl", logs / "otel.jsonl")
+    (tmp_path / "m.yaml").write_text("tool: tool\n", encoding="utf-8")
+    # a mapping reads every JSON Lines and Parquet file as mapped lines: the OTel file too, no adapter
+    assert {s.format for s in sources([logs], mapping=tmp_path / "m.yaml")} == {"jsonl"}
+    # an AgentDojo option leaves AgentDojo alone: the contract's files are not its own
+    assert sources([logs], labels=False) == []
+    with pytest.raises(LogFormatError, match="`labels` is an option of agentdojo input, not of `jsonl`"):
+        sources([logs], format="jsonl", labels=False)
+    with pytest.raises(LogFormatError, match="unknown ingest option `lables`, expected one of labels, mapping"):
+        sources([logs], lables=False)
+    assert len(sources([logs], mapping=None, labels=None)) == 5  # None is not given
 
 
 def test_unknown_format_and_unreadable_files(tmp_path: Path) -> None:
@@ -75,7 +91,13 @@ def test_unknown_format_and_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(LogFormatError, match="unknown log format"):
         sources([tmp_path / "notes.txt"])
-    assert sources([tmp_path / "notes.txt"], format="jsonl")[0].kind == "jsonl"
+    assert sources([tmp_path / "notes.txt"], format="jsonl")[0].format == "jsonl"
+
+
+def test_the_cli_starts_without_the_registry() -> None:
+    code = "import sys, gatekit.cli; print(sorted(m for m in sys.modules if m.startswith('gatekit.logs')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def _has_format_option() -> bool:
@@ -86,7 +108,7 @@ def _has_format_option() -> bool:
 @pytest.mark.parametrize("fmt", [None, "openai-agents"])
 def test_cli_ingest_with_format(fmt: str | None, tmp_path: Path) -> None:
     choices = next(p for p in cli.ingest.params if "--format" in p.opts).type.choices
-    assert tuple(choices) == FORMATS
+    assert list(choices) == list(FORMATS)
     args = ["ingest", str(DATA / "openai-agents.jsonl"), "--db", str(tmp_path / "s.duckdb"), "--json"]
     result = CliRunner().invoke(cli.cli, args + (["--format", fmt] if fmt else []))
     assert result.exit_code == 0, result.output

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from gatekit.errors import LogFormatError
-from gatekit.logs import Store
-from gatekit.logs.adapters import ingest, load_mapping, parse_mapping
-from gatekit.logs.ingest import Rejected
+from gatekit.logs import Rejected, Store, ingest
+from gatekit.logs.adapters.mapping import load_mapping, parse_mapping
 
 MAPPING = """\
 # where each action field is in our gateway's events
@@ -68,7 +67,7 @@ def test_every_problem_of_a_mapping_is_listed_with_its_line(tmp_path: Path) -> N
 
 
 def test_a_mapping_only_reads_jsonl_or_parquet(tmp_path: Path, store: Store) -> None:
-    with pytest.raises(LogFormatError, match="a mapping reads jsonl or parquet"):
+    with pytest.raises(LogFormatError, match="`mapping` is an option of jsonl or parquet input, not of `otel`"):
         ingest(store, [tmp_path], format="otel", mapping=parse_mapping("tool: t\n"))
 
 

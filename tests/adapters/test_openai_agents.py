@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,10 @@ from typing import Any
 import pytest
 
 from gatekit.logs import Store
-from gatekit.logs.adapters import detect, ingest
+from gatekit.logs import detect, ingest
 
-from .conftest import DATA
+from .conftest import DATA, rerecord
 from .recorders import record_openai_agents
-
-HAVE_SDK = importlib.util.find_spec("agents") is not None and importlib.util.find_spec("agents.testing") is not None
 
 EXPECTED = [
     ("get_balance", {}, "executed"),
@@ -49,7 +46,7 @@ def test_recorded_export_reads_as_actions(store: Store) -> None:
     _check(_actions(store))
 
 
-@pytest.mark.skipif(not HAVE_SDK, reason="openai-agents is not installed")
+@rerecord
 def test_a_fresh_recording_reads_the_same(tmp_path: Path, store: Store) -> None:
     path = tmp_path / "trace.jsonl"
     record_openai_agents(path)

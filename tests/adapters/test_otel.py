@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -10,15 +9,13 @@ from typing import Any
 import pytest
 
 from gatekit.logs import Store
-from gatekit.logs.adapters import detect, ingest
+from gatekit.logs import detect, ingest
 from gatekit.logs.adapters.otel import hex_id
 
-from .conftest import DATA
+from .conftest import DATA, rerecord
 from .recorders import record_otel_file, record_otel_protobuf
 
 FILES = ["otel-file-exporter.jsonl", "otel-protobuf.jsonl"]
-HAVE_SDK = all(importlib.util.find_spec(m) is not None for m in (
-    "opentelemetry.sdk", "opentelemetry.exporter.otlp.json.file", "opentelemetry.exporter.otlp.proto.common"))
 
 
 def _actions(store: Store) -> list[dict[str, Any]]:
@@ -76,7 +73,7 @@ def test_hex_and_base64_files_give_the_same_ids_for_the_same_span() -> None:
         hex_id("abc", 8)
 
 
-@pytest.mark.skipif(not HAVE_SDK, reason="opentelemetry-sdk and its exporters are not installed")
+@rerecord
 @pytest.mark.parametrize("record", [record_otel_file, record_otel_protobuf])
 def test_a_fresh_recording_reads_the_same(record: Any, tmp_path: Path, store: Store) -> None:
     path = tmp_path / "traces.jsonl"

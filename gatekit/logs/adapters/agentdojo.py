@@ -9,7 +9,10 @@ the runs directory, from `start`), each session's `duration` spread evenly over 
 at `duration * i / n`). `outcome` is `executed`, `failed` (the tool returned an error) or none (no result).
 `source_line` is the call's position among the session's calls; `action_id` is `agentdojo:<session>#<that>`.
 
-Labels need the `agentdojo` package (`pip install gatekit[agentdojo]`); without it there are none:
+Labels come from the injection tasks' ground truth: by default from the `agentdojo` package when it is
+installed (`pip install gatekit[agentdojo]`; without it there are none), or from a ground-truth table
+(the `labels` option names its file, JSON as `GroundTruthTable.dump` writes it, recorded once from the
+package: the labels are then the same, and the package is not needed). Then:
 - a session with attack `none`: every call `benign`;
 - a session whose user task is an injection task, or whose injection task no benchmark version knows
   (tried in `VERSIONS` order): no labels;
@@ -30,11 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from gatekit.action import format_ts
-from gatekit.errors import GatekitError
+from gatekit.errors import GatekitError, LogFormatError
 from gatekit.logs.adapters._files import parse_document, read_bytes
-from gatekit.logs.ingest import Record, Rejected
+from gatekit.logs.adapters.format import Format
+from gatekit.logs.contract import Record, Rejected
 
-__all__ = ["READS", "START", "VERSIONS", "GroundTruth", "Reader", "appears", "claims", "label_call"]
+__all__ = [
+    "FORMAT", "READS", "START", "VERSIONS", "GroundTruth", "GroundTruthTable", "Reader", "appears", "claims",
+    "label_call",
+]
 
 VERSIONS = ("v1", "v1.1", "v1.1.1", "v1.1.2", "v1.2", "v1.2.1", "v1.2.2")
 READS = ("get_", "read_", "search_", "list_", "check_")
@@ -43,6 +50,7 @@ _LAYOUT = "*/*/*/*/*.json"  # below a runs directory
 _SESSION_GAP = timedelta(hours=1)
 
 Fixed = tuple[str, tuple[str, ...]]  # a ground-truth call: its function and the texts its fixed values must show
+Truth = tuple[str, list[tuple[str, dict[str, Any]]]]  # (version, each ground-truth call's function and fixed args)
 Labeller = Callable[[str, dict[str, Any]], "str | None"]  # (function, args) -> label
 
 
@@ -106,6 +114,12 @@ class GroundTruth:
         return self._calls[key]
 
     def _compute(self, suite_name: str, injection_task: str) -> list[Fixed] | None:
+        found = self.ground_truth(suite_name, injection_task)
+        return None if found is None else [(function, fixed_values(args)) for function, args in found[1]]
+
+    def ground_truth(self, suite_name: str, injection_task: str) -> Truth | None:
+        """(version, each ground-truth call's function and the arguments it fixes: `placeholder_args` when
+        present, else `args`) from the first version in `VERSIONS` that knows the task; None when none does."""
         for version in VERSIONS:
             suite = self._suite(version, suite_name)
             if suite is None or injection_task not in suite.injection_tasks:
@@ -118,22 +132,77 @@ class GroundTruth:
             except Exception as e:  # noqa: BLE001  a broken package is not a bad log: say so
                 raise GatekitError(f"agentdojo {version} cannot give the ground truth of "
                                    f"`{suite_name}/{injection_task}`: {e}") from e
-            return [(call.function, fixed_values(call.placeholder_args if call.placeholder_args is not None
-                                                 else call.args)) for call in truth]
+            return version, [(call.function, dict(call.placeholder_args if call.placeholder_args is not None
+                                                  else call.args)) for call in truth]
         return None
 
+    def table(self) -> GroundTruthTable:
+        """Every injection task of every suite the package knows, for `GroundTruthTable.dump`."""
+        tasks: dict[tuple[str, str], Truth] = {}
+        for version in VERSIONS:
+            for suite_name, suite in sorted(self._suites_of(version).items()):
+                for task in sorted(suite.injection_tasks):
+                    if (suite_name, task) not in tasks:
+                        found = self.ground_truth(suite_name, task)
+                        if found is not None:
+                            tasks[(suite_name, task)] = found
+        return GroundTruthTable(tasks)
+
     def _suite(self, version: str, name: str) -> Any:
+        return self._suites_of(version).get(name)
+
+    def _suites_of(self, version: str) -> dict[str, Any]:
         if version not in self._suites:
             try:
                 self._suites[version] = self._get_suites(version)
             except (KeyError, ValueError):
                 self._suites[version] = {}
-        return self._suites[version].get(name)
+        return self._suites[version]
 
 
-def _ground_truth(labels: bool | None) -> GroundTruth | None:
+class GroundTruthTable:
+    """The ground truth recorded from the `agentdojo` package (`GroundTruth().table()`): the same `calls`,
+    read from a file, with no package needed.
+
+    >>> GroundTruthTable.load("agentdojo-ground-truth.json").calls("banking", "injection_task_8")[-1]
+    ('send_money', ('us133000000121212121212',))
+    """
+
+    def __init__(self, tasks: dict[tuple[str, str], Truth]) -> None:
+        self.tasks = tasks
+
+    def calls(self, suite: str, injection_task: str) -> list[Fixed] | None:
+        found = self.tasks.get((suite, injection_task))
+        return None if found is None else [(function, fixed_values(args)) for function, args in found[1]]
+
+    def dump(self) -> str:
+        """The table as JSON text: `{suite: {injection_task: {"version", "calls": [{"function", "args"}]}}}`."""
+        out: dict[str, dict[str, Any]] = {}
+        for (suite, task), (version, calls) in sorted(self.tasks.items()):
+            out.setdefault(suite, {})[task] = {
+                "version": version, "calls": [{"function": f, "args": args} for f, args in calls]}
+        # not sort_keys: each call's args stay in the package's order, the order of `calls`' needles
+        return json.dumps({"ground_truth": out}, indent=1, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def load(cls, path: Path | str) -> GroundTruthTable:
+        """Read a table `dump` wrote; `LogFormatError` when the file cannot be read or is not one."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            tasks = {(suite, task): (entry["version"], [(c["function"], c["args"]) for c in entry["calls"]])
+                     for suite, entries in data["ground_truth"].items() for task, entry in entries.items()}
+        except OSError as e:
+            raise LogFormatError(f"cannot read ground truth `{path}`: {e.strerror or e}") from e
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise LogFormatError(f"cannot read ground truth `{path}`: not a ground-truth table ({e})") from e
+        return cls(tasks)
+
+
+def _ground_truth(labels: bool | Path | str | None) -> GroundTruth | GroundTruthTable | None:
     if labels is False:
         return None
+    if labels is not None and labels is not True:
+        return GroundTruthTable.load(labels)
     try:
         return GroundTruth()
     except ImportError as e:
@@ -145,13 +214,14 @@ def _ground_truth(labels: bool | None) -> GroundTruth | None:
 class Reader:
     """Reads AgentDojo run files; one per ingest, so sessions' places and ground truths are found once.
 
-    `labels`: True (the `agentdojo` package is required), False (none), None (when it is installed).
+    `labels`: True (the `agentdojo` package is required), False (none), None (when the package is
+    installed), or the path of a ground-truth table (`GroundTruthTable`).
 
-    >>> read = Reader()
-    >>> [r for _, r, _ in read(Path("runs/gpt-4o/banking/user_task_0/none/none.json"), "none.json")]
+    >>> read = Reader(labels="agentdojo-ground-truth.json")
+    >>> [r for _, r, _ in read(Path("runs/gpt-4o/banking/user_task_0/none/none.json"))]
     """
 
-    def __init__(self, labels: bool | None = None, start: datetime = START) -> None:
+    def __init__(self, labels: bool | Path | str | None = None, start: datetime = START) -> None:
         self.truth = _ground_truth(labels)
         self.start = start
         self._places: dict[Path, dict[str, int]] = {}
@@ -160,7 +230,7 @@ class Reader:
     def labels(self) -> bool:
         return self.truth is not None
 
-    def __call__(self, path: Path, name: str) -> Iterator[Record]:
+    def __call__(self, path: Path) -> Iterator[Record]:
         data = read_bytes(path)
         run = parse_document(data)
         if isinstance(run, Rejected) or not claims(run):
@@ -270,3 +340,11 @@ def _get(call: Any, key: str) -> Any:
 
 def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+FORMAT = Format(
+    "agentdojo", "AgentDojo run files (`<model>/<suite>/<user_task>/<attack>/<injection_task>.json`)",
+    "tool call", (".json",), lambda head: claims(head.value), Reader,
+    {"labels": "ground-truth labels: true (needs the `agentdojo` package), false, the path of a ground-truth "
+               "table, or unset (the package when it is installed)"},
+)

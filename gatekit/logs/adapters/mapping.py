@@ -36,7 +36,7 @@ from ruamel.yaml.error import YAMLError
 
 from gatekit.action import FIELDS, format_ts
 from gatekit.errors import LogFormatError
-from gatekit.logs.ingest import Rejected
+from gatekit.logs.contract import Rejected
 
 __all__ = ["FieldMapping", "load_mapping", "parse_mapping"]
 

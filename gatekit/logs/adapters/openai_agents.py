@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from gatekit.action import format_ts, parse_ts
-from gatekit.logs.adapters._files import json_items
-from gatekit.logs.ingest import Record, Rejected
+from gatekit.logs.adapters._files import JSON_SUFFIXES, json_items
+from gatekit.logs.adapters.format import Format
+from gatekit.logs.contract import Record, Rejected
 
-__all__ = ["Reader", "claims"]
+__all__ = ["FORMAT", "Reader", "claims"]
 
 _OBJECTS = ("trace", "trace.span")
 
@@ -58,12 +59,12 @@ class _Item:
 
 
 class Reader:
-    """Reads Agents SDK trace exports. `Reader()(path, name)` yields the file's records.
+    """Reads Agents SDK trace exports. `Reader()(path)` yields the file's records.
 
-    >>> records = list(Reader()(Path("agents-trace.jsonl"), "agents-trace.jsonl"))
+    >>> records = list(Reader()(Path("agents-trace.jsonl")))
     """
 
-    def __call__(self, path: Path, name: str) -> Iterator[Record]:
+    def __call__(self, path: Path) -> Iterator[Record]:
         traces: dict[str, dict[str, Any]] = {}
         spans: dict[str, dict[str, Any]] = {}
         functions: list[_Item] = []
@@ -167,3 +168,7 @@ def _record(span: dict[str, Any], traces: dict[str, dict[str, Any]],
     if started is not None:
         record["ts"] = started
     return record
+
+
+FORMAT = Format("openai-agents", "OpenAI Agents SDK trace exports (JSON Lines of exported traces and spans)",
+                "function span", JSON_SUFFIXES, lambda head: claims(head.value), Reader)

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from gatekit.action import format_ts
-from gatekit.logs.adapters._files import json_items
-from gatekit.logs.ingest import Record, Rejected
+from gatekit.logs.adapters._files import JSON_SUFFIXES, json_items
+from gatekit.logs.adapters.format import Format
+from gatekit.logs.contract import Record, Rejected
 
-__all__ = ["Reader", "any_value", "attributes", "claims", "hex_id"]
+__all__ = ["FORMAT", "Reader", "any_value", "attributes", "claims", "hex_id"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
@@ -132,12 +133,12 @@ class _Span:
 
 
 class Reader:
-    """Reads OTLP JSON trace files. `Reader()(path, name)` yields the file's records.
+    """Reads OTLP JSON trace files. `Reader()(path)` yields the file's records.
 
-    >>> records = list(Reader()(Path("traces.jsonl"), "traces.jsonl"))
+    >>> records = list(Reader()(Path("traces.jsonl")))
     """
 
-    def __call__(self, path: Path, name: str) -> Iterator[Record]:
+    def __call__(self, path: Path) -> Iterator[Record]:
         spans: list[_Span] = []
         for line, value, raw in json_items(path):
             if isinstance(value, Rejected):
@@ -244,3 +245,7 @@ def _string(value: Any) -> str | None:
 
 def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+FORMAT = Format("otel", "OTLP JSON as the OpenTelemetry file exporters write it (JSON Lines of TracesData)",
+                "`execute_tool` span", JSON_SUFFIXES, lambda head: claims(head.value), Reader)
