@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 from gatekit.action import parse_ts
 from gatekit.policy import Policy, parse_policy
-from gatekit.policy.decide import History, View, decide_log, evaluator
+from gatekit.policy.decide import decide_log, evaluator
+from gatekit.policy.history import History
+from gatekit.policy.view import View
 from gatekit.policy.model import VERDICTS
 
 from .harness import run_both, run_python, run_sql
