@@ -15,7 +15,7 @@ from typing import Any
 
 from gatekit.errors import StoreError
 from gatekit.logs.store import Store
-from gatekit.policy.compile import compile_sql, lit
+from gatekit.policy.compile import ERROR_DETAIL, compile_sql, lit
 from gatekit.policy.model import Policy
 
 RUN_SCHEMA = """
@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS decisions (
   rules VARCHAR[] NOT NULL, errors VARCHAR[] NOT NULL, tier VARCHAR
 );
 """
+# Why each errored rule errored (decision.RuleError: rule, field, test, code, message), one per entry of
+# `errors`. Added after the first stores were written: `ensure_schema` adds it to a store without it.
+ERROR_DETAILS = f"ALTER TABLE decisions ADD COLUMN IF NOT EXISTS error_details {ERROR_DETAIL}[]"
 _NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 
 
@@ -65,6 +68,33 @@ class Run:
 
 def ensure_schema(store: Store) -> None:
     store.con.execute(RUN_SCHEMA)
+    store.con.execute(ERROR_DETAILS)
+
+
+def has_error_details(store: Store) -> bool:
+    """Whether the store's decisions carry error details (a store opened read-only may predate them)."""
+    return bool(store.con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'decisions' "
+        "AND column_name = 'error_details'").fetchall()[0][0])
+
+
+def action_errors(store: Store, name: str, seq: int) -> list[dict[str, Any]]:
+    """Why the rules that errored on action `seq` in run `name` errored: rule, field, test, code, message."""
+    if not has_error_details(store):
+        return []
+    rows = store.con.execute("SELECT error_details FROM decisions WHERE run = ? AND seq = ?", [name, seq]).fetchall()
+    return list(rows[0][0] or []) if rows else []
+
+
+def error_summary(store: Store, name: str) -> list[dict[str, Any]]:
+    """A run's evaluation errors by rule and code: how many actions, and one message as an example."""
+    if not has_error_details(store):
+        return []
+    rows = store.con.execute(
+        "SELECT e.rule, e.code, count(*) AS actions, min(e.message) AS example FROM "
+        "(SELECT unnest(error_details) AS e FROM decisions WHERE run = ? AND len(errors) > 0) "
+        "GROUP BY ALL ORDER BY actions DESC, e.rule, e.code", [name]).fetchall()
+    return [{"rule": r, "code": c, "actions": n, "example": m} for r, c, n, m in rows]
 
 
 def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bool = False) -> Run:
@@ -85,7 +115,8 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
     try:
         con.execute("DELETE FROM decisions WHERE run = ?", [name])
         con.execute("DELETE FROM runs WHERE name = ?", [name])
-        con.execute(f"INSERT INTO decisions SELECT {lit(name)}, seq, action_id, decision, rules, errors, tier "
+        con.execute("INSERT INTO decisions (run, seq, action_id, decision, rules, errors, tier, error_details) "
+                    f"SELECT {lit(name)}, seq, action_id, decision, rules, errors, tier, error_details "
                     f"FROM ({compile_sql(policy)})")
         counts = con.execute(
             "SELECT count(*), count(*) FILTER (decision = 'allow'), count(*) FILTER (decision = 'escalate'), "
@@ -128,7 +159,8 @@ def _has_runs(store: Store) -> bool:
 
 
 def export_run(store: Store, name: str, out: Path | str) -> Path:
-    """Write a run's rows (`action_id, decision, rules, errors, tier`, plus seq) as Parquet or JSON Lines."""
+    """Write a run's rows (`action_id, decision, rules, errors, tier`, plus seq and `error_details`: rule,
+    field, test, code and message per errored rule) as Parquet or JSON Lines."""
     get_run(store, name)
     path = Path(out)
     suffix = path.suffix.lower()
@@ -140,6 +172,7 @@ def export_run(store: Store, name: str, out: Path | str) -> Path:
         raise StoreError(f"cannot write `{path}`: use a .parquet or .jsonl file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     store.con.execute(
-        f"COPY (SELECT seq, action_id, decision, rules, errors, tier FROM decisions WHERE run = {lit(name)} "
+        f"COPY (SELECT seq, action_id, decision, rules, errors, tier"
+        f"{', error_details' if has_error_details(store) else ''} FROM decisions WHERE run = {lit(name)} "
         f"ORDER BY seq) TO {lit(str(path))} {fmt}")
     return path

@@ -20,7 +20,7 @@ from gatekit.metrics.evaluate import Evaluation, evaluate
 from gatekit.metrics.fatigue import Fatigue, reviewer_fatigue
 from gatekit.metrics.frames import approvals_frame, decisions_frame
 from gatekit.metrics.rates import RatesSummary, summarize_rates
-from gatekit.replay import Run, get_run
+from gatekit.replay import Run, error_summary, get_run
 
 LIST_LIMIT = 50  # per-action lists in the JSON report; counts are always complete
 
@@ -34,6 +34,7 @@ class Report:
     controls: ControlFailures
     evaluation: Evaluation
     diff: DiffSummary | None = None
+    errors: tuple[dict[str, Any], ...] = ()  # evaluation errors by rule and code (replay.error_summary)
 
     @property
     def labelled(self) -> bool:
@@ -53,6 +54,7 @@ class Report:
             "controls": self.controls.to_dict(limit=LIST_LIMIT),
             "evaluate": ev,
             "diff": self.diff.to_dict() if self.diff else None,
+            "errors": list(self.errors),
         }
 
 
@@ -70,6 +72,7 @@ def build_report(store: Store, run: str, *, against: str | None = None,
         controls=control_failures(store, run, approvals=approvals, decisions=frame),
         evaluation=evaluate(store, run, sweep=sweep, decisions=frame),
         diff=summarize_diff(store, against, run, frame_b=frame) if against else None,
+        errors=tuple(error_summary(store, run)),
     )
 
 
@@ -92,6 +95,7 @@ def render_text(report: Report, data: dict[str, Any] | None = None) -> str:
         f"{k} {v:,} ({_pct(run.rate(k))})" for k, v in run.decisions.items()))
     if run.errored:
         out.append(f"  {run.errored:,} actions hit a rule that could not be evaluated")
+    out += _error_lines(d.get("errors") or [])
     w = rates["workload"]
     out.append("workload: " + ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in w.items() if v is not None))
     smell = rates["smell_test"]
@@ -126,6 +130,17 @@ def render_text(report: Report, data: dict[str, Any] | None = None) -> str:
                    f"({_pct(df['changed_rate'])}); delta " +
                    ", ".join(f"{k} {v:+,}" for k, v in df["decisions"]["delta"].items()))
     return "\n".join(out)
+
+
+def _error_lines(errors: list[dict[str, Any]], limit: int = 8) -> list[str]:
+    """The "errors by rule and code" section: counts, and one message as an example."""
+    if not errors:
+        return []
+    out = ["errors by rule and code:"]
+    out += [f"  {e['rule']} {e['code']}: {e['actions']:,} actions, e.g. {e['example']}" for e in errors[:limit]]
+    if len(errors) > limit:
+        out.append(f"  ... and {len(errors) - limit} more")
+    return out
 
 
 def report_charts(report: Report) -> list[tuple[str, Any]]:
