@@ -120,6 +120,8 @@ _STRING_OPS: dict[str, Callable[[str, Any], bool]] = {
     "endswith": str.endswith,
 }
 
+_MATCHES, _STARTSWITH, _ENDSWITH = (_string_test(name) for name in ("matches", "startswith", "endswith"))
+
 # op -> (value, operand, field) -> bool, raising Unusable. `exists` is handled before lookup.
 TESTS: dict[str, Callable[[Any, Any, Field], bool]] = {
     "eq": lambda v, o, f: _eq(v, o),
@@ -131,9 +133,9 @@ TESTS: dict[str, Callable[[Any, Any, Field], bool]] = {
     "in": lambda v, o, f: _in(v, o),
     "not_in": lambda v, o, f: not _in(v, o),
     "contains": lambda v, o, f: _contains(v, o),
-    "matches": lambda v, o, f, _t=_string_test("matches"): _t(v, o),
-    "startswith": lambda v, o, f, _t=_string_test("startswith"): _t(v, o),
-    "endswith": lambda v, o, f, _t=_string_test("endswith"): _t(v, o),
+    "matches": lambda v, o, f: _MATCHES(v, o),
+    "startswith": lambda v, o, f: _STARTSWITH(v, o),
+    "endswith": lambda v, o, f: _ENDSWITH(v, o),
     "exists": lambda v, o, f: o,  # reached only when the value is present
 }
 
