@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from gatekit.errors import StoreError
 from gatekit.logs.store import Store
-from gatekit.policy.compile import compile_sql, lit
+from gatekit.policy.compile import ERROR_DETAIL, compile_sql, lit
 from gatekit.policy.model import Policy
 from gatekit.run import Run, decision_counts, load_run, run_row
 
@@ -28,11 +28,15 @@ CREATE TABLE IF NOT EXISTS decisions (
   rules VARCHAR[] NOT NULL, errors VARCHAR[] NOT NULL, tier VARCHAR
 );
 """
+# Why each errored rule errored (decision.RuleError: rule, field, test, code, message), one per entry of
+# `errors`. Added after the first stores were written: `ensure_schema` adds it to a store without it.
+ERROR_DETAILS = f"ALTER TABLE decisions ADD COLUMN IF NOT EXISTS error_details {ERROR_DETAIL}[]"
 _NAME = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
 
 
 def ensure_schema(store: Store) -> None:
     store.con.execute(RUN_SCHEMA)
+    store.con.execute(ERROR_DETAILS)
 
 
 def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bool = False) -> Run:
@@ -52,7 +56,8 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
     try:
         con.execute("DELETE FROM decisions WHERE run = ?", [name])
         con.execute("DELETE FROM runs WHERE name = ?", [name])
-        con.execute(f"INSERT INTO decisions SELECT {lit(name)}, seq, action_id, decision, rules, errors, tier "
+        con.execute("INSERT INTO decisions (run, seq, action_id, decision, rules, errors, tier, error_details) "
+                    f"SELECT {lit(name)}, seq, action_id, decision, rules, errors, tier, error_details "
                     f"FROM ({compile_sql(policy)})")
         counts = decision_counts(store, name)
         seconds = time.perf_counter() - started

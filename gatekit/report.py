@@ -36,6 +36,7 @@ class Report:
     controls: ControlFailures
     evaluation: Evaluation
     diff: DiffSummary | None = None
+    errors: tuple[dict[str, Any], ...] = ()  # evaluation errors by rule and code (run.error_summary)
 
     @property
     def labelled(self) -> bool:
@@ -55,6 +56,7 @@ class Report:
             "controls": self.controls.to_dict(limit=LIST_LIMIT),
             "evaluate": ev,
             "diff": self.diff.to_dict() if self.diff else None,
+            "errors": list(self.errors),
         }
 
 
@@ -83,7 +85,7 @@ def build_report(store: Store, run: str, *, against: str | None = None,
         step(f"diff against `{against}`")
     return Report(
         run=b, rates=rates, drift=drift, fatigue=fatigue, controls=controls, evaluation=evaluation,
-        diff=summarize_diff(a, b) if a is not None else None,
+        diff=summarize_diff(a, b) if a is not None else None, errors=tuple(b.errors),
     )
 
 
@@ -106,6 +108,7 @@ def render_text(report: Report, data: dict[str, Any] | None = None) -> str:
         f"{k} {v:,} ({_pct(run.rate(k))})" for k, v in run.decisions.items()))
     if run.errored:
         out.append(f"  {run.errored:,} actions hit a rule that could not be evaluated")
+    out += _error_lines(d.get("errors") or [])
     w = rates["workload"]
     out.append("workload: " + ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in w.items() if v is not None))
     smell = rates["smell_test"]
@@ -142,6 +145,17 @@ def render_text(report: Report, data: dict[str, Any] | None = None) -> str:
                    f"({_pct(df['changed_rate'])}); delta " +
                    ", ".join(f"{k} {v:+,}" for k, v in df["decisions"]["delta"].items()))
     return "\n".join(out)
+
+
+def _error_lines(errors: list[dict[str, Any]], limit: int = 8) -> list[str]:
+    """The "errors by rule and code" section: counts, and one message as an example."""
+    if not errors:
+        return []
+    out = ["errors by rule and code:"]
+    out += [f"  {e['rule']} {e['code']}: {e['actions']:,} actions, e.g. {e['example']}" for e in errors[:limit]]
+    if len(errors) > limit:
+        out.append(f"  ... and {len(errors) - limit} more")
+    return out
 
 
 def report_charts(report: Report) -> list[tuple[str, Any]]:

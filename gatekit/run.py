@@ -29,8 +29,8 @@ from gatekit.policy.values import JSON_SPACE, NUMERIC_STRING
 
 __all__ = [
     "ACTION_COLUMNS", "Reader", "Run", "action_decisions", "actions_frame", "approvals_frame", "arg_frame",
-    "assemble", "decision_counts", "decision_rows", "decisions_frame", "export_run", "list_runs", "load_run",
-    "reviewed_args", "top_rules",
+    "action_errors", "assemble", "decision_counts", "decision_rows", "decisions_frame", "error_summary", "export_run",
+    "has_error_details", "list_runs", "load_run", "reviewed_args", "top_rules",
 ]
 
 T = TypeVar("T")
@@ -103,6 +103,11 @@ class Run:
         reader = self._reader()
         return self._keep("frame", lambda: assemble(reader.actions, reader.read(decision_rows, self.name,
                                                                                  big=True)))
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """The run's evaluation errors by rule and code (`error_summary`): actions, and one message."""
+        return self._reader().read(error_summary, self.name)
 
     @property
     def approvals(self) -> pl.DataFrame:
@@ -240,8 +245,35 @@ def action_decisions(store: Store, seq: int) -> pl.DataFrame:
                          params=[seq]).pl()
 
 
+def has_error_details(store: Store) -> bool:
+    """Whether the store's decisions carry error details (a store opened read-only may predate them)."""
+    return bool(store.con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'decisions' "
+        "AND column_name = 'error_details'").fetchall()[0][0])
+
+
+def action_errors(store: Store, name: str, seq: int) -> list[dict[str, Any]]:
+    """Why the rules that errored on action `seq` in run `name` errored: rule, field, test, code, message."""
+    if not has_error_details(store):
+        return []
+    rows = store.con.execute("SELECT error_details FROM decisions WHERE run = ? AND seq = ?", [name, seq]).fetchall()
+    return list(rows[0][0] or []) if rows else []
+
+
+def error_summary(store: Store, name: str) -> list[dict[str, Any]]:
+    """A run's evaluation errors by rule and code: how many actions, and one message as an example."""
+    if not has_error_details(store):
+        return []
+    rows = store.con.execute(
+        "SELECT e.rule, e.code, count(*) AS actions, min(e.message) AS example FROM "
+        "(SELECT unnest(error_details) AS e FROM decisions WHERE run = ? AND len(errors) > 0) "
+        "GROUP BY ALL ORDER BY actions DESC, e.rule, e.code", [name]).fetchall()
+    return [{"rule": r, "code": c, "actions": n, "example": m} for r, c, n, m in rows]
+
+
 def export_run(store: Store, name: str, out: Path | str) -> Path:
-    """Write a run's rows (`action_id, decision, rules, errors, tier`, plus seq) as Parquet or JSON Lines."""
+    """Write a run's rows (`action_id, decision, rules, errors, tier`, plus seq and `error_details`: rule,
+    field, test, code and message per errored rule) as Parquet or JSON Lines."""
     load_run(store, name)
     path = Path(out)
     suffix = path.suffix.lower()
@@ -253,7 +285,8 @@ def export_run(store: Store, name: str, out: Path | str) -> Path:
         raise StoreError(f"cannot write `{path}`: use a .parquet or .jsonl file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     store.con.execute(
-        f"COPY (SELECT seq, action_id, decision, rules, errors, tier FROM decisions WHERE run = {lit(name)} "
+        f"COPY (SELECT seq, action_id, decision, rules, errors, tier"
+        f"{', error_details' if has_error_details(store) else ''} FROM decisions WHERE run = {lit(name)} "
         f"ORDER BY seq) TO {lit(str(path))} {fmt}")
     return path
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from gatekit.dashboards import empty, source
 from gatekit.logs.store import Store
+from gatekit.run import action_errors
 
 LIMIT = 200  # rows listed: the explorer shows actions, so never more than a page of them
 ANY_RULE, NO_RULE = "(any)", "(none matched)"
@@ -47,6 +48,7 @@ def show_action(run: str, seq: int) -> None:
         d = decided.row(0, named=True)
         policy = source.policy(run)
         known = {r.id: r for r in policy.rules}
+        why = {e["rule"]: e for e in source.read("action_errors", action_errors, run, seq)}
         st.markdown(f"**`{run}` decides `{d['decision']}`**" + (f" (tier `{d['tier']}`)" if d["tier"] else ""))
         rules = [{"rule": rid, "action": known[rid].action if rid in known else None,
                   "mode": known[rid].mode if rid in known else None,
@@ -54,10 +56,11 @@ def show_action(run: str, seq: int) -> None:
                  for rid in d["rules"]]
         rules += [{"rule": rid, "action": known[rid].action if rid in known else None,
                    "mode": known[rid].mode if rid in known else None,
-                   "reason": "could not be evaluated (at least `on_error`)", "errored": True}
+                   "reason": "could not be evaluated (at least `on_error`)", "errored": True,
+                   "error code": why.get(rid, {}).get("code"), "error message": why.get(rid, {}).get("message")}
                   for rid in d["errors"] if rid not in d["rules"]]
         if rules:
-            st.dataframe(pl.DataFrame(rules), hide_index=True, width="stretch")
+            st.dataframe(pl.DataFrame(rules, infer_schema_length=None), hide_index=True, width="stretch")
         else:
             st.caption(f"no rule matched: the policy's default `{policy.default}`")
     left, right = st.columns(2)

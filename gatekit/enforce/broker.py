@@ -25,7 +25,7 @@ from gatekit.action import Action, canonical_json, evidence_hash
 from gatekit.enforce.database import Database, Hook
 from gatekit.enforce.receipts import Receipts, clock_us, from_us, iso, to_us as _us
 from gatekit.errors import ApprovalError
-from gatekit.policy.decide import Decision
+from gatekit.policy.decision import Decision
 from gatekit.policy.model import Tier
 from gatekit.policy.values import parse_duration
 

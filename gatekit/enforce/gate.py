@@ -28,10 +28,13 @@ from gatekit.enforce.broker import PENDING, REFUSED, Broker, Refused, Request
 from gatekit.enforce.identity import check_id
 from gatekit.enforce.receipts import Receipts, clock_us, from_us
 from gatekit.errors import ApprovalError
-from gatekit.policy.decide import Decision, History, View, evaluator
+from gatekit.policy.decide import evaluator
+from gatekit.policy.decision import Decision
+from gatekit.policy.history import History
 from gatekit.policy.load import load_policy
 from gatekit.policy.model import Policy
 from gatekit.policy.names import variants
+from gatekit.policy.view import View
 
 T = TypeVar("T")
 MODES = ("shadow", "enforce")
@@ -156,9 +159,9 @@ class Gate:
                                     details=(f"gate: {type(exc).__name__}: {exc}",))
             self._history.add(view)
         if variant is not None:
-            decision = Decision("deny", decision.rules, decision.errors, None,
-                                (f"tool `{view.tool}` differs from `{variant}` only by case or Unicode form",),
-                                decision.details)
+            decision = dataclasses.replace(
+                decision, decision="deny", tier=None,
+                reasons=(f"tool `{view.tool}` differs from `{variant}` only by case or Unicode form",))
         return view, decision
 
     def _view(self, action: Action | Mapping[str, Any], asserted: Mapping[str, Any]) -> View:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Union
 
 from gatekit.action import Action
 from gatekit.enforce.broker import Broker, Refused, Request, Vote
-from gatekit.policy.decide import Decision
+from gatekit.policy.decision import Decision
 from gatekit.policy.model import Tier
 
 Answer = Union[str, Vote, Iterable[Vote], None]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from gatekit.action import Action, parse_ts
 from gatekit.enforce.client import ServiceError
 from gatekit.enforce.tokens import TokenRefused, action_digest, verify_approval
-from gatekit.policy.decide import Decision
+from gatekit.policy.decision import Decision
 
 from gatekit.enforce.gate import Pending
 

@@ -38,7 +38,7 @@ from gatekit.mcp.answers import Progress, error_result, refusal
 from gatekit.mcp.hidden import always_denied
 from gatekit.mcp.log import OUTCOMES, CallLog, call_record
 from gatekit.mcp.upstream import Upstream, UpstreamGone
-from gatekit.policy.decide import Decision
+from gatekit.policy.decision import Decision
 
 logger = logging.getLogger("gatekit.mcp")
 T = TypeVar("T")

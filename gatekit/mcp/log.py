@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gatekit.action import Action, evidence_hash, format_ts
-from gatekit.policy.decide import Decision
+from gatekit.policy.decision import Decision
 
 # how a call ended, by the `Denied.code` that refused it (anything else the gateway refused: `refused`)
 OUTCOMES = {"policy": "blocked", "malformed": "blocked", "denied": "denied",

@@ -19,6 +19,7 @@ from gatekit.logs.store import Store
 from gatekit.metrics.rates import DECISION, DECISIONS, records
 from gatekit.policy import Policy, load_policy
 from gatekit.policy.conditions import All, Cond, Not, Test, Window
+from gatekit.policy.dump import condition, duration
 from gatekit.replay import replay
 from gatekit.run import Run, list_runs
 
@@ -101,45 +102,11 @@ def _matrix(paired: pl.DataFrame, examples: int) -> pl.DataFrame:
 
 
 # -- the policy files ------------------------------------------------------------------------------------
-def _number(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, (list, tuple)):
-        return [_number(v) for v in value]
-    return value
-
-
-_UNITS = (("w", 604_800_000_000), ("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000),
-          ("s", 1_000_000), ("ms", 1_000), ("us", 1))
-
-
-def _duration(us: int | None) -> str | None:
-    if us is None:
-        return None
-    if us == 0:
-        return "0s"
-    out = []
-    for unit, size in _UNITS:
-        if us >= size:
-            out.append(f"{us // size}{unit}")
-            us %= size
-    return "".join(out)
-
-
 def _cond(cond: Cond) -> Any:
-    """A condition as plain data, without line numbers; `all`/`any` flattened and sorted (both are
-    order-free: every test is evaluated whatever its place), so only a change in meaning shows."""
-    if isinstance(cond, Test):
-        return {cond.field.name: {cond.op: _number(cond.operand)}}
-    if isinstance(cond, Window):
-        spec: dict[str, Any] = {}
-        if cond.field is not None:
-            spec["field"] = cond.field.name
-        if cond.per is not None:
-            spec["per"] = cond.per
-        spec["window"] = _duration(cond.window_us)
-        spec[cond.op] = _number(cond.threshold)
-        return {cond.kind: spec}
+    """A condition as the dumper writes it, with `all`/`any` flattened and sorted (both are order-free:
+    every test is evaluated whatever its place), so only a change in meaning shows."""
+    if isinstance(cond, (Test, Window)):
+        return condition(cond)
     if isinstance(cond, Not):
         return {"not": _cond(cond.item)}
     kind = "all" if isinstance(cond, All) else "any"
@@ -161,8 +128,8 @@ def _policy_parts(policy: Policy) -> dict[str, dict[str, dict[str, Any]]]:
     return {
         "policy": {"policy": {"name": policy.name, "version": policy.version, "default": policy.default,
                               "on_error": policy.on_error, "timezone": policy.timezone}},
-        "tier": {t.name: {"approvals": t.approvals, "roles": list(t.roles), "timeout": _duration(t.timeout_us),
-                          "approval_ttl": _duration(t.approval_ttl_us)} for t in policy.tiers.values()},
+        "tier": {t.name: {"approvals": t.approvals, "roles": list(t.roles), "timeout": duration(t.timeout_us),
+                          "approval_ttl": duration(t.approval_ttl_us)} for t in policy.tiers.values()},
         "rule": {r.id: {"tool": list(r.tools), "action": r.action, "tier": r.tier, "mode": r.mode,
                         "when": _cond(r.when), "reason": r.reason} for r in policy.rules},
     }

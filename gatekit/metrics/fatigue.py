@@ -18,6 +18,9 @@ from typing import Any
 import polars as pl
 
 from gatekit.metrics.rates import records
+from gatekit.policy.compile import lit
+from gatekit.policy.dump import dump_yaml, number
+from gatekit.policy.values import JSON_SPACE, NUMERIC_STRING
 from gatekit.run import Run
 
 __all__ = [
@@ -313,11 +316,6 @@ def _counts() -> list[pl.Expr]:
             pl.col("ts").max().alias("last_ts")]
 
 
-def _yaml_string(s: pl.Expr) -> pl.Expr:
-    """A string as a JSON string literal, which YAML reads back as the same string (escapes included)."""
-    return pl.struct(s.alias("v")).struct.json_encode().str.strip_prefix('{"v":').str.strip_suffix("}")
-
-
 def _render_rules(c: pl.DataFrame) -> pl.DataFrame:
     ident = pl.concat_str(pl.lit("promote-"), pl.col("tool"), pl.lit("-"), pl.col("agent"), pl.lit("-"),
                           pl.col("field").str.split(".").list.last(), pl.lit("-"), pl.col("op"), pl.lit("-"),
@@ -327,23 +325,29 @@ def _render_rules(c: pl.DataFrame) -> pl.DataFrame:
     c = c.with_columns(rule_id=pl.when(pl.col("rule_id").is_duplicated())
                        .then(pl.concat_str("rule_id", pl.lit("-"), pl.col("_i").cast(pl.String)))
                        .otherwise(pl.col("rule_id")))
-    test = pl.when(pl.col("op") == "lt").then(pl.concat_str(pl.lit("{lt: "), pl.col("operand"), pl.lit("}"))) \
-        .otherwise(_yaml_string(pl.col("operand")))
     first, last = (pl.col(c_).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%d") for c_ in ("first_ts", "last_ts"))
     reason = pl.format("{} reviews from {} to {}, every one approved", pl.col("reviewed"), first, last)
-    yaml = pl.concat_str(
-        pl.lit("- id: "), pl.col("rule_id"), pl.lit("\n  tool: "), _yaml_string(pl.col("tool")),
-        pl.lit("\n  action: allow\n  when:\n    agent: "), _yaml_string(pl.col("agent")),
-        pl.lit("\n    "), pl.col("field"), pl.lit(": "), test,
-        pl.lit("\n  reason: "), _yaml_string(reason), pl.lit("\n"))
-    return c.with_columns(rule_yaml=yaml).drop("_i")
+    rows = c.select("rule_id", "tool", "agent", "field", "op", "operand", reason.alias("reason")).to_dicts()
+    yaml = [dump_yaml([_promotion_rule(row)]) for row in rows]
+    return c.with_columns(rule_yaml=pl.Series(yaml, dtype=pl.String)).drop("_i")
+
+
+def _promotion_rule(row: dict[str, Any]) -> dict[str, Any]:
+    """One candidate as a rule of a policy file, in the dumper's canonical form."""
+    operand = number(float(row["operand"])) if row["op"] == "lt" else row["operand"]
+    return {"id": row["rule_id"], "tool": row["tool"], "action": "allow",
+            "when": {"agent": {"eq": row["agent"]}, row["field"]: {row["op"]: operand}}, "reason": row["reason"]}
 
 
 def promotion_policy(candidates: pl.DataFrame, name: str = "promotions") -> str:
-    """A whole policy file (YAML) holding the candidates' allow rules, for `gatekit validate` or review."""
-    rules = "".join(candidates["rule_yaml"].to_list()) if candidates.height else ""
-    return f"version: 1\nname: {name}\ndefault: allow\nrules:\n{rules}" if rules else \
-        f"version: 1\nname: {name}\ndefault: allow\nrules: []\n"
+    """A whole policy file (YAML) holding the candidates' allow rules, for `gatekit validate` or review.
+
+    The dumper's own output (`dump_policy(parse_policy(text)) == text`): the header and each rule's
+    `rule_yaml`, which is the list item the dumper writes for it.
+    """
+    head = {"version": 1, "name": name, "default": "allow", "on_error": "escalate", "timezone": "UTC"}
+    rules = candidates["rule_yaml"].to_list() if candidates.height else []
+    return dump_yaml(head) + "rules:\n" + "".join(rules) if rules else dump_yaml({**head, "rules": []})
 
 
 # ---- the report entry ----------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""The policy language: schema, loader, and the scalar evaluator."""
+"""The policy language: schema, loader, dumper, and the scalar evaluator."""
 
-from gatekit.policy.decide import Decision, decide
+from gatekit.policy.decide import decide
+from gatekit.policy.decision import Decision, RuleError
+from gatekit.policy.dump import dump_policy, policy_dict
 from gatekit.policy.load import load_policy, parse_policy
 from gatekit.policy.model import Policy, Rule, Tier
 
-__all__ = ["Decision", "Policy", "Rule", "Tier", "decide", "load_policy", "parse_policy"]
+__all__ = ["Decision", "Policy", "Rule", "RuleError", "Tier", "decide", "dump_policy", "load_policy", "parse_policy",
+           "policy_dict"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
+from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_MISMATCH, error_message
 from gatekit.policy.model import LEVEL, Policy, Rule
 from gatekit.policy.values import NUMERIC_STRING, numeric_string
 
@@ -175,6 +176,57 @@ def _exists(v: Val, o: object, f: Field) -> Pair:
     return (f"(NOT {v.missing})" if o else v.missing), "FALSE"
 
 
+# ---- the error codes (decision.py), from the kind of the value that errored, as ops.py raises them ----
+def _kind_sql(v: Val) -> Sql:
+    if v.fixed is not None:
+        return lit({"NUM": "number", "VARCHAR": "string"}[v.fixed])
+    return (f"(CASE {v.t} WHEN 'NUM' THEN 'number' WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' "
+            f"WHEN 'ARRAY' THEN 'list' ELSE 'object' END)")
+
+
+def _number_code(v: Val) -> Sql:
+    """ops.number_code: why a present value is not a usable number (ordering tests and `sum`)."""
+    return (f"(CASE WHEN {v.bad} OR {v.str_num_bad} THEN {lit(BAD_NUMBER)} WHEN {v.is_('VARCHAR')} "
+            f"THEN {lit(NOT_A_NUMBER)} ELSE {lit(TYPE_MISMATCH)} END)")
+
+
+def _collection_code(v: Val) -> Sql:
+    return f"(CASE WHEN {v.is_('ARRAY')} OR {v.is_('OBJECT')} THEN {lit(TYPE_MISMATCH)} ELSE {lit(BAD_NUMBER)} END)"
+
+
+def _scalar_code(v: Val) -> Sql:
+    return f"(CASE WHEN {v.is_('NUM')} OR {v.is_('BOOLEAN')} THEN {lit(TYPE_MISMATCH)} ELSE {lit(BAD_NUMBER)} END)"
+
+
+# op -> the code of its error, given that it errored (the op's `raise Unusable(...)` sites in ops.py)
+CODES: dict[str, Callable[[Val], Sql]] = {
+    "eq": lambda v: lit(BAD_NUMBER),
+    "ne": lambda v: lit(BAD_NUMBER),
+    **{op: _number_code for op in ("gt", "gte", "lt", "lte")},
+    "in": _collection_code,
+    "not_in": _collection_code,
+    "contains": _scalar_code,
+    **{op: (lambda v: lit(TYPE_MISMATCH)) for op in ("matches", "startswith", "endswith")},
+    "exists": lambda v: lit(TYPE_MISMATCH),  # never errors
+    "sum": _number_code,
+}
+
+
+def error_detail(rule: Rule, field: Field, test: str, v: Val) -> Sql:
+    """The STRUCT of decision.RuleError for a leaf that errored: the same code and message as decide."""
+    code = CODES[test](v)
+    kind = _kind_sql(v)
+    by_kind = " ".join(f"WHEN {lit(k)} THEN {lit(error_message(field.name, test, TYPE_MISMATCH, k))}"
+                       for k in KIND_NAMES)
+    message = (f"(CASE {code} WHEN {lit(BAD_NUMBER)} THEN {lit(error_message(field.name, test, BAD_NUMBER, ''))} "
+               f"WHEN {lit(NOT_A_NUMBER)} THEN {lit(error_message(field.name, test, NOT_A_NUMBER, ''))} "
+               f"ELSE (CASE {kind} {by_kind} END) END)")
+    return (f"{{'rule': {lit(rule.id)}, 'field': {lit(field.name)}, 'test': {lit(test)}, 'code': {code}, "
+            f"'message': {message}}}")
+
+
+ERROR_DETAIL = "STRUCT(rule VARCHAR, field VARCHAR, test VARCHAR, code VARCHAR, message VARCHAR)"
+
 LEAVES: dict[str, Callable[[Val, object, Field], Pair]] = {
     "eq": lambda v, o, f: eq(v, o),
     "ne": _ne,
@@ -203,6 +255,7 @@ class _Query:
         self.uses_time = False
         self.users: dict[int, set[int]] = {}  # field index -> the rules that read it
         self.current = -1  # the rule being compiled
+        self.leaf_errors: dict[int, list[tuple[Sql, Sql]]] = {}  # rule -> (error, detail) per leaf, in order
 
     def field(self, f: Field) -> Val:
         if f.root in ("tool", "agent", "session", "user"):
@@ -285,6 +338,8 @@ class _Query:
             f"AND NOT (b_.ts_us = n_.ts_us AND b_.seq > n_.seq) GROUP BY n_.seq)\n"
             f"SELECT s_.seq, COALESCE(x_.exact_, s_.approx_) AS w{k} FROM s_ LEFT JOIN x_ ON x_.seq = s_.seq")
         usable = f"({v.missing} OR {v.good} OR {v.str_num_ok})"
+        self.leaf_errors.setdefault(r, []).append(
+            (f"(NOT {usable})", error_detail(rule, node.field, "sum", v)))  # type: ignore[arg-type]
         return f"({key_ok} AND COALESCE(w{k} {cmp} {num(node.threshold)}, FALSE))", f"(NOT {usable})"
 
     def sql(self, source: Sql) -> Sql:
@@ -338,7 +393,11 @@ class _Query:
             rcols.append(f"(CASE WHEN tm{r} THEN COALESCE({err}, TRUE) ELSE FALSE END) AS e{r}")
             rcols.append(f"(CASE WHEN tm{r} THEN NOT COALESCE({err}, TRUE) AND COALESCE({val}, FALSE) "
                          f"ELSE FALSE END) AS m{r}")
-        layer4 = ", ".join(["seq", "action_id"] + rcols)
+        layer4 = ", ".join(["*"] + rcols)
+        # the rule columns and why each errored rule errored: the first leaf (document order) that errored,
+        # as decide reports it, read from the typed columns below, built on the rows with an error only
+        layer5 = ", ".join(["seq", "action_id"] + [f"e{r}, m{r}" for r in range(len(p.rules))]
+                           + [f"{self._details(rules)} AS error_details"])
         # `g` is read by the main query and by every window sub-query: NOT MATERIALIZED (it and the layers
         # under it), or DuckDB materialises a whole layer of every row (GBs at 10M rows: the args JSON, or
         # every typed column) where each reader needs a few columns of some rows
@@ -352,10 +411,23 @@ class _Query:
                 f"g AS {nm}(SELECT {layer2c} FROM g2),\n"
                 f"{wctes}"
                 f"w AS ({layer3}),\n"
-                f"r AS (SELECT {layer4} FROM w),\n"
+                f"r0 AS (SELECT {layer4} FROM w),\n"
+                f"r AS (SELECT {layer5} FROM r0),\n"
                 f"d AS (SELECT seq, action_id, {self._decision()} AS lvl, r.* EXCLUDE (seq, action_id) FROM r)\n"
                 f"SELECT seq, action_id, {self._verdict()} AS decision, {self._ids('m')} AS rules, "
-                f"{self._ids('e')} AS errors, {self._tier()} AS tier FROM d")
+                f"{self._ids('e')} AS errors, {self._tier()} AS tier, error_details FROM d")
+
+    def _details(self, rules: list[tuple[Rule, Sql, Sql]]) -> Sql:
+        empty = f"CAST([] AS {ERROR_DETAIL}[])"
+        items = []
+        for r in range(len(rules)):
+            firsts = " ".join(f"WHEN COALESCE({e}, TRUE) THEN {d}" for e, d in self.leaf_errors.get(r, []))
+            if firsts:
+                items.append(f"(CASE WHEN e{r} THEN (CASE {firsts} END) END)")
+        if not items:
+            return empty
+        some = _any([f"e{r}" for r in range(len(rules))])
+        return f"(CASE WHEN {some} THEN [x_ FOR x_ IN [{', '.join(items)}] IF x_ IS NOT NULL] ELSE {empty} END)"
 
     def _decision(self) -> Sql:
         p = self.policy
@@ -390,7 +462,10 @@ class _Query:
 
 
 def _leaf(q: _Query, node: Test, rule: Rule, r: int) -> Pair:
-    val, err = LEAVES[node.op](q.field(node.field), node.operand, node.field)
+    v = q.field(node.field)
+    val, err = LEAVES[node.op](v, node.operand, node.field)
+    if err != "FALSE":
+        q.leaf_errors.setdefault(r, []).append((f"COALESCE({err}, FALSE)", error_detail(rule, node.field, node.op, v)))
     return f"COALESCE({val}, FALSE)", f"COALESCE({err}, FALSE)"
 
 
@@ -435,6 +510,8 @@ def json_pointer(path: tuple[str, ...] | list[str]) -> str:
 def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:
     """The query deciding every row of `source` (which needs the store's action columns).
 
-    It returns `seq, action_id, decision, rules, errors, tier`, one row per action.
+    It returns `seq, action_id, decision, rules, errors, tier, error_details`, one row per action;
+    `error_details` is a list of structs (rule, field, test, code, message), one per errored rule, as
+    `Decision.error_details` holds them.
     """
     return _Query(policy).sql(source)

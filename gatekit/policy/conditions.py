@@ -5,6 +5,7 @@ Both evaluators walk these node types through a dispatch table each; tests check
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -14,6 +15,20 @@ PER_KEYS = ("agent", "session", "user", "tool")
 OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "matches",
        "startswith", "endswith", "exists")
 ORDER_OPS = ("gt", "gte", "lt", "lte")
+WINDOW_KINDS = ("rate", "sum")
+WINDOW_OPS = ("gt", "gte")  # a window's threshold test
+# The JSON type of each test's operand in a policy file (None: any type); the loader checks the rest
+# (a number for an ordering test, except a date for `time.date`; weekdays; hours; a valid RE2 pattern).
+OPERAND_TYPES: dict[str, list[str] | None] = {
+    "eq": None, "ne": None, "contains": None,
+    **{op: ["number", "string"] for op in ORDER_OPS},
+    "in": ["array"], "not_in": ["array"],
+    **{op: ["string"] for op in ("matches", "startswith", "endswith")},
+    "exists": ["boolean"],
+}
+# Every field name `Field.parse` accepts, as one regular expression (the JSON Schema's key pattern).
+FIELD_PATTERN = ("^(" + "|".join(re.escape(f) for f in TOP_FIELDS + TIME_FIELDS)
+                 + r"|(args|context)(\.[^.]+)+)$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

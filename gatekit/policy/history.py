@@ -9,10 +9,43 @@ from __future__ import annotations
 import functools
 import operator
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 if TYPE_CHECKING:
-    from gatekit.policy.decide import Evaluator, View
+    from gatekit.policy.view import View
+
+Slot = tuple  # (tools regex text, per key, summed Field or None): windows that read calls the same way
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """What one window index reads of the calls before: the contract between the evaluator and a history.
+
+    `tools` is the compiled full-match pattern of the rule's tools, `per` the key calls are grouped by,
+    `amount` a call's summed value (None for `rate`; it returns None for an unusable value), `span` the
+    longest window on this index in microseconds.
+    """
+
+    tools: Any
+    per: str | None
+    amount: Callable[[View], "float | None"] | None
+    span: int
+
+
+class Windows(Protocol):
+    """What a window test asks of the calls before this one (a `History`, or decide's list scan)."""
+
+    def window(self, slot: Slot, spec: WindowSpec, key: Any, lo: int, hi: int, own: float | None,
+               threshold: float, strict: bool, exact_threshold: int) -> bool:
+        """Whether this call plus the earlier ones with `key` and `ts` in `(lo, hi]` pass the threshold."""
+        ...
+
+
+class WindowSource(Protocol):
+    """What a history is built from: every window's spec by slot (an `Evaluator`)."""
+
+    windows: Mapping[Slot, WindowSpec]
 
 
 SCALE = 1 << 1074  # every finite double times this is an integer
@@ -109,7 +142,7 @@ class History:
 
     __slots__ = ("_windows", "_index", "_tools", "_latest", "_adds")
 
-    def __init__(self, ev: Evaluator, previous: History | None = None) -> None:
+    def __init__(self, ev: WindowSource, previous: History | None = None) -> None:
         self._windows = ev.windows
         self._index: dict[Any, dict[Any, Calls]] = {slot: {} for slot in ev.windows}
         self._tools: dict[str, list[Any]] = {}
@@ -125,8 +158,12 @@ class History:
         calls = self._index[slot].get(key)
         if calls is not None:
             latest = self._latest if self._latest is not None and self._latest > ts else ts
-            calls.drop(latest - self._windows[slot][3])
+            calls.drop(latest - self._windows[slot].span)
         return calls
+
+    def window(self, slot: Slot, spec: WindowSpec, key: Any, lo: int, hi: int, own: float | None,
+               threshold: float, strict: bool, exact_threshold: int) -> bool:
+        return live_window(self.calls(slot, key, hi), lo, hi, own, threshold, strict, exact_threshold)
 
     def add(self, view: View) -> None:
         """Count a call in every window that reads it (a call without a timestamp is never counted)."""
@@ -138,11 +175,12 @@ class History:
         latest = self._latest
         slots = self._tools.get(tool)
         if slots is None:
-            slots = [slot for slot, (rx, _, _, _) in self._windows.items() if rx.fullmatch(tool) is not None]
+            slots = [slot for slot, spec in self._windows.items() if spec.tools.fullmatch(tool) is not None]
             if len(self._tools) < 65536:
                 self._tools[tool] = slots
         for slot in slots:
-            _, per, amount, span = self._windows[slot]
+            spec = self._windows[slot]
+            per, amount = spec.per, spec.amount
             key = getattr(view, per) if per else None
             if per and key is None:
                 continue
@@ -155,7 +193,7 @@ class History:
             if calls is None:
                 calls = self._index[slot][key] = Calls()
             calls.append(ts, value)
-            calls.drop(latest - span)
+            calls.drop(latest - spec.span)
         self._adds += 1
         if self._adds % 4096 == 0:
             self._sweep()
@@ -166,7 +204,7 @@ class History:
         if latest is None:
             return
         for slot, index in self._index.items():
-            span = self._windows[slot][3]
+            span = self._windows[slot].span
             for key in list(index):
                 index[key].drop(latest - span)
                 if not index[key].entries:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gatekit.policy.conditions import Cond
 
@@ -56,6 +57,10 @@ class Policy:
     text: str = ""
     source: str = "<policy>"
     fingerprint: str = ""
+    # What the evaluators compile from this policy, built on first use by their owner (decide's evaluator
+    # under "evaluator"). A cache, not part of the value: not compared, shown or carried by
+    # `dataclasses.replace` (a replaced policy compiles afresh).
+    compiled: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:

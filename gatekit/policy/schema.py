@@ -10,6 +10,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gatekit.policy.conditions import FIELD_PATTERN, OPERAND_TYPES, PER_KEYS, WINDOW_OPS
+
 Verdict = Literal["allow", "deny", "escalate"]
 Duration = Union[str, int]
 
@@ -56,26 +58,21 @@ class PolicyFile(_Strict):
     rules: list[RuleFile] = Field(default_factory=list)
 
 
+# The `when` language, derived from conditions.py (the tests, the `per` keys, the field names).
 _TEST = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {
-        **{op: {} for op in ("eq", "ne", "contains")},
-        **{op: {"type": ["number", "string"]} for op in ("gt", "gte", "lt", "lte")},
-        **{op: {"type": "array"} for op in ("in", "not_in")},
-        **{op: {"type": "string"} for op in ("matches", "startswith", "endswith")},
-        "exists": {"type": "boolean"},
-    },
+    "properties": {op: ({} if types is None else {"type": types[0] if len(types) == 1 else types})
+                   for op, types in OPERAND_TYPES.items()},
 }
 _WINDOW = {
     "type": "object",
     "additionalProperties": False,
     "required": ["window"],
     "properties": {
-        "per": {"enum": ["agent", "session", "user", "tool"]},
+        "per": {"enum": list(PER_KEYS)},
         "window": {"type": ["string", "integer"]},
-        "gt": {"type": "number"},
-        "gte": {"type": "number"},
+        **{op: {"type": "number"} for op in WINDOW_OPS},
     },
 }
 
@@ -95,7 +92,7 @@ def json_schema() -> dict[str, Any]:
                     "properties": {**_WINDOW["properties"], "field": {"type": "string"}}},
         },
         "patternProperties": {
-            r"^(tool|agent|session|user|time\.(hour|weekday|date)|(args|context)\..+)$": {
+            FIELD_PATTERN: {
                 "anyOf": [_TEST, {"type": ["string", "number", "boolean", "array"]}]
             }
         },

@@ -31,7 +31,7 @@ from gatekit.enforce.receipts import iso as _iso
 from gatekit.enforce.tokens import Approval, TokenRefused, action_digest, sign_approval, strict_json, \
     verify_signature
 from gatekit.errors import PolicyError
-from gatekit.policy.decide import Decision, decide
+from gatekit.policy import Decision, decide
 from gatekit.policy.load import load_policy
 from gatekit.policy.model import Policy, Tier
 from gatekit.policy.names import variant_of

@@ -8,6 +8,8 @@ decision, rule, error, tier, reason and detail, whatever order the log itself is
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -65,8 +67,9 @@ def gated(policy: Policy, actions: list[dict[str, Any]]) -> list[Decision]:
         variant = variant_of(policy, tool) if isinstance(tool, str) else None
         if variant is not None:
             d = out[i]
-            out[i] = Decision("deny", d.rules, d.errors, None,
-                              (f"tool `{tool}` differs from `{variant}` only by case or Unicode form",), d.details)
+            out[i] = dataclasses.replace(
+                d, decision="deny", tier=None,
+                reasons=(f"tool `{tool}` differs from `{variant}` only by case or Unicode form",))
     return out
 
 

@@ -9,7 +9,7 @@ from gatekit.action import FIELDS, Action, evidence_hash
 from gatekit.enforce.broker import Request, Vote
 from gatekit.mcp.log import CallLog, approvals, call_record
 from gatekit.mcp.stdio import _Splitter
-from gatekit.policy.decide import Decision
+from gatekit.policy.decision import Decision
 
 AT = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
 

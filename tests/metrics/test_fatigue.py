@@ -241,3 +241,14 @@ def test_golden_fatigue(store) -> None:
     check_golden("fatigue_queue_daily", queue_depth(a, every="1d"))
     check_golden("fatigue_timed_out", timed_out_reviews(a, d))
     check_golden("fatigue_promotions", promotion_candidates(a, reviewed_args(store)).drop("rule_yaml"))
+
+
+def test_promotion_policy_is_the_dumpers_own_output(store) -> None:
+    from gatekit.policy.dump import dump_policy, dump_yaml, rule_dict
+
+    found = promotion_candidates(approvals_frame(store), reviewed_args(store))
+    text = promotion_policy(found)
+    policy = parse_policy(text)
+    assert found.height and dump_policy(policy) == text
+    assert found["rule_yaml"].to_list() == [dump_yaml([rule_dict(r)]) for r in policy.rules]
+    assert dump_policy(parse_policy(promotion_policy(found.head(0)))) == promotion_policy(found.head(0))

@@ -53,8 +53,17 @@ def rows(actions: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     ]
 
 
+Detail = tuple[str, str, str, str, str]  # a RuleError as (rule, field, test, code, message)
+
+
 def run_python(policy: Policy, actions: Sequence[Mapping[str, Any]]) -> list[Outcome]:
     return [(d.decision, tuple(d.rules), tuple(d.errors), d.tier) for d in decide_log(policy, list(actions))]
+
+
+def details_python(policy: Policy, actions: Sequence[Mapping[str, Any]]) -> list[tuple[Detail, ...]]:
+    """`Decision.error_details` of every action, as tuples."""
+    return [tuple((e.rule, e.field, e.test, e.code, e.message) for e in d.error_details)
+            for d in decide_log(policy, list(actions))]
 
 
 def _arrow(actions: Sequence[Mapping[str, Any]]) -> pa.Table:
@@ -75,6 +84,20 @@ def _arrow(actions: Sequence[Mapping[str, Any]]) -> pa.Table:
 def run_sql(policy: Policy, actions: Sequence[Mapping[str, Any]],
             con: duckdb.DuckDBPyConnection | None = None) -> list[Outcome]:
     """The compiled query's outcomes over a fresh `actions` table holding `actions` (loaded from Arrow)."""
+    got = _query(policy, actions, con, "seq, action_id, decision, rules, errors, tier")
+    return [(d, tuple(rs or ()), tuple(es or ()), tier) for _, _, d, rs, es, tier in got]
+
+
+def details_sql(policy: Policy, actions: Sequence[Mapping[str, Any]],
+                con: duckdb.DuckDBPyConnection | None = None) -> list[tuple[Detail, ...]]:
+    """The compiled query's `error_details` of every action, as tuples."""
+    got = _query(policy, actions, con, "seq, error_details")
+    return [tuple((e["rule"], e["field"], e["test"], e["code"], e["message"]) for e in (ds or ()))
+            for _, ds in got]
+
+
+def _query(policy: Policy, actions: Sequence[Mapping[str, Any]], con: duckdb.DuckDBPyConnection | None,
+           columns: str) -> list[tuple[Any, ...]]:
     own = con is None
     con = con or duckdb.connect(":memory:")
     try:
@@ -85,12 +108,12 @@ def run_sql(policy: Policy, actions: Sequence[Mapping[str, Any]],
             con.execute("INSERT INTO actions SELECT * FROM actions_in")  # VARCHAR -> JSON validates the text
         finally:
             con.unregister("actions_in")
-        got = con.execute(f"SELECT * FROM ({compile_sql(policy)}) ORDER BY seq").fetchall()
+        got = con.execute(f"SELECT {columns} FROM ({compile_sql(policy)}) ORDER BY seq").fetchall()
     finally:
         if own:
             con.close()
     assert [r[0] for r in got] == list(range(len(actions))), "the query must return one row per action"
-    return [(d, tuple(rs or ()), tuple(es or ()), tier) for _, _, d, rs, es, tier in got]
+    return got
 
 
 def run_both(policy: Policy, actions: Sequence[Mapping[str, Any]],

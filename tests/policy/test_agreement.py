@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 
 from gatekit.action import parse_ts
 from gatekit.policy import Policy, parse_policy
-from gatekit.policy.decide import History, View, decide_log, evaluator
+from gatekit.policy.decide import decide_log, evaluator
+from gatekit.policy.history import History
+from gatekit.policy.view import View
 from gatekit.policy.model import VERDICTS
 
-from .harness import run_both, run_python, run_sql
+from .harness import details_python, details_sql, run_both, run_python, run_sql
 
 # ---- policies ------------------------------------------------------------------------------------------
 TOOL_NAMES = ["pay.send", "pay.refund", "db.drop", "Db.drop", "fs.read", "x", "é.x"]
@@ -248,6 +250,8 @@ def test_evaluators_agree(con, doc: dict[str, Any], log: list[dict[str, Any]]) -
     for i, (p, s) in enumerate(zip(py, sql)):
         assert p == s, f"action {i}: decide {p} != sql {s}"
     _check_invariants("sql", policy, sql)
+    if any(p[2] for p in py):  # and the same structured errors (rule, field, test, code, message)
+        assert details_python(policy, log) == details_sql(policy, log, con)
 
 
 # The laws below are checked on `decide`: test_evaluators_agree holds the SQL to the same outcomes over the

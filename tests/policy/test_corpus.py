@@ -11,12 +11,14 @@ import pytest
 
 import gatekit.policy.conditions as conditions
 from gatekit.policy.conditions import Test as TestNode
+from gatekit.policy.decision import CODES, INTERNAL_ERROR
 
 from .corpus import CASES_DIR, Case, load_all, load_file
-from .harness import run_python, run_sql
+from .harness import details_python, details_sql, run_python, run_sql
 
 # `gatekit.policy.decide` the attribute is the function the package re-exports; these are the modules
 decide_mod = importlib.import_module("gatekit.policy.decide")
+ops_mod = importlib.import_module("gatekit.policy.ops")
 compile_mod = importlib.import_module("gatekit.policy.compile")
 
 FILES = load_all()
@@ -41,6 +43,24 @@ def test_sql(case: Case) -> None:
     assert got == case.expect, (
         f"the compiled SQL disagrees with the corpus in {case.id}\nactions:\n{_show(case.raw_actions)}\n"
         f"expected:\n{_show(case.expect)}\nsql:\n{_show(got)}")
+
+
+ERRORING = [case for case in CASES if any(o[2] for o in case.expect)]
+
+
+@pytest.mark.parametrize("case", ERRORING, ids=[c.id for c in ERRORING])
+def test_error_details_agree(case: Case) -> None:
+    """Both evaluators report the same structured error (rule, field, test, code, message) per errored rule."""
+    py, sql = details_python(case.policy, case.actions), details_sql(case.policy, case.actions)
+    assert py == sql, f"error details differ in {case.id}\ndecide:\n{_show(py)}\nsql:\n{_show(sql)}"
+    for outcome, details in zip(case.expect, py):
+        assert tuple(d[0] for d in details) == outcome[2], "one detail per errored rule, in the order of `errors`"
+        assert all(d[3] in CODES for d in details)
+
+
+def test_every_error_code_occurs_in_the_corpus() -> None:
+    seen = {d[3] for case in ERRORING for details in details_python(case.policy, case.actions) for d in details}
+    assert seen == set(CODES) - {INTERNAL_ERROR}
 
 
 def test_corpus_is_not_empty() -> None:
@@ -119,7 +139,8 @@ def test_every_op_and_node_runs_somewhere_in_the_corpus() -> None:
 
 # ---- both dispatch tables are complete -----------------------------------------------------------------
 def test_test_tables_are_complete() -> None:
-    assert set(decide_mod.TESTS) == set(compile_mod.LEAVES) == set(conditions.OPS)
+    assert set(ops_mod.TESTS) == set(compile_mod.LEAVES) == set(conditions.OPS)
+    assert set(compile_mod.CODES) == set(conditions.OPS) | {"sum"}
 
 
 def test_node_tables_are_complete() -> None:

@@ -112,7 +112,7 @@ def test_files_the_agent_can_write_approve_nothing(shared_service: Served, tmp_p
     # the old broker's store holding this very request, approved in it by SQL as the agent did against main
     from gatekit.action import Action
     from gatekit.enforce.broker import Broker
-    from gatekit.policy.decide import Decision
+    from gatekit.policy.decision import Decision
 
     old = Broker(tmp_path / "approvals.db")
     old.submit(Action(tool="payment.send", args=PAY["args"], agent=bot, action_id=rid),
