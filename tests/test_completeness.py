@@ -209,6 +209,11 @@ def test_the_tests_the_architecture_page_names_exist() -> None:
         if test:
             assert re.search(rf"^def {test}\(", file.read_text(encoding="utf-8"), re.M), \
                 f"docs/architecture.md names `{path}::{test}`, which is gone"
+    # a test named alone (after its file was named once) is defined in some test file
+    defined = {m for f in (ROOT / "tests").rglob("*.py")
+               for m in re.findall(r"^def (test_\w+)\(", f.read_text(encoding="utf-8"), re.M)}
+    alone = set(re.findall(r"`(test_\w+)`", ARCHITECTURE))
+    assert alone and alone <= defined, f"docs/architecture.md names tests that are gone: {sorted(alone - defined)}"
 
 
 def test_the_readme_and_the_docs_link_the_architecture_page() -> None:
