@@ -14,6 +14,7 @@ import click
 from gatekit.enforce.receipts import ChainError
 from gatekit.errors import (ApprovalError, GatekitError, InputError, LogFormatError, PolicyError, Problem,
                             StoreError)
+from gatekit.numbers import count, percent
 from gatekit.options import (db_option, emit, note, only_run, output_options, policy_option, progress,
                              run_option, sweep_option, write_text)
 
@@ -105,7 +106,7 @@ def _sentence(message: str) -> str:
 
 def _count(n: int, noun: str) -> str:
     plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
-    return f"{n:,} {noun if n == 1 else plural}"
+    return f"{count(n)} {noun if n == 1 else plural}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -275,7 +276,7 @@ def _print_run(run: Any) -> None:
     click.echo(f"run `{run.name}`: policy `{run.policy_name}` over {run.actions:,} actions "
                f"in {run.seconds:.2f}s")
     for d in ("allow", "escalate", "deny"):
-        click.echo(f"  {d:<9}{run.decisions[d]:>10,}  {100 * run.rate(d):6.2f}%")
+        click.echo(f"  {d:<9}{run.decisions[d]:>10,}  {percent(run.rate(d)):>6}")
     if run.errored:
         click.echo(f"  {run.errored:,} actions hit a rule that could not be evaluated (they get `on_error`)")
 
@@ -303,8 +304,8 @@ def runs(ctx: click.Context, db: Path | None, as_json: bool, quiet: bool) -> Non
         return
     click.echo("run\tpolicy\tactions\tescalate\tdeny")
     for r in found:
-        click.echo(f"{r.name}\t{r.policy_name}\t{r.actions:,}\t{100 * r.rate('escalate'):.1f}%"
-                   f"\t{100 * r.rate('deny'):.1f}%")
+        click.echo(f"{r.name}\t{r.policy_name}\t{r.actions:,}\t{percent(r.rate('escalate'))}"
+                   f"\t{percent(r.rate('deny'))}")
 
 
 @runs.command("delete")
@@ -404,10 +405,10 @@ _DECISIONS = ("allow", "escalate", "deny")
 def diff_lines(summary: Any) -> list[str]:
     """A `DiffSummary` for a terminal: the headline, the matrix, each changed cell with the rules behind it
     and examples, and each change of the policy files with its before and after."""
-    rate = summary.changed / summary.actions if summary.actions else 0.0
+    rate = summary.changed / summary.actions if summary.actions else None
     out = [f"A = `{summary.run_a}` (policy `{summary.policy_a}`), B = `{summary.run_b}` (policy "
            f"`{summary.policy_b}`): {summary.changed:,} of {summary.actions:,} actions change decision "
-           f"({100 * rate:.2f}%)"]
+           f"({percent(rate)})"]
     if summary.only_a or summary.only_b:
         out.append(f"  not in both runs: {summary.only_a:,} only in A, {summary.only_b:,} only in B")
     cells = {(c["from"], c["to"]): c for c in summary.matrix.iter_rows(named=True)}
@@ -470,8 +471,8 @@ def evaluation_lines(result: Any) -> list[str]:
     if not (result.harmful or result.benign):
         return ["no labelled actions in the store: add `label: harmful|benign` to score a policy"]
     out = [f"run `{result.run}`: caught {result.caught:,} of {result.harmful:,} harmful "
-           f"({_pct(result.catch_rate)}), missed {result.harmful - result.caught:,}; bothered "
-           f"{result.bothered:,} of {result.benign:,} benign ({_pct(result.bother_rate)})"]
+           f"({percent(result.catch_rate)}), missed {result.harmful - result.caught:,}; bothered "
+           f"{result.bothered:,} of {result.benign:,} benign ({percent(result.bother_rate)})"]
     rules = list(result.by_rule.iter_rows(named=True))
     for row in rules[:_SHOWN_RULES]:
         out.append(f"  {row['rule']:<32} caught {row.get('caught') or 0:>6,}  missed {row.get('missed') or 0:>6,}"
@@ -485,10 +486,6 @@ def evaluation_lines(result: Any) -> list[str]:
             out.append(f"  {point['threshold']:>14,.2f}  caught {point['caught']:>6,}  "
                        f"bothered {point['bothered']:>6,}")
     return out
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 # ---- sample data and the demo ------------------------------------------------------------------------

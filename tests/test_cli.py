@@ -118,7 +118,7 @@ def test_replay_jsonl_out_and_text_summary(gatekit_cli, files, tmp_path) -> None
     out_file = tmp_path / "rows.jsonl"
     code, out, _ = gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--out", out_file)
     assert code == 0
-    assert "escalate" in out and "50.00%" in out
+    assert "escalate" in out and "50.0%" in out
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["decision"] for r in rows] == ["escalate", "escalate", "deny", "allow"]
     assert set(rows[0]) >= {"action_id", "decision", "rules", "errors", "tier"}
