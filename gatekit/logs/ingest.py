@@ -2,7 +2,7 @@
 
 Three steps, one module each: reading (the formats, `gatekit.logs.adapters`), checking the contract
 (`gatekit.logs.contract`: a reason for every record that cannot be an action, stable ids) and writing
-(`gatekit.logs.writer`: batched inserts in log order, in one transaction). This module finds the files
+(`gatekit.logs._writer`: batched inserts in log order, in one transaction). This module finds the files
 and the format of each.
 
 A file that cannot be read at all raises `LogFormatError` before anything is stored; anything bad *inside*
@@ -78,7 +78,9 @@ def ingest(
     ...     ingest(store, ["runs/"]).stored                        # detected: AgentDojo runs
     ...     ingest(store, ["events.jsonl"], mapping="mapping.yaml").stored
     """
-    from gatekit.logs.writer import write  # DuckDB and pyarrow: only when something is written
+    from gatekit.logs._writer import (
+        write,  # DuckDB and pyarrow: only when something is written
+    )
 
     return write(store, sources(paths, format=format, **options), progress=progress, now=now)
 
