@@ -22,8 +22,8 @@ import polars as pl
 from gatekit.policy.model import VERDICTS
 
 __all__ = [
-    "CELL", "DECISION_COLORS", "MAX_ROWS", "SERIES", "decision_mix", "decisions_per_day", "execution_drift", "queue_depth",
-    "rate_by", "review_latency", "reviewer_load", "rule_drift", "rule_firing", "rule_scores",
+    "CELL", "DECISION_COLORS", "MAX_ROWS", "SERIES", "decision_mix", "decisions_per_day", "execution_drift",
+    "queue_depth", "rate_by", "review_latency", "reviewer_load", "rule_drift", "rule_firing", "rule_scores",
     "threshold_sweep", "tool_mix_psi", "transition_heatmap",
 ]
 
@@ -255,8 +255,7 @@ def rule_drift(drift: pl.DataFrame, *, rules: Sequence[str] | None = None, top: 
     shown = fired["rule"].head(top).to_list()
     data = data.filter(pl.col("rule").is_in(shown))
     order = _order(data["rule"].unique(maintain_order=True))
-    left = fired.height - len(shown)
-    subtitle = (f"the {len(shown)} most-fired of {fired.height} rules; pick others by name" if left else None)
+    notes = [f"the {len(shown)} most-fired of {fired.height} rules"] if fired.height > len(shown) else []
     x = alt.X("period:T", title="period", timeUnit="yearmonthdate")
     color = alt.Color("rule:N", title="rule", sort=order, scale=alt.Scale(scheme="tableau10"),
                       legend=alt.Legend(symbolOpacity=1, labelLimit=240))
@@ -269,14 +268,14 @@ def rule_drift(drift: pl.DataFrame, *, rules: Sequence[str] | None = None, top: 
                  alt.Tooltip("upper:Q", format=".2%", title="95% high")])
     if len(order) == 1:
         band = base.mark_area(opacity=0.15).encode(x=x, y="lower:Q", y2="upper:Q", color=color)
-        subtitle = "band: 95% interval of the rate"
+        notes.append("band: the 95% interval of the rate")
     else:
         picked = alt.selection_point(name="picked_rule", fields=["rule"], bind="legend", empty=False)
         band = base.mark_area().encode(x=x, y="lower:Q", y2="upper:Q", color=color,
                                        opacity=alt.when(picked).then(alt.value(0.15)).otherwise(alt.value(0)))
         line = line.add_params(picked)
-        subtitle = "; ".join(filter(None, [subtitle, "click a rule in the legend for its 95% band"]))
-    return alt.layer(band, line, title=alt.Title(title, subtitle=subtitle, subtitlePadding=4))
+        notes.append("click a rule in the legend for its 95% interval")
+    return alt.layer(band, line, title=alt.Title(title, subtitle="; ".join(notes), subtitlePadding=4))
 
 
 def execution_drift(drift: pl.DataFrame, *, period: str = "day",
@@ -301,8 +300,8 @@ def execution_drift(drift: pl.DataFrame, *, period: str = "day",
     line = series(base.mark_line(point=True).encode(
         x=x, y=alt.Y("share:Q", axis=alt.Axis(format="%"), title="drifted share"), tooltip=tooltip),
         "drifted share")
-    subtitle = "band: the 95% interval of each day's share, wide on days with few approvals to check"
-    return alt.layer(band, line, title=alt.Title(title, subtitle=subtitle.replace("day", period), subtitlePadding=4))
+    subtitle = f"band: the 95% interval of each {period}'s share, wide on {period}s with few approvals to check"
+    return alt.layer(band, line, title=alt.Title(title, subtitle=subtitle, subtitlePadding=4))
 
 
 # -- reviewers -------------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ READ = """(el) => {
     svg: true, box: rect(svg), texts, colours: colours.size, paths: Math.max(0, ...paths), cells, numbers,
     title: [...svg.querySelectorAll('g.role-title-text text')].map((t) => t.textContent).join(' '),
     legends: svg.querySelectorAll('g.role-legend').length,
-    entries: [...svg.querySelectorAll('g.role-legend-symbol')].reduce((n, g) => n + g.querySelectorAll('path').length, 0),
+    entries: [...svg.querySelectorAll('g.role-legend-symbol')]
+      .reduce((n, g) => n + g.querySelectorAll('path').length, 0),
   };
 }"""
 
@@ -89,8 +90,9 @@ def judge(chart: dict[str, Any]) -> list[str]:
     labelled = chart["legends"] > 0 or chart["numbers"]
     if series > 1 and not labelled:
         out.append(f"{name} draws {series} series with neither a legend nor direct labels")
-    if max(chart["paths"], chart["entries"]) > MAX_ENTRIES:
-        out.append(f"{name} draws {max(chart['paths'], chart['entries'])} series, more than {MAX_ENTRIES} to tell apart")
+    named = max(chart["paths"], chart["entries"])
+    if named > MAX_ENTRIES:
+        out.append(f"{name} draws {named} series, more than {MAX_ENTRIES} to tell apart")
     texts = chart["texts"]
     for i, a in enumerate(texts):
         for b in texts[i + 1:]:
