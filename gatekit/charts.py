@@ -12,7 +12,8 @@ Nothing here computes a metric or reads the store, so a chart shows exactly what
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import altair as alt
@@ -21,8 +22,8 @@ import polars as pl
 from gatekit.policy.model import VERDICTS
 
 __all__ = [
-    "DECISION_COLORS", "MAX_ROWS", "decision_mix", "decisions_per_day", "execution_drift", "queue_depth",
-    "rate_by", "review_latency", "reviewer_load", "rule_drift", "rule_firing", "rule_scores",
+    "CELL", "DECISION_COLORS", "MAX_ROWS", "SERIES", "decision_mix", "decisions_per_day", "execution_drift",
+    "queue_depth", "rate_by", "review_latency", "reviewer_load", "rule_drift", "rule_firing", "rule_scores",
     "threshold_sweep", "tool_mix_psi", "transition_heatmap",
 ]
 
@@ -34,6 +35,21 @@ _DECISION = alt.Scale(domain=list(VERDICTS), range=[DECISION_COLORS[d] for d in 
 _STATUS = alt.Scale(domain=["both", "new", "vanished"], range=["#7f8c9b", "#d1495b", "#3d7ab8"])
 _SCORES = alt.Scale(domain=["caught", "missed", "bothered"], range=["#4e9a6a", "#d1495b", "#e8a33d"])
 _TIME_KEYS = ("day", "week", "period", "start")
+CELL = 40  # px per row (and per column, at least) of a heatmap: its numbers need a line's room around them
+SERIES = 8  # lines a chart draws by default: more have too many colours to tell apart
+_BAND = "95% interval"
+
+
+def _keyed(labels: dict[str, str]) -> Callable[[alt.Chart, str], alt.Chart]:
+    """For series that are layers (a line, its band, ...): `series(chart, label)` colours a layer's chart as
+    `label` on one scale of `labels` (label -> colour), so the legend names every layer."""
+    scale = alt.Scale(domain=list(labels), range=list(labels.values()))
+
+    def series(chart: alt.Chart, label: str) -> alt.Chart:
+        return chart.transform_calculate(series=json.dumps(label)).encode(
+            color=alt.Color("series:N", scale=scale, title=None))
+
+    return series
 
 
 def _data(frame: pl.DataFrame, columns: Sequence[str], chart: str, source: str) -> pl.DataFrame:
@@ -177,25 +193,30 @@ def rule_firing(firing: pl.DataFrame, *, top: int | None = None, title: str = "R
 def transition_heatmap(matrix: pl.DataFrame, *, a: str = "A", b: str = "B",
                        title: str | None = None) -> alt.LayerChart:
     """How decisions move from run `a` to run `b`, from `transition_matrix`: a 3x3 grid, cells coloured by
-    count, the cells of actions whose decision changed outlined.
+    count, the cells of actions whose decision changed outlined. Each row is `CELL` pixels high (the height
+    follows the rows, never squashed to a fixed box), each number sized to its cell.
 
     >>> transition_heatmap(transition_matrix(frame_a, frame_b), a="starter", b="strict")
     """
     data = _data(matrix, ["from", "to", "count", "share", "changed"], "transition_heatmap", "transition_matrix")
     moved = alt.datum.changed & (alt.datum.count > 0)
     base = alt.Chart(data).encode(
-        x=alt.X("to:N", sort=list(VERDICTS), title=f"{b} (B)", axis=alt.Axis(orient="top", labelAngle=0)),
-        y=alt.Y("from:N", sort=list(VERDICTS), title=f"{a} (A)"),
+        x=alt.X("to:N", sort=list(VERDICTS), title=f"{b} (B)",
+                axis=alt.Axis(orient="top", labelAngle=0, labelPadding=6, labelFontSize=12)),
+        y=alt.Y("from:N", sort=list(VERDICTS), title=f"{a} (A)", axis=alt.Axis(labelPadding=6, labelFontSize=12)),
         tooltip=[alt.Tooltip("from:N"), alt.Tooltip("to:N"), alt.Tooltip("count:Q", format=","),
                  alt.Tooltip("share:Q", format=".2%")])
     cells = base.mark_rect().encode(
-        color=alt.Color("count:Q", scale=alt.Scale(type="symlog", scheme="blues"), title="actions"),
+        color=alt.Color("count:Q", scale=alt.Scale(type="symlog", scheme="blues"), title="actions",
+                        legend=alt.Legend(gradientLength=len(VERDICTS) * CELL - CELL // 2,
+                                          labelExpr="format(datum.value, ',')")),
         stroke=alt.when(moved).then(alt.value("#d1495b")).otherwise(alt.value(None)),
         strokeWidth=alt.when(moved).then(alt.value(2)).otherwise(alt.value(0)))
-    text = base.mark_text(fontWeight="bold").encode(
+    text = base.mark_text(fontWeight="bold", fontSize=13, limit=3 * CELL).encode(
         text=alt.Text("count:Q", format=","),
         color=alt.when(alt.datum.share > 0.3).then(alt.value("white")).otherwise(alt.value("black")))
-    return alt.layer(cells, text, title=title or f"Decisions, {a} to {b}").properties(height=180)
+    return alt.layer(cells, text, title=title or f"Decisions, {a} to {b}").properties(
+        height=alt.Step(CELL), width=alt.Step(3 * CELL))
 
 
 # -- drift -----------------------------------------------------------------------------------------------
@@ -218,47 +239,69 @@ def tool_mix_psi(mix: pl.DataFrame, *, by: str = "tool", top: int = 20, title: s
                  alt.Tooltip("share_b:Q", format=".2%", title="share in B")])
 
 
-def rule_drift(drift: pl.DataFrame, *, rules: Sequence[str] | None = None,
+def rule_drift(drift: pl.DataFrame, *, rules: Sequence[str] | None = None, top: int = SERIES,
                title: str = "Rule firing rate over time") -> alt.LayerChart:
-    """Each rule's firing rate per period with its 95% band, from `rule_drift` (`rules` picks some).
+    """Each rule's firing rate per period, one line per rule with a legend, from `rule_drift`. `rules` picks
+    some; otherwise the `top` rules that fired most are drawn (the subtitle says how many are left out),
+    never more than a legend can tell apart. A rule's 95% band shows when its legend entry is clicked (always,
+    for a single rule): several bands at once cover each other.
 
     >>> rule_drift(drift.rule_drift(frame, policy), rules=["payments-over-100"])
     """
-    data = drift if rules is None else drift.filter(pl.col("rule").is_in(list(rules)))
-    data = _data(data, ["rule", "period", "actions", "fired", "rate", "lower", "upper"], "rule_drift", "rule_drift")
+    data = _data(drift if rules is None else drift.filter(pl.col("rule").is_in(list(rules))),
+                 ["rule", "period", "actions", "fired", "rate", "lower", "upper"], "rule_drift", "rule_drift")
+    fired = data.group_by("rule", maintain_order=True).agg(pl.col("fired").sum()).sort(
+        "fired", descending=True, maintain_order=True)
+    shown = fired["rule"].head(top).to_list()
+    data = data.filter(pl.col("rule").is_in(shown))
+    order = _order(data["rule"].unique(maintain_order=True))
+    notes = [f"the {len(shown)} most-fired of {fired.height} rules"] if fired.height > len(shown) else []
     x = alt.X("period:T", title="period", timeUnit="yearmonthdate")
-    rules = _order(data["rule"].unique(maintain_order=True))
-    color = alt.Color("rule:N", title="rule", sort=rules, scale=alt.Scale(scheme="tableau10"))
+    color = alt.Color("rule:N", title="rule", sort=order, scale=alt.Scale(scheme="tableau10"),
+                      legend=alt.Legend(symbolOpacity=1, labelLimit=240))
     base = alt.Chart(data)
-    band = base.mark_area(opacity=0.15).encode(x=x, y=alt.Y("lower:Q", title="firing rate"), y2="upper:Q",
-                                              color=alt.Color("rule:N", sort=rules, legend=None,
-                                                              scale=alt.Scale(scheme="tableau10")))
     line = base.mark_line(point=True).encode(
         x=x, y=alt.Y("rate:Q", axis=alt.Axis(format="%"), title="firing rate"), color=color,
         tooltip=[alt.Tooltip("rule:N"), alt.Tooltip("period:T"), alt.Tooltip("fired:Q", format=","),
-                 alt.Tooltip("actions:Q", format=","), alt.Tooltip("rate:Q", format=".2%")])
-    return alt.layer(band, line, title=title)
+                 alt.Tooltip("actions:Q", format=","), alt.Tooltip("rate:Q", format=".2%"),
+                 alt.Tooltip("lower:Q", format=".2%", title="95% low"),
+                 alt.Tooltip("upper:Q", format=".2%", title="95% high")])
+    if len(order) == 1:
+        band = base.mark_area(opacity=0.15).encode(x=x, y="lower:Q", y2="upper:Q", color=color)
+        notes.append("band: the 95% interval of the rate")
+    else:
+        picked = alt.selection_point(name="picked_rule", fields=["rule"], bind="legend", empty=False)
+        band = base.mark_area().encode(x=x, y="lower:Q", y2="upper:Q", color=color,
+                                       opacity=alt.when(picked).then(alt.value(0.15)).otherwise(alt.value(0)))
+        line = line.add_params(picked)
+        notes.append("click a rule in the legend for its 95% interval")
+    return alt.layer(band, line, title=alt.Title(title, subtitle="; ".join(notes), subtitlePadding=4))
 
 
 def execution_drift(drift: pl.DataFrame, *, period: str = "day",
                     title: str = "Execution drift: approved actions run with other arguments") -> alt.LayerChart:
-    """The share of approved actions whose executed hash is not the reviewed one, per period, with its 95%
-    band, from `execution_drift(approvals, "day")`.
+    """The share of approved actions whose executed hash is not the reviewed one, per period (line), and the
+    95% Wilson interval of that share (band: where the true share plausibly lies given how few approvals a
+    period has), from `execution_drift(approvals, "day")`. The legend names both.
 
     >>> execution_drift(drift.execution_drift(approvals, "day"))
     """
     data = _data(drift, [period, "approved", "verifiable", "drifted", "share", "lower", "upper"],
                  "execution_drift", "execution_drift(approvals, 'day')")
     x = alt.X(f"{period}:T", title=period, timeUnit="yearmonthdate")
+    series = _keyed({"drifted share": "#d1495b", _BAND: "#f0b8c0"})
+    tooltip = [alt.Tooltip(f"{period}:T"), alt.Tooltip("drifted:Q", format=","),
+               alt.Tooltip("verifiable:Q", format=","), alt.Tooltip("approved:Q", format=","),
+               alt.Tooltip("share:Q", format=".2%"), alt.Tooltip("lower:Q", format=".2%", title="95% low"),
+               alt.Tooltip("upper:Q", format=".2%", title="95% high")]
     base = alt.Chart(data)
-    band = base.mark_area(opacity=0.2, color="#d1495b").encode(x=x, y=alt.Y("lower:Q", title="drifted share"),
-                                                               y2="upper:Q")
-    line = base.mark_line(point=True, color="#d1495b").encode(
-        x=x, y=alt.Y("share:Q", axis=alt.Axis(format="%"), title="drifted share"),
-        tooltip=[alt.Tooltip(f"{period}:T"), alt.Tooltip("drifted:Q", format=","),
-                 alt.Tooltip("verifiable:Q", format=","), alt.Tooltip("approved:Q", format=","),
-                 alt.Tooltip("share:Q", format=".2%")])
-    return alt.layer(band, line, title=title)
+    band = series(base.mark_area(opacity=0.6).encode(
+        x=x, y=alt.Y("lower:Q", title="drifted share"), y2="upper:Q", tooltip=tooltip), _BAND)
+    line = series(base.mark_line(point=True).encode(
+        x=x, y=alt.Y("share:Q", axis=alt.Axis(format="%"), title="drifted share"), tooltip=tooltip),
+        "drifted share")
+    subtitle = f"band: the 95% interval of each {period}'s share, wide on {period}s with few approvals to check"
+    return alt.layer(band, line, title=alt.Title(title, subtitle=subtitle, subtitlePadding=4))
 
 
 # -- reviewers -------------------------------------------------------------------------------------------
@@ -291,11 +334,13 @@ def review_latency(latency: pl.DataFrame, *, by: str = "tier", title: str | None
     tooltip = [alt.Tooltip(f"{by}:N"), alt.Tooltip("reviews:Q", format=","),
                alt.Tooltip("median_min:Q", format=".1f", title="median (min)"),
                alt.Tooltip("p90_min:Q", format=".1f", title="p90 (min)")]
+    series = _keyed({"median": "#3d7ab8", "90th percentile": "#d1495b"})
     base = alt.Chart(data)
-    bars = base.mark_bar(color="#3d7ab8").encode(x=alt.X("median_min:Q", title="minutes to a decision"), y=y,
-                                                 tooltip=tooltip)
-    ticks = base.mark_tick(color="#d1495b", thickness=3).encode(x=alt.X("p90_min:Q"), y=y, tooltip=tooltip)
-    return alt.layer(bars, ticks, title=title or f"Review latency by {by}: median (bar), p90 (red tick)")
+    bars = series(base.mark_bar().encode(x=alt.X("median_min:Q", title="minutes to a decision"), y=y,
+                                         tooltip=tooltip), "median")
+    ticks = series(base.mark_tick(thickness=3).encode(x=alt.X("p90_min:Q"), y=y, tooltip=tooltip),
+                   "90th percentile")
+    return alt.layer(bars, ticks, title=title or f"Review latency by {by}: median and 90th percentile")
 
 
 def queue_depth(queue: pl.DataFrame, *, title: str = "Open review requests") -> alt.LayerChart:
@@ -309,10 +354,11 @@ def queue_depth(queue: pl.DataFrame, *, title: str = "Open review requests") -> 
     x = alt.X("start:T", title="time")
     tooltip = [alt.Tooltip("start:T", format="%Y-%m-%d %H:%M"), alt.Tooltip("requested:Q"),
                alt.Tooltip("decided:Q"), alt.Tooltip("open_at_start:Q"), alt.Tooltip("peak_open:Q")]
+    series = _keyed({"peak in the interval": "#f3c98b", "open at its start": "#7a4b00"})
     base = alt.Chart(data)
-    peak = base.mark_area(opacity=0.35, color="#e8a33d", interpolate="step-after").encode(
-        x=x, y=alt.Y("peak_open:Q", title="open requests"), tooltip=tooltip)
-    line = base.mark_line(color="#7a4b00", interpolate="step-after").encode(x=x, y="open_at_start:Q")
+    peak = series(base.mark_area(interpolate="step-after").encode(
+        x=x, y=alt.Y("peak_open:Q", title="open requests"), tooltip=tooltip), "peak in the interval")
+    line = series(base.mark_line(interpolate="step-after").encode(x=x, y="open_at_start:Q"), "open at its start")
     return alt.layer(peak, line, title=title)
 
 

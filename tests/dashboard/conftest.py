@@ -1,10 +1,12 @@
 """Shared pieces of the dashboard tests: stores in every state the pages handle, an approvals store with
-pending requests, and a way to open one page with `AppTest` and read its charts' Vega-Lite specs."""
+pending requests, a way to open one page with `AppTest` and read its charts' Vega-Lite specs, and the folder
+the browser tests keep their screenshots in (printed at the end of the run, for CI to keep as artifacts)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +39,23 @@ from gatekit.replay import replay  # noqa: E402
 APP = app_path()
 PAGES = [p.name for p in APP_PAGES]  # every page of the app, the default first
 STARTER, STRICT = ROOT / "policies" / "starter.yaml", ROOT / "policies" / "starter-strict.yaml"
+ARTIFACTS_ENV = "GATEKIT_ARTIFACTS"
+_artifacts: list[Path] = []  # the folder, once a test asked for it
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests keep what a person looks at after the run (the dashboard's screenshots): $GATEKIT_ARTIFACTS,
+    or `artifacts` under pytest's base temporary directory."""
+    path = Path(os.environ.get(ARTIFACTS_ENV) or tmp_path_factory.getbasetemp() / "artifacts").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    _artifacts.append(path)
+    return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for path in _artifacts:
+        terminalreporter.write_line(f"dashboard screenshots and other artifacts: {path}")
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 import pytest
+import vl_convert
 
 from gatekit import charts
 from gatekit.logs.store import Store
@@ -41,6 +43,23 @@ def marks(chart: alt.TopLevelMixin) -> list[str]:
 def layer(chart: alt.TopLevelMixin, i: int = 0) -> dict:
     d = spec(chart)
     return d.get("layer", [d])[i]
+
+
+def vega(chart: alt.TopLevelMixin) -> dict:
+    """The chart compiled to Vega, as a browser draws it."""
+    out = vl_convert.vegalite_to_vega(spec(chart))
+    return out if isinstance(out, dict) else json.loads(out)
+
+
+def legends(chart: alt.TopLevelMixin) -> list[str]:
+    """The scale each legend of the drawn chart explains (`color`, ...)."""
+    return [legend.get("fill") or legend.get("stroke") for legend in vega(chart).get("legends", [])]
+
+
+def domain(chart: alt.TopLevelMixin, scale: str = "color") -> list:
+    """The literal domain of a scale of the compiled chart (a scale whose domain is data-driven: None)."""
+    found = [s for s in vega(chart)["scales"] if s["name"] == scale]
+    return found[0]["domain"] if found and isinstance(found[0]["domain"], list) else None
 
 
 def test_decision_mix(frames) -> None:
@@ -105,6 +124,20 @@ def test_transition_heatmap(frames) -> None:
     assert "examples" not in rows[0]  # lists of action ids stay out of the spec
 
 
+def test_the_heatmaps_height_follows_its_rows_and_its_numbers_fit_their_cells(frames) -> None:
+    """Not a fixed box that a page squashes the rows into (it once drew 19 px rows, numbers over the lines)."""
+    heat = charts.transition_heatmap(diff.transition_matrix(frames["a"], frames["b"]))
+    assert spec(heat)["height"] == {"step": charts.CELL} and charts.CELL >= 36
+    assert spec(heat)["width"]["step"] >= charts.CELL
+    text = layer(heat, 1)["mark"]
+    assert 2 * text["fontSize"] <= charts.CELL and text["limit"] <= spec(heat)["width"]["step"]
+    assert legends(heat) == ["color"]
+    drawn = vega(heat)
+    height = next(s for s in drawn["signals"] if s["name"] == "height")["update"]
+    assert "y_step" in height  # the plot's height is rows x step, whatever box the page gives it
+    assert next(s for s in drawn["signals"] if s["name"] == "y_step")["value"] == charts.CELL
+
+
 def test_tool_mix_psi(frames) -> None:
     first, second = drift.split_halves(frames["a"])
     mix = drift.tool_mix_psi(drift.in_window(frames["a"], first), drift.in_window(frames["a"], second))
@@ -118,13 +151,45 @@ def test_rule_drift(frames) -> None:
     chart = charts.rule_drift(drift.rule_drift(frames["a"], frames["policy"]), rules=["refunds", "email-burst"])
     assert marks(chart) == ["area", "line"]
     assert {r["rule"] for r in data(chart)} == {"refunds", "email-burst"}
-    assert layer(chart, 0)["encoding"]["color"]["legend"] is None  # one legend, the lines'
+    assert layer(chart, 1)["encoding"]["color"]["field"] == "rule"
+    assert legends(chart) == ["color"]  # the band's colour once hid the lines' legend
+    band = layer(chart, 0)["encoding"]["opacity"]  # a rule's band shows when its legend entry is picked
+    assert [c["param"] for c in band["condition"]] == ["picked_rule"] and band["value"] == 0
+    assert [p["bind"] for p in spec(chart)["params"] if p["name"] == "picked_rule"] == ["legend"]
+
+
+def test_rule_drift_draws_the_most_fired_rules_and_says_how_many_are_left_out(frames) -> None:
+    per_period = drift.rule_drift(frames["a"], frames["policy"])
+    rules = per_period["rule"].n_unique()
+    assert rules > charts.SERIES  # the sample policy has more rules than a legend tells apart
+    chart = charts.rule_drift(per_period)
+    drawn = {r["rule"] for r in data(chart)}
+    most = per_period.group_by("rule").agg(pl.col("fired").sum()).sort("fired", descending=True)
+    assert drawn == set(most["rule"].head(charts.SERIES)) and len(drawn) == charts.SERIES
+    assert f"the {charts.SERIES} most-fired of {rules} rules" in spec(chart)["title"]["subtitle"]
+    assert legends(chart) == ["color"]
+    assert len(data(charts.rule_drift(per_period, top=3))) == 3 * per_period["period"].n_unique()
+
+
+def test_rule_drift_of_one_rule_always_shows_its_band(frames) -> None:
+    chart = charts.rule_drift(drift.rule_drift(frames["a"], frames["policy"]), rules=["refunds"])
+    assert layer(chart, 0)["mark"]["opacity"] > 0 and "opacity" not in layer(chart, 0)["encoding"]
+    assert "95% interval" in spec(chart)["title"]["subtitle"]
 
 
 def test_execution_drift(frames) -> None:
     chart = charts.execution_drift(drift.execution_drift(frames["approvals"], "day"))
     assert marks(chart) == ["area", "line"]
     assert sum(r["drifted"] for r in data(chart)) == 8
+
+
+def test_execution_drift_names_its_band(frames) -> None:
+    """The band is the Wilson interval of each day's share: the legend and the subtitle say so."""
+    chart = charts.execution_drift(drift.execution_drift(frames["approvals"], "day"))
+    assert legends(chart) == ["color"] and domain(chart) == ["drifted share", "95% interval"]
+    assert "95% interval of each day's share" in spec(chart)["title"]["subtitle"]
+    assert "95% interval of each week's share" in spec(charts.execution_drift(
+        drift.execution_drift(frames["approvals"], "week"), period="week"))["title"]["subtitle"]
 
 
 def test_reviewer_load_latency_and_queue(frames) -> None:
@@ -138,6 +203,9 @@ def test_reviewer_load_latency_and_queue(frames) -> None:
     assert "u-tom" in {r["reviewer"] for r in data(by_reviewer)}
     queue = charts.queue_depth(fatigue.queue_depth(approvals))
     assert marks(queue) == ["area", "line"] and layer(queue)["mark"]["interpolate"] == "step-after"
+    # two layers each: the legend names them
+    assert legends(latency) == ["color"] and domain(latency) == ["median", "90th percentile"]
+    assert legends(queue) == ["color"] and domain(queue) == ["peak in the interval", "open at its start"]
 
 
 def test_threshold_sweep_marks_the_current_threshold(frames) -> None:
@@ -156,6 +224,29 @@ def test_rule_scores(frames) -> None:
     enc = layer(chart)["encoding"]
     assert enc["yOffset"]["field"] == "outcome" and enc["color"]["scale"]["domain"] == ["caught", "missed", "bothered"]
     assert len(data(chart)) == 4 * 3
+
+
+def test_every_chart_with_several_colours_has_a_legend(frames) -> None:
+    """A chart whose colour scale has more than one value explains it (or labels its marks directly)."""
+    a, approvals, policy = frames["a"], frames["approvals"], frames["policy"]
+    first, second = drift.split_halves(a)
+    built = [
+        charts.decision_mix(rates.decision_rates(a)),
+        charts.decisions_per_day(rates.decision_rates(a, "day")),
+        charts.rule_firing(rates.rule_firing(a, policy)),
+        charts.transition_heatmap(diff.transition_matrix(a, frames["b"])),
+        charts.tool_mix_psi(drift.tool_mix_psi(drift.in_window(a, first), drift.in_window(a, second))),
+        charts.rule_drift(drift.rule_drift(a, policy)),
+        charts.execution_drift(drift.execution_drift(approvals, "day")),
+        charts.reviewer_load(fatigue.reviewer_load(approvals)),
+        charts.review_latency(fatigue.decision_latency(approvals, a)),
+        charts.queue_depth(fatigue.queue_depth(approvals)),
+        charts.rule_scores(evaluate.rule_scores(a, [r.id for r in policy.rules])),
+    ]
+    for chart in built:
+        drawn = vega(chart)
+        coloured = [s for s in drawn["scales"] if s["name"] in ("color", "fill", "stroke")]
+        assert coloured and drawn.get("legends"), spec(chart).get("title")
 
 
 def test_a_chart_refuses_rows_per_action(frames) -> None:
