@@ -581,12 +581,13 @@ def _view(req: dict[str, Any], *, owner: bool) -> dict[str, Any]:
 def _not_counting(reviewer: Principal, request_id: str, role: str | None, standing: Tally) -> str:
     """Why an approval would fill no seat of the quorum, and what would."""
     text = f"`{reviewer.id}`'s approval would not count toward request `{request_id}` ({standing.summary()}): "
-    missing = ", ".join(f"`{r}`" for r in standing.missing_roles)
+    missing = ("role " if len(standing.missing_roles) == 1 else "roles ") + \
+        ", ".join(f"`{r}`" for r in standing.missing_roles)
     if role is not None and role in standing.roles:
-        text += f"role `{role}` is already approved and the approvals left need role {missing}"
+        text += f"role `{role}` is already approved and the approvals left need {missing}"
     else:
         held = ", ".join(f"`{r}`" for r in reviewer.roles) or "no role"
-        text += f"the approvals left need role {missing} and `{reviewer.id}` holds {held}"
+        text += f"the approvals left need {missing} and `{reviewer.id}` holds {held}"
     return text
 
 
