@@ -69,7 +69,9 @@ class Waiting:
 
 def _span(seconds: float) -> str:
     seconds = max(0, round(seconds))
-    return f"{seconds}s" if seconds < 120 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 120:
+        return f"{seconds}s"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds < 3600 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class _Reporter:
@@ -77,12 +79,12 @@ class _Reporter:
 
     def __init__(self, gate: Gate, request_id: str, tool: str) -> None:
         self.gate, self.request_id, self.tool = gate, request_id, tool
-        self.start = time.monotonic()
+        self.start = gate.clock()
         self.last: tuple[str, str] | None = None
         self.at = 0.0
 
     def __call__(self, status: str, quorum: Tally | None, left: float | None) -> None:
-        now = time.monotonic()
+        now = self.gate.clock()
         needs = quorum.summary() if quorum is not None else "a reviewer's decision"
         if (status, needs) == self.last and now - self.at < self.gate.report_every:
             return
@@ -504,7 +506,9 @@ class Pending:
             waited = self.gate.clock() - start
             if timeout is not None and waited >= timeout:
                 return req.status
-            chunk = self.gate.report_every if timeout is None else min(self.gate.report_every, timeout - waited)
+            chunk = min(self.gate.report_every, 1.0)  # to notice a vote (the broker wakes only on a decision)
+            if timeout is not None:
+                chunk = min(chunk, timeout - waited)
             try:
                 self.request = self.gate.broker.wait(req.id, chunk, poll=self.gate.poll,  # type: ignore[union-attr]
                                                      sleep=self.gate.sleep)
