@@ -95,7 +95,7 @@ class _Reporter:
         if self.gate.on_wait is not None:
             try:
                 self.gate.on_wait(report)
-            except Exception:  # noqa: BLE001  host code's reporter failing must not decide anything
+            except Exception:  # host code's reporter failing must not decide anything
                 log.exception("the gate's on_wait callback failed")
 _SHOWN = ("action_id", "ts", "agent", "session", "user", "tool", "args", "context")
 _IDENTITY = ("agent", "session", "user")

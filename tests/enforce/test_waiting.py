@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gatekit import Gate
 from gatekit.enforce import Broker, Refused, Waiting, tally
@@ -35,7 +37,7 @@ def test_a_waiting_call_reports_what_it_waits_for(make_broker, policy, clock, ca
     assert heard[0] == Waiting(pending.request_id, "payment.send", "pending", 0.0, 600.0,
                                "0 of 2 approvals; missing roles `security`, `finance`", 2, ("security", "finance"))
     unchanged = [h for h in heard if h.needs == heard[0].needs]
-    assert len(unchanged) >= 3 and all(30 <= b.waited - a.waited < 32 for a, b in zip(unchanged, unchanged[1:]))
+    assert len(unchanged) >= 3 and all(30 <= b.waited - a.waited < 32 for a, b in itertools.pairwise(unchanged))
     one = next(h for h in heard if h.needs == "1 of 2 approvals; missing role `security`")
     assert 100 <= one.waited < 102 and one.missing == 1 and one.missing_roles == ("security",)
     assert heard[-1].status == "approved" and 200 <= heard[-1].waited < 202

@@ -4,6 +4,7 @@ what it waits for."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from typing import Any
@@ -14,7 +15,8 @@ from click.testing import CliRunner
 from gatekit.cli import cli
 from gatekit.enforce import Waiting
 from tests.server.conftest import Served
-from tests.server.test_attacks import BIG, PAY, approve, audit_kinds, denial, new_agent, new_reviewer, refusal, wait_for
+from tests.server.test_attacks import (BIG, PAY, approve, audit_kinds, denial, new_agent, new_reviewer, refusal,
+                                       wait_for)
 
 
 def test_the_request_says_which_role_is_missing_and_never_counts_past_the_requirement(
@@ -115,7 +117,7 @@ def test_a_gate_reports_every_interval_while_nothing_changes(shared_service: Ser
     pending = s.gate(bot, cred, on_wait=heard.append, report_every=0.2).submit(PAY)
     assert pending.wait(timeout=1.0) == "pending"
     assert len(heard) >= 3 and {h.needs for h in heard} == {"0 of 1 approval; 1 more needed"}
-    assert all(b.waited > a.waited for a, b in zip(heard, heard[1:]))
+    assert all(b.waited > a.waited for a, b in itertools.pairwise(heard))
 
 
 def test_the_page_says_what_is_still_missing(shared_service: Served) -> None:
