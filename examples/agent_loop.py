@@ -12,6 +12,7 @@ never vote. Denials go back to the model as tool errors, as an agent framework w
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -104,6 +105,9 @@ def run(workdir: Path) -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":
+    # a waiting call says what it waits for (which approvals and roles, for how long) on the gatekit.enforce
+    # logger, at INFO: here on stderr
+    logging.basicConfig(level=logging.INFO, format="  %(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as tmp:
         for status, text in run(Path(tmp)):
             print(f"{status:7} {text}")

@@ -12,9 +12,10 @@ approvals service: it trusts every process that can write its file.
 
 from gatekit.enforce.broker import Broker, Refused, Request, Vote
 from gatekit.enforce.client import ApprovalsClient, ServiceError
-from gatekit.enforce.gate import Denied, Gate, Pending
+from gatekit.enforce.gate import Denied, Gate, Pending, Waiting
 from gatekit.enforce.mock import MockBroker
 from gatekit.enforce.notify import Webhook
+from gatekit.enforce.quorum import Tally, tally
 from gatekit.enforce.receipts import ChainError, Receipt, Receipts, Verification
 from gatekit.enforce.tokens import Approval, TokenRefused, action_digest, verify_approval
 
@@ -32,10 +33,13 @@ __all__ = [
     "Refused",
     "Request",
     "ServiceError",
+    "Tally",
     "TokenRefused",
     "Verification",
     "Vote",
+    "Waiting",
     "Webhook",
     "action_digest",
+    "tally",
     "verify_approval",
 ]

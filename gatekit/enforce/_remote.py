@@ -19,7 +19,8 @@ from gatekit.enforce.client import ServiceError
 from gatekit.enforce.tokens import TokenRefused, action_digest, verify_approval
 from gatekit.policy.decision import Decision
 
-from gatekit.enforce.gate import Pending
+from gatekit.enforce.gate import Pending, _Reporter
+from gatekit.enforce.quorum import Tally, tally
 
 if TYPE_CHECKING:
     from gatekit.enforce.gate import Gate
@@ -124,12 +125,15 @@ class ServicePending(Pending):
         if timeout is not None:
             until = min(until, time.time() + timeout)
         delay = self.gate.poll
+        report = _Reporter(self.gate, self.request_id, self.action.tool)
         while True:
             left = until - time.time()
+            self._report(report)
             if left <= 0:
                 return self.request["status"]
             try:
-                self.request = self.gate.service.get(self.request_id, wait=min(left, 20.0))  # type: ignore[union-attr]
+                self.request = self.gate.service.get(  # type: ignore[union-attr]
+                    self.request_id, wait=min(left, 20.0, max(self.gate.report_every, 0.1)))
                 delay = self.gate.poll
             except ServiceError as exc:
                 if not exc.transient:
@@ -139,12 +143,24 @@ class ServicePending(Pending):
                 delay = min(delay * 2, 1.0)
                 continue
             if self.request["status"] != "pending":
+                self._report(report)
                 return self.request["status"]
             if time.monotonic() - start > 3600 * 24:
                 return "pending"
 
     async def wait_async(self, timeout: float | None = None) -> str:
         return await asyncio.to_thread(self.wait, timeout)
+
+    def _report(self, report: _Reporter) -> None:
+        report(str(self.request.get("status")), self._tally(), max(0.0, self._deadline() - 1.0 - time.time()))
+
+    def _tally(self) -> Tally | None:
+        """The service's view of what the request still needs (the agent reads it, it decides nothing)."""
+        r = self.request
+        try:
+            return tally(r.get("votes") or [], int(r.get("approvals") or 1), r.get("roles") or [])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def run(self, execute: Callable[[Action], T]) -> T:
         """Wait for the decision; with a token that verifies for this call, consume it and run `execute` once."""

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from gatekit.action import Action, canonical_json, evidence_hash
 from gatekit.enforce._database import Database, Hook
+from gatekit.enforce.quorum import tally
 from gatekit.enforce.receipts import Receipts, clock_us, from_us, iso
 from gatekit.enforce.receipts import to_us as _us
 from gatekit.errors import ApprovalError
@@ -129,6 +130,11 @@ class Request:
                 value = list(value)
             out[name] = value
         return out
+
+
+def _votes(req: Request) -> list[dict[str, Any]]:
+    """A request's votes as `gatekit.enforce.quorum.tally` reads them."""
+    return [{"reviewer": v.reviewer, "role": v.role, "decision": v.decision} for v in req.votes]
 
 
 def _dt(us: int | None) -> datetime | None:
@@ -303,7 +309,7 @@ class Broker:
             elif req.status != PENDING:
                 raise Refused(f"request `{request_id}` is already {req.status}", "not_pending", req)
             else:
-                role = self._check_voter(con, req, reviewer, decision, role)
+                role = self._check_voter(con, req, reviewer, decision, role, break_glass_us is not None)
                 con.execute("INSERT INTO votes VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (request_id, reviewer, role, decision, reason, now, int(break_glass_us is not None)))
                 self.receipts.append_in(con, "vote", {
@@ -327,7 +333,7 @@ class Broker:
         return req
 
     def _check_voter(self, con: sqlite3.Connection, req: Request, reviewer: str, decision: str,
-                     role: str | None) -> str | None:
+                     role: str | None, break_glass: bool = False) -> str | None:
         if decision not in ("approve", "deny"):
             raise ValueError(f"a vote is `approve` or `deny`, not `{decision}`")
         if decision == "approve" and reviewer in (req.agent, req.user):
@@ -341,18 +347,24 @@ class Broker:
             held = {r for (r,) in con.execute("SELECT role FROM reviewers WHERE reviewer = ?", (reviewer,))}
             if not held:
                 raise Refused(f"`{reviewer}` is not a listed reviewer", "unknown_reviewer", req)
+            missing = tally(_votes(req), req.approvals, req.roles).missing_roles
             if role is None and len(held) == 1:
                 role = next(iter(held))
             elif role is None:
-                role = next((r for r in req.roles if r in held), None)
+                role = next((r for r in (*missing, *req.roles) if r in held), None)
             if role is not None and role not in held:
                 raise Refused(f"`{reviewer}` does not hold the role `{role}`", "role_not_held", req)
+        standing = tally(_votes(req), req.approvals, req.roles)
+        if decision == "approve" and not break_glass and not standing.seat_for(role):
+            raise Refused(f"`{reviewer}`'s approval would not count toward request `{req.id}` ({standing.summary()})"
+                          + (f": role `{role}` is already approved" if role in req.roles else
+                             f": `{reviewer}` approves in " + (f"role `{role}`" if role else "no role")),
+                          "vote_not_counted", req)
         return role
 
     @staticmethod
     def _quorum(req: Request) -> bool:
-        approvals = [v for v in req.votes if v.decision == "approve"]
-        return len({v.reviewer for v in approvals}) >= req.approvals and set(req.roles) <= {v.role for v in approvals}
+        return tally(_votes(req), req.approvals, req.roles).met
 
     def _resolve(self, con: sqlite3.Connection, req: Request, status: str, now: int,
                  until: int | None = None) -> Request:

@@ -17,6 +17,7 @@ import click
 
 from gatekit.enforce.broker import STATUSES
 from gatekit.enforce.identity import visible
+from gatekit.enforce.quorum import Tally, tally
 from gatekit.enforce.receipts import ChainError
 from gatekit.errors import InputError, StoreError
 from gatekit.options import (DURATION, broker_option, note, output_options, server_option, state_option,
@@ -67,17 +68,25 @@ def _v(value: Any) -> str:
     return visible(str(value))
 
 
+def _need(t: Tally, status: str) -> str:
+    """`1/2 (missing role `security`)`: approvals that count, of those needed, and what is missing if open."""
+    text = f"{len(t.counted)}/{t.required}" + (f" roles {','.join(t.roles)}" if t.roles else "")
+    if status == "pending" and not t.met:
+        text += " (" + t.summary().split("; ", 1)[-1] + ")"
+    return text
+
+
 def _line(r: Any) -> str:
     who = f"{r.agent or '-'}/{r.user or '-'}"
-    need = f"{len(r.approved_by)}/{r.approvals}" + (f" roles {','.join(r.roles)}" if r.roles else "")
+    need = _need(tally([{"reviewer": v.reviewer, "role": v.role, "decision": v.decision} for v in r.votes],
+                       r.approvals, r.roles), r.status)
     flag = "  [break-glass: review]" if r.flagged else ""
     return (f"{r.id}\t{r.status}\t{_v(r.tool)}\t{_v(who)}\ttier {r.tier or '-'}\tapprovals {need}\t"
             f"expires {r.expires_at:%Y-%m-%d %H:%M:%SZ}{flag}")
 
 
 def _served_line(r: dict[str, Any]) -> str:
-    yes = sum(1 for v in r.get("votes", []) if v.get("decision") == "approve")
-    need = f"{yes}/{r.get('approvals')}" + (f" roles {','.join(r.get('roles') or [])}" if r.get("roles") else "")
+    need = _need(tally(r.get("votes") or [], r.get("approvals") or 1, r.get("roles") or []), str(r.get("status")))
     flag = "  [break-glass: review]" if r.get("flagged") else ""
     return (f"{_v(r['id'])}\t{_v(r['status'])}\t{_v(r.get('tool'))}\t{r.get('agent') or '-'}/{r.get('user') or '-'}\t"
             f"tier {r.get('tier') or '-'}\tapprovals {need}\texpires {r.get('expires_at')}{flag}")
@@ -98,8 +107,12 @@ def _show_served(r: dict[str, Any]) -> None:
         click.echo(f"  rules: {_v(', '.join(r['rules']))}")
     if r.get("note"):
         click.echo(f"note: {_v(r['note'])}")
+    t = tally(r.get("votes") or [], r.get("approvals") or 1, r.get("roles") or [])
+    click.echo(f"approvals: {t.summary()}")
     for v in r.get("votes") or []:
         extra = " (break-glass)" if v.get("break_glass") else ""
+        if v["reviewer"] in t.not_counting:
+            extra += " (not counting)"
         click.echo(f"  {v['reviewer']} ({v.get('role') or '-'}) {v['decision']}{extra}"
                    + (f": {_v(v['reason'])}" if v.get("reason") else ""))
 
@@ -168,10 +181,15 @@ def show(server: str | None, broker: Path | None, request_id: str, as_json: bool
         click.echo(f"  {_v(rule)}: {_v(reason)}")
     for reason in r.reasons[len(r.rules):]:
         click.echo(f"  {_v(reason)}")
+    t = tally([{"reviewer": v.reviewer, "role": v.role, "decision": v.decision} for v in r.votes], r.approvals,
+              r.roles)
+    click.echo(f"approvals: {t.summary()}")
     if r.votes:
         click.echo("votes:")
     for v in r.votes:
         extra = " (break-glass)" if v.break_glass else ""
+        if v.reviewer in t.not_counting:
+            extra += " (not counting)"
         click.echo(f"  {v.reviewer} ({v.role or '-'}) {v.decision}{extra}" + (f": {v.reason}" if v.reason else ""))
 
 

@@ -14,6 +14,7 @@ import contextvars
 import dataclasses
 import functools
 import inspect
+import logging
 import secrets
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 from gatekit.action import Action, evidence_hash, format_ts, parse_ts
 from gatekit.enforce.broker import PENDING, REFUSED, Broker, Refused, Request
 from gatekit.enforce.identity import check_id
+from gatekit.enforce.quorum import Tally, tally
 from gatekit.enforce.receipts import Receipts, clock_us, from_us
 from gatekit.errors import ApprovalError
 from gatekit.policy import Decision, Policy, load_policy
@@ -36,6 +38,63 @@ __all__ = ["MODES", "Denied", "Gate", "Pending"]
 
 T = TypeVar("T")
 MODES = ("shadow", "enforce")
+log = logging.getLogger("gatekit.enforce")  # waiting for reviewers is reported here, at INFO
+
+
+@dataclasses.dataclass(frozen=True)
+class Waiting:
+    """What a call waiting for reviewers is waiting for: given to `Gate(on_wait=...)` and logged at INFO on
+    the `gatekit.enforce` logger when the wait starts, when the votes change, every `report_every` seconds
+    and when it ends (`status` is then no longer `pending`)."""
+
+    request_id: str
+    tool: str
+    status: str
+    waited: float  # seconds since this wait began
+    left: float | None  # seconds until the request times out, if known
+    needs: str  # "1 of 2 approvals; missing role `security`"
+    missing: int  # approvals still needed
+    missing_roles: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        if self.status != "pending":
+            return f"`{self.tool}` ({self.request_id}): {self.status} after {_span(self.waited)}"
+        left = f", {_span(self.left)} left" if self.left is not None else ""
+        return (f"waiting for approval of `{self.tool}` ({self.request_id}): {self.needs}; "
+                f"waited {_span(self.waited)}{left}")
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds < 3600 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class _Reporter:
+    """Reports one wait through the gate: at the start, on a change, every `report_every` s, at the end."""
+
+    def __init__(self, gate: Gate, request_id: str, tool: str) -> None:
+        self.gate, self.request_id, self.tool = gate, request_id, tool
+        self.start = gate.clock()
+        self.last: tuple[str, str] | None = None
+        self.at = 0.0
+
+    def __call__(self, status: str, quorum: Tally | None, left: float | None) -> None:
+        now = self.gate.clock()
+        needs = quorum.summary() if quorum is not None else "a reviewer's decision"
+        if (status, needs) == self.last and now - self.at < self.gate.report_every:
+            return
+        self.last, self.at = (status, needs), now
+        report = Waiting(self.request_id, self.tool, status, now - self.start, left, needs,
+                         max(quorum.missing, 0) if quorum else 1, quorum.missing_roles if quorum else ())
+        log.info("%s", report.message, extra={"request_id": self.request_id, "waiting": report})
+        if self.gate.on_wait is not None:
+            try:
+                self.gate.on_wait(report)
+            except Exception:  # host code's reporter failing must not decide anything
+                log.exception("the gate's on_wait callback failed")
 _SHOWN = ("action_id", "ts", "agent", "session", "user", "tool", "args", "context")
 _IDENTITY = ("agent", "session", "user")
 PINNED = ("ts", "agent", "session", "user", "context")  # the gate's, never the payload's
@@ -72,7 +131,9 @@ class Gate:
     `agent`, `session`, `user` and `context` are the gate's (also per block: `gate.scope`, or per call as
     keyword arguments of `check`, `submit` and `run`), and `ts` is stamped from `clock()`: what a call's
     payload says for any of them is recorded as claimed and never decides (the model writes the payload).
-    `timeout` (seconds) caps how long an escalation waits.
+    `timeout` (seconds) caps how long an escalation waits. While it waits, the gate reports what for (which
+    approvals and roles are missing, how long it has waited) at INFO on the `gatekit.enforce` logger and to
+    `on_wait(Waiting)`, when the wait starts, when votes come in, every `report_every` seconds and at the end.
 
     Escalations go to the approvals service (`approvals=URL, credential=TOKEN`: the agent's credential
     from `gatekit principals add agent ...`) or, for tests and single-user experiments, to a local `broker`
@@ -86,7 +147,8 @@ class Gate:
                  receipts: Receipts | str | Path | None = None, agent: str | None = None,
                  session: str | None = None, user: str | None = None, context: Mapping[str, Any] | None = None,
                  clock: Callable[[], float] | None = None, sleep: Callable[[float], Any] = time.sleep,
-                 timeout: float | None = None, poll: float = 0.05) -> None:
+                 timeout: float | None = None, poll: float = 0.05,
+                 on_wait: Callable[[Waiting], Any] | None = None, report_every: float = 30.0) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be `shadow` or `enforce`, not `{mode}`")
         if broker is not None and approvals is not None:
@@ -120,6 +182,8 @@ class Gate:
         self.sleep = sleep
         self.timeout = timeout
         self.poll = poll
+        self.on_wait = on_wait
+        self.report_every = report_every
         self.defaults = {"agent": agent, "session": session, "user": user}
         self.context = dict(context or {})
         self.errors: deque[str] = deque(maxlen=100)  # what went wrong without blocking (shadow mode)
@@ -428,13 +492,27 @@ class Pending:
         """Block until decided (or `timeout` seconds); returns the status."""
         if self.request is None:
             return self.status()
-        try:
-            self.request = self.gate.broker.wait(self.request.id, timeout, poll=self.gate.poll,  # type: ignore[union-attr]
-                                                 sleep=self.gate.sleep)
-        except Exception as exc:  # noqa: BLE001
-            self.gate.errors.append(f"wait for {self.request.id}: {exc}")
-            return "error"
-        return self.request.status
+        report = _Reporter(self.gate, self.request.id, self.action.tool)
+        start = self.gate.clock()
+        while True:
+            req = self.request
+            report(req.status, tally([{"reviewer": v.reviewer, "role": v.role, "decision": v.decision}
+                                      for v in req.votes], req.approvals, req.roles),
+                   max(0.0, req.expires_at.timestamp() - self.gate.clock()))
+            if req.status != PENDING:
+                return req.status
+            waited = self.gate.clock() - start
+            if timeout is not None and waited >= timeout:
+                return req.status
+            chunk = min(self.gate.report_every, 1.0)  # to notice a vote (the broker wakes only on a decision)
+            if timeout is not None:
+                chunk = min(chunk, timeout - waited)
+            try:
+                self.request = self.gate.broker.wait(req.id, chunk, poll=self.gate.poll,  # type: ignore[union-attr]
+                                                     sleep=self.gate.sleep)
+            except Exception as exc:  # noqa: BLE001
+                self.gate.errors.append(f"wait for {req.id}: {exc}")
+                return "error"
 
     async def wait_async(self, timeout: float | None = None) -> str:
         """`wait` for asyncio: polls without blocking the loop."""

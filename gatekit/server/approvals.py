@@ -7,7 +7,9 @@ however many agents, reviewers and replicas act at once, and a killed process le
 - a request's requirements come from the service's own policy (the gate's claimed tier can only make them
   stricter), its agent from the credential that filed it, its user from the gate's configuration;
 - a vote counts for a registered reviewer, in a role the registry gives it, on the evidence it was shown;
-  nobody approves a call they are the agent or user of, or votes twice;
+  nobody approves a call they are the agent or user of, or votes twice; an approval that would fill no seat
+  of the quorum (`gatekit.enforce.quorum`) is refused, so every approval on record counts; any reviewer's
+  deny ends the request, that of one who approved it earlier included (a vote is otherwise final);
 - an approval becomes a token signed by the service, bound to the request, the call's digest, the agent,
   the policy fingerprint and an expiry, consumed once (a retried consume with the same key is answered
   again, so a lost reply neither loses nor repeats the call);
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from gatekit.enforce.identity import canonical, check_id
+from gatekit.enforce.quorum import Tally, tally
 from gatekit.enforce.receipts import iso as _iso
 from gatekit.enforce.tokens import Approval, TokenRefused, action_digest, sign_approval, strict_json, \
     verify_signature
@@ -369,18 +372,30 @@ class Service:
                 who = "agent" if reviewer.id == req["agent"] else "user"
                 raise Refusal(f"`{reviewer.id}` cannot approve request `{request_id}`: it is the call's {who} "
                               "(no self-approval)", "self_approval", 403)
-            if any(v["reviewer"] == reviewer.id for v in req["votes"]):
-                raise Refusal(f"`{reviewer.id}` has already voted on request `{request_id}`", "already_voted")
+            earlier = next((v for v in req["votes"] if v["reviewer"] == reviewer.id), None)
+            if earlier is not None:
+                if earlier["decision"] == "approve" and decision == "deny":
+                    # a reviewer may take back an approval while the request is open, as a deny: a veto any
+                    # reviewer holds anyway. Their approve stays on the record, the deny is a new audit entry.
+                    self._finish(con, req, DENIED, now, audit, by=reviewer.id,
+                                 note=f"denied by {reviewer.id}, who had approved it earlier"
+                                      + (f": {reason}" if reason else ""))
+                    return
+                raise Refusal(f"`{reviewer.id}` has already voted on request `{request_id}` (a vote is final; "
+                              "an approval can still be taken back by denying while the request is pending)",
+                              "already_voted")
             required = json.loads(req["roles"])
+            standing = tally(req["votes"], req["approvals"], required)
             chosen = role
             if chosen is not None:
                 chosen = canonical(chosen)
                 if chosen not in reviewer.roles:
                     raise Refusal(f"`{reviewer.id}` does not hold the role `{role}`", "role_not_held", 403)
             else:
-                covered = {v["role"] for v in req["votes"] if v["decision"] == "approve"}
-                chosen = next((r for r in required if r in reviewer.roles and r not in covered),
+                chosen = next((r for r in standing.missing_roles if r in reviewer.roles),
                               reviewer.roles[0] if reviewer.roles else None)
+            if decision == "approve" and not break_glass and not standing.seat_for(chosen):
+                raise Refusal(_not_counting(reviewer, request_id, chosen, standing), "vote_not_counted")
             con.execute("INSERT INTO votes (request_id, reviewer, role, decision, reason, evidence, at, break_glass) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (request_id, reviewer.id, chosen, decision, reason,
                                                             evidence, now, int(break_glass)))
@@ -401,8 +416,7 @@ class Service:
 
     @staticmethod
     def _quorum(votes: list[dict[str, Any]], approvals: int, roles: Any) -> bool:
-        yes = [v for v in votes if v["decision"] == "approve"]
-        return len({v["reviewer"] for v in yes}) >= approvals and set(roles) <= {v["role"] for v in yes}
+        return tally(votes, approvals, roles).met
 
     def _approve(self, con: Any, req: dict[str, Any], now: int, audit: list, ttl_us: int | None = None) -> None:
         ttl = min(req["approval_ttl_us"], ttl_us) if ttl_us else req["approval_ttl_us"]
@@ -423,12 +437,14 @@ class Service:
                                 "agent": claims.agent, "fingerprint": claims.fingerprint, "expires": claims.expires_us,
                                 "reissued": reissue}, req["id"]))
 
-    def _finish(self, con: Any, req: dict[str, Any], status: str, now: int, audit: list, note: str) -> None:
+    def _finish(self, con: Any, req: dict[str, Any], status: str, now: int, audit: list, note: str,
+                by: str | None = None) -> None:
         con.execute("UPDATE requests SET status = ?, decided_at = coalesce(decided_at, ?), note = ? WHERE id = ?",
                     (status, now, note, req["id"]))
         kind = {DENIED: "deny", TIMED_OUT: "timeout", EXPIRED: "timeout", REVOKED: "revoke",
                 WITHDRAWN: "withdraw"}[status]
-        audit.append((kind, {"request_id": req["id"], "status": status, "note": note}, req["id"]))
+        audit.append((kind, {"request_id": req["id"], "status": status, "note": note,
+                             **({"by": by} if by else {})}, req["id"]))
 
     # -- tokens ------------------------------------------------------------------------------------------
     def consume(self, who: Principal, token: Any, key: Any, action: Mapping[str, Any] | None = None
@@ -555,10 +571,24 @@ def _view(req: dict[str, Any], *, owner: bool) -> dict[str, Any]:
                requested_at=_iso(req["requested_at"]), expires_at=_iso(req["expires_at"]),
                decided_at=_iso(req["decided_at"]), approved_until=_iso(req["approved_until"]),
                consumed_at=_iso(req["consumed_at"]), break_glass=bool(req["break_glass"]), flagged=bool(req["flagged"]),
-               votes=[{**v, "at": _iso(v["at"]), "break_glass": bool(v["break_glass"])} for v in req["votes"]])
+               votes=[{**v, "at": _iso(v["at"]), "break_glass": bool(v["break_glass"])} for v in req["votes"]],
+               quorum=tally(req["votes"], req["approvals"], json.loads(req["roles"])).to_dict())
     if owner and req["status"] == APPROVED:
         out["token"] = req["token"]
     return out
+
+
+def _not_counting(reviewer: Principal, request_id: str, role: str | None, standing: Tally) -> str:
+    """Why an approval would fill no seat of the quorum, and what would."""
+    text = f"`{reviewer.id}`'s approval would not count toward request `{request_id}` ({standing.summary()}): "
+    missing = ("role " if len(standing.missing_roles) == 1 else "roles ") + \
+        ", ".join(f"`{r}`" for r in standing.missing_roles)
+    if role is not None and role in standing.roles:
+        text += f"role `{role}` is already approved and the approvals left need {missing}"
+    else:
+        held = ", ".join(f"`{r}`" for r in reviewer.roles) or "no role"
+        text += f"the approvals left need {missing} and `{reviewer.id}` holds {held}"
+    return text
 
 
 def _submission(agent: Principal, payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any],

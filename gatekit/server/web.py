@@ -290,10 +290,13 @@ def _same_origin(request: Request) -> bool:
 
 
 def _shown(view: dict[str, Any]) -> dict[str, Any]:
-    """A request as the page shows it: its approvals so far, and each rule with its reason."""
-    yes = [v for v in view["votes"] if v["decision"] == "approve"]
+    """A request as the page shows it: the approvals that count, what is still missing, and each rule with
+    its reason."""
+    quorum = view["quorum"]
     why = [{"rule": rule, "reason": reason} for rule, reason in zip_longest(view["rules"], view["reasons"])]
-    return {**view, "approved": len(yes), "why": why}
+    still = quorum["summary"].split("; ", 1)[1] if view["status"] == "pending" and "; " in quorum["summary"] else ""
+    return {**view, "approved": quorum["counted"], "required": quorum["required"], "still": still,
+            "not_counting": quorum["not_counting"], "why": why}
 
 
 def _visible(value: Any) -> Any:

@@ -75,7 +75,11 @@ def test_required_roles_each_present(make_broker, policy) -> None:
     request, _ = file(broker, policy, amount=20000)
     assert request.tier == "critical" and request.roles == ("security", "finance")
     broker.approve(request.id, "alice", role="security")
-    assert broker.approve(request.id, "bob", role="security").status == "pending"  # two approvals, no finance
+    # a second security approval fills no seat (two approvals, no finance): refused, saying what is missing
+    with pytest.raises(Refused) as err:
+        broker.approve(request.id, "bob", role="security")
+    assert err.value.code == "vote_not_counted" and "missing role `finance`" in str(err.value)
+    assert broker.get(request.id).status == "pending" and len(broker.get(request.id).votes) == 1
     assert broker.approve(request.id, "carol", role="finance").status == "approved"
 
 

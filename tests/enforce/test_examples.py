@@ -75,9 +75,15 @@ def test_agent_loop(workdir: Path) -> None:
 
 
 def test_agent_loop_runs_as_a_script(workdir: Path) -> None:
-    out = script("agent_loop")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(EXAMPLES / "agent_loop.py")], capture_output=True, text=True,
+                          check=True, timeout=120, env=env)  # this tree's gatekit
+    out = done.stdout
     assert "paid 250.00 to Globex" in out
     assert [line.split()[0] for line in out.splitlines()].count("denied") == 4
+    # while a payment waits, the agent says for what, on stderr (the gate logs it; the example shows the log)
+    assert "waiting for approval of `payment.send`" in done.stderr and "missing role `finance`" in done.stderr, \
+        done.stderr
 
 
 def test_mcp_dispatcher(workdir: Path) -> None:

@@ -300,7 +300,10 @@ def test_roles_come_from_the_registry_not_the_vote(shared_service: Served) -> No
                            "roles": ["security"], "kind": "reviewer", "approvals": 99}, token=finance.credential)
     assert status == 200 and body["status"] == "pending"
     assert [(v["reviewer"], v["role"], v["evidence"]) for v in body["votes"]] == [(fin, "finance", shown["digest"])]
-    assert approve(nobody, rid)["status"] == "pending"  # two people, but nobody in security
+    # a second person, but nobody in security: the approval would fill no seat, so it is refused, and says why
+    err = refusal(lambda: approve(nobody, rid))
+    assert (err.status, err.code) == (409, "vote_not_counted") and "missing role `security`" in str(err)
+    assert finance.get(rid)["status"] == "pending"
     _, security = new_reviewer(s, "security")
     assert approve(security, rid)["status"] == "approved"
 
@@ -636,8 +639,9 @@ def test_a_policy_tightened_after_approval_revokes_it(served: Served, change: st
         assert worker_result == ["revoked"] and ran == []
         return
     wait_for(lambda: alice.get(waiting.request_id)["approvals"] == 2)
-    # the pending request needs the new quorum: one approval is no longer enough
-    assert approve(alice, waiting.request_id)["status"] == "pending"
+    # the pending request needs the new quorum: an approval without its roles is no longer enough (it is refused)
+    assert refusal(lambda: approve(alice, waiting.request_id)).code == "vote_not_counted"
+    assert alice.get(waiting.request_id)["status"] == "pending"
     assert worker.is_alive() and ran == []
     _, finance = new_reviewer(served, "finance")
     _, security = new_reviewer(served, "security")

@@ -63,7 +63,9 @@ def test_an_amount_the_policy_cannot_read_keeps_the_strictest_tier(shared_servic
     pending = s.gate(bot, cred).submit({"tool": "payment.send", "args": {"amount": amount, "recipient": "ACME"}})
     filed = anyone.get(pending.request_id)
     assert (filed["tier"], filed["approvals"], sorted(filed["roles"])) == ("critical", 2, ["finance", "security"])
-    assert approve(anyone, pending.request_id)["status"] == "pending"
+    # one approval with no role fills no seat of that tier: refused, and the request stays pending
+    assert refusal(lambda: approve(anyone, pending.request_id)).code == "vote_not_counted"
+    assert anyone.get(pending.request_id)["status"] == "pending"
 
 
 # ---- crashing or hanging the service -----------------------------------------------------------------------
