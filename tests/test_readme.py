@@ -34,15 +34,17 @@ EXEMPT = {
     ("README.md", 'pip install -e ".[shadow]" && gatekit demo'):
         "installs gatekit and runs the whole suite (tests/test_newcomer.py walks the demo and what follows it)",
     ("README.md", 'pip install -e ".[server]"'): "starts the approvals service on a fixed port",
-    ("README.md", "import os"): "agent.py: waits on the service started by the block before",
-    ("README.md", "python agent.py &                     # prints \"paid 40.00 to ACME\", then waits"):
+    ("README.md", "import logging"): "agent.py: waits on the service started by the block before",
+    ("README.md", "python agent.py &                     # prints \"paid 40.00 to ACME\", then logs what it "
+                  "waits for"):
         "needs the service and the agent of the blocks before, and a request id read off the screen",
     ("README.md", "gatekit mcp proxy --policy policies/starter.yaml --approvals http://127.0.0.1:8470 "
                   "--agent billing-bot \\"): "relays an MCP server the reader brings (`python server.py`)",
     ("README.md", "python -m venv .venv && . .venv/bin/activate"): "makes a virtual environment and runs the suite",
     ("notebooks/README.md", 'pip install -e ".[notebooks]"'): "installs packages",
-    ("notebooks/README.md", 'pip install -e ".[notebooks,agentdojo]"'):
-        "needs the AgentDojo runs beside the checkout and the agentdojo extra (model SDKs)",
+    ("notebooks/README.md", 'GATEKIT_DATA="$PWD/../shared/data/agentdojo-runs" jupyter execute '
+                            "notebooks/b_tune_policy.ipynb --output='out/{notebook_name}'"):
+        "needs the AgentDojo runs beside the checkout",
     ("notebooks/README.md", "pip install jupyterlab               # not in the extra: the tests and "
                             "`jupyter execute` need no server"): "starts JupyterLab",
 }
