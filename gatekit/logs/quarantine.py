@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gatekit.logs.store import Store
 
-__all__ = ["Quarantined", "quarantine_reasons", "quarantined"]
+__all__ = ["Quarantined", "quarantine_reasons", "quarantine_sources", "quarantined"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,9 @@ def quarantine_reasons(store: Store, *, source: str | None = None) -> list[tuple
         f"SELECT reason, count(*) AS n FROM quarantine {where} GROUP BY reason ORDER BY n DESC, reason",
         params).fetchall()
     return [(reason or "", int(n)) for reason, n in rows]
+
+
+def quarantine_sources(store: Store) -> list[tuple[str, int]]:
+    """Each source with quarantined lines and how many, by name."""
+    rows = store.con.execute("SELECT source, count(*) FROM quarantine GROUP BY source ORDER BY source").fetchall()
+    return [(src or "", int(n)) for src, n in rows]

@@ -29,7 +29,7 @@ ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 # the charts each page draws on the sample store before any interaction
 CHARTS = {"overview": 4, "simulate": 0, "compare": 2, "drift": 3, "reviewers": 4, "evaluate": 2, "explorer": 0,
-          "approvals": 0}
+          "approvals": 0, "quarantine": 0}
 # page -> (url path, charts), for every page of the app
 PAGES = {p.name: (p.url_path, CHARTS[p.name]) for p in APP_PAGES}
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
