@@ -11,12 +11,12 @@ runs, so a page opened first by its URL ran alone, with the files' names as navi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
 __all__ = ["PAGES", "Page", "page"]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Page:
     """One page of the app: the script `app_pages/<name>.py`, served at `/<name>` (the first page at `/`)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass
@@ -13,13 +14,16 @@ import click
 from gatekit.enforce.receipts import ChainError
 from gatekit.errors import (ApprovalError, GatekitError, InputError, LogFormatError, PolicyError, Problem,
                             StoreError)
-from gatekit.options import (db_option, emit, note, output_options, policy_option, progress, run_option,
-                             sweep_option, write_text)
+from gatekit.numbers import count, percent
+from gatekit.options import (db_option, emit, note, only_run, output_options, policy_option, progress,
+                             run_option, sweep_option, write_text)
 
 # exit codes, one per error branch (README: 1 tampered audit chain, 2 usage, 3 policy, 4 store, 5 log file,
 # 6 approval, 7 anything else: a missing extra, an upstream that cannot start)
 EXIT_TAMPERED, EXIT_USAGE, EXIT_POLICY, EXIT_STORE, EXIT_LOGS, EXIT_APPROVAL, EXIT_OTHER = 1, 2, 3, 4, 5, 6, 7
 EXIT_ABORTED = 130
+# `gatekit decide --exit-code`: the decision as the exit code, for scripts (above every error's code)
+DECISION_CODES = {"allow": 0, "escalate": 10, "deny": 11}
 _CODES = {PolicyError: EXIT_POLICY, StoreError: EXIT_STORE, LogFormatError: EXIT_LOGS, ApprovalError: EXIT_APPROVAL,
           InputError: EXIT_USAGE, ChainError: EXIT_TAMPERED}
 
@@ -40,6 +44,14 @@ class Validation:
     def to_dict(self) -> dict[str, Any]:
         return {"valid": self.ok, "problems": [
             {"file": p.file, "line": p.line, "code": p.code, "message": p.msg} for p in self.problems]}
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What `gatekit decide` decided; with `--exit-code` main() exits with the decision's code."""
+
+    decision: str
+    exit_code: bool
 
 
 def main() -> None:
@@ -76,6 +88,8 @@ def main() -> None:
     if isinstance(result, Validation) and not result.ok:
         _fail(f"{_count(len(result.problems), 'problem')} in {_count(result.files, 'policy file')}")
         sys.exit(EXIT_POLICY)
+    if isinstance(result, Decided) and result.exit_code and DECISION_CODES[result.decision]:
+        sys.exit(DECISION_CODES[result.decision])
     if isinstance(result, int) and result:  # click returns the code of --help, --version and ctx.exit
         sys.exit(result)
 
@@ -92,7 +106,7 @@ def _sentence(message: str) -> str:
 
 def _count(n: int, noun: str) -> str:
     plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
-    return f"{n:,} {noun if n == 1 else plural}"
+    return f"{count(n)} {noun if n == 1 else plural}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -154,8 +168,10 @@ def schema(out: Path | None, as_json: bool, quiet: bool) -> None:
 @cli.command("decide")
 @policy_option()
 @click.argument("action", default="-")
+@click.option("--exit-code", is_flag=True,
+              help="exit with the decision: 0 allow, 10 escalate, 11 deny (errors keep their codes)")
 @output_options
-def decide_cmd(policy_path: Path, action: str, as_json: bool, quiet: bool) -> None:
+def decide_cmd(policy_path: Path, action: str, exit_code: bool, as_json: bool, quiet: bool) -> Decided:
     """Decide one action (JSON text, or - for standard input) and print the decision as JSON."""
     from gatekit.policy import decide, load_policy
 
@@ -167,7 +183,9 @@ def decide_cmd(policy_path: Path, action: str, as_json: bool, quiet: bool) -> No
         raise LogFormatError(f"action is not valid JSON: {exc}") from exc
     if not isinstance(record, dict) or not isinstance(record.get("tool"), str):
         raise LogFormatError("action must be a JSON object with a string `tool`")
-    emit(decide(policy, record).to_dict())  # the decision is JSON whether or not --json is given
+    decision = decide(policy, record)
+    emit(decision.to_dict())  # the decision is JSON whether or not --json is given
+    return Decided(decision.decision, exit_code)
 
 
 # ---- store -------------------------------------------------------------------------------------------
@@ -200,8 +218,8 @@ def ingest(files: tuple[Path, ...], db: Path, fmt: str | None, mapping: Path | N
            quiet: bool) -> None:
     """Read logs and agent traces into the store; what cannot be read goes to quarantine with its reason."""
     from gatekit.logs import Interrupted, sources
+    from gatekit.logs import ingest as run_ingest
     from gatekit.logs.store import Store
-    from gatekit.logs.writer import write
 
     for f in (*files, *([mapping] if mapping else [])):
         if not f.exists():  # before the store is opened, so a typo leaves no empty store behind
@@ -209,7 +227,7 @@ def ingest(files: tuple[Path, ...], db: Path, fmt: str | None, mapping: Path | N
     found = sources(files, format=fmt, mapping=mapping)  # every file read and detected before the store is made
     try:
         with Store(db) as store, progress("ingesting", in_bytes=True) as update:
-            report = write(store, found, progress=update)  # `ingest`, with the sources found above
+            report = run_ingest(store, found, progress=update)
     except KeyboardInterrupt as exc:  # Ctrl-C: say what the store holds now, then stop as aborted
         done = exc.report if isinstance(exc, Interrupted) else None
         if done is None:
@@ -314,19 +332,24 @@ def _print_run(run: Any) -> None:
     click.echo(f"run `{run.name}`: policy `{run.policy_name}` over {run.actions:,} actions "
                f"in {run.seconds:.2f}s")
     for d in ("allow", "escalate", "deny"):
-        click.echo(f"  {d:<9}{run.decisions[d]:>10,}  {100 * run.rate(d):6.2f}%")
+        click.echo(f"  {d:<9}{run.decisions[d]:>10,}  {percent(run.rate(d)):>6}")
     if run.errored:
         click.echo(f"  {run.errored:,} actions hit a rule that could not be evaluated (they get `on_error`)")
 
 
-@cli.command()
-@db_option()
+@cli.group(invoke_without_command=True)
+@db_option(required=False)
 @output_options
-def runs(db: Path, as_json: bool, quiet: bool) -> None:
-    """List the stored replay runs."""
+@click.pass_context
+def runs(ctx: click.Context, db: Path | None, as_json: bool, quiet: bool) -> None:
+    """List the stored replay runs (`gatekit runs delete NAME --db PATH` removes one)."""
     from gatekit.logs.store import Store
     from gatekit.run import list_runs
 
+    if ctx.invoked_subcommand is not None:
+        return  # `runs delete`: its own options (a --db given here is its default)
+    if db is None:
+        raise click.UsageError("missing option `--db`", ctx=ctx)
     with Store(db, read_only=True) as store:
         found = list_runs(store)
     if as_json:
@@ -337,8 +360,29 @@ def runs(db: Path, as_json: bool, quiet: bool) -> None:
         return
     click.echo("run\tpolicy\tactions\tescalate\tdeny")
     for r in found:
-        click.echo(f"{r.name}\t{r.policy_name}\t{r.actions:,}\t{100 * r.rate('escalate'):.1f}%"
-                   f"\t{100 * r.rate('deny'):.1f}%")
+        click.echo(f"{r.name}\t{r.policy_name}\t{r.actions:,}\t{percent(r.rate('escalate'))}"
+                   f"\t{percent(r.rate('deny'))}")
+
+
+@runs.command("delete")
+@click.argument("name")
+@db_option(required=False)
+@output_options
+@click.pass_context
+def runs_delete(ctx: click.Context, name: str, db: Path | None, as_json: bool, quiet: bool) -> None:
+    """Remove the stored run NAME and its decisions (the actions stay)."""
+    from gatekit.logs.store import Store
+    from gatekit.replay import delete_run
+
+    db = db or (ctx.parent.params.get("db") if ctx.parent else None)
+    if db is None:
+        raise click.UsageError("missing option `--db`", ctx=ctx)
+    with Store(_existing(db)) as store:
+        run = delete_run(store, name)
+    if as_json:
+        emit({"deleted": run.to_dict()})
+        return
+    click.echo(f"deleted run `{run.name}` (policy `{run.policy_name}`, {run.actions:,} actions)")
 
 
 # ---- analytics ---------------------------------------------------------------------------------------
@@ -349,15 +393,18 @@ def runs(db: Path, as_json: bool, quiet: bool) -> None:
 @sweep_option
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="write standalone HTML")
 @output_options
-def report(db: Path, run_name: str, against: str | None, sweep: tuple[str, str] | None, html_out: Path | None,
+def report(db: Path, run_name: str | None, against: str | None, sweep: tuple[str, str] | None, html_out: Path | None,
            as_json: bool, quiet: bool) -> None:
     """Everything the run would have done: decisions, workload, drift, reviewers, controls, labels."""
     from gatekit.logs.store import Store
     from gatekit.report import build_report, render_html, render_text
+    from gatekit.run import list_runs
 
-    with Store(db, read_only=True) as store, progress(f"reporting on `{run_name}`") as update:
-        rep = build_report(store, run_name, against=against, sweep=tuple(sweep) if sweep else None,
-                           progress=update)
+    with Store(db, read_only=True) as store:
+        run_name = only_run(run_name, [r.name for r in list_runs(store)])
+        with progress(f"reporting on `{run_name}`") as update:
+            rep = build_report(store, run_name, against=against, sweep=tuple(sweep) if sweep else None,
+                               progress=update)
     data = rep.to_dict()
     if html_out:
         write_text(html_out, render_html(rep, data))
@@ -374,34 +421,38 @@ def report(db: Path, run_name: str, against: str | None, sweep: tuple[str, str] 
 @run_option(required=False, multiple=True, help="or two stored runs, A then B")
 @click.option("--examples", default=5, show_default=True, type=click.IntRange(min=0),
               help="example actions per cell")
+@click.option("--keep", is_flag=True, help="with --policy: store the two runs (as NAME@FINGERPRINT)")
 @output_options
-def diff(db: Path, policies: tuple[Path, ...], runs_: tuple[str, ...], examples: int, as_json: bool,
+def diff(db: Path, policies: tuple[Path, ...], runs_: tuple[str, ...], examples: int, keep: bool, as_json: bool,
          quiet: bool) -> None:
     """Policy A against B on the same actions: the decision transition matrix and what changed."""
     from gatekit.logs.store import Store
-    from gatekit.metrics.diff import replay_policies, summarize_diff
+    from gatekit.metrics.diff import diff_policies, summarize_diff
     from gatekit.policy import load_policy
     from gatekit.run import Reader
 
     if (len(policies), len(runs_)) not in ((2, 0), (0, 2)):
         raise click.UsageError("give exactly two --policy files or two --run names")
+    if keep and not policies:
+        raise click.UsageError("`--keep` stores the runs of two --policy files: --run names are stored already")
     with progress("comparing") as update:
         if policies:
             pa, pb = (load_policy(p) for p in policies)
             update(f"replaying `{pa.name}` and `{pb.name}`")
             with Store(_existing(db)) as store:
-                run_a, run_b = replay_policies(store, pa, pb)
+                summary = diff_policies(store, pa, pb, examples=examples, keep=keep)
         else:
-            run_a, run_b = runs_
-        update(f"`{run_a}` against `{run_b}`")
-        with Store(db, read_only=True) as store:
-            reader = Reader(store)
-            summary = summarize_diff(reader.run(run_a), reader.run(run_b), examples=examples)
+            update(f"`{runs_[0]}` against `{runs_[1]}`")
+            with Store(db, read_only=True) as store:
+                reader = Reader(store)
+                summary = summarize_diff(reader.run(runs_[0]), reader.run(runs_[1]), examples=examples)
     if as_json:
         emit(summary.to_dict())
         return
     for line in diff_lines(summary):
         click.echo(line)
+    if policies and not keep:
+        note("the two runs were not stored: `--keep` keeps them for `gatekit report` and the dashboard")
 
 
 _DECISIONS = ("allow", "escalate", "deny")
@@ -410,10 +461,10 @@ _DECISIONS = ("allow", "escalate", "deny")
 def diff_lines(summary: Any) -> list[str]:
     """A `DiffSummary` for a terminal: the headline, the matrix, each changed cell with the rules behind it
     and examples, and each change of the policy files with its before and after."""
-    rate = summary.changed / summary.actions if summary.actions else 0.0
+    rate = summary.changed / summary.actions if summary.actions else None
     out = [f"A = `{summary.run_a}` (policy `{summary.policy_a}`), B = `{summary.run_b}` (policy "
            f"`{summary.policy_b}`): {summary.changed:,} of {summary.actions:,} actions change decision "
-           f"({100 * rate:.2f}%)"]
+           f"({percent(rate)})"]
     if summary.only_a or summary.only_b:
         out.append(f"  not in both runs: {summary.only_a:,} only in A, {summary.only_b:,} only in B")
     cells = {(c["from"], c["to"]): c for c in summary.matrix.iter_rows(named=True)}
@@ -451,14 +502,16 @@ def diff_lines(summary: Any) -> list[str]:
 @run_option()
 @sweep_option
 @output_options
-def evaluate(db: Path, run_name: str, sweep: tuple[str, str] | None, as_json: bool, quiet: bool) -> None:
+def evaluate(db: Path, run_name: str | None, sweep: tuple[str, str] | None, as_json: bool, quiet: bool) -> None:
     """Score a run against labels: harm caught versus humans bothered."""
     from gatekit.logs.store import Store
     from gatekit.metrics.evaluate import evaluate as run_evaluate
-    from gatekit.run import load_run
+    from gatekit.run import list_runs, load_run
 
-    with Store(db, read_only=True) as store, progress(f"scoring `{run_name}`"):
-        result = run_evaluate(load_run(store, run_name), sweep=tuple(sweep) if sweep else None)
+    with Store(db, read_only=True) as store:
+        run_name = only_run(run_name, [r.name for r in list_runs(store)])
+        with progress(f"scoring `{run_name}`"):
+            result = run_evaluate(load_run(store, run_name), sweep=tuple(sweep) if sweep else None)
     if as_json:
         emit(result.to_dict())
         return
@@ -474,8 +527,8 @@ def evaluation_lines(result: Any) -> list[str]:
     if not (result.harmful or result.benign):
         return ["no labelled actions in the store: add `label: harmful|benign` to score a policy"]
     out = [f"run `{result.run}`: caught {result.caught:,} of {result.harmful:,} harmful "
-           f"({_pct(result.catch_rate)}), missed {result.harmful - result.caught:,}; bothered "
-           f"{result.bothered:,} of {result.benign:,} benign ({_pct(result.bother_rate)})"]
+           f"({percent(result.catch_rate)}), missed {result.harmful - result.caught:,}; bothered "
+           f"{result.bothered:,} of {result.benign:,} benign ({percent(result.bother_rate)})"]
     rules = list(result.by_rule.iter_rows(named=True))
     for row in rules[:_SHOWN_RULES]:
         out.append(f"  {row['rule']:<32} caught {row.get('caught') or 0:>6,}  missed {row.get('missed') or 0:>6,}"
@@ -489,10 +542,6 @@ def evaluation_lines(result: Any) -> list[str]:
             out.append(f"  {point['threshold']:>14,.2f}  caught {point['caught']:>6,}  "
                        f"bothered {point['bothered']:>6,}")
     return out
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 # ---- sample data and the demo ------------------------------------------------------------------------
@@ -561,7 +610,11 @@ def demo(db: Path, logs: Path | None, policy_path: Path | None, as_json: bool, q
     policy_path = _shown(policy_path)
     click.echo("\nnext:")
     click.echo(f"  gatekit runs --db {db}")
+    click.echo(f"  gatekit report --db {db} --run starter")
     click.echo(f"  gatekit replay --db {db} --policy {strict} --name strict")
+    click.echo(f"  gatekit diff --db {db} --run starter --run strict")
+    dashboard = "" if importlib.util.find_spec("streamlit") else '   # after: pip install "gatekit[dashboard]"'
+    click.echo(f"  gatekit dashboard --db {db}{dashboard}")
     click.echo(f"  gatekit validate {policy_path}")
     click.echo(f"  gatekit decide --policy {policy_path} '{{\"tool\": \"payment.send\", \"args\": {{\"amount\": 250}}}}'")
 

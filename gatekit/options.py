@@ -17,11 +17,11 @@ import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import click
 
-from gatekit.errors import InputError
+from gatekit.errors import InputError, StoreError
 
 F = Callable[..., Any]
 _OUTPUT = "gatekit.output"  # ctx.meta key: {"json": bool, "quiet": bool}
@@ -57,11 +57,30 @@ def policy_option(required: bool = True, multiple: bool = False, **kwargs: Any) 
     return click.option("--policy", dest, required=required, multiple=multiple, type=_file(), **kwargs)
 
 
-def run_option(required: bool = True, multiple: bool = False, **kwargs: Any) -> Callable[[F], F]:
-    """`--run NAME`: a stored replay run (repeatable where a command compares runs)."""
+def run_option(required: bool = False, multiple: bool = False, **kwargs: Any) -> Callable[[F], F]:
+    """`--run NAME`: a stored replay run (repeatable where a command compares runs). A single `--run` is
+    optional: the command then reads the store's only run, through `only_run`."""
     kwargs.setdefault("help", "the run to read")
+    if not multiple and not required:
+        kwargs["help"] += " (default: the store's only run)"
     return click.option("--run", "runs_" if multiple else "run_name", required=required, multiple=multiple,
                         **kwargs)
+
+
+def only_run(given: str | None, stored: Sequence[str]) -> str:
+    """The run a command reads: `given`, or else the only stored run; with none or several, say what to do.
+
+    >>> only_run(None, ["starter"])
+    'starter'
+    """
+    if given is not None:
+        return given
+    if len(stored) == 1:
+        return stored[0]
+    if not stored:
+        raise StoreError("the store has no runs: run `gatekit replay --db ... --policy ...` first")
+    shown = ", ".join(f"`{name}`" for name in stored)
+    raise InputError(f"the store holds {len(stored)} runs ({shown}): pick one with `--run NAME`")
 
 
 def state_option(required: bool = True) -> Callable[[F], F]:

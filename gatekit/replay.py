@@ -68,3 +68,22 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
         con.execute("ROLLBACK")
         raise
     return load_run(store, name)
+
+
+def delete_run(store: Store, name: str) -> Run:
+    """Remove the run `name`, its row and its decisions, and return what it was; the actions stay.
+
+    >>> delete_run(store, "starter@8c8965e7ec8d").actions
+    20000
+    """
+    run = load_run(store, name)  # a StoreError naming the stored runs if there is none
+    con = store.con
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM decisions WHERE run = ?", [name])
+        con.execute("DELETE FROM runs WHERE name = ?", [name])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return run

@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import polars as pl
+
 from gatekit.logs.store import Store
 from gatekit.metrics.controls import ControlFailures, control_failures
 from gatekit.metrics.diff import DiffSummary, summarize_diff
-from gatekit.metrics.drift import DriftSummary, summarize_drift
+from gatekit.metrics.drift import DriftSummary, psi_band, summarize_drift
 from gatekit.metrics.evaluate import Evaluation, evaluate
 from gatekit.metrics.fatigue import Fatigue, reviewer_fatigue
-from gatekit.metrics.rates import RatesSummary, summarize_rates
+from gatekit.metrics.rates import DECISIONS, RatesSummary, summarize_rates
+from gatekit.numbers import count, percent, quantity
 from gatekit.run import Reader, Run
 
 LIST_LIMIT = 50  # per-action lists in the JSON report; counts are always complete
@@ -40,8 +43,7 @@ class Report:
 
     @property
     def labelled(self) -> bool:
-        overall = self.evaluation.overall
-        return bool(overall.height and (overall["harmful"].sum() or overall["benign"].sum()))
+        return _labelled(self.evaluation)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: top-level `decisions` is `{"allow": n, "escalate": n, "deny": n}`."""
@@ -58,6 +60,11 @@ class Report:
             "diff": self.diff.to_dict() if self.diff else None,
             "errors": list(self.errors),
         }
+
+
+def _labelled(evaluation: Evaluation) -> bool:
+    overall = evaluation.overall
+    return bool(overall.height and (overall["harmful"].sum() or overall["benign"].sum()))
 
 
 def build_report(store: Store, run: str, *, against: str | None = None,
@@ -89,73 +96,114 @@ def build_report(store: Store, run: str, *, against: str | None = None,
     )
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _num(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:,.3f}" if abs(v) < 1 else f"{v:,.1f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
-
-
-def render_text(report: Report, data: dict[str, Any] | None = None) -> str:
-    """A readable terminal summary (`data`: the report's `to_dict()`, when the caller already has it)."""
-    d = data if data is not None else report.to_dict()
-    run, rates = report.run, d["rates"]
-    out = [f"run `{run.name}`: policy `{run.policy_name}`, {run.actions:,} actions"]
-    out.append("would-be decisions: " + ", ".join(
-        f"{k} {v:,} ({_pct(run.rate(k))})" for k, v in run.decisions.items()))
-    if run.errored:
-        out.append(f"  {run.errored:,} actions hit a rule that could not be evaluated")
-    out += _error_lines(d.get("errors") or [])
-    w = rates["workload"]
-    out.append("workload: " + ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in w.items() if v is not None))
-    smell = rates["smell_test"]
-    flag = "FLAG" if smell.get("flagged") else "ok"
-    out.append(f"smell test [{flag}]: {_pct(smell.get('rate'))} of routine actions would need a human "
-               f"(threshold {_pct(smell.get('threshold'))})")
-    top = sorted(rates["rule_firing"], key=lambda r: -(r.get("fired") or 0))[:8]
-    if top:
-        out.append("top rules: " + ", ".join(f"{r['rule']} {r.get('fired') or 0:,}" for r in top))
-    if rates["never_fired"]:
-        out.append("never fired: " + ", ".join(rates["never_fired"]))
-    dr = d["drift"]
-    psi = dr["behaviour"]["psi"]
-    psi_text = f"{psi:.3f} ({dr['behaviour']['psi_band']})" if psi is not None else TOO_LITTLE
-    out.append(f"drift: tool-mix PSI {psi_text}; "
-               f"execution drift {dr['execution'].get('drifted', 0)} of {dr['execution'].get('approved', 0)} "
-               f"approved actions; uncovered tools: {', '.join(dr['coverage']['uncovered_tools']) or 'none'}")
-    fa = d["fatigue"]
-    out.append(f"reviewers: {fa['reviews']:,} reviews by {fa['reviewer_count']}; rubber-stamp signals: "
-               f"{', '.join(fa['rubber_stamps']) or 'none'}; overloaded: {', '.join(fa['overloaded']) or 'none'}; "
-               f"timed out {fa['timed_out']}, SLA breaches {fa['sla_breaches']}, "
-               f"promotion candidates {fa['promotion_candidates']}")
-    co = d["controls"]["counts"]
-    out.append("control failures: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in co.items()))
-    ev = d["evaluate"]
-    if report.labelled:
-        out.append(f"labels: caught {ev['caught']} of {ev['harmful']} harmful ({_pct(ev['catch_rate'])}); "
-                   f"bothered {ev['bothered']} of {ev['benign']} benign ({_pct(ev['bother_rate'])})")
-    else:
-        out.append("labels: none in the store (add `label: harmful|benign` to score a policy)")
-    if report.diff is not None:
-        df = d["diff"]
-        out.append(f"against `{df['run_a']}`: {df['changed']:,} actions change decision "
-                   f"({_pct(df['changed_rate'])}); delta " +
-                   ", ".join(f"{k} {v:+,}" for k, v in df["decisions"]["delta"].items()))
+def render_text(report: Report) -> str:
+    """A readable terminal summary, rendered from the typed summaries: the run, then one section per field
+    of the report (`SECTIONS`, in order)."""
+    out = _run_lines(report.run)
+    for name, lines in SECTIONS.items():
+        value = getattr(report, name)
+        if value is not None:
+            out += lines(value)
     return "\n".join(out)
 
 
-def _error_lines(errors: list[dict[str, Any]], limit: int = 8) -> list[str]:
+def _run_lines(run: Run) -> list[str]:
+    out = [f"run `{run.name}`: policy `{run.policy_name}`, {count(run.actions)} actions",
+           "would-be decisions: " + ", ".join(f"{k} {count(v)} ({percent(run.rate(k))})"
+                                              for k, v in run.decisions.items())]
+    if run.errored:
+        out.append(f"  {count(run.errored)} actions hit a rule that could not be evaluated")
+    return out
+
+
+def _error_lines(errors: tuple[dict[str, Any], ...], limit: int = 8) -> list[str]:
     """The "errors by rule and code" section: counts, and one message as an example."""
     if not errors:
         return []
     out = ["errors by rule and code:"]
-    out += [f"  {e['rule']} {e['code']}: {e['actions']:,} actions, e.g. {e['example']}" for e in errors[:limit]]
+    out += [f"  {e['rule']} {e['code']}: {count(e['actions'])} actions, e.g. {e['example']}" for e in errors[:limit]]
     if len(errors) > limit:
         out.append(f"  ... and {len(errors) - limit} more")
     return out
+
+
+def _rates_lines(rates: RatesSummary) -> list[str]:
+    out = _workload_lines(rates.workload.row(0, named=True))
+    smell = rates.smell.row(0, named=True)
+    out.append(f"smell test [{'FLAG' if smell['flagged'] else 'ok'}]: {percent(smell['rate'])} of routine actions "
+               f"would need a human (threshold {percent(smell['threshold'])})")
+    firing = sorted(rates.rule_firing.iter_rows(named=True), key=lambda r: -(r["fired"] or 0))[:8]
+    if firing:
+        out.append("top rules: " + ", ".join(f"{r['rule']} {count(r['fired'] or 0)}" for r in firing))
+    if rates.never_fired:
+        out.append("never fired: " + ", ".join(rates.never_fired))
+    return out
+
+
+def _workload_lines(w: dict[str, Any]) -> list[str]:
+    """The workload forecast (`workload_forecast`'s one row) in three sentences: how many, when, how long."""
+    days = f"{count(w['days'])} day{'' if w['days'] == 1 else 's'}"
+    if not w["escalations"]:
+        return [f"workload: no escalations over {days}"]
+    out = [f"workload: {count(w['escalations'])} escalations over {days} "
+           f"({quantity(w['escalations_per_day'])} a day, {quantity(w['escalations_per_week'])} a week), "
+           f"{count(w['reviews'])} reviews ({quantity(w['reviews_per_week'])} a week)",
+           f"  busiest day {w['busiest_day']} with {count(w['busiest_day_escalations'])} escalations; "
+           f"peak hour {w['peak_hour']:02d}:00 with {count(w['peak_hour_escalations'])} "
+           f"({percent(w['peak_hour_share'])} of escalations)"]
+    if w["median_review_s"] is None:
+        out.append("  no recorded reviews to time")
+    else:
+        out.append(f"  median review {quantity(w['median_review_s'] / 60)} min (requested to decided); at most "
+                   f"{quantity(w['reviewer_hours_per_week'])} reviewer hours a week")
+    return out
+
+
+def _drift_lines(drift: DriftSummary) -> list[str]:
+    psi = f"{drift.psi:.3f} ({psi_band(drift.psi)})" if drift.psi is not None else TOO_LITTLE
+    execution = drift.execution.row(0, named=True) if drift.execution.height else {}
+    uncovered = drift.coverage.filter(~pl.col("covered") & (pl.col("dimension") == "tool"))["name"].to_list()
+    return [f"drift: tool-mix PSI {psi}; execution drift {count(execution.get('drifted') or 0)} of "
+            f"{count(execution.get('approved') or 0)} approved actions; uncovered tools: "
+            f"{', '.join(uncovered) or 'none'}"]
+
+
+def _fatigue_lines(fatigue: Fatigue) -> list[str]:
+    return [f"reviewers: {count(fatigue.reviews)} reviews by {count(fatigue.reviewers.height)}; rubber-stamp "
+            f"signals: {', '.join(fatigue.rubber_stamps) or 'none'}; overloaded: "
+            f"{', '.join(fatigue.overloaded) or 'none'}; timed out {count(fatigue.timed_out['action_id'].n_unique())}, "
+            f"SLA breaches {count(fatigue.sla_breaches.height)}, promotion candidates {count(fatigue.promotions.height)}"]
+
+
+def _controls_lines(controls: ControlFailures) -> list[str]:
+    return ["control failures: " + ", ".join(f"{name.replace('_', ' ')} {count(len(ids))}"
+                                             for name, ids in controls.action_ids.items())]
+
+
+def _evaluation_lines(ev: Evaluation) -> list[str]:
+    if not _labelled(ev):
+        return ["labels: none in the store (add `label: harmful|benign` to score a policy)"]
+    return [f"labels: caught {count(ev.caught)} of {count(ev.harmful)} harmful ({percent(ev.catch_rate)}); "
+            f"bothered {count(ev.bothered)} of {count(ev.benign)} benign ({percent(ev.bother_rate)})"]
+
+
+def _diff_lines(diff: DiffSummary) -> list[str]:
+    rate = diff.changed / diff.actions if diff.actions else None
+    delta = ", ".join(f"{d} {diff.decisions_b[d] - diff.decisions_a[d]:+,}" for d in DECISIONS)
+    return [f"against `{diff.run_a}`: {count(diff.changed)} actions change decision ({percent(rate)}); "
+            f"delta {delta}"]
+
+
+# one renderer per field of `Report` but `run`, in reading order (tests/test_completeness.py: none is missed)
+SECTIONS: dict[str, Callable[[Any], list[str]]] = {
+    "errors": _error_lines,
+    "rates": _rates_lines,
+    "drift": _drift_lines,
+    "fatigue": _fatigue_lines,
+    "controls": _controls_lines,
+    "evaluation": _evaluation_lines,
+    "diff": _diff_lines,
+}
 
 
 def report_charts(report: Report) -> list[tuple[str, Any]]:
@@ -197,7 +245,7 @@ def render_html(report: Report, data: dict[str, Any] | None = None) -> str:
 
     d = data if data is not None else report.to_dict()
     body = [f"<h1>gatekit report: run <code>{html.escape(report.run.name)}</code></h1>",
-            f"<pre>{html.escape(render_text(report, d))}</pre>"]
+            f"<pre>{html.escape(render_text(report))}</pre>"]
     embeds = []
     for i, (title, chart) in enumerate(report_charts(report)):
         body.append(f"<h2>{html.escape(title)}</h2><div class='chart' id='chart{i}'></div>")

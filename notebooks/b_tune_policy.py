@@ -24,7 +24,7 @@
 # harm **and** interrupts people less.
 #
 # The traces: set `GATEKIT_DATA` to an AgentDojo runs directory (real tool calls of three models under
-# prompt-injection attacks; labels come from the benchmark's ground truth, `pip install gatekit[agentdojo]`).
+# prompt-injection attacks; labels come from the benchmark's ground truth, shipped with gatekit).
 # Without it the notebook runs on the bundled `sample_logs/` with that data set's policies. The results
 # table of the AgentDojo run is committed in `docs/worked-example.md`.
 
@@ -66,7 +66,7 @@ report = ingest(store, [DATA])
 agentdojo = store.con.execute("SELECT count(*) FROM actions WHERE action_id LIKE 'agentdojo:%'").fetchall()[0][0] > 0
 labels = dict(store.con.execute("SELECT coalesce(label, 'unlabelled'), count(*) FROM actions GROUP BY 1").fetchall())
 if not labels.get("harmful"):
-    raise RuntimeError("these traces carry no labels: for AgentDojo runs, pip install 'gatekit[agentdojo]'")
+    raise RuntimeError("these traces carry no labels: the AgentDojo adapter labels them from its ground truth")
 print(f"{DATA}: {report.stored:,} actions ({'AgentDojo runs' if agentdojo else 'sample logs'}), labels {labels}")
 
 # %% [markdown]

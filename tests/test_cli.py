@@ -118,7 +118,7 @@ def test_replay_jsonl_out_and_text_summary(gatekit_cli, files, tmp_path) -> None
     out_file = tmp_path / "rows.jsonl"
     code, out, _ = gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--out", out_file)
     assert code == 0
-    assert "escalate" in out and "50.00%" in out
+    assert "escalate" in out and "50.0%" in out
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["decision"] for r in rows] == ["escalate", "escalate", "deny", "allow"]
     assert set(rows[0]) >= {"action_id", "decision", "rules", "errors", "tier"}
@@ -226,3 +226,82 @@ def test_quiet_leaves_out_hints_and_json_is_unchanged(gatekit_cli, files, tmp_pa
     assert (code, out, err) == (0, "", "") and json.loads(out_file.read_text())["$defs"]
     code, out, _ = gatekit_cli("schema", "--out", out_file, "--json")
     assert json.loads(out) == {"out": str(out_file)}
+
+
+def test_run_defaults_to_the_only_run_and_names_them_when_there_are_several(gatekit_cli, files) -> None:
+    """Issue 16 item 10: `--run` is needed only when the store holds more than one run."""
+    gatekit_cli("ingest", files["log"], "--db", files["db"], "--quiet")
+    code, _, err = gatekit_cli("evaluate", "--db", files["db"])
+    assert code == cli.EXIT_STORE and "the store has no runs" in err
+    gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--name", "only", "--quiet")
+    for command in ("report", "evaluate"):
+        code, out, _ = gatekit_cli(command, "--db", files["db"], "--json")
+        assert code == 0, command
+        named = json.loads(gatekit_cli(command, "--db", files["db"], "--run", "only", "--json")[1])
+        assert json.loads(out) | {"generated_at": None} == named | {"generated_at": None}, command
+    gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--name", "other", "--quiet")
+    for command in ("report", "evaluate"):
+        code, _, err = gatekit_cli(command, "--db", files["db"])
+        assert code == cli.EXIT_USAGE, command
+        assert "error: the store holds 2 runs (`only`, `other`): pick one with `--run NAME`" in err.splitlines()
+
+
+def test_runs_delete_removes_one_run_and_its_decisions(gatekit_cli, files) -> None:
+    gatekit_cli("ingest", files["log"], "--db", files["db"], "--quiet")
+    for name in ("r1", "r2"):
+        gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--name", name, "--quiet")
+    listed = gatekit_cli("runs", "--db", files["db"], "--json")[1]
+    code, out, _ = gatekit_cli("runs", "delete", "r1", "--db", files["db"])
+    assert (code, out) == (0, "deleted run `r1` (policy `pay`, 4 actions)\n")
+    code, out, _ = gatekit_cli("runs", "--db", files["db"], "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)["runs"]] == ["r2"]
+    assert json.loads(out)["runs"] == [r for r in json.loads(listed)["runs"] if r["name"] == "r2"]
+    with duckdb.connect(str(files["db"]), read_only=True) as con:
+        assert con.sql("SELECT DISTINCT run FROM decisions").fetchall() == [("r2",)]
+        assert con.sql("SELECT count(*) FROM actions").fetchall() == [(4,)]
+    code, _, err = gatekit_cli("runs", "delete", "r1", "--db", files["db"])
+    assert code == cli.EXIT_STORE and "no run `r1` in the store (runs: `r2`)" in err
+    code, out, _ = gatekit_cli("runs", "--db", files["db"], "delete", "r2", "--json")  # --db before the verb
+    assert code == 0 and json.loads(out)["deleted"]["name"] == "r2"
+    assert gatekit_cli("runs", "--db", files["db"])[1] == "no runs yet: run `gatekit replay --db ... --policy ...`\n"
+
+
+@pytest.mark.parametrize(("action", "decision", "code"), [
+    ('{"tool": "docs.search"}', "allow", 0),
+    ('{"tool": "payment.send", "args": {"amount": 250}}', "escalate", 10),
+    ('{"tool": "db.drop_table", "context": {"env": "prod"}}', "deny", 11),
+])
+def test_decide_exit_code_by_decision_only_when_asked(gatekit_cli, files, action, decision, code) -> None:
+    assert cli.DECISION_CODES[decision] == code
+    done, out, _ = gatekit_cli("decide", "--policy", files["good"], "--exit-code", action)
+    assert (done, json.loads(out)["decision"]) == (code, decision)
+    done, out, _ = gatekit_cli("decide", "--policy", files["good"], action)  # without the flag: 0, as before
+    assert (done, json.loads(out)["decision"]) == (0, decision)
+    # an error keeps its own code with the flag
+    assert gatekit_cli("decide", "--policy", files["bad"], "--exit-code", action)[0] == cli.EXIT_POLICY
+
+
+def test_diff_of_two_policy_files_stores_no_run_unless_kept(gatekit_cli, files, tmp_path) -> None:
+    """Issue 16 item 5: `diff --policy A --policy B` left `pay@<fingerprint>` runs that the dashboard then
+    picked as its default run."""
+    gatekit_cli("ingest", files["log"], "--db", files["db"], "--quiet")
+    gatekit_cli("replay", "--db", files["db"], "--policy", files["good"], "--name", "mine", "--quiet")
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(GOOD.replace("name: pay", "name: stricter\ndefault: escalate"))
+
+    def stored() -> list[str]:
+        return [r["name"] for r in json.loads(gatekit_cli("runs", "--db", files["db"], "--json")[1])["runs"]]
+
+    code, out, err = gatekit_cli("diff", "--db", files["db"], "--policy", files["good"], "--policy", stricter)
+    assert code == 0 and "1 of 4 actions change decision" in out
+    assert "not stored" in err and "--keep" in err
+    assert stored() == ["mine"]
+    code, kept, _ = gatekit_cli("diff", "--db", files["db"], "--policy", files["good"], "--policy", stricter,
+                                "--keep", "--json")
+    names = [json.loads(kept)["run_a"], json.loads(kept)["run_b"]]
+    assert code == 0 and all("@" in n for n in names) and stored() == ["mine", *names]
+    # a kept run is reused, and a later diff without --keep leaves it in place
+    code, again, _ = gatekit_cli("diff", "--db", files["db"], "--policy", files["good"], "--policy", stricter,
+                                 "--json")
+    assert code == 0 and json.loads(again)["changed"] == json.loads(kept)["changed"] == 1
+    assert stored() == ["mine", *names]

@@ -38,9 +38,12 @@ LOG = [{"action_id": f"a-{i}", "ts": f"2026-11-02T10:0{i}:00Z", "tool": "payment
 
 
 def leaves(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    """The path of every runnable command under `group`, subcommands of subgroups included."""
+    """The path of every runnable command under `group`, subcommands of subgroups included (and a group that
+    runs by itself, as `gatekit runs` does)."""
     for name, command in sorted(group.commands.items()):
         if isinstance(command, click.Group):
+            if command.invoke_without_command:
+                yield (*prefix, name)
             yield from leaves(command, (*prefix, name))
         else:
             yield (*prefix, name)
@@ -57,7 +60,7 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
         "validate": [[w["bad"]], [f"{nowhere}/p.yaml"]],
         "schema": [["--out", f"{nowhere}/schema.json"], ["--out", f"{policy}/schema.json"]],
         "decide": [["--policy", policy, "not json"], ["--policy", policy, "[1]"], ["--policy", w["bad"], "{}"],
-                   ["{}"]],
+                   ["{}"], ["--policy", policy, "--exit-code", "not json"], ["--policy", policy, "--exit-code=yes", "{}"]],
         "ingest": [[f"{nowhere}/log.jsonl", "--db", w["fresh"]], [w["log"], "--db", w["fresh"], "--format", "nope"],
                    [w["log"], "--db", w["fresh"], "--mapping", f"{nowhere}/map.yaml"], [w["log"]],
                    [w["empty"], "--db", w["fresh"]]],
@@ -66,19 +69,23 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
         "replay": [["--db", w["fresh"], "--policy", policy], ["--db", store, "--policy", policy, "--out", "x.csv"],
                    ["--db", store, "--policy", policy, "--name", "bad name"], ["--db", store, "--policy", w["bad"]],
                    ["--db", store]],
-        "runs": [["--db", w["fresh"]], []],
+        "runs": [["--db", w["fresh"]], [], ["--db", store, "nope"]],
+        "runs delete": [["first"], ["nope", "--db", store], ["first", "--db", w["fresh"]], ["--db", store]],
         "report": [["--db", store, "--run", "nope"],
                    ["--db", store, "--run", "first", "--sweep", "nope", "args.amount"],
                    ["--db", store, "--run", "first", "--html", f"{nowhere}/r.html"], ["--db", w["fresh"], "--run", "x"],
-                   ["--db", store, "--run", "first", "--against", "nope"]],
+                   ["--db", store, "--run", "first", "--against", "nope"],
+                   ["--db", w["two_runs"]]],
         "diff": [["--db", store, "--run", "first"], ["--db", store, "--run", "first", "--run", "first",
                                                      "--examples", "-1"],
                  ["--db", store, "--run", "first", "--run", "nope"], ["--db", w["fresh"], "--policy", policy,
                                                                      "--policy", policy],
-                 ["--db", store, "--policy", policy, "--run", "first"]],
+                 ["--db", store, "--policy", policy, "--run", "first"],
+                 ["--db", store, "--run", "first", "--run", "first", "--keep"]],
         "evaluate": [["--db", store, "--run", "first", "--sweep", "nope", "args.amount"],
                      ["--db", store, "--run", "first", "--sweep", "big-payment", "args.nope"],
-                     ["--db", store, "--run", "nope"], ["--db", store, "--run", "first", "--sweep", "big-payment"]],
+                     ["--db", store, "--run", "nope"], ["--db", store, "--run", "first", "--sweep", "big-payment"],
+                     ["--db", w["two_runs"]], ["--db", w["no_runs"]]],
         "sample": [["--out", w["samples"], "--n", "5"], ["--out", w["samples"], "--n", "-1"],
                    ["--out", w["samples"], "--n", "many"], ["--out", f"{policy}/samples", "--n", "1000"], []],
         "demo": [["--db", w["fresh"], "--logs", nowhere], ["--db", w["fresh"], "--policy", f"{nowhere}/p.yaml"],
@@ -123,12 +130,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     with Store(root / "store.duckdb") as store:
         ingest(store, [root / "log.jsonl"])
         replay(store, policy, "first")
+    with Store(root / "two-runs.duckdb") as store:  # where `--run` cannot default to the only run
+        ingest(store, [root / "log.jsonl"])
+        replay(store, policy, "first")
+        replay(store, policy, "second")
+    with Store(root / "no-runs.duckdb") as store:
+        ingest(store, [root / "log.jsonl"])
     pending = Gate(policy, broker=Broker(root / "broker.db", durable=False), agent="bot", user="u-ann").submit(
         {"tool": "payment.send", "args": {"amount": 500}})
     (root / "state").mkdir()
     (root / "empty").mkdir()
-    return {"empty": str(root / "empty"), "policy": str(root / "policy.yaml"), "bad": str(root / "bad.yaml"), "log": str(root / "log.jsonl"),
-            "store": str(root / "store.duckdb"), "broker": str(root / "broker.db"), "request": pending.request_id,
+    return {"empty": str(root / "empty"), "policy": str(root / "policy.yaml"), "bad": str(root / "bad.yaml"),
+            "log": str(root / "log.jsonl"), "store": str(root / "store.duckdb"), "two_runs": str(root / "two-runs.duckdb"),
+            "no_runs": str(root / "no-runs.duckdb"), "broker": str(root / "broker.db"), "request": pending.request_id,
             "state": str(root / "state"), "fresh": str(root / "fresh.duckdb"), "samples": str(root / "samples"),
             "nowhere": str(root / "no" / "such" / "dir")}
 

@@ -48,8 +48,3 @@ def test_policy_package_never_imports_shadow_modules() -> None:
                 assert not name.startswith(("gatekit.logs", "gatekit.replay", "gatekit.metrics", "gatekit.cli")), \
                     f"{path.name} imports {name}: policy/ must not depend on upper layers"
 
-
-def test_public_surface_is_exactly_all() -> None:
-    public = {n for n in dir(gatekit) if not n.startswith("_")}
-    modules = {n for n in public if type(getattr(gatekit, n)).__name__ == "module"}
-    assert public - modules == set(gatekit.__all__)

@@ -70,6 +70,7 @@ def test_the_wheel_carries_the_app_the_sample_logs_and_the_policies(wheel: Path)
     assert not any(n.startswith(("dashboards/", "tests/", "sample_logs/", "policies/")) for n in names)
     expected = {"gatekit/py.typed", "gatekit/dashboards/__init__.py", "gatekit/dashboards/app.py",
                 "gatekit/simulation.py", "gatekit/sample_logs/PLANTED.json", "gatekit/policies/starter.yaml",
+                "gatekit/logs/adapters/agentdojo-ground-truth.json",
                 "gatekit/policies/starter-strict.yaml", "gatekit/server/static/gatekit.css"}
     expected |= {f"gatekit/dashboards/{p.script}" for p in PAGES}
     expected |= {f"gatekit/sample_logs/{p.name}" for p in (ROOT / "sample_logs").glob("*.jsonl")}

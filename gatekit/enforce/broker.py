@@ -22,12 +22,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from gatekit.action import Action, canonical_json, evidence_hash
-from gatekit.enforce.database import Database, Hook
-from gatekit.enforce.receipts import Receipts, clock_us, from_us, iso, to_us as _us
+from gatekit.enforce._database import Database, Hook
+from gatekit.enforce.receipts import Receipts, clock_us, from_us, iso
+from gatekit.enforce.receipts import to_us as _us
 from gatekit.errors import ApprovalError
 from gatekit.policy.decision import Decision
 from gatekit.policy.model import Tier
 from gatekit.policy.values import parse_duration
+
+__all__ = [
+    "APPROVED", "DENIED", "EXECUTED", "EXPIRED", "PENDING", "REFUSED", "STATUSES", "TIMED_OUT", "Broker",
+    "Refused", "Request", "Vote",
+]
 
 PENDING, APPROVED, DENIED, TIMED_OUT, EXECUTED, EXPIRED = (
     "pending", "approved", "denied", "timed_out", "executed", "expired")

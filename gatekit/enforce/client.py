@@ -19,6 +19,8 @@ from typing import Any
 
 from gatekit.errors import ApprovalError
 
+__all__ = ["ApprovalsClient", "ServiceError"]
+
 
 class ServiceError(ApprovalError):
     """The approvals service refused, failed or could not be reached. `code`: the service's, or `unreachable`,

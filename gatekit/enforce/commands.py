@@ -22,6 +22,8 @@ from gatekit.errors import InputError, StoreError
 from gatekit.options import (DURATION, broker_option, note, output_options, server_option, state_option,
                              store_url_option)
 
+__all__ = ["approvals", "audit"]
+
 # `--db` was this option's name before `--db` meant the DuckDB action store everywhere: kept, hidden
 _BROKER = broker_option(envvar="GATEKIT_BROKER", old_name="--db")
 
@@ -319,7 +321,7 @@ def verify(broker: Path | None, state: Path | None, store: str | None, public_ke
 @output_options
 def export(broker: Path | None, key_env: str, out: Path, force: bool, as_json: bool, quiet: bool) -> None:
     """Write one action record per call (JSON Lines) for `gatekit ingest`."""
-    from gatekit.enforce.export import export_actions
+    from gatekit.enforce._export import export_actions
 
     if broker is None:
         raise click.UsageError("pass --broker FILE (the local broker store to export)")

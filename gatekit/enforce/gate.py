@@ -18,8 +18,8 @@ import secrets
 import threading
 import time
 from collections import deque
-from datetime import datetime
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
@@ -28,13 +28,11 @@ from gatekit.enforce.broker import PENDING, REFUSED, Broker, Refused, Request
 from gatekit.enforce.identity import check_id
 from gatekit.enforce.receipts import Receipts, clock_us, from_us
 from gatekit.errors import ApprovalError
-from gatekit.policy.decide import evaluator
-from gatekit.policy.decision import Decision
-from gatekit.policy.history import History
-from gatekit.policy.load import load_policy
-from gatekit.policy.model import Policy
+from gatekit.policy import Decision, Policy, load_policy
+from gatekit.policy.decide import History, View, evaluator
 from gatekit.policy.names import variants
-from gatekit.policy.view import View
+
+__all__ = ["MODES", "Denied", "Gate", "Pending"]
 
 T = TypeVar("T")
 MODES = ("shadow", "enforce")
@@ -273,7 +271,7 @@ class Gate:
             raise Denied(f"`{act.tool}` denied by policy `{self.policy.name}`: {_why(decision)}", decision,
                          action=act)
         if self.service is not None:
-            from gatekit.enforce.remote import submit
+            from gatekit.enforce._remote import submit
 
             return submit(self, act, decision, claimed)
         if self.broker is None:
@@ -291,7 +289,7 @@ class Gate:
     def resume(self, request_id: str) -> Pending:
         """A handle on a request filed earlier (by this process or one that restarted)."""
         if self.service is not None:
-            from gatekit.enforce.remote import resume
+            from gatekit.enforce._remote import resume
 
             return resume(self, request_id)
         if self.broker is None:

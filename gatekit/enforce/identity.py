@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+__all__ = ["ID_PATTERN", "KINDS", "canonical", "check_id", "visible"]
+
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,127}")
 KINDS = ("reviewer", "agent", "executor")
 

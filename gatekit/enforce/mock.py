@@ -10,6 +10,8 @@ from gatekit.enforce.broker import Broker, Refused, Request, Vote
 from gatekit.policy.decision import Decision
 from gatekit.policy.model import Tier
 
+__all__ = ["MockBroker"]
+
 Answer = Union[str, Vote, Iterable[Vote], None]
 
 

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from gatekit.enforce.broker import Request
 
+__all__ = ["Webhook"]
+
 
 class Webhook:
     """POST every new request as JSON to a URL; with `secret`, sign the body (HMAC-SHA256).

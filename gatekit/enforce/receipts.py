@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from gatekit.action import canonical_json, format_ts
-from gatekit.enforce.database import Database
+from gatekit.enforce._database import Database
 from gatekit.errors import GatekitError, StoreError
+
+__all__ = ["GENESIS", "KINDS", "ChainError", "Receipt", "Receipts", "Verification", "iso"]
 
 GENESIS = "sha256:" + "0" * 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

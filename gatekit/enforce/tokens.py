@@ -27,6 +27,12 @@ from typing import Any, Mapping
 
 from gatekit.errors import ApprovalError
 
+__all__ = [
+    "CODES", "DIGEST_FIELDS", "PREFIX", "Approval", "TokenRefused", "action_digest", "b64decode",
+    "b64encode", "key_id", "load_public_key", "public_key_text", "read_claims", "sign_approval",
+    "strict_json", "verify_approval", "verify_signature",
+]
+
 PREFIX = "gk1"
 DIGEST_FIELDS = ("tool", "agent", "session", "user", "args", "context")
 # refusal codes, stable for programs

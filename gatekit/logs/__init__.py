@@ -6,19 +6,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from gatekit.logs.adapters import FORMATS, Format, detect, register
 from gatekit.logs.contract import Rejected
 from gatekit.logs.ingest import IngestReport, Interrupted, ingest, sources
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from gatekit.logs.store import Store
 
-__all__ = ["FORMATS", "Format", "IngestReport", "Interrupted", "Rejected", "Store", "detect", "ingest", "register", "sources"]
+__all__ = ["FORMATS", "Format", "IngestReport", "Interrupted", "Rejected", "Store", "detect", "ingest", "register",
+           "sources"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     if name == "Store":
         from gatekit.logs.store import Store
 

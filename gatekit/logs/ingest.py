@@ -2,7 +2,7 @@
 
 Three steps, one module each: reading (the formats, `gatekit.logs.adapters`), checking the contract
 (`gatekit.logs.contract`: a reason for every record that cannot be an action, stable ids) and writing
-(`gatekit.logs.writer`: batched inserts in log order, in one transaction). This module finds the files
+(`gatekit.logs._writer`: batched inserts in log order, in one transaction). This module finds the files
 and the format of each.
 
 A file that cannot be read at all raises `LogFormatError` before anything is stored; anything bad *inside*
@@ -75,7 +75,7 @@ class Interrupted(KeyboardInterrupt):
 
 def ingest(
     store: Store,
-    paths: Sequence[Path | str],
+    paths: Sequence[Path | str] | Sequence[Source],
     *,
     format: str | None = None,
     progress: Progress | None = None,
@@ -84,7 +84,8 @@ def ingest(
 ) -> IngestReport:
     """Read log files and directories into `store` in the order given, all or nothing (one transaction).
 
-    `format` applies to every path; without it each file's format is detected (see `sources`). `options`
+    `paths` may also be the `Source`s that `sources` found (to check the inputs before a store is made);
+    `format` and `options` then have been applied already. `format` applies to every path; without it each file's format is detected (see `sources`). `options`
     go to the formats that declare them (`mapping=` a mapping file: any JSON Lines or Parquet as the
     contract; `labels=` for AgentDojo runs). `progress(done_bytes, total_bytes)` is called now and then; it
     must not use `store`, which a background thread is writing to. `now` is the ingest time (default: the
@@ -96,9 +97,13 @@ def ingest(
     ...     ingest(store, ["runs/"]).stored                        # detected: AgentDojo runs
     ...     ingest(store, ["events.jsonl"], mapping="mapping.yaml").stored
     """
-    from gatekit.logs.writer import write  # DuckDB and pyarrow: only when something is written
+    from gatekit.logs._writer import (
+        write,  # DuckDB and pyarrow: only when something is written
+    )
 
-    return write(store, sources(paths, format=format, **options), progress=progress, now=now)
+    found = paths if paths and all(isinstance(p, Source) for p in paths) else sources(
+        paths, format=format, **options)  # type: ignore[arg-type]
+    return write(store, found, progress=progress, now=now)  # type: ignore[arg-type]
 
 
 def sources(paths: Sequence[Path | str], *, format: str | None = None, **options: Any) -> list[Source]:

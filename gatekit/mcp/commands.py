@@ -24,6 +24,8 @@ from gatekit.errors import GatekitError
 from gatekit.options import broker_option, output_options, policy_option
 from gatekit.server.commands import context_pairs
 
+__all__ = ["mcp"]
+
 
 @click.group()
 def mcp() -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import anyio
 import anyio.to_thread
 
-from gatekit.errors import GatekitError
+from gatekit.errors import GatekitError, InputError
 from gatekit.mcp.gateway import Gateway
 from gatekit.mcp.stdio import wire
 
@@ -53,7 +53,7 @@ async def serve_http(gateway: Gateway, host: str, port: int, *, echo: Callable[[
     import uvicorn
 
     if not allow_remote and not is_loopback(host):
-        raise GatekitError(f"refusing to listen on `{host}`: the gateway does not authenticate its clients, so it "
+        raise InputError(f"refusing to listen on `{host}`: the gateway does not authenticate its clients, so it "
                            "listens on loopback only (pass --allow-remote to listen there anyway, behind your own "
                            "authenticating proxy)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -20,11 +20,11 @@ from gatekit.metrics.rates import DECISION, DECISIONS, records
 from gatekit.policy import Policy, load_policy
 from gatekit.policy.conditions import All, Cond, Not, Test, Window
 from gatekit.policy.dump import condition, duration
-from gatekit.replay import replay
-from gatekit.run import Run, list_runs
+from gatekit.replay import delete_run, replay
+from gatekit.run import Reader, Run, list_runs
 
-__all__ = ["DiffSummary", "policy_diff", "replay_policies", "summarize_diff", "transition_matrix",
-           "transition_rules"]
+__all__ = ["DiffSummary", "diff_policies", "policy_diff", "replay_policies", "summarize_diff",
+           "transition_matrix", "transition_rules"]
 
 EXAMPLES = 5  # example action ids kept per cell: enough to look at, bounded whatever the log's size
 
@@ -173,22 +173,49 @@ def _run_name(policy: Policy) -> str:
 
 
 def replay_policies(store: Store, policy_a: Policy | str | Path, policy_b: Policy | str | Path) -> tuple[str, str]:
-    """Replay two policies (or policy files) into runs named `<name>@<fingerprint>` and return the names.
+    """Replay two policies (or policy files) into runs named `<name>@<fingerprint>`, stored, and return the
+    names. A stored run of the same policy text over as many actions as the store holds is reused (ingest
+    only appends, so the same count means the same actions).
 
-    A stored run of the same policy text over as many actions as the store holds is reused (ingest only
-    appends, so the same count means the same actions).
+    To compare two policy files without keeping their runs, `diff_policies`.
     """
-    policies = [p if isinstance(p, Policy) else load_policy(p) for p in (policy_a, policy_b)]
+    names, _ = _replayed(store, policy_a, policy_b)
+    return names
+
+
+def _replayed(store: Store, *policies: Policy | str | Path) -> tuple[tuple[str, str], set[str]]:
+    """The run names of `policies` and those of them this call created (not a reused run)."""
+    loaded = [p if isinstance(p, Policy) else load_policy(p) for p in policies]
     existing = {r.name: r for r in list_runs(store)}
     actions = store.count_actions()
-    names = []
-    for policy in policies:
+    names, created = [], set()
+    for policy in loaded:
         name = _run_name(policy)
         run = existing.get(name)
         if run is None or run.fingerprint != policy.fingerprint or run.actions != actions:
+            if name not in existing:
+                created.add(name)
             existing[name] = replay(store, policy, name, replace=True)
         names.append(name)
-    return names[0], names[1]
+    return (names[0], names[1]), created
+
+
+def diff_policies(store: Store, policy_a: Policy | str | Path, policy_b: Policy | str | Path, *,
+                  examples: int = EXAMPLES, keep: bool = False) -> DiffSummary:
+    """Policy A against B on the store's actions. Their runs are replayed for the comparison and removed
+    after it, unless `keep` (then they stay as `<name>@<fingerprint>`, and a later diff reuses them); a run
+    stored before the call is reused and left as it was.
+
+    >>> diff_policies(store, "policies/starter.yaml", "policies/starter-strict.yaml").changed
+    """
+    (name_a, name_b), created = _replayed(store, policy_a, policy_b)
+    try:
+        reader = Reader(store)
+        return summarize_diff(reader.run(name_a), reader.run(name_b), examples=examples)
+    finally:
+        if not keep:
+            for name in sorted(created):
+                delete_run(store, name)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import polars as pl
 from gatekit.errors import InputError
 from gatekit.logs.store import Store
 from gatekit.metrics.rates import records
-from gatekit.policy.compile import Val, compile_sql, json_pointer, lit
-from gatekit.policy.conditions import ORDER_OPS, All, Any_, Cond, Field, Not, Test, Window, leaves
+from gatekit.policy.compile import compile_sql, lit, number_sql
+from gatekit.policy.conditions import ORDER_OPS, All, Any_, Cond, Not, Test, Window, leaves
 from gatekit.policy.model import LEVEL, Policy, Rule
 from gatekit.run import Run
 
@@ -157,14 +157,6 @@ def _with_operand(policy: Policy, rule: Rule, test: Test, operand: float) -> Pol
     return dataclasses.replace(policy, rules=tuple(new_rule if r is rule else r for r in policy.rules))
 
 
-def _value_sql(field: Field, policy: Policy) -> str:
-    """The number the test reads, exactly as the compiled policy reads it (NULL when it reads none)."""
-    if field.name == "time.hour":
-        return f"CAST(hour(timezone({lit(policy.timezone)}, ts)) AS DOUBLE)"
-    v = Val.of_json(f"json_extract({field.root}, {lit(json_pointer(field.path))})")
-    return f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} END)"
-
-
 def counterfactual_decisions(run: Run, rule_id: str, field: str, *, op: str | None = None) -> pl.DataFrame:
     """For every action of the rule's tools: the number its test on `field` reads (`value`, null when none),
     and the decision the run's policy gives it when that test holds (`if_true`) and when it does not
@@ -188,7 +180,7 @@ def counterfactual_decisions(run: Run, rule_id: str, field: str, *, op: str | No
         tools = f"tool IN ({', '.join(lit(t) for t in rule.tools)})"
     matched = run.read(_query, f"""
         WITH m AS ({compile_sql(probe, f"SELECT * FROM actions WHERE {tools}")}),
-             v AS (SELECT seq, {_value_sql(test.field, policy)} AS value FROM actions WHERE {tools})
+             v AS (SELECT seq, {number_sql(test.field, policy)} AS value FROM actions WHERE {tools})
         SELECT v.seq, v.value, list_contains(m.rules, 't') AS m_true, list_contains(m.rules, 'f') AS m_false
         FROM v JOIN m USING (seq) ORDER BY v.seq""")
     return _recombine(policy, rule, matched.join(run.frame.select("seq", "rules", "errors"), on="seq", how="left"))

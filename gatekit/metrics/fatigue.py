@@ -18,9 +18,7 @@ from typing import Any
 import polars as pl
 
 from gatekit.metrics.rates import records
-from gatekit.policy.compile import lit
 from gatekit.policy.dump import dump_yaml, number
-from gatekit.policy.values import JSON_SPACE, NUMERIC_STRING
 from gatekit.run import Run
 
 __all__ = [

@@ -14,13 +14,20 @@ from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_M
 from gatekit.policy.model import LEVEL, Policy, Rule
 from gatekit.policy.values import NUMERIC_STRING, numeric_string
 
+__all__ = ["ERROR_DETAIL", "compile_sql", "json_pointer", "lit", "number_sql"]
+
 Sql = str
 _NUM_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
 _SPACE = " \t\n\r"  # JSON white space, trimmed around a numeric string
 
 
 def lit(text: str) -> Sql:
-    """A SQL string literal."""
+    """`text` as a SQL string literal: the one quoting every SQL reader of the store shares (replay, runs,
+    metrics), so a name or a pattern never reaches DuckDB unquoted.
+
+    >>> lit("it's")
+    "'it''s'"
+    """
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -176,7 +183,7 @@ def _exists(v: Val, o: object, f: Field) -> Pair:
     return (f"(NOT {v.missing})" if o else v.missing), "FALSE"
 
 
-# ---- the error codes (decision.py), from the kind of the value that errored, as ops.py raises them ----
+# ---- the error codes (decision.py), from the kind of the value that errored, as _ops.py raises them ----
 def _kind_sql(v: Val) -> Sql:
     if v.fixed is not None:
         return lit({"NUM": "number", "VARCHAR": "string"}[v.fixed])
@@ -198,7 +205,7 @@ def _scalar_code(v: Val) -> Sql:
     return f"(CASE WHEN {v.is_('NUM')} OR {v.is_('BOOLEAN')} THEN {lit(TYPE_MISMATCH)} ELSE {lit(BAD_NUMBER)} END)"
 
 
-# op -> the code of its error, given that it errored (the op's `raise Unusable(...)` sites in ops.py)
+# op -> the code of its error, given that it errored (the op's `raise Unusable(...)` sites in _ops.py)
 CODES: dict[str, Callable[[Val], Sql]] = {
     "eq": lambda v: lit(BAD_NUMBER),
     "ne": lambda v: lit(BAD_NUMBER),
@@ -503,8 +510,25 @@ def _star_glob(pattern: str) -> Sql:
 
 
 def json_pointer(path: tuple[str, ...] | list[str]) -> str:
-    """A field path (`args.a.b` -> ("a", "b")) as the JSON pointer DuckDB's json_extract reads."""
+    """A field path (`args.a.b` -> ("a", "b")) as the JSON pointer DuckDB's json_extract reads: public so
+    that every reader of `args` and `context` in the store finds the value the compiled policy finds.
+
+    >>> json_pointer(("a/b", "c"))
+    '/a~1b/c'
+    """
     return "/" + "/".join(seg.replace("~", "~0").replace("/", "~1") for seg in path)
+
+
+def number_sql(field: Field, policy: Policy) -> Sql:
+    """The number a test on `field` reads, as a SQL expression over the store's `actions` columns, exactly
+    as the compiled policy reads it: a JSON number, or a string of a JSON number's form; NULL otherwise.
+
+    For readers that put a test's own value beside its decision (metrics.evaluate's threshold sweeps).
+    """
+    if field.name == "time.hour":
+        return f"CAST(hour(timezone({lit(policy.timezone)}, ts)) AS DOUBLE)"
+    v = Val.of_json(f"json_extract({field.root}, {lit(json_pointer(field.path))})")
+    return f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} END)"
 
 
 def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:

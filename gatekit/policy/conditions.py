@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Union
 
+__all__ = ["ORDER_OPS", "WEEKDAYS", "All", "Any_", "Cond", "Field", "Not", "Test", "Window", "leaves"]
+
 TOP_FIELDS = ("tool", "agent", "session", "user")
 TIME_FIELDS = ("time.hour", "time.weekday", "time.date")
 PER_KEYS = ("agent", "session", "user", "tool")

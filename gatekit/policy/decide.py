@@ -1,9 +1,13 @@
 """`decide`: the scalar evaluator. Pure Python (no duckdb, polars or pandas), one call in microseconds.
 
 A policy compiles once to closures (`Evaluator`, cached on the policy): every node type of conditions.py
-has an entry in `COMPILERS` here, every test of the semantics table one in ops.py's `TESTS`; the SQL
+has an entry in `COMPILERS` here, every test of the semantics table one in _ops.py's `TESTS`; the SQL
 compiler (compile.py) has the matching tables, and tests/cases/ holds both to one meaning. The fast paths
 live here too: a per-tool cache of candidate rules and a cache of decisions by matched rule ids.
+
+What a caller that keeps its own state needs is public here: `evaluator(policy)` compiled once, a `View` of
+each call (from _view.py) and a `History` of the calls before (from _history.py, the live window index), as
+the enforce gate uses them: `evaluator(policy).evaluate(View(action), history)`.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ from typing import Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from gatekit.action import Action
+from gatekit.policy._history import History, Slot, Windows, WindowSpec, scaled
+from gatekit.policy._ops import TESTS, Unusable, fast_test, kind_name, number_code
+from gatekit.policy._view import View, getter
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window, leaves
 from gatekit.policy.decision import INTERNAL_ERROR, Decision, RuleError, error_message
-from gatekit.policy.history import History, Slot, Windows, WindowSpec, scaled
 from gatekit.policy.model import LEVEL, VERDICTS, Policy, Rule
-from gatekit.policy.ops import TESTS, Unusable, fast_test, kind_name, number_code
 from gatekit.policy.values import _ABSENT, NUM, STR, compile_re2, kind, number, numeric_string
-from gatekit.policy.view import View, getter
 
 __all__ = ["Decision", "Evaluator", "History", "RuleError", "Scan", "View", "decide", "decide_log", "evaluator"]
 

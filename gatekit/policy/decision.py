@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["BAD_NUMBER", "CODES", "INTERNAL_ERROR", "NOT_A_NUMBER", "TYPE_MISMATCH", "Decision", "RuleError"]
+
 # The stable error codes, from the semantics table (DESIGN.md): a present value a test cannot use.
 BAD_NUMBER = "bad_number"  # NaN, an infinity, or a number (or numeric string) out of float range
 NOT_A_NUMBER = "not_a_number"  # an ordering test or a `sum` on a string that is not a JSON number

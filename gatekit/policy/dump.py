@@ -17,6 +17,8 @@ from ruamel.yaml import YAML
 from gatekit.policy.conditions import All, Any_, Cond, Not, Test, Window
 from gatekit.policy.model import Policy, Rule, Tier
 
+__all__ = ["condition", "dump_policy", "dump_yaml", "duration", "number", "policy_dict"]
+
 _UNITS = (("w", 604_800_000_000), ("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000),
           ("s", 1_000_000), ("ms", 1_000), ("us", 1))
 

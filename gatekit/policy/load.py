@@ -23,6 +23,8 @@ from gatekit.policy.model import Policy, Rule, Tier
 from gatekit.policy.schema import PolicyFile
 from gatekit.policy.values import compile_re2, glob_to_re2, parse_duration, re2_message
 
+__all__ = ["load_policy", "parse_policy"]
+
 Loc = tuple[Any, ...]
 
 

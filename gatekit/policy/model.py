@@ -7,6 +7,8 @@ from typing import Any
 
 from gatekit.policy.conditions import Cond
 
+__all__ = ["LEVEL", "VERDICTS", "Policy", "Rule", "Tier"]
+
 LEVEL = {"allow": 0, "escalate": 1, "deny": 2}
 VERDICTS = ("allow", "escalate", "deny")
 

@@ -17,6 +17,8 @@ from functools import lru_cache
 from gatekit.policy.model import Policy
 from gatekit.policy.values import compile_re2, glob_to_re2
 
+__all__ = ["Variants", "fold", "variant_of", "variants"]
+
 
 def fold(name: str) -> str:
     return unicodedata.normalize("NFKC", name).casefold()

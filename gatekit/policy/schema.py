@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gatekit.policy.conditions import FIELD_PATTERN, OPERAND_TYPES, PER_KEYS, WINDOW_OPS
 
+__all__ = ["json_schema"]
+
 Verdict = Literal["allow", "deny", "escalate"]
 Duration = Union[str, int]
 

@@ -10,6 +10,8 @@ import click
 from gatekit.errors import GatekitError, InputError, StoreError
 from gatekit.options import DURATION, emit, output_options, policy_option, state_option, store_url_option
 
+__all__ = ["context_pairs", "principals", "serve"]
+
 _STATE = state_option()
 _STORE = store_url_option("a PostgreSQL store replicas share (postgresql://USER@HOST/DB, or with "
                           "?host=SOCKETDIR); default: the SQLite file in STATE [env: GATEKIT_STORE]")

@@ -12,6 +12,8 @@ from gatekit.server.keys import PUBLIC, RETIRED
 from gatekit.server.ledger import exported_to
 from gatekit.server.store import FILENAME, SQLiteStore, Store, open_store
 
+__all__ = ["verify_state"]
+
 
 def verify_state(state: Path, *, public_key: Path | Sequence[Path] | None = None, checkpoints: Path | None = None,
                  store: str | None = None) -> Verification:

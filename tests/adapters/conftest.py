@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 
 from gatekit.logs import Store
+from gatekit.logs.adapters.agentdojo import BUNDLED
 
 DATA = Path(__file__).parent / "data"
 # The shared AgentDojo runs sit beside the checkout; they are never copied into the repository.
 RUNS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "agentdojo-runs"
-# The ground truth of AgentDojo's injection tasks, recorded once from the `agentdojo` package (recorders.py).
-GROUND_TRUTH = DATA / "agentdojo-ground-truth.json"
+# The ground truth of AgentDojo's injection tasks, recorded once from the `agentdojo` package (recorders.py)
+# and shipped with gatekit.
+GROUND_TRUTH = BUNDLED
 
 # The tests read the committed recordings and need no SDK. GATEKIT_RERECORD=1 also runs the tests that record
 # afresh with the real SDKs (`pip install -e ".[agentdojo,traces]"`) and check the recordings still hold.

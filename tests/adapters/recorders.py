@@ -12,9 +12,9 @@
   driven by the SDK's own `ScriptedModel` (no network), exported by a `TracingExporter` that writes
   `item.export()` one per line through the SDK's `BatchTraceProcessor`.
 
-- `agentdojo-ground-truth.json`: the ground truth of every injection task of every suite the `agentdojo`
-  package knows (`GroundTruth().table()`, the first version in `VERSIONS` that knows a task), from which
-  the AgentDojo adapter labels runs (its `labels` option).
+- `gatekit/logs/adapters/agentdojo-ground-truth.json` (shipped with gatekit): the ground truth of every
+  injection task of every suite the `agentdojo` package knows (`GroundTruth().table()`, the first version in
+  `VERSIONS` that knows a task), from which the AgentDojo adapter labels runs without the package.
 
 The tests read the committed files, so they run without the SDKs; with GATEKIT_RERECORD=1 they also record
 fresh files with the SDKs and check that they read the same way.
@@ -26,6 +26,8 @@ import asyncio
 import json
 from pathlib import Path
 from typing import Any
+
+from gatekit.logs.adapters.agentdojo import BUNDLED
 
 DATA = Path(__file__).parent / "data"
 
@@ -152,7 +154,7 @@ def record_agentdojo_ground_truth(path: Path) -> None:
 
 def main() -> None:
     DATA.mkdir(exist_ok=True)
-    record_agentdojo_ground_truth(DATA / "agentdojo-ground-truth.json")
+    record_agentdojo_ground_truth(BUNDLED)
     record_otel_file(DATA / "otel-file-exporter.jsonl")
     record_otel_protobuf(DATA / "otel-protobuf.jsonl")
     record_openai_agents(DATA / "openai-agents.jsonl")

@@ -18,6 +18,8 @@ from gatekit.logs.adapters.agentdojo import (
     START, GroundTruth, GroundTruthTable, Reader, appears, fixed_values, label_call,
 )
 
+from gatekit.logs.adapters.agentdojo import BUNDLED
+
 from .conftest import GROUND_TRUTH, rerecord
 from .recorders import record_agentdojo_ground_truth
 
@@ -272,16 +274,23 @@ def test_unknown_injection_task_gets_no_labels_and_bad_input_is_quarantined(tmp_
     assert reasons[3].startswith("not an agentdojo run")
 
 
-def test_without_the_agentdojo_package_there_are_no_labels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                           store: Store) -> None:
+def test_without_the_agentdojo_package_the_bundled_table_labels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                 store: Store) -> None:
     monkeypatch.setitem(sys.modules, "agentdojo.task_suite.load_suites", None)  # import fails
-    assert not Reader().labels
-    with pytest.raises(GatekitError, match="pip install"):
-        Reader(labels=True)
+    for labels in (None, True):
+        truth = Reader(labels=labels).truth
+        assert isinstance(truth, GroundTruthTable)
+        assert truth.calls("banking", "injection_task_8") == GroundTruthTable.load(BUNDLED).calls(
+            "banking", "injection_task_8")
+    assert not Reader(labels=False).labels
     _write_run(tmp_path / "runs", "m/banking/user_task_0/none/none.json",
                _run([{"function": "get_iban", "args": {}}], attack_type=None, injection_task_id=None))
-    assert ingest(store, [tmp_path / "runs"]).stored == 1
-    assert store.con.execute("SELECT label FROM actions").fetchall() == [(None,)]
+    _write_run(tmp_path / "runs", "m/banking/user_task_0/important_instructions/injection_task_8.json",
+               _run([{"function": "send_money", "args": {"recipient": "US133000000121212121212", "amount": 1}}],
+                    injection_task_id="injection_task_8"))
+    assert ingest(store, [tmp_path / "runs"]).stored == 2
+    labels = dict(store.con.execute("SELECT context->>'attack', label FROM actions").fetchall())
+    assert labels == {"none": "benign", "important_instructions": "harmful"}
 
 
 def test_the_table_holds_every_injection_task_and_reads_like_the_package(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_running_the_gate_with_a_broker_loads_no_heavy_module(tmp_path: Path) ->
     stmt = ("from gatekit import Gate, parse_policy; from gatekit.enforce import Broker; "
             "p = parse_policy('version: 1\\nname: x\\nrules: [{id: r, tool: t, action: escalate}]'); "
             f"g = Gate(p, broker=Broker({str(tmp_path / 'a.db')!r}), timeout=0.01); "
-            "import gatekit.enforce.export, gatekit.enforce.notify; "
+            "import gatekit.enforce._export, gatekit.enforce.notify; "
             "g.run({'tool': 'u'}, lambda a: 1)")
     loaded = loaded_after(stmt)
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))

@@ -10,7 +10,7 @@ import pytest
 
 from gatekit import Denied, Gate
 from gatekit.enforce import ChainError, MockBroker, Receipts
-from gatekit.enforce.export import action_records, export_actions
+from gatekit.enforce._export import action_records, export_actions
 
 
 def chain(tmp_path: Path, n: int = 6, key: str | None = None) -> Receipts:

@@ -86,3 +86,16 @@ def test_report_on_a_short_log_says_what_it_cannot_score(gatekit_cli, tmp_path: 
     code, _, err = gatekit_cli("report", "--db", db, "--run", "short", "--html", page)
     assert code == 0, err
     assert "tool-mix PSI n/a (too little data" in page.read_text(encoding="utf-8")
+
+
+def test_report_text_numbers_have_one_style(store) -> None:
+    """Counts with thousands separators, percentages with one decimal; the workload forecast in sentences
+    (issue #16 item 9: it was a wall of `key value` pairs, numbers written three ways)."""
+    text = render_text(build_report(store, "strict", against="starter"))
+    assert not re.findall(r"(?<![\d,.-])\d{4,}(?![\d-])", text), "a count without thousands separators"
+    assert re.findall(r"\d%", text) and not re.findall(r"\d\.\d{2,}%", text)
+    workload = [line for line in text.splitlines() if line.startswith("workload:")][0]
+    assert re.fullmatch(r"workload: [\d,]+ escalations over \d+ days \([\d,.]+ a day, [\d,.]+ a week\), "
+                        r"[\d,]+ reviews \([\d,.]+ a week\)", workload)
+    assert "peak hour 10:00 with 274 (10.5% of escalations)" in text
+    assert "bothered 2,233 of 18,155 benign (12.3%)" in text

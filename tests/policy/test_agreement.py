@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from gatekit.action import parse_ts
 from gatekit.policy import Policy, parse_policy
+from gatekit.policy._history import History
+from gatekit.policy._view import View
 from gatekit.policy.decide import decide_log, evaluator
-from gatekit.policy.history import History
-from gatekit.policy.view import View
 from gatekit.policy.model import VERDICTS
 
 from .harness import details_python, details_sql, run_both, run_python, run_sql

@@ -18,7 +18,7 @@ from .harness import details_python, details_sql, run_python, run_sql
 
 # `gatekit.policy.decide` the attribute is the function the package re-exports; these are the modules
 decide_mod = importlib.import_module("gatekit.policy.decide")
-ops_mod = importlib.import_module("gatekit.policy.ops")
+ops_mod = importlib.import_module("gatekit.policy._ops")
 compile_mod = importlib.import_module("gatekit.policy.compile")
 
 FILES = load_all()

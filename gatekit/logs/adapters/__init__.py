@@ -20,7 +20,7 @@ each reads; adding one is a module with a `FORMAT`, a `register` call below, a s
 
 from __future__ import annotations
 
-from pathlib import Path
+import pathlib
 
 from gatekit.logs.adapters import agentdojo, jsonl, openai_agents, otel, parquet
 from gatekit.logs.adapters.format import Format, Head, Reader
@@ -40,7 +40,7 @@ for _module in (jsonl, parquet, agentdojo, otel, openai_agents):
     register(_module.FORMAT)
 
 
-def detect(path: Path | str) -> str | None:
+def detect(path: pathlib.Path | str) -> str | None:
     """The name of the first format that recognises a file, or None when none does.
 
     `parquet` by the name (`.parquet`, `.pq`); the others by the first JSON value (its first line, or the
@@ -48,5 +48,5 @@ def detect(path: Path | str) -> str | None:
     `suite_name`, `user_task_id` and a `messages` list; `otel` `resourceSpans`; `openai-agents` `object`
     `trace` or `trace.span`, or a `data` list of those.
     """
-    head = Head(Path(path))
+    head = Head(pathlib.Path(path))
     return next((f.name for f in FORMATS.values() if f.detect(head)), None)

@@ -10,9 +10,10 @@ at `duration * i / n`). `outcome` is `executed`, `failed` (the tool returned an 
 `source_line` is the call's position among the session's calls; `action_id` is `agentdojo:<session>#<that>`.
 
 Labels come from the injection tasks' ground truth: by default from the `agentdojo` package when it is
-installed (`pip install gatekit[agentdojo]`; without it there are none), or from a ground-truth table
-(the `labels` option names its file, JSON as `GroundTruthTable.dump` writes it, recorded once from the
-package: the labels are then the same, and the package is not needed). Then:
+installed (`pip install gatekit[agentdojo]`), else from the ground-truth table shipped with gatekit
+(`BUNDLED`, recorded once from the package: every injection task of every benchmark version it knows, so
+the labels are the same), or from another table (the `labels` option names its file, JSON as
+`GroundTruthTable.dump` writes it). Then:
 - a session with attack `none`: every call `benign`;
 - a session whose user task is an injection task, or whose injection task no benchmark version knows
   (tried in `VERSIONS` order): no labels;
@@ -39,7 +40,7 @@ from gatekit.logs.adapters.format import Format
 from gatekit.logs.contract import Record, Rejected
 
 __all__ = [
-    "FORMAT", "READS", "START", "VERSIONS", "GroundTruth", "GroundTruthTable", "Reader", "appears", "claims",
+    "BUNDLED", "FORMAT", "READS", "START", "VERSIONS", "GroundTruth", "GroundTruthTable", "Reader", "appears", "claims",
     "label_call",
 ]
 
@@ -198,6 +199,10 @@ class GroundTruthTable:
         return cls(tasks)
 
 
+# The table recorded from agentdojo 0.1.35 (tests/adapters/recorders.py re-records it), shipped as package data.
+BUNDLED = Path(__file__).with_name("agentdojo-ground-truth.json")
+
+
 def _ground_truth(labels: bool | Path | str | None) -> GroundTruth | GroundTruthTable | None:
     if labels is False:
         return None
@@ -205,17 +210,15 @@ def _ground_truth(labels: bool | Path | str | None) -> GroundTruth | GroundTruth
         return GroundTruthTable.load(labels)
     try:
         return GroundTruth()
-    except ImportError as e:
-        if labels:
-            raise GatekitError("AgentDojo labels need the `agentdojo` package: pip install 'gatekit[agentdojo]'") from e
-        return None
+    except ImportError:
+        return GroundTruthTable.load(BUNDLED)
 
 
 class Reader:
     """Reads AgentDojo run files; one per ingest, so sessions' places and ground truths are found once.
 
-    `labels`: True (the `agentdojo` package is required), False (none), None (when the package is
-    installed), or the path of a ground-truth table (`GroundTruthTable`).
+    `labels`: True or None (the `agentdojo` package when installed, else the bundled table), False (none),
+    or the path of a ground-truth table (`GroundTruthTable`).
 
     >>> read = Reader(labels="agentdojo-ground-truth.json")
     >>> [r for _, r, _ in read(Path("runs/gpt-4o/banking/user_task_0/none/none.json"))]
@@ -345,6 +348,6 @@ def _text(value: Any) -> str:
 FORMAT = Format(
     "agentdojo", "AgentDojo run files (`<model>/<suite>/<user_task>/<attack>/<injection_task>.json`)",
     "tool call", (".json",), lambda head: claims(head.value), Reader,
-    {"labels": "ground-truth labels: true (needs the `agentdojo` package), false, the path of a ground-truth "
-               "table, or unset (the package when it is installed)"},
+    {"labels": "ground-truth labels: true or unset (the `agentdojo` package when it is installed, else the "
+               "table shipped with gatekit), false (none), or the path of a ground-truth table"},
 )

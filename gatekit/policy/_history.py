@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 if TYPE_CHECKING:
-    from gatekit.policy.view import View
+    from gatekit.policy._view import View
 
 Slot = tuple  # (tools regex text, per key, summed Field or None): windows that read calls the same way
 
