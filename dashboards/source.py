@@ -33,7 +33,7 @@ from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ct
 
 from gatekit.dashboard import APPROVALS_ENV, DB_ENV  # one definition, shared with the server
 from gatekit.errors import StoreError
-from gatekit.logs import quarantine as _quarantine
+from gatekit.logs.quarantine import quarantine_reasons, quarantine_sources, quarantined
 from gatekit.logs.store import Store
 from gatekit.policy import Policy
 from gatekit.run import Reader, Run, action_decisions, decision_rows, reviewed_args as _reviewed_args
@@ -304,9 +304,9 @@ class Quarantine:
 
 
 def _read_quarantine(store: Store, of: str | None, limit: int) -> Quarantine:
-    reasons = _quarantine.quarantine_reasons(store, source=of)
-    sources = _quarantine.quarantine_sources(store)
-    lines = _quarantine.quarantined(store, source=of, limit=limit)
+    reasons = quarantine_reasons(store, source=of)
+    sources = quarantine_sources(store)
+    lines = quarantined(store, source=of, limit=limit)
     return Quarantine(
         reasons=pl.DataFrame(reasons, schema={"reason": pl.String, "count": pl.Int64}, orient="row"),
         sources=pl.DataFrame(sources, schema={"source": pl.String, "count": pl.Int64}, orient="row"),
