@@ -243,9 +243,9 @@ def _print_ingest(report: Any, db: Path, as_json: bool) -> None:
     if as_json:
         emit(report.to_dict())
         return
-    skipped = f", skipped {report.skipped:,}" if report.skipped else ""
-    click.echo(f"read {report.read:,}, stored {report.stored:,}, quarantined {report.quarantined:,}, "
-               f"duplicates {report.duplicates:,}{skipped} ({_count(report.files, 'file')})")
+    skipped = f", skipped {count(report.skipped)}" if report.skipped else ""
+    click.echo(f"read {count(report.read)}, stored {count(report.stored)}, quarantined {count(report.quarantined)}, "
+               f"duplicates {count(report.duplicates)}{skipped} ({_count(report.files, 'file')})")
     if report.quarantined:
         note(f"see why: gatekit quarantine --db {db}")
 
@@ -286,7 +286,7 @@ def quarantine(db: Path, source: str | None, limit: int, as_json: bool, quiet: b
         click.echo(f"{q.source}:{q.line}: {q.reason}")
         click.echo(f"    {raw}")
     if len(lines) < total:
-        note(f"{len(lines):,} of {_count(total, 'quarantined line')} shown (all of them: --limit 0; "
+        note(f"{count(len(lines))} of {_count(total, 'quarantined line')} shown (all of them: --limit 0; "
              f"{_count(len(reasons), 'reason')}: --json)")
 
 
