@@ -42,6 +42,7 @@ PAGES: tuple[Page, ...] = (
     Page("evaluate", "Evaluate", ":material/target:"),
     Page("explorer", "Explorer", ":material/search:"),
     Page("approvals", "Approvals", ":material/approval:"),
+    Page("quarantine", "Quarantine", ":material/report:"),
 )
 
 

@@ -33,14 +33,15 @@ from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ct
 
 from gatekit.dashboard import APPROVALS_ENV, DB_ENV  # one definition, shared with the server
 from gatekit.errors import StoreError
+from gatekit.logs.quarantine import quarantine_reasons, quarantine_sources, quarantined
 from gatekit.logs.store import Store
 from gatekit.policy import Policy
 from gatekit.run import Reader, Run, action_decisions, decision_rows, reviewed_args as _reviewed_args
 
 __all__ = [
-    "APPROVALS_ENV", "DB_ENV", "LOCK_WAIT", "Busy", "Contents", "action_runs", "actions", "approvals",
-    "approvals_path", "connect", "contents", "db_path", "decisions", "derive", "policy", "read", "reviewed_args", "run", "version",
-    "warm",
+    "APPROVALS_ENV", "DB_ENV", "LOCK_WAIT", "Busy", "Contents", "Quarantine", "action_runs", "actions", "approvals",
+    "approvals_path", "connect", "contents", "db_path", "decisions", "derive", "policy", "quarantine", "read",
+    "reviewed_args", "run", "version", "warm",
 ]
 
 LOCK_WAIT = 2.0  # seconds a read waits for a writer before showing the last version read
@@ -286,3 +287,35 @@ def policy(name: str) -> Policy:
 def action_runs(seq: int) -> pl.DataFrame:
     """How every stored run decided the action `seq`."""
     return read("action_runs", action_decisions, seq)
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """The quarantine as the Quarantine page shows it: of one source (None: all), the reasons counted (most
+    first), the sources counted, and the first `limit` lines (`source, line, reason, raw, undecodable`)."""
+
+    reasons: pl.DataFrame
+    sources: pl.DataFrame
+    lines: pl.DataFrame
+
+    @property
+    def total(self) -> int:
+        return int(self.reasons["count"].sum()) if self.reasons.height else 0
+
+
+def _read_quarantine(store: Store, of: str | None, limit: int) -> Quarantine:
+    reasons = quarantine_reasons(store, source=of)
+    sources = quarantine_sources(store)
+    lines = quarantined(store, source=of, limit=limit)
+    return Quarantine(
+        reasons=pl.DataFrame(reasons, schema={"reason": pl.String, "count": pl.Int64}, orient="row"),
+        sources=pl.DataFrame(sources, schema={"source": pl.String, "count": pl.Int64}, orient="row"),
+        lines=pl.DataFrame([(q.source, q.line, q.reason, q.raw, q.undecodable) for q in lines], orient="row",
+                           schema={"source": pl.String, "line": pl.Int64, "reason": pl.String, "raw": pl.String,
+                                   "undecodable": pl.Boolean}))
+
+
+def quarantine(of: str | None = None, limit: int = 500) -> Quarantine:
+    """The quarantined lines (`gatekit.logs.quarantine`) of source `of` (None: every source), kept until the
+    store changes."""
+    return read("quarantine", _read_quarantine, of, limit)

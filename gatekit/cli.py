@@ -217,21 +217,77 @@ class _Formats(click.Choice):
 def ingest(files: tuple[Path, ...], db: Path, fmt: str | None, mapping: Path | None, as_json: bool,
            quiet: bool) -> None:
     """Read logs and agent traces into the store; what cannot be read goes to quarantine with its reason."""
+    from gatekit.logs import Interrupted, sources
     from gatekit.logs import ingest as run_ingest
     from gatekit.logs.store import Store
 
     for f in (*files, *([mapping] if mapping else [])):
         if not f.exists():  # before the store is opened, so a typo leaves no empty store behind
             raise LogFormatError(f"cannot read `{f}`: no such file")
-    with Store(db) as store, progress("ingesting", in_bytes=True) as update:
-        report = run_ingest(store, files, format=fmt, mapping=mapping, progress=update)
+    found = sources(files, format=fmt, mapping=mapping)  # every file read and detected before the store is made
+    try:
+        with Store(db) as store, progress("ingesting", in_bytes=True) as update:
+            report = run_ingest(store, found, progress=update)
+    except KeyboardInterrupt as exc:  # Ctrl-C: say what the store holds now, then stop as aborted
+        done = exc.report if isinstance(exc, Interrupted) else None
+        if done is None:
+            click.echo("interrupted: nothing was stored (the ingest was rolled back)", err=True)
+        else:
+            _print_ingest(done, db, as_json)
+            click.echo("interrupted after the commit: all of the above was stored", err=True)
+        raise
+    _print_ingest(report, db, as_json)
+
+
+def _print_ingest(report: Any, db: Path, as_json: bool) -> None:
     if as_json:
         emit(report.to_dict())
         return
-    click.echo(f"read {report.read:,}, stored {report.stored:,}, quarantined {report.quarantined:,}, "
-               f"duplicates {report.duplicates:,} ({_count(report.files, 'file')})")
+    skipped = f", skipped {count(report.skipped)}" if report.skipped else ""
+    click.echo(f"read {count(report.read)}, stored {count(report.stored)}, quarantined {count(report.quarantined)}, "
+               f"duplicates {count(report.duplicates)}{skipped} ({_count(report.files, 'file')})")
     if report.quarantined:
-        note(f"see why: duckdb {db} \"SELECT source, source_line, reason FROM quarantine\"")
+        note(f"see why: gatekit quarantine --db {db}")
+
+
+_QUARANTINE_SHOWN = 120  # characters of a raw line shown in text
+
+
+def _printable(text: str) -> str:
+    """A hostile line's control characters (terminal escapes) as `\\x1b`-style escapes, not as themselves."""
+    return text if text.isprintable() else "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+@cli.command()
+@db_option()
+@click.option("--source", help="only the lines of this file (its name as ingested, or how it ends)")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0),
+              help="lines to list (0: all)")
+@output_options
+def quarantine(db: Path, source: str | None, limit: int, as_json: bool, quiet: bool) -> None:
+    """List the lines ingest quarantined: source, line, reason and the raw line."""
+    from gatekit.logs.quarantine import quarantine_reasons, quarantined
+    from gatekit.logs.store import Store
+
+    with Store(db, read_only=True) as store:
+        reasons = quarantine_reasons(store, source=source)
+        lines = quarantined(store, source=source, limit=limit or None)
+    total = sum(n for _, n in reasons)
+    if as_json:
+        emit({"total": total, "shown": len(lines), "reasons": [{"reason": r, "count": n} for r, n in reasons],
+              "lines": [q.to_dict() for q in lines]})
+        return
+    if not total:
+        click.echo(f"nothing quarantined in `{db}`" + (f" from `{source}`" if source else ""))
+        return
+    for q in lines:
+        raw = _printable(q.raw if len(q.raw) <= _QUARANTINE_SHOWN else q.raw[:_QUARANTINE_SHOWN - 1] + "…")
+        click.echo(f"{q.source}:{q.line}: {q.reason}")
+        click.echo(f"    {raw}")
+    if len(lines) < total:
+        note(f"{count(len(lines))} of {_count(total, 'quarantined line')} shown (all of them: --limit 0; "
+             f"{_count(len(reasons), 'reason')}: --json)")
 
 
 _OUT_SUFFIXES = (".parquet", ".jsonl")

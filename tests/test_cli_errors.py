@@ -62,7 +62,10 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
         "decide": [["--policy", policy, "not json"], ["--policy", policy, "[1]"], ["--policy", w["bad"], "{}"],
                    ["{}"], ["--policy", policy, "--exit-code", "not json"], ["--policy", policy, "--exit-code=yes", "{}"]],
         "ingest": [[f"{nowhere}/log.jsonl", "--db", w["fresh"]], [w["log"], "--db", w["fresh"], "--format", "nope"],
-                   [w["log"], "--db", w["fresh"], "--mapping", f"{nowhere}/map.yaml"], [w["log"]]],
+                   [w["log"], "--db", w["fresh"], "--mapping", f"{nowhere}/map.yaml"], [w["log"]],
+                   [w["empty"], "--db", w["fresh"]]],
+        "quarantine": [["--db", w["fresh"]], ["--db", store, "--limit", "-1"], ["--db", store, "--limit", "many"],
+                       []],
         "replay": [["--db", w["fresh"], "--policy", policy], ["--db", store, "--policy", policy, "--out", "x.csv"],
                    ["--db", store, "--policy", policy, "--name", "bad name"], ["--db", store, "--policy", w["bad"]],
                    ["--db", store]],
@@ -136,8 +139,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     pending = Gate(policy, broker=Broker(root / "broker.db", durable=False), agent="bot", user="u-ann").submit(
         {"tool": "payment.send", "args": {"amount": 500}})
     (root / "state").mkdir()
-    return {"policy": str(root / "policy.yaml"), "bad": str(root / "bad.yaml"), "log": str(root / "log.jsonl"),
-            "store": str(root / "store.duckdb"), "two_runs": str(root / "two-runs.duckdb"),
+    (root / "empty").mkdir()
+    return {"empty": str(root / "empty"), "policy": str(root / "policy.yaml"), "bad": str(root / "bad.yaml"),
+            "log": str(root / "log.jsonl"), "store": str(root / "store.duckdb"), "two_runs": str(root / "two-runs.duckdb"),
             "no_runs": str(root / "no-runs.duckdb"), "broker": str(root / "broker.db"), "request": pending.request_id,
             "state": str(root / "state"), "fresh": str(root / "fresh.duckdb"), "samples": str(root / "samples"),
             "nowhere": str(root / "no" / "such" / "dir")}

@@ -10,12 +10,13 @@ import typing
 
 from gatekit.logs.adapters import FORMATS, Format, detect, register
 from gatekit.logs.contract import Rejected
-from gatekit.logs.ingest import IngestReport, ingest, sources
+from gatekit.logs.ingest import IngestReport, Interrupted, ingest, sources
 
 if typing.TYPE_CHECKING:
     from gatekit.logs.store import Store
 
-__all__ = ["FORMATS", "Format", "IngestReport", "Rejected", "Store", "detect", "ingest", "register", "sources"]
+__all__ = ["FORMATS", "Format", "IngestReport", "Interrupted", "Rejected", "Store", "detect", "ingest", "register",
+           "sources"]
 
 
 def __getattr__(name: str) -> typing.Any:

@@ -1,7 +1,7 @@
 """Writing an ingest: checked rows into the store in batches, in log order, all or nothing.
 
 `write` reads each source in turn, has the contract check what it yields (`gatekit.logs.contract`) and
-inserts the rows and the quarantined records in one transaction. The store skips an `action_id` it
+inserts the rows and the quarantined records in one transaction, which Ctrl-C never leaves half done. The store skips an `action_id` it
 holds already, so re-ingesting a file adds nothing, and numbers rows (`seq`) in the order they came.
 """
 
@@ -17,7 +17,8 @@ import pyarrow as pa
 
 from gatekit.errors import StoreError
 from gatekit.logs.contract import Lines, Record, check_lines, check_record
-from gatekit.logs.ingest import IngestReport, Progress, Source
+from gatekit.logs._interrupts import held_interrupts
+from gatekit.logs.ingest import IngestReport, Interrupted, Progress, Source
 from gatekit.logs.store import ACTION_BATCH, QUARANTINE_BATCH, Store
 
 __all__ = ["BATCH_ROWS", "write"]
@@ -30,13 +31,16 @@ def write(store: Store, sources: Sequence[Source], *, progress: Progress | None 
           now: datetime | None = None) -> IngestReport:
     """Check and store every record of `sources`, in order, in one transaction (see `gatekit.logs.ingest`).
 
+    Ctrl-C raises `Interrupted`: before the commit, with the transaction rolled back and nothing stored;
+    during it, once the commit is done, with the report of what it stored.
+
     >>> write(store, sources(["agents.jsonl"])).stored
     """
     now = _utc(now or datetime.now(timezone.utc))
     total = sum(source.size for source in sources)
     writer, done = _Writer(store, now), 0
-    store.con.begin()
     try:
+        store.con.begin()
         for source in sources:
             seen: dict[str, int] = {}  # content hash -> occurrences in this file
             for item in source.read():
@@ -51,16 +55,41 @@ def write(store: Store, sources: Sequence[Source], *, progress: Progress | None 
                 progress(done, total)
         writer.flush()
         writer.close()
-        store.con.commit()
     except BaseException as e:
-        writer.close(failed=True)
-        store.con.rollback()
+        with held_interrupts():  # a second Ctrl-C must not cut the rollback short
+            writer.close(failed=True)
+            _rollback(store)
+        if isinstance(e, (KeyboardInterrupt, duckdb.InterruptException)):
+            raise Interrupted(None) from None
         if isinstance(e, duckdb.Error):
             raise StoreError(f"cannot write to store `{store.path}`: {e}") from e
         raise
+    report = IngestReport(len(sources), writer.read, writer.stored, writer.quarantined, writer.duplicates,
+                          writer.skipped)
+    try:
+        with held_interrupts():  # committed or not, never both: a Ctrl-C now waits for the commit to end
+            _commit(store)
+    except KeyboardInterrupt:
+        raise Interrupted(report) from None  # it came during the commit, which went through
     if progress is not None:
         progress(total, total)
-    return IngestReport(len(sources), writer.read, writer.stored, writer.quarantined, writer.duplicates)
+    return report
+
+
+def _commit(store: Store) -> None:
+    try:
+        store.con.commit()
+    except duckdb.Error as e:
+        _rollback(store)
+        raise StoreError(f"cannot write to store `{store.path}`: {e}") from e
+
+
+def _rollback(store: Store) -> None:
+    """Roll the ingest's transaction back; a statement that failed may have ended it already."""
+    try:
+        store.con.rollback()
+    except duckdb.TransactionException:
+        pass
 
 
 def _utc(ts: datetime) -> datetime:
@@ -78,13 +107,15 @@ class _Writer:
         self.store, self.now = store, now
         self.rows: list[tuple[Any, ...]] = []
         self.bad: list[tuple[Any, ...]] = []
-        self.read = self.stored = self.quarantined = self.duplicates = 0
+        self.read = self.stored = self.quarantined = self.duplicates = self.skipped = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatekit-ingest")
         self._pending: Future[None] | None = None
 
     def add_lines(self, source: str, batch: Lines, seen: dict[str, int]) -> None:
         bad = len(self.bad)
-        self.read += check_lines(batch, source, self.now, seen, self.rows, self.bad)
+        read, skipped = check_lines(batch, source, self.now, seen, self.rows, self.bad)
+        self.read += read
+        self.skipped += skipped
         self.quarantined += len(self.bad) - bad
         if len(self.rows) >= BATCH_ROWS or len(self.bad) >= BATCH_ROWS:
             self.flush()

@@ -56,7 +56,8 @@ class Rejected(Exception):
 
 # (line number, the record or why there is none, the raw text or bytes it came from): what adapters yield.
 Record = tuple[int, "dict[str, Any] | Rejected", "str | bytes"]
-Transform = Callable[[dict[str, Any]], dict[str, Any]]
+# A record of another shape as the contract's, or None for one to skip (a mapping's `where` left it out).
+Transform = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 # A line of another shape (a Parquet row's JSON) parsed into a checked object, and whether it needs the
 # stdlib's care (see `loads_slow`).
 Parse = Callable[[bytes], "tuple[dict[str, Any], bool]"]
@@ -66,7 +67,7 @@ Parse = Callable[[bytes], "tuple[dict[str, Any], bool]"]
 class Lines:
     """A batch of raw lines for the contract's checks, numbered from `first`; `done` bytes of the file are
     read. `parse` reads a line of another shape (default: a JSON Lines line, on the fast path); `transform`
-    maps each parsed object to the contract (a mapping file)."""
+    maps each parsed object to the contract (a mapping file), or to None: a line to skip."""
 
     first: int
     lines: list[bytes]
@@ -76,11 +77,12 @@ class Lines:
 
 
 def check_lines(batch: Lines, source: str, now: datetime, seen: dict[str, int],
-                rows: list[Row], bad: list[Bad]) -> int:
+                rows: list[Row], bad: list[Bad]) -> tuple[int, int]:
     """Check each non-empty line of `batch`, appending its row to `rows` or its rejection to `bad`;
-    returns how many lines were read. `seen` counts content hashes in the file (see `content_id`)."""
+    returns how many lines were read and how many of them the transform skipped. `seen` counts content
+    hashes in the file (see `content_id`)."""
     parse, transform = batch.parse, batch.transform
-    loads, JSONDecodeError, read = orjson.loads, orjson.JSONDecodeError, 0
+    loads, JSONDecodeError, read, skipped = orjson.loads, orjson.JSONDecodeError, 0, 0
     for number, line in enumerate(batch.lines, batch.first):
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -99,12 +101,16 @@ def check_lines(batch: Lines, source: str, now: datetime, seen: dict[str, int],
                 if slow or type(record) is not dict or line.count(b"[") + line.count(b"{") > MAX_DEPTH:
                     record = as_object(record, slow)
             if transform is not None:
-                record = as_object(transform(record), slow)
+                mapped = transform(record)
+                if mapped is None:
+                    skipped += 1
+                    continue
+                record = as_object(mapped, slow)
             rows.append(_to_row(record, slow, now, seen, source, number))
         except Rejected as e:
             raw, raw_bytes = (None, line) if e.undecodable else (line.decode("utf-8"), None)
             bad.append((source, number, raw, raw_bytes, e.reason))
-    return read
+    return read, skipped
 
 
 def check_record(item: Record, source: str, now: datetime, seen: dict[str, int],

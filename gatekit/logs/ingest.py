@@ -25,7 +25,7 @@ from gatekit.logs.contract import Lines, Record
 if TYPE_CHECKING:
     from gatekit.logs.store import Store
 
-__all__ = ["IngestReport", "Progress", "Source", "ingest", "readable", "sources"]
+__all__ = ["IngestReport", "Interrupted", "Progress", "Source", "ingest", "readable", "sources"]
 
 Progress = Callable[[int, int], None]
 
@@ -44,21 +44,38 @@ class Source:
 
 @dataclass(frozen=True)
 class IngestReport:
-    """What an ingest did; `stored + quarantined + duplicates == read` always."""
+    """What an ingest did; `stored + quarantined + duplicates + skipped == read` always. `skipped` are the
+    lines a mapping's `where` left out (docs/actions.md)."""
 
     files: int
     read: int
     stored: int
     quarantined: int
     duplicates: int
+    skipped: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped an ingest. `report` says what it stored: None when the interrupt came before the
+    commit (rolled back, nothing stored), else the report of the commit it waited for (all of it stored).
+
+    >>> try:
+    ...     ingest(store, ["big.jsonl"])
+    ... except Interrupted as e:
+    ...     print("nothing stored" if e.report is None else f"stored {e.report.stored}")
+    """
+
+    def __init__(self, report: IngestReport | None) -> None:
+        super().__init__("nothing was stored" if report is None else f"stored {report.stored}")
+        self.report = report
+
+
 def ingest(
     store: Store,
-    paths: Sequence[Path | str],
+    paths: Sequence[Path | str] | Sequence[Source],
     *,
     format: str | None = None,
     progress: Progress | None = None,
@@ -67,11 +84,13 @@ def ingest(
 ) -> IngestReport:
     """Read log files and directories into `store` in the order given, all or nothing (one transaction).
 
-    `format` applies to every path; without it each file's format is detected (see `sources`). `options`
+    `paths` may also be the `Source`s that `sources` found (to check the inputs before a store is made);
+    `format` and `options` then have been applied already. `format` applies to every path; without it each file's format is detected (see `sources`). `options`
     go to the formats that declare them (`mapping=` a mapping file: any JSON Lines or Parquet as the
     contract; `labels=` for AgentDojo runs). `progress(done_bytes, total_bytes)` is called now and then; it
     must not use `store`, which a background thread is writing to. `now` is the ingest time (default: the
-    clock), also the `ts` of records without one.
+    clock), also the `ts` of records without one. Ctrl-C raises `Interrupted`, which says whether anything
+    was stored; a directory with no log file in it is a `LogFormatError`.
 
     >>> with Store("gatekit.duckdb") as store:
     ...     ingest(store, ["agents.jsonl"]).stored
@@ -82,7 +101,9 @@ def ingest(
         write,  # DuckDB and pyarrow: only when something is written
     )
 
-    return write(store, sources(paths, format=format, **options), progress=progress, now=now)
+    found = paths if paths and all(isinstance(p, Source) for p in paths) else sources(
+        paths, format=format, **options)  # type: ignore[arg-type]
+    return write(store, found, progress=progress, now=now)  # type: ignore[arg-type]
 
 
 def sources(paths: Sequence[Path | str], *, format: str | None = None, **options: Any) -> list[Source]:
@@ -93,7 +114,7 @@ def sources(paths: Sequence[Path | str], *, format: str | None = None, **options
     that declare one of them. A file no format recognises is read as JSON Lines when its name says so
     (`.jsonl`, `.ndjson`, and when given by name `.json`; optionally `.gz`), its bad lines quarantined; in a
     directory any other file is left out, and given by name it is an error. Every file is checked before
-    anything is stored: `LogFormatError` if one cannot be read.
+    anything is stored: `LogFormatError` if one cannot be read, or a directory holds no log file.
     """
     given = {name: value for name, value in options.items() if value is not None}
     candidates = _candidates(format, given)
@@ -105,6 +126,8 @@ def sources(paths: Sequence[Path | str], *, format: str | None = None, **options
             suffixes = tuple(s for f in candidates for s in f.suffixes)
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes))
             found = [(str(f), f, _format(f, candidates, format, in_directory=True)) for f in files]
+            if not any(fmt is not None for *_, fmt in found):
+                raise LogFormatError(f"no log files in `{entry}`: expected {_expected(candidates)}")
         else:
             found = [(str(entry), path, _format(path, candidates, format, in_directory=False))]
         for name, file, fmt in found:
@@ -131,6 +154,12 @@ def _candidates(format: str | None, options: dict[str, Any]) -> list[Format]:
             known = sorted({o for f in FORMATS.values() for o in f.options})
             raise LogFormatError(f"unknown ingest option `{option}`, expected one of {', '.join(known)}")
     return [f for f in FORMATS.values() if not options or any(o in f.options for o in options)]
+
+
+def _expected(candidates: list[Format]) -> str:
+    """What a directory must hold to be read, for the error that it holds none."""
+    suffixes = sorted({s for f in candidates for s in f.suffixes})
+    return f"files of {', '.join(f.name for f in candidates)} ({' '.join(suffixes)})"
 
 
 def _owners(option: str) -> str:

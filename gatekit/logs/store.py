@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gatekit.errors import StoreError
+from gatekit.logs._interrupts import held_interrupts
 
 if TYPE_CHECKING:
     import polars as pl
@@ -103,7 +104,8 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        self.con.close()
+        with held_interrupts():  # closing checkpoints: a Ctrl-C then must not turn a done job into a crash
+            self.con.close()
 
     def _create_schema(self) -> None:
         self._check_version()
@@ -234,7 +236,10 @@ def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConn
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only)
+            # no progress bar: DuckDB draws it on stdout, into the output of the command using the store
+            con.execute("SET enable_progress_bar = false")
+            return con
         except duckdb.IOException as e:
             message = str(e)
             if "lock" not in message.lower():

@@ -74,8 +74,9 @@ def test_options_go_to_the_formats_that_declare_them(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text("tool: tool\n", encoding="utf-8")
     # a mapping reads every JSON Lines and Parquet file as mapped lines: the OTel file too, no adapter
     assert {s.format for s in sources([logs], mapping=tmp_path / "m.yaml")} == {"jsonl"}
-    # an AgentDojo option leaves AgentDojo alone: the contract's files are not its own
-    assert sources([logs], labels=False) == []
+    # an AgentDojo option leaves AgentDojo alone: the contract's files are not its own, so nothing is left
+    with pytest.raises(LogFormatError, match="no log files in `.*logs`: expected files of agentdojo \\(.json\\)"):
+        sources([logs], labels=False)
     with pytest.raises(LogFormatError, match="`labels` is an option of agentdojo input, not of `jsonl`"):
         sources([logs], format="jsonl", labels=False)
     with pytest.raises(LogFormatError, match="unknown ingest option `lables`, expected one of labels, mapping"):

@@ -32,7 +32,7 @@ ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 # the charts each page draws on the sample store before any interaction (a page not listed: none)
 CHARTS = {"overview": 4, "simulate": 0, "compare": 2, "drift": 3, "reviewers": 4, "evaluate": 2, "explorer": 0,
-          "approvals": 0}
+          "approvals": 0, "quarantine": 0}
 # page -> (url path, charts), for every page of the app
 PAGES = {p.name: (p.url_path, CHARTS.get(p.name, 0)) for p in APP_PAGES}
 TITLES = {p.name: p.title for p in APP_PAGES}

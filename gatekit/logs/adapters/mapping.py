@@ -12,13 +12,16 @@ user: user_id                # a number is written as text
 context:                     # names to paths (or one path to an object)
   env: deploy.env
   team: {value: payments}    # a constant
+where:                       # only lines that match become actions; the others are skipped, not quarantined
+  kind: tool_call            # the value at this path is this
+  phase: [start, retry]      # or one of these
 ```
 
 Every action field can be mapped (`action_id ts agent session user tool args context evidence_hash
 executed_hash outcome approvals label`), each to a path (dotted; a whole-number segment also indexes a
 list), a list of keys, or `{value: ...}`. A path that leads nowhere leaves the field out; the record then
 goes through ingest's checks like any line (no `tool`: quarantined, with the path it was looked for at).
-Fields not mapped are not kept.
+Fields not mapped are not kept. docs/actions.md has the whole format and worked mappings.
 """
 
 from __future__ import annotations
@@ -58,16 +61,24 @@ class _Spec:
 class FieldMapping:
     """Where each action field is in a record of another shape; calling it maps one record.
 
-    >>> m = parse_mapping("tool: event.name\\nargs: event.arguments\\n")
-    >>> m({"event": {"name": "payment.send", "arguments": '{"amount": 250}'}})
+    >>> m = parse_mapping("tool: event.name\\nargs: event.arguments\\nwhere: {kind: call}\\n")
+    >>> m({"kind": "call", "event": {"name": "payment.send", "arguments": '{"amount": 250}'}})
     {'tool': 'payment.send', 'args': {'amount': 250}}
+    >>> m({"kind": "result", "event": {"name": "payment.send"}}) is None  # skipped
+    True
     """
 
     fields: dict[str, _Spec]
     context: dict[str, _Spec] | _Spec | None = None
     ts_unit: str = "s"
+    where: tuple[tuple[_Spec, tuple[Any, ...]], ...] = ()
 
-    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The action of `record`, None when `where` leaves it out, `Rejected` when it cannot be one."""
+        for spec, allowed in self.where:
+            value = spec.get(record)
+            if value is _MISSING or not any(_same(value, a) for a in allowed):
+                return None
         out: dict[str, Any] = {}
         for name, spec in self.fields.items():
             value = spec.get(record)
@@ -127,8 +138,21 @@ def parse_mapping(text: str, source: str = "<mapping>") -> FieldMapping:
     fields: dict[str, _Spec] = {}
     context: dict[str, _Spec] | _Spec | None = None
     unit = "s"
+    where: list[tuple[_Spec, tuple[Any, ...]]] = []
     for key, value in data.items():
-        if key == "ts_unit":
+        if key == "where":
+            if not isinstance(value, dict) or not value:
+                problem(key, "`where` is an object of paths to a value or a list of values")
+                continue
+            for path, allowed in value.items():
+                spec = _spec(str(path))
+                values = tuple(_plain(allowed)) if isinstance(allowed, list) else (_plain(allowed),)
+                if isinstance(spec, str) or not values or any(isinstance(v, (dict, list)) for v in values):
+                    problem(key, f"`where.{path}`: expected a value (text, number, true, false or null) "
+                                 "or a list of values")
+                else:
+                    where.append((spec, values))
+        elif key == "ts_unit":
             if value not in UNITS:
                 problem(key, f"`ts_unit` must be one of {', '.join(UNITS)}, not `{value}`")
             else:
@@ -150,12 +174,12 @@ def parse_mapping(text: str, source: str = "<mapping>") -> FieldMapping:
             else:
                 fields[key] = parsed
         else:
-            problem(key, f"unknown field `{key}`, expected one of {', '.join((*FIELDS, 'ts_unit'))}")
+            problem(key, f"unknown field `{key}`, expected one of {', '.join((*FIELDS, 'ts_unit', 'where'))}")
     if "tool" not in fields and not problems:
         problems.append(f"{source}:1: `tool` must be mapped")
     if problems:
         raise LogFormatError("invalid mapping:\n" + "\n".join(problems))
-    return FieldMapping(fields, context, unit)
+    return FieldMapping(fields, context, unit, tuple(where))
 
 
 def _spec(value: Any) -> _Spec | str:
@@ -189,6 +213,13 @@ def _follow(value: Any, keys: list[str]) -> Any:
         if value is _MISSING:
             return _MISSING
     return value
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    """JSON equality: `true` is not `1`, `1` is `1.0`."""
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return value is wanted
+    return type(value) in (int, float, str, type(None)) and value == wanted
 
 
 def _plain(value: Any) -> Any:

@@ -59,6 +59,8 @@ def rows(path: Path) -> Iterator[tuple[int, list[bytes], int]]:
             lines = [text.encode("utf-8") for text in batch.column(0).to_pylist()]
             yield first, lines, size * (first + len(lines) - 1) // max(count, 1)
             first += len(lines)
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None  # Ctrl-C while DuckDB reads the file: an interrupt, not a bad file
     except duckdb.Error as e:
         raise LogFormatError(f"cannot read `{path}`: {e}") from e
     finally:
