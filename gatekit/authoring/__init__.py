@@ -1,0 +1,8 @@
+"""Writing the policy from evidence: the action catalog, policy tests, CI checks and the tuner.
+
+Above metrics in the layers (it replays and scores); below the CLI.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
