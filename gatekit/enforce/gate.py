@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from gatekit.action import Action, evidence_hash, format_ts, parse_ts
 from gatekit.enforce.broker import PENDING, REFUSED, Broker, Refused, Request
-from gatekit.enforce.identity import check_id
+from gatekit.enforce.identity import check_id, visible
 from gatekit.enforce.quorum import Tally, tally
 from gatekit.enforce.receipts import Receipts, clock_us, from_us
 from gatekit.errors import ApprovalError
@@ -58,11 +58,18 @@ class Waiting:
 
     @property
     def message(self) -> str:
+        tool = _shown(self.tool)  # the agent's model picked it: no line breaks, escapes or bidi in the log
         if self.status != "pending":
-            return f"`{self.tool}` ({self.request_id}): {self.status} after {_span(self.waited)}"
+            return f"`{tool}` ({self.request_id}): {self.status} after {_span(self.waited)}"
         left = f", {_span(self.left)} left" if self.left is not None else ""
-        return (f"waiting for approval of `{self.tool}` ({self.request_id}): {self.needs}; "
+        return (f"waiting for approval of `{tool}` ({self.request_id}): {self.needs}; "
                 f"waited {_span(self.waited)}{left}")
+
+
+def _shown(text: str) -> str:
+    """Agent-written text as one log line may show it: what `visible` escapes for reviewers, and line
+    breaks too (a tool name must not forge a second log line)."""
+    return visible(text).replace("\n", "\\u000a")
 
 
 def _span(seconds: float) -> str:
@@ -493,15 +500,18 @@ class Pending:
         if self.request is None:
             return self.status()
         report = _Reporter(self.gate, self.request.id, self.action.tool)
-        start = self.gate.clock()
+        # The wait is timed on the broker's clock, the one its requests expire by: the gate's own clock may
+        # be injected (replaying recorded calls) and stand still.
+        clock = self.gate.broker.clock  # type: ignore[union-attr]
+        start = clock()
         while True:
             req = self.request
             report(req.status, tally([{"reviewer": v.reviewer, "role": v.role, "decision": v.decision}
                                       for v in req.votes], req.approvals, req.roles),
-                   max(0.0, req.expires_at.timestamp() - self.gate.clock()))
+                   max(0.0, req.expires_at.timestamp() - clock()))
             if req.status != PENDING:
                 return req.status
-            waited = self.gate.clock() - start
+            waited = clock() - start
             if timeout is not None and waited >= timeout:
                 return req.status
             chunk = min(self.gate.report_every, 1.0)  # to notice a vote (the broker wakes only on a decision)
