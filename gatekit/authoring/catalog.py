@@ -383,6 +383,10 @@ def parse_catalog(text: str, source: str = "<catalog>") -> Catalog:
 
     if not isinstance(doc, dict) or not isinstance(doc.get("tools", {}), dict):
         raise _refused([Problem(source, 1, "a catalog is a mapping with a `tools:` mapping of tool names")])
+    if doc.get("catalog") != FORMAT:
+        where = line(doc, "catalog") if "catalog" in doc else 1
+        raise _refused([Problem(source, where, f"not a gatekit catalog of format {FORMAT} (no `catalog: {FORMAT}`): "
+                                "write one with `gatekit catalog --out FILE`")])
     tools: dict[str, ToolEntry] = {}
     for name, body in (doc.get("tools") or {}).items():
         if not isinstance(body, dict):
