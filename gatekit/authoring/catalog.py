@@ -129,11 +129,18 @@ class Catalog:
     def merge_tags(self, old: Catalog | None) -> Catalog:
         """This catalog with the tags and notes of `old` (an earlier catalog, possibly hand-edited): kept for
         every tool still logged; a tool of `old` no longer logged moves to `retired` with its tags, notes
-        and last call (unless it had neither tags nor notes: nothing a person wrote is then lost)."""
+        and last call (unless it had neither tags nor notes: nothing a person wrote is then lost), and a
+        retired tool logged again gets its tags back."""
         if old is None:
             return self
-        tools = {name: replace(t, tags=dict(old.tools[name].tags), notes=old.tools[name].notes)
-                 if name in old.tools else t for name, t in self.tools.items()}
+        tools: dict[str, ToolEntry] = {}
+        for name, t in self.tools.items():
+            if name in old.tools:
+                t = replace(t, tags=dict(old.tools[name].tags), notes=old.tools[name].notes)
+            elif name in old.retired:  # logged again: its tags come back from `retired`
+                t = replace(t, tags={**dict.fromkeys(TAGS), **old.retired[name].get("tags", {})},
+                            notes=old.retired[name].get("notes"))
+            tools[name] = t
         retired = {name: dict(entry) for name, entry in old.retired.items() if name not in self.tools}
         for name, t in old.tools.items():
             if name not in self.tools and (any(v is not None for v in t.tags.values()) or t.notes):

@@ -126,6 +126,14 @@ def test_tags_and_notes_survive_regeneration(catalog, catalog_file: Path, tmp_pa
     assert catalog.merge_tags(third).tools["payment.send"].notes == "money leaves the company"
 
 
+def test_a_retired_tool_logged_again_gets_its_tags_back(catalog) -> None:
+    old = parse_catalog("catalog: 1\ntools: {}\nretired:\n  payment.send:\n    tags: {impact: high}\n"
+                        "    notes: back\n")
+    again = catalog.merge_tags(old)
+    assert again.tools["payment.send"].tags["impact"] == "high" and again.tools["payment.send"].notes == "back"
+    assert "payment.send" not in again.retired
+
+
 def test_a_bad_tag_is_refused_at_its_line() -> None:
     text = "catalog: 1\ntools:\n  payment.send:\n    calls: 1\n    tags:\n      impact: huge\n      colour: red\n"
     with pytest.raises(InputError) as exc:
