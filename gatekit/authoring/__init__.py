@@ -5,6 +5,12 @@ Above metrics in the layers (it replays and scores); below the CLI.
 
 from __future__ import annotations
 
-from gatekit.authoring.catalog import Catalog, build_catalog, check_policy, dump_catalog, load_catalog
+from gatekit.authoring.catalog import (
+    Catalog,
+    build_catalog,
+    check_policy,
+    dump_catalog,
+    load_catalog,
+)
 
-__all__: list[str] = ["Catalog", "build_catalog", "check_policy", "dump_catalog", "load_catalog"]
+__all__ = ["Catalog", "build_catalog", "check_policy", "dump_catalog", "load_catalog"]
