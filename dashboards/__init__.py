@@ -41,6 +41,7 @@ PAGES: tuple[Page, ...] = (
     Page("reviewers", "Reviewers", ":material/groups:"),
     Page("evaluate", "Evaluate", ":material/target:"),
     Page("explorer", "Explorer", ":material/search:"),
+    Page("catalog", "Catalog", ":material/inventory_2:"),
     Page("approvals", "Approvals", ":material/approval:"),
     Page("quarantine", "Quarantine", ":material/report:"),
 )

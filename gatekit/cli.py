@@ -32,18 +32,21 @@ _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 @dataclass(frozen=True)
 class Validation:
-    """What `gatekit validate` found: every problem of every file (none: all valid)."""
+    """What `gatekit validate` found: every problem of every file (none: all valid), and with `--catalog` the
+    warnings (rules that read what the logs never hold), which do not fail validation."""
 
     files: int
     problems: tuple[Problem, ...]
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {"valid": self.ok, "problems": [
-            {"file": p.file, "line": p.line, "code": p.code, "message": p.msg} for p in self.problems]}
+        def rows(found: tuple[Problem, ...]) -> list[dict[str, Any]]:
+            return [{"file": p.file, "line": p.line, "code": p.code, "message": p.msg} for p in found]
+        return {"valid": self.ok, "problems": rows(self.problems), "warnings": rows(self.warnings)}
 
 
 @dataclass(frozen=True)
@@ -125,26 +128,77 @@ def _existing(db: Path) -> Path:
 # ---- policy ------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="also warn about rules that read what the logs of this catalog never hold (gatekit catalog)")
 @output_options
-def validate(files: tuple[Path, ...], as_json: bool, quiet: bool) -> Validation:
-    """Check policy files; print every problem as FILE:LINE: message."""
+def validate(files: tuple[Path, ...], catalog_path: Path | None, as_json: bool, quiet: bool) -> Validation:
+    """Check policy files; print every problem as FILE:LINE: message (warnings do not fail validation)."""
     from gatekit.policy import load_policy
 
+    catalog = None
+    if catalog_path is not None:
+        from gatekit.authoring import load_catalog
+
+        if not catalog_path.exists():
+            raise InputError(f"no catalog at `{catalog_path}`: write one with `gatekit catalog --db STORE --out "
+                             f"{catalog_path}`")
+        catalog = load_catalog(catalog_path)
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     for f in files:
         try:
-            load_policy(f)
+            policy = load_policy(f)
         except PolicyError as exc:
             problems.extend(exc.problems)
-    result = Validation(files=len(files), problems=tuple(problems))
+            continue
+        if catalog is not None:
+            from gatekit.authoring import check_policy
+
+            warnings.extend(check_policy(policy, catalog))
+    result = Validation(files=len(files), problems=tuple(problems), warnings=tuple(warnings))
     if as_json:
         emit(result.to_dict())
     else:
         for p in result.problems:
             click.echo(str(p))
+        for w in result.warnings:
+            click.echo(f"{w.file}:{w.line}: warning: {w.msg}")
         if result.ok:
-            note(f"ok: {_count(result.files, 'policy')} valid")
+            shown = f", {_count(len(warnings), 'warning')}" if warnings else ""
+            note(f"ok: {_count(result.files, 'policy')} valid{shown}")
     return result
+
+
+@cli.command()
+@db_option()
+@policy_option(required=False, help="mark what this policy reads, and its decisions replayed in memory")
+@run_option(help="mark what this run's policy reads, with the run's decisions per tool")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the catalog YAML here, keeping the tags and notes of a catalog already there")
+@output_options
+def catalog(db: Path, policy_path: Path | None, run_name: str | None, out: Path | None, as_json: bool,
+            quiet: bool) -> None:
+    """The action catalog of the logs: per tool its calls, agents, argument paths, types and values."""
+    from gatekit.authoring import build_catalog, dump_catalog, load_catalog
+    from gatekit.logs.store import Store
+    from gatekit.policy import load_policy
+    from gatekit.run import load_run
+
+    if policy_path is not None and run_name is not None:
+        raise click.UsageError("give `--policy` or `--run`, not both")
+    policy = load_policy(policy_path) if policy_path is not None else None
+    old = load_catalog(out) if out is not None and out.exists() else None
+    with Store(_existing(db), read_only=True) as store, progress("cataloguing"):
+        run = load_run(store, run_name) if run_name is not None else None
+        built = build_catalog(store, policy=policy, run=run).merge_tags(old)
+    if out is not None:
+        write_text(out, dump_catalog(built))
+        note(f"wrote {out} ({_count(len(built.tools), 'tool')}"
+             + (f", {count(len(built.retired))} retired" if built.retired else "") + ")")
+    if as_json:
+        emit(built.to_dict())
+    elif out is None:
+        click.echo(dump_catalog(built), nl=False)
 
 
 @cli.command()

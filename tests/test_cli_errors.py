@@ -57,7 +57,11 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
     policy, store, broker, rid, state = w["policy"], w["store"], w["broker"], w["request"], w["state"]
     nowhere = w["nowhere"]  # a directory that does not exist
     return {
-        "validate": [[w["bad"]], [f"{nowhere}/p.yaml"]],
+        "validate": [[w["bad"]], [f"{nowhere}/p.yaml"], ["--catalog", f"{nowhere}/c.yaml", policy],
+                     ["--catalog", w["bad_catalog"], policy], ["--catalog", policy, policy]],
+        "catalog": [["--db", w["fresh"]], [], ["--db", store, "--run", "nope"], ["--db", store, "--policy", w["bad"]],
+                    ["--db", store, "--policy", policy, "--run", "first"], ["--db", store, "--out", f"{nowhere}/c.yaml"],
+                    ["--db", store, "--out", w["bad_catalog"]], ["--db", store, "--policy", f"{nowhere}/p.yaml"]],
         "schema": [["--out", f"{nowhere}/schema.json"], ["--out", f"{policy}/schema.json"]],
         "decide": [["--policy", policy, "not json"], ["--policy", policy, "[1]"], ["--policy", w["bad"], "{}"],
                    ["{}"], ["--policy", policy, "--exit-code", "not json"], ["--policy", policy, "--exit-code=yes", "{}"]],
@@ -125,6 +129,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("world")
     (root / "policy.yaml").write_text(POLICY)
     (root / "bad.yaml").write_text(BAD_POLICY)
+    (root / "bad-catalog.yaml").write_text("catalog: 1\ntools:\n  payment.send:\n    tags: {impact: huge}\n")
     (root / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in LOG))
     policy = load_policy(root / "policy.yaml")
     with Store(root / "store.duckdb") as store:
@@ -141,6 +146,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "state").mkdir()
     (root / "empty").mkdir()
     return {"empty": str(root / "empty"), "policy": str(root / "policy.yaml"), "bad": str(root / "bad.yaml"),
+            "bad_catalog": str(root / "bad-catalog.yaml"),
             "log": str(root / "log.jsonl"), "store": str(root / "store.duckdb"), "two_runs": str(root / "two-runs.duckdb"),
             "no_runs": str(root / "no-runs.duckdb"), "broker": str(root / "broker.db"), "request": pending.request_id,
             "state": str(root / "state"), "fresh": str(root / "fresh.duckdb"), "samples": str(root / "samples"),

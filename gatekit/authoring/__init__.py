@@ -5,4 +5,12 @@ Above metrics in the layers (it replays and scores); below the CLI.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from gatekit.authoring.catalog import (
+    Catalog,
+    build_catalog,
+    check_policy,
+    dump_catalog,
+    load_catalog,
+)
+
+__all__ = ["Catalog", "build_catalog", "check_policy", "dump_catalog", "load_catalog"]

@@ -268,3 +268,39 @@ def test_every_page_renders_on_the_sample_store(open_page, sample_store, approva
     at = ok(open_page(page, sample_store, approvals_db))
     assert at.title[0].value == page.capitalize()
     assert shipped(at) < SHIPPED
+
+
+# -- Catalog -------------------------------------------------------------------------------------------
+def _frame(at, first_column: str):
+    return next(d.value for d in at.dataframe if d.value.columns[0] == first_column)
+
+
+def test_catalog_lists_the_tools_with_the_runs_decisions(open_page, sample_store) -> None:
+    at = ok(open_page("catalog", sample_store))
+    assert at.title[0].value == "Catalog"
+    tools = _frame(at, "tool")
+    with duckdb.connect(str(sample_store), read_only=True) as con:
+        counts = dict(con.execute("SELECT tool, count(*) FROM actions GROUP BY tool").fetchall())
+        strict = dict(con.execute("SELECT decision, count(*) FROM decisions WHERE run = 'strict' GROUP BY ALL")
+                      .fetchall())
+    assert dict(zip(tools["tool"], tools["calls"])) == counts
+    assert int(tools["escalate"].sum()) == strict["escalate"] and int(tools["deny"].sum()) == strict["deny"]
+    assert {m.label: m.value for m in at.metric}["Actions"] == f"{ACTIONS:,}"
+
+
+def test_catalog_shows_the_paths_of_the_picked_tool(open_page, sample_store) -> None:
+    at = open_page("catalog", sample_store)
+    at.sidebar.selectbox[0].set_value("starter").run()
+    at.selectbox(key="catalog_tool").set_value("payment.send").run()
+    ok(at)
+    paths = _frame(at, "path").set_index("path")
+    assert "number" in paths.loc["args.amount", "types"]
+    assert paths.loc["args.amount", "min"] < paths.loc["args.amount", "max"]
+    assert "payments-over-100" in paths.loc["args.amount", "read by"]
+    assert paths.loc["context.env", "read by"] == ""
+
+
+def test_catalog_without_runs_still_lists_the_tools(open_page, unreplayed_store) -> None:
+    at = ok(open_page("catalog", unreplayed_store))
+    tools = _frame(at, "tool")
+    assert tools["escalate"].isna().all() and tools["calls"].sum() > 0
