@@ -238,7 +238,10 @@ def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConn
         try:
             con = duckdb.connect(str(path), read_only=read_only)
             # no progress bar: DuckDB draws it on stdout, into the output of the command using the store
-            con.execute("SET enable_progress_bar = false")
+            try:
+                con.execute("SET enable_progress_bar = false")
+            except duckdb.InvalidInputException:  # in Jupyter DuckDB draws a widget, and refuses the
+                pass  # setting without ipywidgets: nothing reaches stdout there, so leave it
             return con
         except duckdb.IOException as e:
             message = str(e)
