@@ -5,4 +5,6 @@ Above metrics in the layers (it replays and scores); below the CLI.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from gatekit.authoring.tune import Change, Counts, Tuning, tune
+
+__all__ = ["Change", "Counts", "Tuning", "tune"]
