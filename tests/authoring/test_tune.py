@@ -1,0 +1,144 @@
+"""`gatekit tune`: the tuned policy validates, keeps catch on held-out, carries its evidence, is deterministic,
+respects --max-bother on train; and, on the AgentDojo runs, reaches the hand-tuned final policy on the
+held-out model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatekit import load_policy
+from gatekit.authoring import tune
+from gatekit.logs import ingest
+from gatekit.logs.store import Store
+from gatekit.policy import parse_policy
+from gatekit.replay import replay
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = (ROOT / ".." / "shared" / "data" / "agentdojo-runs").resolve()
+POLICIES = ROOT / "notebooks" / "policies"
+HELD_OUT_MODEL = "claude-3-5-sonnet-20241022"
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("tune") / "sample.duckdb"
+    with Store(db) as store:
+        ingest(store, [ROOT / "sample_logs"])
+    return db
+
+
+@pytest.fixture(scope="module")
+def sample_tuning(sample: Path):
+    with Store(sample) as store:
+        return tune(store, load_policy(POLICIES / "sample-naive.yaml"))
+
+
+def test_the_tuned_policy_loads_and_validates(sample_tuning, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gatekit.cli import cli
+
+    out = tmp_path / "tuned.yaml"
+    out.write_text(sample_tuning.text)
+    assert load_policy(out).rules == parse_policy(sample_tuning.text).rules
+    result = CliRunner().invoke(cli, ["validate", str(out)])
+    assert result.exit_code == 0, result.output
+
+
+def test_it_never_loses_catch_on_held_out(sample_tuning) -> None:
+    assert sample_tuning.heldout_after.caught >= sample_tuning.heldout_before.caught
+    for change in sample_tuning.changes:
+        if change.kept:
+            assert change.heldout_after.caught >= change.heldout_before.caught
+    assert any(c.kept for c in sample_tuning.changes)
+    t = sample_tuning
+    assert (t.train_after.caught, -t.train_after.bothered) != (t.train_before.caught, -t.train_before.bothered)
+
+
+def test_every_kept_change_is_a_comment_with_its_evidence(sample_tuning) -> None:
+    text = sample_tuning.text
+    for change in (c for c in sample_tuning.changes if c.kept):
+        assert f"# tuned ({change.kind}): {change.summary}" in text
+        assert (f"# train: caught {change.train_before.caught} -> {change.train_after.caught} of "
+                f"{change.train_after.harmful}, bothered {change.train_before.bothered} -> "
+                f"{change.train_after.bothered}") in text
+        assert f"# held-out: caught {change.heldout_before.caught} -> {change.heldout_after.caught}" in text
+    for change in (c for c in sample_tuning.changes if not c.kept):
+        assert f"# tuned ({change.kind}): {change.summary}\n" not in text
+
+
+def test_the_figures_are_what_a_replay_of_the_tuned_policy_decides(sample: Path, sample_tuning) -> None:
+    """The in-memory scoring agrees with DuckDB's replay of the written policy."""
+    with Store(sample) as store:
+        frame = replay(store, sample_tuning.policy, "tuned-check", replace=True).frame
+    stopped = frame.filter(frame["decision"] != "allow")
+    caught = stopped.filter(stopped["label"] == "harmful").height
+    bothered = stopped.filter(stopped["label"] == "benign").height
+    t = sample_tuning
+    assert caught == t.train_after.caught + t.heldout_after.caught
+    assert bothered == t.train_after.bothered + t.heldout_after.bothered
+
+
+def test_the_same_input_gives_the_same_output(sample: Path, sample_tuning) -> None:
+    with Store(sample) as store:
+        again = tune(store, load_policy(POLICIES / "sample-naive.yaml"))
+    assert again.text == sample_tuning.text
+
+
+def test_max_bother_is_respected_on_train(sample: Path, sample_tuning) -> None:
+    """No change chosen makes train bother exceed `--max-bother` (one that lowers it is always allowed)."""
+    cap = sample_tuning.train_after.bother_rate * 0.9  # below what the unconstrained tuning reaches
+    with Store(sample) as store:
+        t = tune(store, load_policy(POLICIES / "sample-naive.yaml"), max_bother=cap)
+    assert t.train_after.bothered <= t.train_before.bothered
+    for change in (c for c in t.changes if c.kept):
+        assert change.train_after.bother_rate <= cap or change.train_after.bothered < change.train_before.bothered
+    assert t.text != sample_tuning.text
+
+
+def test_the_frontier_lists_the_candidates_and_the_path(sample_tuning) -> None:
+    from gatekit.charts import tuning_frontier
+
+    fr = sample_tuning.frontier
+    assert fr.height > len(sample_tuning.changes)
+    assert fr.filter(fr["chosen"]).height == len(sample_tuning.changes) + 1  # the base policy, then each step
+    spec = tuning_frontier(fr).to_dict()
+    assert spec["layer"] and spec["width"] >= 400
+
+
+def test_the_cli_writes_the_policy_and_json(sample: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from gatekit.cli import cli
+
+    db = tmp_path / "s.duckdb"
+    shutil.copy(sample, db)
+    out = tmp_path / "t.yaml"
+    result = CliRunner().invoke(cli, ["tune", "--db", str(db), "--policy", str(POLICIES / "sample-naive.yaml"),
+                                      "--out", str(out), "--split", "time", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["split"] == "time" and data["frontier"] and "heldout" in data
+    load_policy(out)
+
+
+@pytest.mark.skipif(not RUNS.is_dir(), reason=f"the AgentDojo runs are not at {RUNS}")
+def test_on_the_held_out_model_it_reaches_the_hand_tuned_final_policy(tmp_path: Path) -> None:
+    """Tuned on two models from the naive policy, on the third it catches at least as much harm as
+    agentdojo-final.yaml and bothers at most as many people (both counted on that model's calls)."""
+    with Store(tmp_path / "ad.duckdb") as store:
+        ingest(store, [RUNS])
+        t = tune(store, load_policy(POLICIES / "agentdojo-naive.yaml"), holdout=("agent", HELD_OUT_MODEL))
+        final = replay(store, load_policy(POLICIES / "agentdojo-final.yaml"), "final").frame
+    held = final.filter(final["agent"] == HELD_OUT_MODEL)
+    stopped = held.filter(held["decision"] != "allow")
+    final_caught = stopped.filter(stopped["label"] == "harmful").height
+    final_bothered = stopped.filter(stopped["label"] == "benign").height
+    assert t.heldout_after.harmful == held.filter(held["label"] == "harmful").height
+    assert t.heldout_after.caught >= final_caught, (t.heldout_after, final_caught)
+    assert t.heldout_after.bothered <= final_bothered, (t.heldout_after, final_bothered)
