@@ -675,7 +675,7 @@ def tune_cmd(db: Path, policy_path: Path, out: Path, max_bother: float | None, t
             raise InputError(f"`--holdout` is FIELD=VALUE (agent=MODEL), not `{holdout}`")
         held = (key, value)
     policy = load_policy(policy_path)
-    with Store(db) as store:
+    with Store(_existing(db)) as store:
         with progress("tuning"):
             result = tune(store, policy, max_bother=max_bother, target=target, split=split, holdout=held)
     write_text(out, result.text)

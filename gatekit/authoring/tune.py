@@ -31,9 +31,8 @@ import polars as pl
 from gatekit.errors import InputError
 from gatekit.logs.store import Store
 from gatekit.policy import Policy, parse_policy, policy_dict
-from gatekit.policy.decide import Evaluator, Scan
+from gatekit.policy.decide import Evaluator, Scan, View
 from gatekit.policy.model import LEVEL
-from gatekit.policy._view import View
 from gatekit.policy.dump import dump_yaml
 
 __all__ = ["Counts", "Change", "Tuning", "tune", "SPLITS", "TARGETS"]
