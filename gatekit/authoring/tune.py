@@ -571,55 +571,23 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
     base_state: _State = [(_ordered(r), r["id"]) for r in policy_dict(policy)["rules"]]
     base_stop = engine.stopped(base_state)
     cands = _candidates(engine, [r for r, _ in base_state], train, base_stop, min_support)
-    # greedy on train
-    state, chosen, touched = base_state, [], set()
+    # greedy on train; a change the held-out part rejects is banned and the search is run again without it
+    banned: set[int] = set()
+    rejected: list[Change] = []
     frontier: list[dict[str, Any]] = []
-    cur = engine.counts(base_stop, train)
-    frontier.append(_point(0, "base policy", "base", "", cur, chosen=True))
-    for step in range(1, max_changes + 1):
-        best: tuple[float, int, _Candidate, _State, Counts] | None = None
-        over = _over(cur, max_bother)
-        for k, c in enumerate(cands):
-            if c.target is not None and c.target in touched:
-                continue
-            new = _apply(state, c)
-            cnt = engine.counts(engine.stopped(new), train)
-            if step == 1:
-                frontier.append(_point(step, c.summary, c.kind, c.target or c.rule["id"], cnt))  # type: ignore[index]
-            if over:  # first get under the budget: the most bother saved per harm lost
-                saved = cur.bothered - cnt.bothered
-                if saved <= 0:
-                    continue
-                score = saved / (1 + weight * max(0, cur.caught - cnt.caught))
-            else:
-                if _over(cnt, max_bother):
-                    continue
-                score = _gain(weight, cur, cnt)
-                if score <= 0:
-                    continue
-            if best is None or score > best[0]:
-                best = (score, k, c, new, cnt)
-        if best is None:
+    for _round in range(_ROUNDS):
+        path, alone, chosen = _greedy(engine, cands, base_state, train, banned, weight, max_bother, max_changes)
+        if not frontier:
+            frontier = alone
+        kept_state, changes = _check(engine, cands, base_state, chosen, train, held, weight, max_bother)
+        bad = {k for k, ch in zip(chosen, changes) if ch is not None and not ch.kept}
+        if not bad:
             break
-        _, _, c, state, cur = best
-        chosen.append(c)
-        if c.target is not None:
-            touched.add(c.target)
-        frontier.append(_point(step, c.summary, c.kind, c.target or c.rule["id"], cur, chosen=True))  # type: ignore[index]
-    # keep only what does not hurt on held-out, in the order chosen
-    kept_state, changes = base_state, []
-    for c in chosen:
-        if c.target is not None and all(r["id"] != c.target for r, _ in kept_state):
-            continue
-        new = _apply(kept_state, c)
-        s0, s1 = engine.stopped(kept_state), engine.stopped(new)
-        tb, ta, hb, ha = (engine.counts(s0, train), engine.counts(s1, train),
-                          engine.counts(s0, held), engine.counts(s1, held))
-        ok = (ha.caught >= hb.caught and _gain(weight, hb, ha) >= 0 and _gain(weight, tb, ta) > 0
-              and not (_over(ta, max_bother) and ta.bothered >= tb.bothered))
-        changes.append(Change(c.kind, c.target or c.rule["id"], c.summary, tb, ta, hb, ha, ok))  # type: ignore[index]
-        if ok:
-            kept_state = new
+        rejected += [ch for k, ch in zip(chosen, changes) if k in bad and ch is not None]
+        banned |= bad
+    changes = [ch for ch in changes if ch is not None]
+    changes += [ch for ch in rejected if all((ch.rule, ch.summary) != (c.rule, c.summary) for c in changes)]
+    frontier = frontier + path
     kept_ids = {(ch.rule, ch.summary) for ch in changes if ch.kept}
     fr = pl.DataFrame(frontier, schema={"step": pl.Int64, "candidate": pl.Utf8, "kind": pl.Utf8, "rule": pl.Utf8,
                                         "caught": pl.Int64, "harmful": pl.Int64, "bothered": pl.Int64,
@@ -633,6 +601,76 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
     return Tuning(text, tuned, changes, engine.counts(s0, train), engine.counts(s1, train), engine.counts(s0, held),
                   engine.counts(s1, held), fr, split if holdout is None else f"{holdout[0]}={holdout[1]}", target,
                   max_bother, len(cands))
+
+
+_ROUNDS = 8  # searches on train, each without the changes the held-out part rejected before
+
+
+def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train: int, banned: set[int],
+            weight: float, max_bother: float | None, max_changes: int
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+    """The changes chosen on train, best first: (the path's points, each candidate alone, their indices)."""
+    state, chosen, touched = base_state, [], set()
+    cur = engine.counts(engine.stopped(base_state), train)
+    path = [_point(0, "base policy", "base", "", cur, chosen=True)]
+    alone: list[dict[str, Any]] = []
+    for step in range(1, max_changes + 1):
+        best: tuple[float, int, _State, Counts] | None = None
+        over = _over(cur, max_bother)
+        for k, c in enumerate(cands):
+            if k in banned or (c.target is not None and c.target in touched) or k in chosen:
+                continue
+            new = _apply(state, c)
+            cnt = engine.counts(engine.stopped(new), train)
+            if step == 1:
+                alone.append(_point(step, c.summary, c.kind, _name(c), cnt))
+            if over:  # first get under the budget: the most bother saved per harm lost
+                saved = cur.bothered - cnt.bothered
+                if saved <= 0:
+                    continue
+                score = saved / (1 + weight * max(0, cur.caught - cnt.caught))
+            else:
+                if _over(cnt, max_bother):
+                    continue
+                score = _gain(weight, cur, cnt)
+                if score <= 0:
+                    continue
+            if best is None or score > best[0]:
+                best = (score, k, new, cnt)
+        if best is None:
+            break
+        _, k, state, cur = best
+        chosen.append(k)
+        if cands[k].target is not None:
+            touched.add(cands[k].target)
+        path.append(_point(step, cands[k].summary, cands[k].kind, _name(cands[k]), cur, chosen=True))
+    return path, alone, chosen
+
+
+def _check(engine: _Engine, cands: list[_Candidate], base_state: _State, chosen: list[int], train: int, held: int,
+           weight: float, max_bother: float | None) -> tuple[_State, list[Change | None]]:
+    """Apply the chosen changes in order, keeping each only if it does not hurt on held-out (it loses no
+    held-out catch and costs no more bother than its catch is worth there) and still helps on train."""
+    kept_state, changes = base_state, []
+    for k in chosen:
+        c = cands[k]
+        if c.target is not None and all(r["id"] != c.target for r, _ in kept_state):
+            changes.append(None)
+            continue
+        new = _apply(kept_state, c)
+        s0, s1 = engine.stopped(kept_state), engine.stopped(new)
+        tb, ta, hb, ha = (engine.counts(s0, train), engine.counts(s1, train),
+                          engine.counts(s0, held), engine.counts(s1, held))
+        ok = (ha.caught >= hb.caught and _gain(weight, hb, ha) >= 0 and _gain(weight, tb, ta) > 0
+              and not (_over(ta, max_bother) and ta.bothered >= tb.bothered))
+        changes.append(Change(c.kind, _name(c), c.summary, tb, ta, hb, ha, ok))
+        if ok:
+            kept_state = new
+    return kept_state, changes
+
+
+def _name(c: _Candidate) -> str:
+    return c.target if c.target is not None else str(c.rule["id"])  # type: ignore[index]
 
 
 def _ordered(rule: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from gatekit.replay import replay
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = (ROOT / ".." / "shared" / "data" / "agentdojo-runs").resolve()
 POLICIES = ROOT / "notebooks" / "policies"
-HELD_OUT_MODEL = "claude-3-5-sonnet-20241022"
+# Held out in turn, each of these two (the third, gpt-4o-mini, has 184 of the 208 harmful calls: trained on the
+# other two's 24 it reaches 148 caught and 90 bothered there, against the hand-tuned 182 and 205, so not "at least")
+HELD_OUT_MODELS = ["claude-3-5-sonnet-20241022", "command-r"]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,9 @@ def test_the_frontier_lists_the_candidates_and_the_path(sample_tuning) -> None:
 
     fr = sample_tuning.frontier
     assert fr.height > len(sample_tuning.changes)
-    assert fr.filter(fr["chosen"]).height == len(sample_tuning.changes) + 1  # the base policy, then each step
+    kept = sum(c.kept for c in sample_tuning.changes)
+    assert fr.filter(fr["chosen"]).height >= kept + 1  # the base policy, then each step of the last search
+    assert fr.filter(fr["kept"]).height == kept
     spec = tuning_frontier(fr).to_dict()
     assert spec["layer"] and spec["width"] >= 400
 
@@ -127,15 +131,29 @@ def test_the_cli_writes_the_policy_and_json(sample: Path, tmp_path: Path) -> Non
     load_policy(out)
 
 
-@pytest.mark.skipif(not RUNS.is_dir(), reason=f"the AgentDojo runs are not at {RUNS}")
-def test_on_the_held_out_model_it_reaches_the_hand_tuned_final_policy(tmp_path: Path) -> None:
-    """Tuned on two models from the naive policy, on the third it catches at least as much harm as
-    agentdojo-final.yaml and bothers at most as many people (both counted on that model's calls)."""
-    with Store(tmp_path / "ad.duckdb") as store:
+@pytest.fixture(scope="module")
+def agentdojo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not RUNS.is_dir():
+        pytest.skip(f"the AgentDojo runs are not at {RUNS}")
+    db = tmp_path_factory.mktemp("agentdojo") / "ad.duckdb"
+    with Store(db) as store:
         ingest(store, [RUNS])
-        t = tune(store, load_policy(POLICIES / "agentdojo-naive.yaml"), holdout=("agent", HELD_OUT_MODEL))
-        final = replay(store, load_policy(POLICIES / "agentdojo-final.yaml"), "final").frame
-    held = final.filter(final["agent"] == HELD_OUT_MODEL)
+    return db
+
+
+@pytest.mark.parametrize("model", HELD_OUT_MODELS)
+def test_on_the_held_out_model_it_reaches_the_hand_tuned_final_policy(agentdojo: Path, model: str) -> None:
+    """Tuned on two models from the naive policy, on the third it catches at least as much harm as
+    agentdojo-final.yaml and bothers at most as many people (both counted on that model's calls, the tuned
+    policy's figures checked against a DuckDB replay of the file it wrote)."""
+    with Store(agentdojo) as store:
+        t = tune(store, load_policy(POLICIES / "agentdojo-naive.yaml"), holdout=("agent", model))
+        final = replay(store, load_policy(POLICIES / "agentdojo-final.yaml"), "final", replace=True).frame
+        tuned = replay(store, t.policy, "tuned", replace=True).frame
+    mine = tuned.filter((tuned["agent"] == model) & (tuned["decision"] != "allow"))
+    assert mine.filter(mine["label"] == "harmful").height == t.heldout_after.caught
+    assert mine.filter(mine["label"] == "benign").height == t.heldout_after.bothered
+    held = final.filter(final["agent"] == model)
     stopped = held.filter(held["decision"] != "allow")
     final_caught = stopped.filter(stopped["label"] == "harmful").height
     final_bothered = stopped.filter(stopped["label"] == "benign").height
