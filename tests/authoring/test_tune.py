@@ -160,3 +160,29 @@ def test_on_the_held_out_model_it_reaches_the_hand_tuned_final_policy(agentdojo:
     assert t.heldout_after.harmful == held.filter(held["label"] == "harmful").height
     assert t.heldout_after.caught >= final_caught, (t.heldout_after, final_caught)
     assert t.heldout_after.bothered <= final_bothered, (t.heldout_after, final_bothered)
+
+
+def test_reviews_are_the_evidence_without_labels(sample: Path) -> None:
+    """With `target="reviews"` a call any reviewer denied counts as harmful and one only approved as benign;
+    calls nobody reviewed are no evidence."""
+    with Store(sample) as store:
+        t = tune(store, load_policy(POLICIES / "sample-naive.yaml"), target="reviews")
+        reviewed = store.con.execute("SELECT count(*) FROM actions WHERE approvals IS NOT NULL "
+                                     "AND json_array_length(approvals) > 0").fetchall()[0][0]
+        denied = store.con.execute(
+            "SELECT count(DISTINCT a.seq) FROM actions a, LATERAL (SELECT unnest(CAST(a.approvals AS JSON[])) AS v) j "
+            "WHERE j.v ->> 'decision' = 'deny'").fetchall()[0][0]
+    assert t.target == "reviews"
+    assert t.train_before.harmful + t.heldout_before.harmful == denied
+    assert 0 < t.train_before.benign + t.heldout_before.benign <= reviewed - denied
+    assert t.heldout_after.caught >= t.heldout_before.caught
+    parse_policy(t.text)
+
+
+@pytest.mark.parametrize("holdout, message", [(("model", "x"), "cannot hold out by `model`"),
+                                               (("agent", "nobody"), "no action has agent `nobody`")])
+def test_a_bad_holdout_is_an_input_error(sample: Path, holdout, message: str) -> None:
+    from gatekit.errors import InputError
+
+    with Store(sample) as store, pytest.raises(InputError, match=message):
+        tune(store, load_policy(POLICIES / "sample-naive.yaml"), holdout=holdout)
