@@ -214,9 +214,13 @@ def _load(store: Store, policy: Policy, target: str, split: str, holdout: tuple[
         by_tool[t].append(i)
     # the base policy's matches, exactly as replay decides them (windows included): one replay, not stored
     from gatekit.replay import delete_run
-    name = "gatekit-tune-base"
+    from gatekit.run import run_row
+
+    name, n = "gatekit-tune-base", 1
+    while run_row(store, name) is not None:  # never replace (nor then delete) a run of the user's
+        name, n = f"gatekit-tune-base-{n}", n + 1
     try:
-        frame = replay(store, policy, name, replace=True).frame.sort("seq")
+        frame = replay(store, policy, name).frame.sort("seq")
     finally:
         delete_run(store, name)
     seq_index = {r[0]: i for i, r in enumerate(rows)}

@@ -108,8 +108,18 @@ def test_the_frontier_lists_the_candidates_and_the_path(sample_tuning) -> None:
     kept = sum(c.kept for c in sample_tuning.changes)
     assert fr.filter(fr["chosen"]).height >= kept + 1  # the base policy, then each step of the last search
     assert fr.filter(fr["kept"]).height == kept
-    spec = tuning_frontier(fr).to_dict()
-    assert spec["layer"] and spec["width"] >= 400
+    chart = tuning_frontier(fr)
+    spec = chart.to_dict()
+    assert spec["layer"] and spec["width"] >= 400 and spec["height"] >= 300
+    import json
+
+    import vl_convert
+
+    drawn = vl_convert.vegalite_to_vega(spec)
+    drawn = drawn if isinstance(drawn, dict) else json.loads(drawn)
+    assert drawn.get("legends"), "the candidates' kinds need a legend"
+    rows = [r for rows in spec["datasets"].values() for r in rows]
+    assert {r["kind"] for r in rows} >= {"base"} | {c.kind for c in sample_tuning.changes if c.kept}
 
 
 def test_the_cli_writes_the_policy_and_json(sample: Path, tmp_path: Path) -> None:
@@ -186,3 +196,13 @@ def test_a_bad_holdout_is_an_input_error(sample: Path, holdout, message: str) ->
 
     with Store(sample) as store, pytest.raises(InputError, match=message):
         tune(store, load_policy(POLICIES / "sample-naive.yaml"), holdout=holdout)
+
+
+def test_it_leaves_the_stores_runs_as_they_were(sample: Path) -> None:
+    from gatekit.run import list_runs
+
+    with Store(sample) as store:
+        replay(store, load_policy(POLICIES / "sample-naive.yaml"), "gatekit-tune-base", replace=True)
+        before = sorted((r.name, r.actions) for r in list_runs(store))
+        tune(store, load_policy(POLICIES / "sample-naive.yaml"))
+        assert sorted((r.name, r.actions) for r in list_runs(store)) == before
