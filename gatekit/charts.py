@@ -24,7 +24,7 @@ from gatekit.policy.model import VERDICTS
 __all__ = [
     "CELL", "DECISION_COLORS", "MAX_ROWS", "SERIES", "decision_mix", "decisions_per_day", "execution_drift",
     "queue_depth", "rate_by", "review_latency", "reviewer_load", "rule_drift", "rule_firing", "rule_scores",
-    "threshold_sweep", "tool_mix_psi", "transition_heatmap",
+    "threshold_sweep", "tool_mix_psi", "transition_heatmap", "tuning_frontier",
 ]
 
 # A chart's data travels to the browser inside its spec: past this many rows it is not aggregated.
@@ -391,6 +391,30 @@ def threshold_sweep(curve: pl.DataFrame, *, current: float | None = None,
     label = marked.mark_text(align="left", dx=8, dy=-8, color="#d1495b").encode(
         x=x, y=y, text=alt.Text("threshold:Q", format=",.6g"))
     return alt.layer(line, points, now, label, title=title)
+
+
+def tuning_frontier(frame: pl.DataFrame, *, title: str = "Tuning: harm caught vs humans bothered, on train",
+                    width: int = 520, height: int = 360) -> alt.LayerChart:
+    """The candidates `gatekit tune` tried (each alone on the base policy) and the greedy path of the changes
+    it chose, from a `Tuning`'s `frontier`: x the share of benign calls stopped, y the share of harmful ones;
+    the colour says which kind of change a point is, the line the order the changes were chosen in.
+
+    >>> tuning_frontier(tune(store, policy).frontier)
+    """
+    data = _data(frame, ["step", "candidate", "kind", "rule", "caught", "harmful", "bothered", "benign",
+                         "catch_rate", "bother_rate", "chosen"], "tuning_frontier", "tune")
+    x = alt.X("bother_rate:Q", axis=alt.Axis(format="%"), title="benign calls stopped (bothered)")
+    y = alt.Y("catch_rate:Q", axis=alt.Axis(format="%"), title="harmful calls stopped (caught)")
+    tooltip = [alt.Tooltip("candidate:N"), alt.Tooltip("rule:N"), alt.Tooltip("step:Q"),
+               alt.Tooltip("caught:Q", format=","), alt.Tooltip("harmful:Q", format=","),
+               alt.Tooltip("bothered:Q", format=","), alt.Tooltip("benign:Q", format=",")]
+    tried = alt.Chart(data.filter(~pl.col("chosen"))).mark_point(opacity=0.6).encode(
+        x=x, y=y, tooltip=tooltip, color=alt.Color("kind:N", title="candidate (alone)"))
+    path = alt.Chart(data.filter(pl.col("chosen")).sort("step")).encode(x=x, y=y, tooltip=tooltip)
+    line = path.mark_line(color="#333333").encode(order=alt.Order("step:Q"))
+    dots = path.mark_point(filled=True, size=70, color="#333333")
+    label = path.mark_text(align="left", dx=6, dy=-6, fontSize=10).encode(text=alt.Text("step:Q"))
+    return alt.layer(tried, line, dots, label, title=title).properties(width=width, height=height)
 
 
 def rule_scores(scores: pl.DataFrame, *, top: int | None = None,

@@ -699,3 +699,54 @@ _register()
 
 if __name__ == "__main__":
     main()
+
+
+@cli.command("tune")
+@db_option()
+@policy_option(help="the policy to start from")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="where to write the tuned policy (YAML, every change commented with its evidence)")
+@click.option("--max-bother", type=click.FloatRange(0, 1), default=None,
+              help="the largest bother rate (benign calls stopped / benign calls) allowed on train")
+@click.option("--target", type=click.Choice(["labels", "reviews"]), default=None,
+              help="learn from labels or from reviewers' decisions (default: labels when the store has any)")
+@click.option("--split", type=click.Choice(["session", "time"]), default="session",
+              help="hold out 30% by a hash of the session id, or the latest 30% by time")
+@click.option("--holdout", default=None, metavar="FIELD=VALUE",
+              help="hold out the actions whose agent, session, user or tool has this value instead")
+@output_options
+def tune_cmd(db: Path, policy_path: Path, out: Path, max_bother: float | None, target: str | None, split: str,
+             holdout: str | None, as_json: bool, quiet: bool) -> None:
+    """Propose a policy that catches more harm and bothers fewer people, evaluated on held-out actions."""
+    from gatekit.authoring import tune
+    from gatekit.logs.store import Store
+    from gatekit.policy import load_policy
+
+    held = None
+    if holdout is not None:
+        key, sep, value = holdout.partition("=")
+        if not sep or not value:
+            raise InputError(f"`--holdout` is FIELD=VALUE (agent=MODEL), not `{holdout}`")
+        held = (key, value)
+    policy = load_policy(policy_path)
+    with Store(_existing(db)) as store:
+        with progress("tuning"):
+            result = tune(store, policy, max_bother=max_bother, target=target, split=split, holdout=held)
+    write_text(out, result.text)
+    if as_json:
+        emit({"out": str(out), **result.to_dict()})
+        return
+    if not quiet:
+        for part, before, after in (("train", result.train_before, result.train_after),
+                                    ("held-out", result.heldout_before, result.heldout_after)):
+            click.echo(f"{part}: caught {before.caught:,} -> {after.caught:,} of {after.harmful:,} "
+                       f"({percent(before.catch_rate)} -> {percent(after.catch_rate)}), bothered "
+                       f"{before.bothered:,} -> {after.bothered:,} of {after.benign:,} "
+                       f"({percent(before.bother_rate)} -> {percent(after.bother_rate)}), escalation "
+                       f"{percent(before.escalation_rate)} -> {percent(after.escalation_rate)}")
+        kept = [c for c in result.changes if c.kept]
+        click.echo(f"{len(kept)} of {len(result.changes)} changes chosen on train kept on held-out "
+                   f"({result.tried:,} candidates tried)")
+        for c in result.changes:
+            click.echo(f"  {'kept   ' if c.kept else 'dropped'} {c.kind:<9} {c.rule}: {c.summary}")
+    note(f"wrote {out}")

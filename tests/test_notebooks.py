@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = (ROOT / ".." / "shared" / "data" / "agentdojo-runs").resolve()
-NAMES = ["a_quick_start", "b_tune_policy", "c_shadow_to_enforce"]
+NAMES = ["a_quick_start", "b_tune_policy", "c_shadow_to_enforce", "d_tune_automatically"]
 BUDGET_S = 120  # per notebook, kernel start included: the AgentDojo ingest is the slow part (~15 s)
 
 MISSING = [m for m in ("jupytext", "nbclient", "nbformat", "ipykernel") if importlib.util.find_spec(m) is None]
@@ -50,7 +50,7 @@ def test_notebook_runs(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setenv("GATEKIT_WORKDIR", str(tmp_path))
     on_runs = name == "b_tune_policy" and _labelled_runs()
-    if on_runs:
+    if on_runs or (name == "d_tune_automatically" and _labelled_runs()):  # (d) tunes on the runs, else the sample
         monkeypatch.setenv("GATEKIT_DATA", str(RUNS))
     else:
         monkeypatch.delenv("GATEKIT_DATA", raising=False)

@@ -111,8 +111,11 @@ def policy_dict(policy: Policy) -> dict[str, Any]:
 
 
 def dump_yaml(document: Any) -> str:
-    """Plain data as YAML in the style of the policy files (block style, keys in the given order)."""
-    yaml = YAML(typ="safe", pure=True)
+    """Plain data as YAML in the style of the policy files (block style, keys in the given order). A
+    document of ruamel.yaml's commented containers (`CommentedMap`) keeps its comments."""
+    from ruamel.yaml.comments import CommentedBase
+
+    yaml = YAML(typ="rt" if isinstance(document, CommentedBase) else "safe", pure=True)
     yaml.default_flow_style = False
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
     yaml.allow_unicode = True
