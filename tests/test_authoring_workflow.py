@@ -77,6 +77,10 @@ def test_the_workflow_passes_on_the_sample_logs(tmp_path: Path) -> None:
         done = run(script, tmp_path, env)
         assert done.returncode == 0, f"step `{name}` failed\n{done.stdout}\n{done.stderr}"
     assert (tmp_path / "policy-tests.xml").exists()  # what the upload step uploads
+    # the page's `$ gatekit check` example prints what it shows, on the store the workflow built
+    [shown] = re.findall(r"```\n\$ (gatekit check [^\n]*)\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    done = run(shown[0], tmp_path, env)
+    assert (done.returncode, done.stdout) == (0, shown[1])
 
 
 def test_the_workflow_fails_when_a_threshold_is_raised(tmp_path: Path) -> None:

@@ -90,8 +90,10 @@ def test_the_bundled_cases_catch_a_worse_starter_policy(tmp_path: Path) -> None:
     worse = tmp_path / "starter.yaml"
     worse.write_text(STARTER.read_text().replace("args.amount: {gt: 100}", "args.amount: {gt: 1000}"))
     report = collect_cases(load_policy(worse), [STARTER_CASES])
-    failed = [r.case.name for r in report.results if not r.ok]
-    assert failed == ["a payment over $100 needs one reviewer"]
+    failed = [r for r in report.results if not r.ok]
+    assert [r.case.name for r in failed] == ["a payment over $100 needs one reviewer"]
+    doc = (REPO / "docs" / "authoring.md").read_text(encoding="utf-8")  # the page shows this very failure
+    assert failed[0].message.replace(str(STARTER_CASES), "policies/cases/starter.yaml") + "\n" in doc
 
 
 def test_a_failure_names_the_file_line_and_case(policy) -> None:
