@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gatekit.errors import InputError
-from gatekit.policy import Decision, Policy, decide
+from gatekit.policy import Decision, Example, Policy, decide
 from gatekit.policy.load import load_cases
-from gatekit.policy.model import Example
 
 __all__ = ["CaseResult", "TestReport", "collect_cases", "junit_xml", "run_case", "run_cases"]
 
