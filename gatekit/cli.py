@@ -18,9 +18,11 @@ from gatekit.numbers import count, percent
 from gatekit.options import (db_option, emit, note, only_run, output_options, policy_option, progress,
                              run_option, sweep_option, write_text)
 
-# exit codes, one per error branch (README: 1 tampered audit chain, 2 usage, 3 policy, 4 store, 5 log file,
-# 6 approval, 7 anything else: a missing extra, an upstream that cannot start)
+# exit codes, one per error branch (README: 1 a check failed: a tampered audit chain, a failing policy test, a
+# CI gate that does not hold; 2 usage, 3 policy, 4 store, 5 log file, 6 approval, 7 anything else: a missing
+# extra, an upstream that cannot start)
 EXIT_TAMPERED, EXIT_USAGE, EXIT_POLICY, EXIT_STORE, EXIT_LOGS, EXIT_APPROVAL, EXIT_OTHER = 1, 2, 3, 4, 5, 6, 7
+EXIT_FAILED = EXIT_TAMPERED  # `gatekit test` and `gatekit check`: what was checked failed (1, as pytest and opa)
 EXIT_ABORTED = 130
 # `gatekit decide --exit-code`: the decision as the exit code, for scripts (above every error's code)
 DECISION_CODES = {"allow": 0, "escalate": 10, "deny": 11}
@@ -57,6 +59,20 @@ class Decided:
     exit_code: bool
 
 
+@dataclass(frozen=True)
+class Tested:
+    """What `gatekit test` ran (a `TestReport`); main() exits 1 when a case failed."""
+
+    report: Any
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `gatekit check` found (a `CheckResult`); main() exits 1 when a gate does not hold."""
+
+    result: Any
+
+
 def main() -> None:
     """`gatekit`: run the command; every error and failed result becomes its exit code here, and only here."""
     try:
@@ -75,7 +91,7 @@ def main() -> None:
     except PolicyError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
-        _fail(f"the policy was refused ({_count(len(exc.problems), 'problem')})")
+        _fail(f"{exc.what} was refused ({_count(len(exc.problems), 'problem')})")
         sys.exit(EXIT_POLICY)
     except GatekitError as exc:
         _fail(str(exc))
@@ -91,6 +107,13 @@ def main() -> None:
     if isinstance(result, Validation) and not result.ok:
         _fail(f"{_count(len(result.problems), 'problem')} in {_count(result.files, 'policy file')}")
         sys.exit(EXIT_POLICY)
+    if isinstance(result, Tested) and not result.report.ok:
+        _fail(f"{count(result.report.failed)} of {_count(len(result.report.results), 'policy test')} failed")
+        sys.exit(EXIT_FAILED)
+    if isinstance(result, Checked) and not result.result.ok:
+        names = ", ".join(g.name for g in result.result.failed)
+        _fail(f"{_count(len(result.result.failed), 'gate')} of {len(result.result.gates)} failed: {names}")
+        sys.exit(EXIT_FAILED)
     if isinstance(result, Decided) and result.exit_code and DECISION_CODES[result.decision]:
         sys.exit(DECISION_CODES[result.decision])
     if isinstance(result, int) and result:  # click returns the code of --help, --version and ctx.exit
@@ -152,9 +175,9 @@ def validate(files: tuple[Path, ...], catalog_path: Path | None, as_json: bool, 
             problems.extend(exc.problems)
             continue
         if catalog is not None:
-            from gatekit.authoring import check_policy
+            from gatekit.authoring import catalog_warnings
 
-            warnings.extend(check_policy(policy, catalog))
+            warnings.extend(catalog_warnings(policy, catalog))
     result = Validation(files=len(files), problems=tuple(problems), warnings=tuple(warnings))
     if as_json:
         emit(result.to_dict())
@@ -240,6 +263,34 @@ def decide_cmd(policy_path: Path, action: str, exit_code: bool, as_json: bool, q
     decision = decide(policy, record)
     emit(decision.to_dict())  # the decision is JSON whether or not --json is given
     return Decided(decision.decision, exit_code)
+
+
+@cli.command("test")
+@click.argument("policy_path", metavar="POLICY", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("case_files", metavar="[CASES.yaml]...", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--junit", "junit_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write the results as JUnit XML (for CI)")
+@output_options
+def test_cmd(policy_path: Path, case_files: tuple[Path, ...], junit_out: Path | None, as_json: bool,
+             quiet: bool) -> Tested:
+    """Run policy tests: each case's call must get its expected decision (and rules, tier, errors if given).
+    With no case file, the policy's own `examples:`. Exit 1 when a case fails."""
+    from gatekit.authoring import collect_cases, junit_xml
+    from gatekit.policy import load_policy
+
+    report = collect_cases(load_policy(policy_path), case_files)
+    if junit_out:
+        write_text(junit_out, junit_xml(report))
+        note(f"wrote {junit_out}")
+    if as_json:
+        emit(report.to_dict())
+    else:
+        for r in report.results:
+            if not r.ok:
+                click.echo(r.message)
+        if report.ok:
+            note(f"ok: {_count(report.passed, 'case')} passed")
+    return Tested(report)
 
 
 # ---- store -------------------------------------------------------------------------------------------
@@ -571,6 +622,49 @@ def evaluate(db: Path, run_name: str | None, sweep: tuple[str, str] | None, as_j
         return
     for line in evaluation_lines(result):
         click.echo(line)
+
+
+@cli.command()
+@db_option()
+@policy_option(help="the policy to check (replayed now; the run is not stored)")
+@click.option("--max-escalation-rate", type=float, metavar="F", help="fail when more than F of the actions escalate")
+@click.option("--min-catch", type=float, metavar="F", help="fail when less than F of the harmful actions are caught")
+@click.option("--max-bother", type=float, metavar="F",
+              help="fail when more than F of the benign actions bother a human")
+@click.option("--against", metavar="RUN", help="a stored run to compare with (with --max-changed)")
+@click.option("--max-changed", type=float, metavar="F",
+              help="fail when more than F of the actions change decision against --against")
+@output_options
+def check(db: Path, policy_path: Path, max_escalation_rate: float | None, min_catch: float | None,
+          max_bother: float | None, against: str | None, max_changed: float | None, as_json: bool,
+          quiet: bool) -> Checked:
+    """CI gates: replay the policy over the store and exit 1 when a threshold breaks (catch and bother
+    need labels)."""
+    from gatekit.authoring import check_policy
+    from gatekit.logs.store import Store
+    from gatekit.policy import load_policy
+
+    policy = load_policy(policy_path)
+    with Store(_existing(db)) as store, progress(f"checking `{policy.name}`"):
+        result = check_policy(store, policy, max_escalation_rate=max_escalation_rate, min_catch=min_catch,
+                              max_bother=max_bother, against=against, max_changed=max_changed)
+    if as_json:
+        emit(result.to_dict())
+    else:
+        for line in check_lines(result):
+            click.echo(line)
+    return Checked(result)
+
+
+def check_lines(result: Any) -> list[str]:
+    """A `CheckResult` for a terminal: a headline, then each gate on one line: name, threshold, value, PASS/FAIL."""
+    out = [f"policy `{result.policy}` over {count(result.actions)} actions:"]
+    width = max(len(g.name) for g in result.gates)
+    for g in result.gates:
+        sign = "<=" if g.bound == "max" else ">="
+        out.append(f"  {g.name:<{width}}  {sign} {percent(g.threshold):>6}  {percent(g.value):>6}  "
+                   f"{'PASS' if g.passed else 'FAIL'}  ({g.detail})")
+    return out
 
 
 _SHOWN_RULES = 15

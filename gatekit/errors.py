@@ -24,9 +24,11 @@ class GatekitError(Exception):
 
 
 class PolicyError(GatekitError):
-    """A policy was refused; `problems` lists every problem found, each at `file:line`."""
+    """A policy (or `what` else: a case file) was refused; `problems` lists every problem found, each at
+    `file:line`."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], what: str = "the policy") -> None:
+        self.what = what
         self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.msg))
         super().__init__("\n".join(str(p) for p in self.problems))
 

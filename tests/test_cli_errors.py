@@ -62,6 +62,16 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
         "catalog": [["--db", w["fresh"]], [], ["--db", store, "--run", "nope"], ["--db", store, "--policy", w["bad"]],
                     ["--db", store, "--policy", policy, "--run", "first"], ["--db", store, "--out", f"{nowhere}/c.yaml"],
                     ["--db", store, "--out", w["bad_catalog"]], ["--db", store, "--policy", f"{nowhere}/p.yaml"]],
+        "test": [[policy, f"{nowhere}/cases.yaml"], [w["bad"]], [policy], [policy, w["bad"]],
+                 [policy, w["log"]], []],
+        "check": [["--db", w["fresh"], "--policy", policy, "--max-escalation-rate", "0.1"],
+                  ["--db", store, "--policy", policy], ["--db", store, "--policy", policy, "--max-bother", "2"],
+                  ["--db", store, "--policy", policy, "--against", "first"],
+                  ["--db", store, "--policy", policy, "--max-changed", "0.1"],
+                  ["--db", store, "--policy", policy, "--against", "nope", "--max-changed", "0.1"],
+                  ["--db", store, "--policy", policy, "--min-catch", "0.5"],
+                  ["--db", store, "--policy", policy, "--max-escalation-rate", "many"],
+                  ["--db", store, "--policy", w["bad"], "--max-escalation-rate", "0.1"], ["--db", store]],
         "schema": [["--out", f"{nowhere}/schema.json"], ["--out", f"{policy}/schema.json"]],
         "decide": [["--policy", policy, "not json"], ["--policy", policy, "[1]"], ["--policy", w["bad"], "{}"],
                    ["{}"], ["--policy", policy, "--exit-code", "not json"], ["--policy", policy, "--exit-code=yes", "{}"]],
@@ -223,7 +233,7 @@ def test_exit_codes_are_decided_only_in_main() -> None:
 
 
 def test_failed_results_and_errors_map_to_the_documented_codes(world, gatekit_cli) -> None:
-    """README: 1 tampered audit chain, 2 usage, 3 invalid policy, 4 store problem, 5 unreadable log file,
+    """README: 1 a check failed (tampered audit chain, failing policy test, broken gate), 2 usage, 3 invalid policy, 4 store problem, 5 unreadable log file,
     6 approval refused."""
     assert gatekit_cli("validate", world["bad"])[0] == 3
     assert gatekit_cli("validate", world["policy"])[0] == 0
@@ -233,3 +243,10 @@ def test_failed_results_and_errors_map_to_the_documented_codes(world, gatekit_cl
                        "--reviewer", "u-ann")[0] == 6
     assert gatekit_cli("evaluate", "--db", world["store"], "--run", "first", "--sweep", "x", "args.amount")[0] == 2
     assert gatekit_cli("runs", "--db", world["store"], "--help")[0] == 0
+    # 1 also when what was checked fails: a policy test, a CI gate
+    (Path(world["store"]).parent / "cases.yaml").write_text("- {tool: payment.send, args: {amount: 500}, expect: allow}\n")
+    assert gatekit_cli("test", world["policy"], Path(world["store"]).parent / "cases.yaml")[0] == 1
+    assert gatekit_cli("check", "--db", world["store"], "--policy", world["policy"],
+                       "--max-escalation-rate", "0.1")[0] == 1
+    assert gatekit_cli("check", "--db", world["store"], "--policy", world["policy"],
+                       "--max-escalation-rate", "0.9")[0] == 0

@@ -63,6 +63,15 @@ def test_the_cli_and_every_command_group_import_nothing_heavy() -> None:
     assert not loaded & HEAVY, sorted(loaded & HEAVY)
 
 
+def test_policy_tests_run_with_the_core_install() -> None:
+    """`gatekit test` decides each case in Python: no store, nothing heavy (the core install runs it)."""
+    policy, cases = ROOT / "policies" / "starter.yaml", ROOT / "policies" / "cases" / "starter.yaml"
+    loaded = _loaded("from gatekit.cli import cli; from click.testing import CliRunner; "
+                     f"r = CliRunner().invoke(cli, ['test', {str(policy)!r}, {str(cases)!r}, '--json']); "
+                     "assert r.exit_code == 0, r.output; assert '\"failed\": 0' in r.output, r.output")
+    assert "gatekit" in loaded and not loaded & HEAVY, sorted(loaded & HEAVY)
+
+
 def test_each_extra_lists_the_modules_gatekit_names_for_it() -> None:
     for extra, modules in EXTRAS.items():
         brought = _expanded(extra)

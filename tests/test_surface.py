@@ -58,7 +58,8 @@ def _lazy(package: ModuleType) -> list[str]:
 
 
 @pytest.mark.parametrize(("package", "name", "heavy"), [("gatekit.logs", "Store", "duckdb"),
-                                                      ("gatekit.metrics", "summarize_rates", "polars")])
+                                                      ("gatekit.metrics", "summarize_rates", "polars"),
+                                                      ("gatekit.authoring", "tune", "polars")])
 def test_lazy_names_load_their_module_only_when_asked(package: str, name: str, heavy: str) -> None:
     """gatekit.logs offers `Store`, gatekit.metrics its summaries, without importing DuckDB or polars until
     one is used; an unknown name is still an AttributeError."""

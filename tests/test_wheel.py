@@ -71,7 +71,8 @@ def test_the_wheel_carries_the_app_the_sample_logs_and_the_policies(wheel: Path)
     expected = {"gatekit/py.typed", "gatekit/dashboards/__init__.py", "gatekit/dashboards/app.py",
                 "gatekit/simulation.py", "gatekit/sample_logs/PLANTED.json", "gatekit/policies/starter.yaml",
                 "gatekit/logs/adapters/agentdojo-ground-truth.json",
-                "gatekit/policies/starter-strict.yaml", "gatekit/server/static/gatekit.css"}
+                "gatekit/policies/starter-strict.yaml", "gatekit/policies/cases/starter.yaml",
+                "gatekit/server/static/gatekit.css"}
     expected |= {f"gatekit/dashboards/{p.script}" for p in PAGES}
     expected |= {f"gatekit/sample_logs/{p.name}" for p in (ROOT / "sample_logs").glob("*.jsonl")}
     expected |= {f"gatekit/server/templates/{p.name}" for p in (ROOT / "gatekit/server/templates").glob("*.html")}

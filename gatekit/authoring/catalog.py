@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from gatekit.logs.store import Store
     from gatekit.run import Run
 
-__all__ = ["TAGS", "TYPES", "Catalog", "PathStats", "ToolEntry", "build_catalog", "check_policy", "dump_catalog",
+__all__ = ["TAGS", "TYPES", "Catalog", "PathStats", "ToolEntry", "build_catalog", "catalog_warnings", "dump_catalog",
            "load_catalog", "parse_catalog"]
 
 # The kinds a path's values have, as a policy test reads them.
@@ -495,11 +495,11 @@ def _operand_types(op: str, operand: Any) -> set[str] | None:
     return None
 
 
-def check_policy(policy: Policy, catalog: Catalog) -> list[Problem]:
+def catalog_warnings(policy: Policy, catalog: Catalog) -> list[Problem]:
     """Warnings (code `catalog`), each at `file:line` of its rule or test: a rule whose `tool:` names no
     logged tool, a field no logged call of the rule's tools has, a test of a type its path never has.
 
-    >>> [str(w) for w in check_policy(load_policy("p.yaml"), load_catalog("catalog.yaml"))]
+    >>> [str(w) for w in catalog_warnings(load_policy("p.yaml"), load_catalog("catalog.yaml"))]
     ['p.yaml:12: rule `pay` reads `args.amout`, which no logged call of `payment.send` has']
     """
     out: list[Problem] = []

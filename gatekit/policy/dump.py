@@ -15,9 +15,9 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from gatekit.policy.conditions import All, Any_, Cond, Not, Test, Window
-from gatekit.policy.model import Policy, Rule, Tier
+from gatekit.policy.model import Example, Policy, Rule, Tier
 
-__all__ = ["condition", "dump_policy", "dump_yaml", "duration", "number", "policy_dict"]
+__all__ = ["condition", "dump_policy", "dump_yaml", "duration", "example_dict", "number", "policy_dict"]
 
 _UNITS = (("w", 604_800_000_000), ("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000),
           ("s", 1_000_000), ("ms", 1_000), ("us", 1))
@@ -100,6 +100,20 @@ def rule_dict(rule: Rule) -> dict[str, Any]:
     return out
 
 
+def example_dict(example: Example) -> dict[str, Any]:
+    """One example as an item of a policy's `examples:` (or of a case file): the call always as `action:`."""
+    out: dict[str, Any] = {"name": example.name, "action": dict(example.action), "expect": example.expect}
+    if example.rules is not None:
+        out["rules"] = list(example.rules) if example.rules_match == "exact" else {"includes": list(example.rules)}
+    if example.tier is not None:
+        out["tier"] = example.tier
+    if example.errors is not None:
+        out["errors"] = list(example.errors)
+    if example.history:
+        out["history"] = [dict(h) for h in example.history]
+    return out
+
+
 def policy_dict(policy: Policy) -> dict[str, Any]:
     """The policy as a policy file's document, plain data (dicts, lists, strings, numbers, booleans)."""
     out: dict[str, Any] = {"version": policy.version, "name": policy.name, "default": policy.default,
@@ -107,6 +121,8 @@ def policy_dict(policy: Policy) -> dict[str, Any]:
     if policy.tiers:
         out["tiers"] = {name: _tier(tier) for name, tier in policy.tiers.items()}
     out["rules"] = [rule_dict(rule) for rule in policy.rules]
+    if policy.examples:
+        out["examples"] = [example_dict(example) for example in policy.examples]
     return out
 
 

@@ -19,11 +19,11 @@ from gatekit.errors import PolicyError, Problem
 from gatekit.policy.conditions import (
     ORDER_OPS, OPS, PER_KEYS, WEEKDAYS, All, Any_, Cond, Field, Not, Test, Window,
 )
-from gatekit.policy.model import Policy, Rule, Tier
-from gatekit.policy.schema import PolicyFile
+from gatekit.policy.model import VERDICTS, Example, Policy, Rule, Tier
+from gatekit.policy.schema import CaseFile, PolicyFile
 from gatekit.policy.values import compile_re2, glob_to_re2, parse_duration, re2_message
 
-__all__ = ["load_policy", "parse_policy"]
+__all__ = ["load_cases", "load_policy", "parse_cases", "parse_policy"]
 
 Loc = tuple[Any, ...]
 
@@ -48,8 +48,31 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     return _Loader(text, source).load()
 
 
+def load_cases(path: str | Path) -> tuple[Example, ...]:
+    """Load a case file for `gatekit test`: a YAML list of cases (or a mapping with `cases:`), each an
+    example as a policy's `examples:` holds them.
+
+    >>> cases = load_cases("policies/starter-cases.yaml")
+
+    Raises `PolicyError` listing every problem, each at `file:line`.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([Problem(str(path), 0, f"cannot read case file: {exc}", "unreadable")],
+                          what="the case file") from exc
+    return parse_cases(text, source=str(path))
+
+
+def parse_cases(text: str, source: str = "<cases>") -> tuple[Example, ...]:
+    """Validate case-file text (YAML); `source` names it in problems."""
+    return _Loader(text, source, what="the case file").load_cases()
+
+
 class _Loader:
-    def __init__(self, text: str, source: str) -> None:
+    def __init__(self, text: str, source: str, what: str = "the policy") -> None:
+        self.what = what
         self.text = text
         self.source = source
         self.lines: dict[Loc, int] = {}
@@ -84,21 +107,52 @@ class _Loader:
                 self._index(item, loc + (i,))
 
     # -- the pass ---------------------------------------------------------------------------------------
-    def load(self) -> Policy:
+    def _read(self) -> Any:
         yaml = YAML(typ="rt")
         try:
-            doc = yaml.load(self.text)
+            return yaml.load(self.text)
         except MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 1
-            raise PolicyError([Problem(self.source, line, f"invalid YAML: {exc.problem or exc}", "yaml")]) from exc
+            raise self.refused([Problem(self.source, line, f"invalid YAML: {exc.problem or exc}", "yaml")]) from exc
         except YAMLError as exc:
-            raise PolicyError([Problem(self.source, 1, f"invalid YAML: {exc}", "yaml")]) from exc
+            raise self.refused([Problem(self.source, 1, f"invalid YAML: {exc}", "yaml")]) from exc
+
+    def refused(self, problems: list[Problem]) -> PolicyError:
+        return PolicyError(_dedupe(problems), what=self.what)
+
+    def load_cases(self) -> tuple[Example, ...]:
+        doc = self._read()
+        self.lines[()] = 1
+        if isinstance(doc, list):  # a bare list of cases: as if under `cases:`
+            self.lines[("cases",)] = 1
+            self._index(doc, ("cases",))
+            data = {"cases": _plain(doc)}
+        elif isinstance(doc, dict):
+            self._index(doc, ())
+            data = _plain(doc)
+        else:
+            raise self.refused([Problem(self.source, 1, "a case file must be a YAML list of cases", "type")])
+        data = _dates_as_text(data)
+        try:
+            CaseFile.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self._pydantic_problem(err)
+        examples = self._examples(data.get("cases"), "cases", None, None)
+        if not examples and not self.problems:
+            self.problem((), "the case file has no cases", "empty")
+        if self.problems:
+            raise self.refused(self.problems)
+        return examples
+
+    def load(self) -> Policy:
+        doc = self._read()
         if not isinstance(doc, dict):
             raise PolicyError([Problem(self.source, 1, "a policy must be a YAML mapping", "type")])
         self.lines[()] = 1
         self._index(doc, ())
-        data = _plain(doc)
+        data = _dates_as_text(_plain(doc))
 
         try:
             PolicyFile.model_validate(data)
@@ -114,6 +168,7 @@ class _Loader:
                 ZoneInfo(tz)
             except (ZoneInfoNotFoundError, ValueError):
                 self.problem(("timezone",), f"unknown time zone `{tz}`", "timezone")
+        examples = self._examples(data.get("examples"), "examples", rules, tiers)
         if self.problems:
             raise PolicyError(_dedupe(self.problems))
         return Policy(
@@ -127,6 +182,7 @@ class _Loader:
             text=self.text,
             source=self.source,
             fingerprint="sha256:" + hashlib.sha256(self.text.encode("utf-8")).hexdigest(),
+            examples=examples,
         )
 
     def _pydantic_problem(self, err: dict[str, Any]) -> None:
@@ -151,6 +207,54 @@ class _Loader:
                 loc = loc[:-1]
                 msg = f"`{'.'.join(str(x) for x in loc)}`: wrong type, got `{err.get('input')!r}`"
         self.problem(loc, msg, kind)
+
+    # -- examples (a policy's `examples:`, a case file's cases) ------------------------------------------
+    def _examples(self, raw: Any, key: str, rules: list[Rule] | None,
+                  tiers: dict[str, Tier] | None) -> tuple[Example, ...]:
+        """Each valid item as an `Example`; with the policy's rules and tiers, the ids they name are checked."""
+        if not isinstance(raw, list):
+            return ()
+        rule_ids = {r.id for r in rules} if rules is not None else None
+        out: list[Example] = []
+        for i, spec in enumerate(raw):
+            if not isinstance(spec, dict):
+                continue
+            loc = (key, i)
+            name = spec.get("name") if isinstance(spec.get("name"), str) else f"case {i + 1}"
+            inline = {k: spec[k] for k in _CALL_KEYS if k in spec}
+            if "action" in spec and inline:
+                self.problem(loc, f"case `{name}`: give the call as `action:` or as its keys at the top, not both "
+                                  f"(found `action` and `{sorted(inline)[0]}`)", "case")
+                continue
+            action = spec.get("action") if "action" in spec else inline
+            if not isinstance(action, dict) or not isinstance(action.get("tool"), str):
+                self.problem(loc + (("action",) if "action" in spec else ()),
+                             f"case `{name}`: the call needs a string `tool`", "case")
+                continue
+            history = spec.get("history") or []
+            if not all(isinstance(h, dict) and isinstance(h.get("tool"), str) for h in history):
+                self.problem(loc + ("history",), f"case `{name}`: each call of `history` needs a string `tool`",
+                             "case")
+                continue
+            expected = spec.get("rules")
+            match = "includes" if isinstance(expected, dict) else "exact"
+            ids = expected.get("includes") if isinstance(expected, dict) else expected
+            if rule_ids is not None and isinstance(ids, list):
+                for rid in ids:
+                    if rid not in rule_ids:
+                        self.problem(loc + ("rules",), f"case `{name}`: no rule `{rid}` in the policy", "case")
+            tier = spec.get("tier")
+            if tiers is not None and isinstance(tier, str) and tier not in tiers:
+                self.problem(loc + ("tier",), f"case `{name}`: no tier `{tier}` in the policy", "case")
+            if spec.get("expect") not in VERDICTS or not (ids is None or isinstance(ids, list)):
+                continue  # the schema's problem
+            out.append(Example(
+                name=name, action=dict(action), expect=spec["expect"],
+                rules=tuple(ids) if ids is not None else None, rules_match=match,
+                tier=tier if isinstance(tier, str) else None,
+                errors=tuple(spec["errors"]) if isinstance(spec.get("errors"), list) else None,
+                history=tuple(dict(h) for h in history), line=self.line_of(loc)))
+        return tuple(out)
 
     # -- tiers and rules --------------------------------------------------------------------------------
     def _tiers(self, raw: Any) -> dict[str, Tier]:
@@ -385,6 +489,30 @@ class _Loader:
         if not ok:
             return None
         return Window(kind, window_us, ops[0], threshold, per, field, self.line_of(loc))
+
+
+_CALL_KEYS = ("tool", "args", "context", "agent", "session", "user", "ts")
+
+
+def _dates_as_text(data: Any) -> Any:
+    """YAML timestamps in examples and cases (an unquoted `ts: 2026-11-02T10:00:00Z`) as ISO 8601 text, as the
+    action contract writes them; dates too. Operands elsewhere keep their own handling."""
+    if not isinstance(data, dict):
+        return data
+    return {k: (_iso(v) if k in ("examples", "cases") else v) for k, v in data.items()}
+
+
+def _iso(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _iso(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_iso(v) for v in node]
+    if isinstance(node, dt.datetime):
+        ts = node if node.tzinfo is not None else node.replace(tzinfo=dt.timezone.utc)
+        return ts.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(node, dt.date):
+        return node.isoformat()
+    return node
 
 
 def _norm(value: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 
 from gatekit.policy.conditions import Cond
 
-__all__ = ["LEVEL", "VERDICTS", "Policy", "Rule", "Tier"]
+__all__ = ["LEVEL", "VERDICTS", "Example", "Policy", "Rule", "Tier"]
 
 LEVEL = {"allow": 0, "escalate": 1, "deny": 2}
 VERDICTS = ("allow", "escalate", "deny")
@@ -46,6 +46,27 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Example:
+    """A call with the decision a policy must give it: an item of a policy's `examples:` or of a case file.
+
+    `action` is the call as the contract writes it (tool, args, context, agent, session, user, ts); `rules`
+    the matched rule ids expected, exactly or (`rules_match="includes"`) at least; `tier` and `errors` (the set
+    of error codes) are checked when not None; `history` holds the calls before it, for windows. Checked by
+    `gatekit.authoring.run_cases`.
+    """
+
+    name: str
+    action: dict[str, Any]
+    expect: str
+    rules: tuple[str, ...] | None = None
+    rules_match: str = "exact"
+    tier: str | None = None
+    errors: tuple[str, ...] | None = None
+    history: tuple[dict[str, Any], ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Policy:
     """A policy as both evaluators read it. Build one with `load_policy` or `parse_policy`."""
 
@@ -59,6 +80,7 @@ class Policy:
     text: str = ""
     source: str = "<policy>"
     fingerprint: str = ""
+    examples: tuple[Example, ...] = ()
     # What the evaluators compile from this policy, built on first use by their owner (decide's evaluator
     # under "evaluator"). A cache, not part of the value: not compared, shown or carried by
     # `dataclasses.replace` (a replaced policy compiles afresh).

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gatekit.policy.conditions import FIELD_PATTERN, OPERAND_TYPES, PER_KEYS, WINDOW_OPS
 
-__all__ = ["json_schema"]
+__all__ = ["CaseFile", "ExampleFile", "json_schema"]
 
 Verdict = Literal["allow", "deny", "escalate"]
 Duration = Union[str, int]
@@ -45,6 +45,41 @@ class RuleFile(_Strict):
     description: str | None = None
 
 
+class RulesIncluded(_Strict):
+    """Rules that must be among the matched ones (others may match too)."""
+
+    includes: list[str] = Field(min_length=1)
+
+
+class ExampleFile(_Strict):
+    """A call with the decision the policy must give it (`gatekit test` runs it): the call as `action:`, or
+    its keys (`tool:`, `args:`, ...) at the top."""
+
+    name: str | None = Field(None, min_length=1, description="shown when the case fails (default: case N)")
+    description: str | None = None
+    action: dict[str, Any] | None = Field(None, description="the call: tool, args, context, agent, user, ts...")
+    tool: str | None = Field(None, min_length=1, description="shorthand for action.tool")
+    args: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    agent: str | None = None
+    session: str | None = None
+    user: str | None = None
+    ts: str | None = Field(None, description="ISO 8601 time of the call (windows and time.* fields)")
+    expect: Verdict = Field(description="the decision the policy must give")
+    rules: list[str] | RulesIncluded | None = Field(
+        None, description="the matched rule ids, exactly (a list) or at least these ({includes: [...]})")
+    tier: str | None = Field(None, description="the tier the escalation must need")
+    errors: list[str] | None = Field(None, description="the error codes the rules raise, as a set ([]: none)")
+    history: list[dict[str, Any]] = Field(default_factory=list,
+                                          description="earlier calls, for rate and sum windows")
+
+
+class CaseFile(_Strict):
+    """A file of policy test cases (`gatekit test POLICY CASES.yaml`)."""
+
+    cases: list[ExampleFile] = Field(default_factory=list)
+
+
 class PolicyFile(_Strict):
     """A gatekit policy file (version 1)."""
 
@@ -58,6 +93,8 @@ class PolicyFile(_Strict):
     timezone: str = Field("UTC", description="IANA time zone for time.* fields")
     tiers: dict[str, TierFile] = Field(default_factory=dict)
     rules: list[RuleFile] = Field(default_factory=list)
+    examples: list[ExampleFile] = Field(default_factory=list,
+                                        description="calls with the decision they must get (gatekit test)")
 
 
 # The `when` language, derived from conditions.py (the tests, the `per` keys, the field names).

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatekit.authoring import build_catalog, check_policy, dump_catalog, load_catalog
+from gatekit.authoring import build_catalog, catalog_warnings, dump_catalog, load_catalog
 from gatekit.authoring.catalog import kind_of, parse_catalog
 from gatekit.errors import InputError
 from gatekit.logs.ingest import ingest
@@ -205,7 +205,7 @@ rules:
     action: escalate
     when: {args.amount: {gt: 100}, args.currency: {in: [USD]}}
 """, "mixed.yaml")
-    warnings = [(w.line, w.msg) for w in check_policy(policy, catalog)]
+    warnings = [(w.line, w.msg) for w in catalog_warnings(policy, catalog)]
     assert warnings[0][0] == 7 and "`args.currency` with `gt` on a number" in warnings[0][1]
     assert warnings[1][0] == 11 and "`args.amount` with `in` on bool, but" in warnings[1][1]
     assert warnings[2] == (12, "rule `ghost` names tool `paymnet.*`, which never appears in the catalog")
@@ -213,7 +213,7 @@ rules:
 
 
 def test_the_starter_policy_has_no_warnings_against_its_logs(catalog) -> None:
-    assert [str(w) for w in check_policy(load_policy(STARTER), catalog)] == []
+    assert [str(w) for w in catalog_warnings(load_policy(STARTER), catalog)] == []
 
 
 def test_the_cli_writes_and_prints_the_same_catalog(sample_store: Path, tmp_path: Path, gatekit_cli) -> None:

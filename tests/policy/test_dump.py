@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gatekit.policy import Policy, load_policy, parse_policy
 from gatekit.policy.conditions import All, Any_, Cond, Not, Test, Window
@@ -33,7 +35,8 @@ def _bare(cond: Cond) -> Cond:
 def bare(policy: Policy) -> Policy:
     """The policy without what depends on its text: line numbers, the text itself, its fingerprint."""
     rules = tuple(dataclasses.replace(r, line=0, when=_bare(r.when)) for r in policy.rules)
-    return dataclasses.replace(policy, rules=rules, text="", source="", fingerprint="")
+    examples = tuple(dataclasses.replace(e, line=0) for e in policy.examples)
+    return dataclasses.replace(policy, rules=rules, examples=examples, text="", source="", fingerprint="")
 
 
 def assert_stable(policy: Policy) -> None:
@@ -48,6 +51,46 @@ def assert_stable(policy: Policy) -> None:
 @given(doc=policy_dicts())
 def test_load_dump_load_is_stable(doc: dict[str, Any]) -> None:
     assert_stable(to_policy(doc))
+
+
+_TEXT = st.text(alphabet="abAé🚀 0-:", max_size=5)
+_SCALARS = st.one_of(st.integers(-10**6, 10**6), _TEXT, st.booleans(),
+                     st.floats(allow_nan=False, allow_infinity=False, width=32))
+_CALLS = st.fixed_dictionaries({"tool": st.sampled_from(["x", "db.query", "payment.send"])}, optional={
+    "args": st.dictionaries(st.sampled_from(["a", "amount", "b.c"]), _SCALARS, max_size=3),
+    "context": st.dictionaries(st.sampled_from(["env", "ip"]), _SCALARS, max_size=2),
+    "agent": _TEXT, "user": _TEXT,
+    "ts": st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                       timezones=st.just(timezone.utc)).map(lambda t: t.isoformat().replace("+00:00", "Z"))})
+
+
+@st.composite
+def examples(draw: st.DrawFn, rule_ids: list[str], tiers: list[str]) -> dict[str, Any]:
+    call = draw(_CALLS)
+    out: dict[str, Any] = {"action": call} if draw(st.booleans()) else dict(call)
+    out["expect"] = draw(st.sampled_from(["allow", "escalate", "deny"]))
+    if draw(st.booleans()):
+        out["name"] = draw(_TEXT.filter(bool))
+    if rule_ids and draw(st.booleans()):
+        ids = draw(st.lists(st.sampled_from(rule_ids), max_size=3, unique=True))
+        out["rules"] = {"includes": ids} if ids and draw(st.booleans()) else ids
+    if tiers and draw(st.booleans()):
+        out["tier"] = draw(st.sampled_from(tiers))
+    if draw(st.booleans()):
+        out["errors"] = draw(st.lists(st.sampled_from(["not_a_number", "type_mismatch"]), max_size=2, unique=True))
+    if draw(st.booleans()):
+        out["history"] = draw(st.lists(_CALLS, max_size=3))
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), doc=policy_dicts())
+def test_load_dump_load_is_stable_with_examples(data: st.DataObject, doc: dict[str, Any]) -> None:
+    ids, tiers = [r["id"] for r in doc["rules"]], sorted(doc.get("tiers", {}))
+    doc = {**doc, "examples": data.draw(st.lists(examples(ids, tiers), min_size=1, max_size=4))}
+    policy = to_policy(doc)
+    assert len(policy.examples) == len(doc["examples"])
+    assert_stable(policy)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "policies").glob("*.yaml")), ids=lambda p: p.name)

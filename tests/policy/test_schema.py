@@ -196,6 +196,14 @@ EXCEPTIONS = {
     "a string with NUL": _rule(when={"args.a": "a\x00"}),
     # the key pattern's `$` also matches before a final newline in Python's `re`, as jsonschema applies it
     "a field name with a final newline": _rule(when={"tool\n": "x"}),
+    # examples: which rules and tiers exist, and which of two ways the call is given, are the loader's
+    "an example naming an unknown rule": {**_rule(), "examples": [{"tool": "t", "expect": "deny", "rules": ["nope"]}]},
+    "an example naming an unknown tier": {**_rule(), "examples": [{"tool": "t", "expect": "deny", "tier": "nope"}]},
+    "an example with no call": {**_rule(), "examples": [{"expect": "deny"}]},
+    "an example with both action and tool": {**_rule(), "examples": [{"tool": "t", "action": {"tool": "t"},
+                                                                       "expect": "deny"}]},
+    "an example whose history has no tool": {**_rule(), "examples": [{"tool": "t", "expect": "deny",
+                                                                       "history": [{"args": {}}]}]},
 }
 
 
