@@ -20,7 +20,7 @@ _MODULES = {
     **dict.fromkeys(("CaseResult", "TestReport", "collect_cases", "junit_xml", "run_case", "run_cases"), "cases"),
     **dict.fromkeys(("Catalog", "build_catalog", "catalog_warnings", "dump_catalog", "load_catalog"), "catalog"),
     **dict.fromkeys(("CheckResult", "GateResult", "check_policy"), "check"),
-    **dict.fromkeys(("Change", "Counts", "Tuning", "tune"), "tune"),
+    **dict.fromkeys(("Change", "Counts", "Tuning", "tune"), "tuning"),
 }
 
 
