@@ -29,8 +29,8 @@ from gatekit.policy.values import JSON_SPACE, NUMERIC_STRING
 
 __all__ = [
     "ACTION_COLUMNS", "Reader", "Run", "action_decisions", "actions_frame", "approvals_frame", "arg_frame",
-    "action_errors", "assemble", "decision_counts", "decision_rows", "decisions_frame", "error_summary", "export_run",
-    "has_error_details", "list_runs", "load_run", "reviewed_args", "top_rules",
+    "action_errors", "assemble", "decision_counts", "decision_rows", "decisions_by_tool", "decisions_frame",
+    "error_summary", "export_run", "has_error_details", "list_runs", "load_run", "reviewed_args", "top_rules"
 ]
 
 T = TypeVar("T")
@@ -237,6 +237,13 @@ def top_rules(store: Store, run: str, limit: int = 8) -> list[tuple[str, int]]:
     return [tuple(r) for r in store.con.execute(  # type: ignore[misc]
         "SELECT rule, count(*) AS n FROM (SELECT unnest(rules) AS rule FROM decisions WHERE run = ?) "
         "GROUP BY rule ORDER BY n DESC, rule LIMIT ?", [run, limit]).fetchall()]
+
+
+def decisions_by_tool(store: Store, run: str) -> list[tuple[str, str, int]]:
+    """How `run` decided each tool's calls: (tool, decision, count) rows."""
+    return [(t, d, int(n)) for t, d, n in store.con.execute(
+        "SELECT a.tool, d.decision, count(*) FROM decisions d JOIN actions a USING (seq) WHERE d.run = ? "
+        "GROUP BY ALL", [run]).fetchall()]
 
 
 def action_decisions(store: Store, seq: int) -> pl.DataFrame:

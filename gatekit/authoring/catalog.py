@@ -175,8 +175,9 @@ def build_catalog(store: Store, policy: Policy | None = None, run: Run | None = 
         tools[tool].agents.append((agent, int(n)))
     _paths(store, tools)
     if run is not None:
-        mix = con.execute("SELECT a.tool, d.decision, count(*) FROM decisions d JOIN actions a USING (seq) "
-                          "WHERE d.run = ? GROUP BY ALL", [run.name]).fetchall()
+        from gatekit.run import decisions_by_tool
+
+        mix = decisions_by_tool(store, run.name)
     elif policy is not None:
         mix = con.execute(f"SELECT a.tool, q.decision, count(*) FROM ({compile_sql(policy)}) q "
                           "JOIN actions a USING (seq) GROUP BY ALL").fetchall()

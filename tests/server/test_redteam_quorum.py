@@ -311,7 +311,10 @@ def test_reviewers_racing_for_open_seats_never_over_count(shared_service: Served
     rid = s.gate(bot, cred, context=STAGING).submit(STAGING_DROP).request_id  # pair: 2 approvals
     digest = racers[0].get(rid)["digest"]
     out = _race([lambda r=r: r.vote(rid, "approve", digest) for r in racers])
-    assert out.count("approved") == 1 and out.count("pending") == 1, out
+    # two votes land, six are refused; the first vote's answer may already show the request approved when
+    # the second commits with it (one ledger write), so the answers are not the count: the rows are
+    assert out.count("not_pending") == 6 and "approved" in out and set(out) <= {"approved", "pending",
+                                                                               "not_pending"}, out
     assert len(votes_rows(s, rid)) == 2
     kinds = audit_kinds(s, rid)
     assert kinds.count("token") == 1 and kinds.count("vote") == 2, kinds
