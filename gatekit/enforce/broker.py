@@ -15,6 +15,7 @@ import json
 import secrets
 import sqlite3
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from gatekit.action import Action, canonical_json, evidence_hash
 from gatekit.enforce._database import Database, Hook
+from gatekit.enforce.identity import canonical
 from gatekit.enforce.quorum import tally
 from gatekit.enforce.receipts import Receipts, clock_us, from_us, iso
 from gatekit.enforce.receipts import to_us as _us
@@ -135,6 +137,12 @@ class Request:
 def _votes(req: Request) -> list[dict[str, Any]]:
     """A request's votes as `gatekit.enforce.quorum.tally` reads them."""
     return [{"reviewer": v.reviewer, "role": v.role, "decision": v.decision} for v in req.votes]
+
+
+def _person(name: str) -> str:
+    """The form a reviewer's, agent's or user's name is compared in: `canonical` (NFKC, casefold), without
+    format characters (zero-width, bidi) or surrounding space."""
+    return "".join(c for c in canonical(name) if unicodedata.category(c) != "Cf").strip()
 
 
 def _dt(us: int | None) -> datetime | None:
@@ -336,11 +344,12 @@ class Broker:
                      role: str | None, break_glass: bool = False) -> str | None:
         if decision not in ("approve", "deny"):
             raise ValueError(f"a vote is `approve` or `deny`, not `{decision}`")
-        if decision == "approve" and reviewer in (req.agent, req.user):
-            who = "agent" if reviewer == req.agent else "user"
+        me = _person(reviewer)  # names compare as people: case, width, spacing and invisible marks folded
+        if decision == "approve" and me in (_person(req.agent or ""), _person(req.user or "")):
+            who = "agent" if me == _person(req.agent or "") else "user"
             raise Refused(f"`{reviewer}` cannot approve request `{req.id}`: it is the call's {who} "
                           "(no self-approval)", "self_approval", req)
-        if any(v.reviewer == reviewer for v in req.votes):
+        if any(_person(v.reviewer) == me for v in req.votes):
             raise Refused(f"`{reviewer}` has already voted on request `{req.id}`", "already_voted", req)
         directory = con.execute("SELECT count(*) FROM reviewers").fetchone()[0]
         if directory:
