@@ -24,7 +24,9 @@ def tools_frame(catalog: Catalog) -> pl.DataFrame:
                      "allow": mix.get("allow"), "escalate": mix.get("escalate"), "deny": mix.get("deny"),
                      "rules": len(t.rules or []), "paths": len(t.paths),
                      "first seen": t.first_seen, "last seen": t.last_seen})
-    return pl.DataFrame(rows).sort("calls", descending=True)
+    seen = [pl.col(c).str.to_datetime(time_zone="UTC", strict=False) for c in ("first seen", "last seen")]
+    return pl.DataFrame(rows, schema_overrides={"first seen": pl.String, "last seen": pl.String}).with_columns(
+        seen).sort("calls", descending=True)
 
 
 def paths_frame(catalog: Catalog, tool: str) -> pl.DataFrame:
@@ -57,7 +59,8 @@ cols[3].metric("Tools no rule names", f"{unread:,}" if run else "-",
 
 st.subheader("Tools" + (f", with the decisions of `{run}`" if run else ""))
 tools = tools_frame(catalog)
-st.dataframe(tools, hide_index=True, width="stretch")
+st.dataframe(tools, hide_index=True, width="stretch", column_config={  # to the second, not ISO microseconds
+    c: st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss") for c in ("first seen", "last seen")})
 
 names = tools["tool"].to_list()
 tool = st.selectbox("Tool", names, key="catalog_tool",

@@ -15,6 +15,8 @@ from gatekit.metrics.drift import (argument_values, coverage, escalation_rate_ch
                                    rule_rate_change, split_halves, tool_mix_psi)
 
 TOP_RULES = 6  # rules drawn by default: those whose rate changed most
+# a p-value as 3 significant digits (0.0123, 4.56e-12), not the table's default of many decimals
+P_VALUE = st.column_config.NumberColumn("p-value", format="%.3g")
 
 
 def windows(run: str, split: date | None, tz: str) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
@@ -97,7 +99,8 @@ picked = st.multiselect("Rules", change["rule"].to_list(), default=ranked[:TOP_R
 st.altair_chart(charts.rule_drift(data["rule_drift"], rules=picked or None), width="stretch")  # type: ignore[arg-type]
 st.dataframe(change, hide_index=True, width="stretch", column_config={
     "rate_a": st.column_config.NumberColumn(format="percent"), "rate_b": st.column_config.NumberColumn(format="percent"),
-    "change": st.column_config.NumberColumn(format="percent")})
+    "change": st.column_config.NumberColumn(format="percent"), "z": st.column_config.NumberColumn(format="%.2f"),
+    "p_value": P_VALUE})
 
 st.subheader("Execution drift")
 approvals = source.approvals()
@@ -132,6 +135,7 @@ if st.toggle("Compare the numbers the policy tests (amounts, row counts, ...) be
              help="reads those arguments of every action: takes a few seconds on a large store"):
     numeric = source.derive("numeric_drift", arguments, run, split)
     if numeric.height:
-        st.dataframe(numeric, hide_index=True, width="stretch")
+        st.dataframe(numeric, hide_index=True, width="stretch",
+                     column_config={c: P_VALUE for c in numeric.columns if c in ("ks_p", "p_value")})
     else:
         st.caption("the policy compares no argument as a number")

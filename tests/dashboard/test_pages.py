@@ -4,6 +4,7 @@ aggregated data (read from the Vega-Lite specs in the element protos), and its i
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import duckdb
 import pytest
@@ -304,3 +305,24 @@ def test_catalog_without_runs_still_lists_the_tools(open_page, unreplayed_store)
     at = ok(open_page("catalog", unreplayed_store))
     tools = _frame(at, "tool")
     assert tools["escalate"].isna().all() and tools["calls"].sum() > 0
+
+
+def _column_config(element) -> dict:
+    return json.loads(element.proto.columns or "{}")
+
+
+def test_drift_shows_p_values_to_three_significant_digits(open_page, sample_store) -> None:
+    at = ok(open_page("drift", sample_store))
+    rules = next(d for d in at.dataframe if "p_value" in d.value.columns)
+    assert _column_config(rules)["p_value"]["type_config"]["format"] == "%.3g"
+    at.toggle[0].set_value(True).run()
+    assert _column_config(ok(at).dataframe[-1])["ks_p"]["type_config"]["format"] == "%.3g"
+
+
+def test_catalog_shows_first_and_last_seen_as_times_to_the_second(open_page, sample_store) -> None:
+    at = ok(open_page("catalog", sample_store))
+    table = next(d for d in at.dataframe if "first seen" in d.value.columns)
+    assert str(table.value["first seen"].dtype).startswith("datetime64")
+    config = _column_config(table)
+    assert config["first seen"]["type_config"]["format"] == config["last seen"]["type_config"]["format"] \
+        == "YYYY-MM-DD HH:mm:ss"
