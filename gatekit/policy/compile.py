@@ -195,8 +195,9 @@ def _fn(fn: str) -> Callable[[Val, frozenset[str], object, str, Sql], Pair]:
 # primitive -> (value, its kinds, operand, op, the SQL guard of those kinds) -> (value, error)
 PRIMITIVES: dict[str, Callable[[Val, frozenset[str], object, str, Sql], Pair]] = {
     "numeric compare": _numeric,
-    "string equality": lambda v, kinds, o, op, guard: (f"({guard} AND {v.s} = {lit(o)})", "FALSE"),  # type: ignore[arg-type]
-    "boolean equality": lambda v, kinds, o, op, guard: (f"({guard} AND {v.b} = {'TRUE' if o else 'FALSE'})", "FALSE"),
+    "string equality": lambda v, kinds, o, op, guard: (f"({guard} AND {v.s} = {lit(str(o))})", "FALSE"),
+    "boolean equality": lambda v, kinds, o, op, guard: (
+        f"({guard} AND {v.b} = {'TRUE' if o else 'FALSE'})", "FALSE"),
     "list equality": _list_equality,
     "membership": _membership,
     "substring": _fn("contains"),
@@ -235,7 +236,8 @@ def test_sql(v: Val, op: str, o: object, f: Field) -> Test3:
     row = sem.cells(op, o, f.name)
     if any(isinstance(c, sem.Prim) and c.negate for c in row.values()):  # ne, not_in: not the positive test
         assert all(row[k] == sem.FALSE for k in sem.ABSENT)
-        positive = {k: (sem.FALSE if k in sem.ABSENT else c.negated()) for k, c in row.items()}  # type: ignore[attr-defined]
+        positive = {k: (sem.FALSE if k in sem.ABSENT else c.negated())  # type: ignore[attr-defined]
+                    for k, c in row.items()}
         val, err, code = _test_row(v, positive, o, op)
         return f"(NOT {v.missing} AND NOT {val})", err, code
     return _test_row(v, row, o, op)
@@ -362,7 +364,9 @@ class _Query:
         k = len(self.windows)
         part = f'PARTITION BY "{node.per}" ' if node.per else ""
         peers = f'PARTITION BY {node.per + ", " if node.per else ""}ts_us'
-        frame = f"ORDER BY ts_us RANGE BETWEEN {node.window_us - 1} PRECEDING AND CURRENT ROW"
+        # semantics' window rule: (ts - span, ts] in whole microseconds, ties by seq below
+        preceding = -sem.window_lower_bound(0, node.window_us) - 1
+        frame = f"ORDER BY ts_us RANGE BETWEEN {preceding} PRECEDING AND CURRENT ROW"
         cmp = ">" if node.op == "gt" else ">="
         key_ok = f'"{node.per}" IS NOT NULL' if node.per else "TRUE"
         if node.kind == "rate":
@@ -397,7 +401,8 @@ class _Query:
             f"sum(abs(a_)) OVER ({kpart}{frame}) AS mag_, count(*) OVER ({kpart}{frame}) AS n_ FROM b_),\n"
             f"x_ AS (SELECT n_.seq, list_reduce(list_sort(list(b_.a_)), lambda p_, q_: p_ + q_, "
             f"CAST(0 AS DOUBLE)) AS exact_ FROM (SELECT seq, ts_us, k_ FROM s_ WHERE NOT COALESCE("
-            f"isfinite(mag_) AND isfinite(approx_) AND abs(approx_ - {t}) > {float(sem.SUM_MARGIN)!r} * (n_ + 2) * mag_ * {2.0 ** -53!r}, "
+            f"isfinite(mag_) AND isfinite(approx_) "
+            f"AND abs(approx_ - {t}) > {float(sem.SUM_MARGIN)!r} * (n_ + 2) * mag_ * {2.0 ** -53!r}, "
             f"FALSE)) n_ "
             f"JOIN b_ ON {kjoin}b_.ts_us > n_.ts_us - {node.window_us} AND b_.ts_us <= n_.ts_us "
             f"AND NOT (b_.ts_us = n_.ts_us AND b_.seq > n_.seq) GROUP BY n_.seq)\n"

@@ -122,7 +122,7 @@ def _compile_window(node: Window, tz: ZoneInfo, rule: Rule) -> Compiled:
         key = getattr(view, per) if per else None
         if per and key is None:
             return False, None
-        lo = view.ts_us - span
+        lo = sem.window_lower_bound(view.ts_us, span)  # the frame (lo, ts], the tie rule in the history
         return hist.window(slot, spec, key, lo, view.ts_us, own, threshold, strict, exact_threshold), None
     return run
 

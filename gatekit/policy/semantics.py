@@ -2,8 +2,8 @@
 precedence of rules and the window rule. Every engine (a *backend*) implements only the primitives and the
 typed readings of a value; the false and error cells come from here.
 
-Core layer: no duckdb, polars or pandas. `python -m gatekit.policy.semantics` rewrites the table in
-docs/policy.md from `TABLE` (tests/test_semantics.py fails when the two differ).
+Core layer: no duckdb, polars or pandas. `python -m gatekit.policy.doctable` rewrites the table in
+docs/policy.md from `TABLE` (tests/policy/test_semantics.py fails when the two differ).
 
 The table: for each test, each kind of operand and each kind of value, a `Cell`: `FALSE`, `TRUE`,
 `Error(code)` or `Prim(name)` (a primitive the backend implements, possibly negated: `ne` is not `eq`).
@@ -14,17 +14,17 @@ tests read this table too, so their errors are `eq`'s.
 from __future__ import annotations
 
 import importlib
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, TypeVar, runtime_checkable
 
 from gatekit.policy.decision import BAD_NUMBER, NOT_A_NUMBER, TYPE_MISMATCH
 
 __all__ = [
-    "BACKENDS", "FALSE", "JSON_SPACE", "KINDS", "NUMBER_TYPES", "NUMERIC_STRING", "PRIMITIVES", "SUM_MARGIN",
-    "TABLE", "TRUE", "WEEKDAYS", "Backend", "Cell", "Error", "LevelOps", "Prim", "backend", "cells",
-    "best_level", "decision_level", "deciding_level", "level_of", "nested_error", "operand_kind", "render_table", "strictest_tier",
-    "sum_margin", "window_lower_bound",
+    "ABSENT", "BACKENDS", "FALSE", "JSON_SPACE", "KINDS", "LEVEL", "NESTED", "NO_MATCH", "NUMBER_TYPES",
+    "NUMERIC_STRING", "OPERANDS", "PRESENT", "PRIMITIVES", "SUM_MARGIN", "TABLE", "TRUE", "VERDICTS", "WEEKDAYS", "Backend", "Cell",
+    "Const", "Error", "LevelOps", "Prim", "PyLevels", "backend", "best_level", "cells", "counts_before",
+    "decision_level", "deciding_level", "level_of", "nested_error", "operand_kind", "render_table", "splice",
+    "strictest_tier", "sum_margin", "window_lower_bound",
 ]
 
 # ---- shared constants ----------------------------------------------------------------------------------
@@ -103,6 +103,9 @@ PRIMITIVES: dict[str, str] = {
     "amount": "the value read as a number, added to the window's sum",
     "zero": "adds 0 to the window's sum",
 }
+
+# the primitives that apply `eq` again (to elements, members or keys): their errors are `nested_error()`
+NESTED = frozenset({"list equality", "membership", "element membership", "key membership"})
 
 # Kinds of operand. The loader has normalised them: numbers are finite floats, lists tuples, dates text.
 OPERANDS: dict[str, tuple[str, ...]] = {
@@ -365,7 +368,8 @@ def backend(name: str) -> Backend:
 
 # ---- docs/policy.md ------------------------------------------------------------------------------------
 _DOC_KINDS = (NUMBER, NUMERIC, STRING, BOOLEAN, LIST, OBJECT, NAN, HUGE, OUT_OF_RANGE)
-_BEGIN, _END = "<!-- semantics table: begin (python -m gatekit.policy.semantics) -->", "<!-- semantics table: end -->"
+_BEGIN = "<!-- semantics table: generated from gatekit/policy/semantics.py by python -m gatekit.policy.doctable -->"
+_END = "<!-- semantics table: end -->"
 
 
 def _short(cell: Any) -> str:
@@ -375,9 +379,9 @@ def _short(cell: Any) -> str:
 def render_table() -> str:
     """The semantics table as markdown (the block of docs/policy.md between the markers)."""
     lines = [_BEGIN, "",
-             "The value a test reads is *missing* when the field is absent or JSON `null`: then every test is "
-             "false but `exists: false`, and a `sum` counts 0. Otherwise, by the kind of the value "
-             "(columns) and the test with its kind of operand (rows):", "",
+             "The value a test reads is *missing* when the field is absent or JSON `null`: then every test is",
+             "false but `exists: false`, and a `sum` counts 0. Otherwise, by the kind of the value (columns) and",
+             "the test with its kind of operand (rows):", "",
              "| test | operand | " + " | ".join(_DOC_KINDS) + " |",
              "|---|---|" + "---|" * len(_DOC_KINDS)]
     for op, by_operand in TABLE.items():
@@ -394,15 +398,3 @@ def splice(doc: str) -> str:
     """`doc` (docs/policy.md's text) with its generated table replaced by `render_table()`."""
     start, end = doc.index(_BEGIN), doc.index(_END) + len(_END)
     return doc[:start] + render_table() + doc[end:]
-
-
-def main(argv: list[str]) -> int:
-    """Rewrite the table in docs/policy.md (default path) from this module."""
-    from pathlib import Path
-    path = Path(argv[0] if argv else "docs/policy.md")
-    path.write_text(splice(path.read_text(encoding="utf-8")), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
