@@ -122,7 +122,11 @@ def compile_test(op: str, operand: Any, field_name: str = "") -> Callable[[Any],
     row for this operand, one cell per kind of value."""
     row = sem.cells(op, operand, field_name)
     fns = {k: _cell(c, operand, op) for k, c in row.items()}
-    return lambda v: (lambda k: fns[k](v, k))(value_kind(v))
+
+    def test(v: Any) -> Any:
+        k = value_kind(v)
+        return fns[k](v, k)
+    return test
 
 
 def absent_result(op: str, operand: Any, field_name: str = "") -> bool:

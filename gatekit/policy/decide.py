@@ -258,7 +258,7 @@ class Evaluator:
         level = sem.best_level(_LEVELS, [(r, True) for r in deciding])
         final = sem.level_of(_LEVELS, level, enforced_error, self.policy)
         verdict = VERDICTS[final]
-        tier = sem.strictest_tier(self.policy, deciding) if verdict == "escalate" else None
+        tier = sem.strictest_tier(self.policy, deciding, self.rank) if verdict == "escalate" else None
         reasons = [r.reason or f"rule `{r.id}`" for r in deciding if r.action == verdict]
         if enforced_error and final == self.on_error and (level < self.on_error):
             reasons += [f"could not evaluate {d}" for d in details]

@@ -296,9 +296,10 @@ class PyLevels:
         return x < level
 
 
-def strictest_tier(policy: Any, matched: Iterable[Any]) -> str | None:
-    """The tier of an escalation: the strictest among the matching deciding escalate rules naming one."""
-    rank = policy.tier_rank()
+def strictest_tier(policy: Any, matched: Iterable[Any], rank: dict[str, int] | None = None) -> str | None:
+    """The tier of an escalation: the strictest among the matching deciding escalate rules naming one
+    (`rank`: `policy.tier_rank()`, when the caller keeps it)."""
+    rank = policy.tier_rank() if rank is None else rank
     tiers = [r.tier for r in matched if deciding_level(r) == LEVEL["escalate"] and r.tier is not None]
     return min(tiers, key=rank.__getitem__) if tiers else None
 

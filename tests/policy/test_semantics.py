@@ -64,9 +64,13 @@ def _policy(when: str) -> Any:
                         f"  - {{id: r, tool: t, action: deny, when: {when}}}\n")
 
 
+# registered backend -> how a log is decided through it (outcomes, error details)
+RUNNERS = {"decide": (run_python, details_python), "duckdb": (run_sql, details_sql)}
+
+
 def _outcomes(policy: Any, engine: str) -> list[tuple[str, Any]]:
     """Per kind of value: ("value", bool) or ("error", code), as one backend decides it."""
-    run, details = (run_python, details_python) if engine == "decide" else (run_sql, details_sql)
+    run, details = RUNNERS[engine]
     out = []
     for (decision, rules, errors, _), ds in zip(run(policy, ACTIONS), details(policy, ACTIONS)):
         out.append(("error", ds[0][3]) if errors else ("value", rules == ("r",)))
@@ -95,8 +99,9 @@ def test_every_backend_gives_every_cell_of_the_table(row: tuple[str, str]) -> No
     test = policy.rules[0].when
     assert sem.operand_kind(op, test.operand, test.field.name) == ok, "the sample operand has the row's kind"
     cells = sem.TABLE[op][ok]
-    got = {engine: dict(zip(sem.KINDS, _outcomes(policy, engine))) for engine in ("decide", "duckdb")}
-    assert got["decide"] == got["duckdb"], f"{op} {ok}: the backends disagree"
+    got = {engine: dict(zip(sem.KINDS, _outcomes(policy, engine))) for engine in RUNNERS}
+    for engine in RUNNERS:
+        assert got[engine] == got["decide"], f"{op} {ok}: {engine} disagrees with decide"
     for k in sem.KINDS:
         want = _expected(cells[k])
         if want is None:  # a primitive errors only through a nested `eq`, with its code
@@ -116,7 +121,7 @@ def test_every_row_of_the_table_is_exercised() -> None:
 def test_the_sum_row_on_every_backend() -> None:
     policy = _policy("{sum: {field: args.v, window: 1h, gt: 4}}")
     cells = sem.TABLE["sum"]["field"]
-    for engine in ("decide", "duckdb"):
+    for engine in RUNNERS:
         # each action alone (a window of one call): its amount against the threshold
         for k, action in zip(sem.KINDS, ACTIONS):
             got = _outcomes_one(policy, action, engine)
@@ -128,7 +133,7 @@ def test_the_sum_row_on_every_backend() -> None:
 
 
 def _outcomes_one(policy: Any, action: dict[str, Any], engine: str) -> tuple[str, Any]:
-    run, details = (run_python, details_python) if engine == "decide" else (run_sql, details_sql)
+    run, details = RUNNERS[engine]
     (_, rules, errors, _), = run(policy, [action])
     (ds,) = details(policy, [action])
     return ("error", ds[0][3]) if errors else ("value", rules == ("r",))
@@ -150,6 +155,10 @@ def test_the_table_has_every_test_operand_and_kind() -> None:
     used = {c.name for by in sem.TABLE.values() for row in by.values() for c in row.values()
             if isinstance(c, sem.Prim)}
     assert used == set(sem.PRIMITIVES), "a primitive no cell uses"
+
+
+def test_every_registered_backend_is_run_against_the_table() -> None:
+    assert set(RUNNERS) == set(sem.BACKENDS), "a registered backend needs a runner here and in the corpus"
 
 
 @pytest.mark.parametrize("name", sorted(sem.BACKENDS))
