@@ -24,8 +24,7 @@ import polars as pl
 from gatekit.errors import StoreError
 from gatekit.logs.store import Store
 from gatekit.policy import Policy, parse_policy
-from gatekit.policy.compile import json_pointer, lit
-from gatekit.policy.values import JSON_SPACE, NUMERIC_STRING
+from gatekit.policy.compile import json_number_sql, json_pointer, lit
 
 __all__ = [
     "ACTION_COLUMNS", "Reader", "Run", "action_decisions", "actions_frame", "approvals_frame", "arg_frame",
@@ -329,8 +328,8 @@ def approvals_frame(store: Store) -> pl.DataFrame:
 
 
 def arg_frame(store: Store, paths: Sequence[str], where: str = "TRUE") -> pl.DataFrame:
-    """`action_id` plus one column per field path (`args.amount`, `context.env`), read as a number when
-    the value is a number or a numeric string, else as text (`<path>` and `<path>:text`); `where` filters
+    """`action_id` plus one column per field path (`args.amount`, `context.env`), read as a number as the
+    policy reads one (compile.json_number_sql: a finite JSON number or a numeric string), else as text (`<path>` and `<path>:text`); `where` filters
     the actions (alias `a`), e.g. to the tools a rule looks at."""
     cols = []
     for path in paths:
@@ -338,7 +337,7 @@ def arg_frame(store: Store, paths: Sequence[str], where: str = "TRUE") -> pl.Dat
         if root not in ("args", "context") or not rest:
             raise ValueError(f"not an args or context path: `{path}`")
         j = f"json_extract(a.{root}, {lit(json_pointer(rest.split('.')))})"
-        cols.append(f"TRY_CAST(trim({j} ->> '$') AS DOUBLE) AS \"{path}\"")
+        cols.append(f"{json_number_sql(j)} AS \"{path}\"")  # the number the policy reads, or null
         cols.append(f"{j} ->> '$' AS \"{path}:text\"")
     return store.con.sql(f"SELECT a.seq, a.action_id, {', '.join(cols)} FROM actions a WHERE {where} ORDER BY a.seq").pl()
 
@@ -349,9 +348,7 @@ def reviewed_args(store: Store) -> pl.DataFrame:
     field cannot name (containing a dot, say) are left out."""
     parts = [f"""
         SELECT a.seq, '{root}.' || j.key AS field,
-               CASE WHEN j.type IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT') THEN TRY_CAST(j.value AS DOUBLE)
-                    WHEN j.type = 'VARCHAR' AND regexp_full_match(j.value ->> '$', {lit(NUMERIC_STRING)})
-                    THEN TRY_CAST(trim(j.value ->> '$', {lit(JSON_SPACE)}) AS DOUBLE) END AS number,
+               {json_number_sql("j.value")} AS number,
                CASE WHEN j.type = 'VARCHAR' THEN j.value ->> '$' END AS text
         FROM actions a, json_each(a.{root}) j
         WHERE coalesce(json_array_length(a.approvals), 0) > 0 AND regexp_full_match(j.key, '[A-Za-z0-9_-]+')"""

@@ -24,7 +24,8 @@ from gatekit.logs.store import Store
 from gatekit.metrics.rates import records
 from gatekit.policy.compile import compile_sql, lit, number_sql
 from gatekit.policy.conditions import ORDER_OPS, All, Any_, Cond, Not, Test, Window, leaves
-from gatekit.policy.model import LEVEL, Policy, Rule
+from gatekit.policy.model import Policy, Rule
+from gatekit.policy.semantics import LEVEL, NO_MATCH, VERDICTS, best_level, deciding_level, level_of
 from gatekit.run import Run
 
 __all__ = [
@@ -190,30 +191,45 @@ def _query(store: Store, sql: str) -> pl.DataFrame:
     return store.con.sql(sql).pl()
 
 
+class _PolarsLevels:
+    """semantics.LevelOps as polars expressions."""
+
+    def lit(self, level: int) -> pl.Expr:
+        return pl.lit(level, pl.Int64)
+
+    def greatest(self, items: list[pl.Expr]) -> pl.Expr:
+        return pl.max_horizontal(items)
+
+    def if_(self, cond: pl.Expr, then: pl.Expr, other: pl.Expr) -> pl.Expr:
+        return pl.when(cond).then(then).otherwise(other)
+
+    def below(self, x: pl.Expr, level: int) -> pl.Expr:
+        return x < level
+
+
+_LEVELS = _PolarsLevels()
+
+
 def _recombine(policy: Policy, rule: Rule, frame: pl.DataFrame) -> pl.DataFrame:
     """The policy's decision from each action's stored matches and errors, with `rule`'s match replaced by
-    `m_true` / `m_false` (the same precedence as compile.py and decide.py: strictest enforced match, else
-    the default; an enforced rule's error lifts it to at least `on_error`)."""
-    levels = pl.DataFrame({"rule": [r.id for r in policy.rules if r.enforced and r.id != rule.id],
-                           "level": [LEVEL[r.action] for r in policy.rules if r.enforced and r.id != rule.id]},
+    `m_true` / `m_false`: semantics.decision_level, the precedence decide and compile.py use."""
+    deciding = [(r.id, lvl) for r in policy.rules if r.id != rule.id and (lvl := deciding_level(r)) is not None]
+    levels = pl.DataFrame({"rule": [i for i, _ in deciding], "level": [lvl for _, lvl in deciding]},
                           schema={"rule": pl.String, "level": pl.Int64})
-    enforced = [r.id for r in policy.rules if r.enforced]
+    enforced = [r.id for r in policy.rules if deciding_level(r) is not None]
     others = (frame.lazy().select("seq", rule="rules").explode("rule").join(levels.lazy(), on="rule")
               .group_by("seq").agg(others=pl.col("level").max()))
     errored = (frame.lazy().select("seq", rule="errors").explode("rule").filter(pl.col("rule").is_in(enforced))
                .select("seq").unique().with_columns(errored=pl.lit(True)))
-    own = LEVEL[rule.action] if rule.enforced else -1
-    names = {v: k for k, v in LEVEL.items()}
+    names = {LEVEL[v]: v for v in VERDICTS}
 
     def decision(m: str) -> pl.Expr:
-        best = pl.max_horizontal("others", pl.when(pl.col(m)).then(own).otherwise(-1))
-        base = pl.when(best < 0).then(LEVEL[policy.default]).otherwise(best)
-        lvl = pl.when("errored").then(pl.max_horizontal(base, pl.lit(LEVEL[policy.on_error]))).otherwise(base)
-        return lvl.replace_strict(names, return_dtype=pl.String)
+        best = _LEVELS.greatest([pl.col("others"), best_level(_LEVELS, [(rule, pl.col(m))])])
+        return level_of(_LEVELS, best, pl.col("errored"), policy).replace_strict(names, return_dtype=pl.String)
 
     return (frame.lazy().select("seq", "value", "m_true", "m_false")
             .join(others, on="seq", how="left").join(errored, on="seq", how="left")
-            .with_columns(pl.col("others").fill_null(-1), pl.col("errored").fill_null(False))
+            .with_columns(pl.col("others").fill_null(NO_MATCH), pl.col("errored").fill_null(False))
             .select("seq", "value", decision("m_true").alias("if_true"), decision("m_false").alias("if_false"))
             .sort("seq").collect())
 

@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
+from gatekit.policy.semantics import SUM_MARGIN
+
 if TYPE_CHECKING:
     from gatekit.policy._view import View
 
@@ -69,7 +71,8 @@ def live_window(calls: Calls | None, lo: int, hi: int, own: float | None, thresh
     When every call kept is in the window (calls arrive in time order: the usual case) a count is the
     length of the index, and a sum is decided from the exact sum the index keeps whenever it is further
     from the threshold than the float rounding of adding the values in ascending order could move it
-    (at most 2·n·2^-53·Σ|x|, no overflow); only otherwise are the values sorted and added.
+    (semantics.sum_margin: SUM_MARGIN·(n+2)·2^-53·Σ|x|, the one margin every engine
+    uses; no overflow); only otherwise are the values sorted and added.
     """
     entries = calls.entries if calls is not None else ()
     every = not entries or (calls.ordered and entries[0][0] > lo and entries[-1][0] <= hi)  # type: ignore[union-attr]
@@ -81,7 +84,7 @@ def live_window(calls: Calls | None, lo: int, hi: int, own: float | None, thresh
         magnitude = abs(own_exact) + (calls.magnitude if calls is not None else 0)
         if magnitude < HUGE:
             diff = own_exact + (calls.total if calls is not None else 0) - exact_threshold
-            margin = ((2 * (len(entries) + 1) * magnitude) >> 53) + 1
+            margin = ((SUM_MARGIN * (len(entries) + 3) * magnitude) >> 53) + 1  # semantics.sum_margin, n + 1 values
             if diff > margin:
                 return True
             if -diff > margin:

@@ -1,7 +1,6 @@
-"""The tests of the policy language (`eq`, `gt`, `in`, `contains`, `matches`, ...) on one present value.
-
-One entry per test in `TESTS`, the meaning of the semantics table in DESIGN.md; compile.py's `LEAVES` is
-the same table in SQL. A value a test cannot use raises `Unusable` with the error's stable code.
+"""decide's backend of the semantics table (semantics.py): the typed readings of a Python value and the
+primitives, from which every test of the policy language (`eq`, `gt`, `in`, `contains`, `matches`, ...)
+is built cell by cell. A cell `Error(code)` raises `Unusable` with that code; `FALSE`/`TRUE` are constants.
 `fast_test` gives the same answers for the common plain values without the general path.
 """
 
@@ -11,9 +10,9 @@ import math
 import operator
 from typing import Any, Callable
 
+from gatekit.policy import semantics as sem
 from gatekit.policy.conditions import Field
-from gatekit.policy.decision import BAD_NUMBER, NOT_A_NUMBER, TYPE_MISMATCH
-from gatekit.policy.values import BADNUM, BOOL, LIST, NUM, OBJ, STR, kind, number, numeric_string
+from gatekit.policy.values import BADNUM, BOOL, LIST, NUM, OBJ, STR, _ABSENT, kind, number, numeric_string
 
 
 class Unusable(Exception):
@@ -29,115 +28,135 @@ def kind_name(v: Any) -> str:
     return {LIST: "list", OBJ: "object", BOOL: "boolean", STR: "string"}.get(kind(v), "number")
 
 
-def number_code(v: Any) -> str:
-    """Why a present value is not a usable number (for ordering tests and `sum`)."""
+_KINDS = {BOOL: sem.BOOLEAN, NUM: sem.NUMBER, LIST: sem.LIST, OBJ: sem.OBJECT}
+
+
+def value_kind(v: Any) -> str:
+    """The kind of a value as the semantics table names it (one of `semantics.KINDS`)."""
+    if v is _ABSENT:
+        return sem.MISSING
+    if v is None:
+        return sem.NULL
     k = kind(v)
-    if k == STR:
-        return NOT_A_NUMBER if numeric_string(v) is None else BAD_NUMBER
-    return BAD_NUMBER if k == BADNUM else TYPE_MISMATCH
-
-
-def _eq(v: Any, o: Any) -> bool:
-    k = kind(v)
-    if k == BADNUM:
-        raise Unusable(BAD_NUMBER)
-    if isinstance(o, tuple):
-        if k != LIST or len(v) != len(o):
-            return False
-        results = [_eq(x, y) if x is not None else False for x, y in zip(v, o)]
-        return all(results)
-    if o is True or o is False:
-        return k == BOOL and v is o
-    if isinstance(o, float):
-        if k == NUM:
-            return number(v) == o
-        if k == STR:
-            parsed = numeric_string(v)
-            if parsed is False:
-                raise Unusable(BAD_NUMBER)
-            return parsed == o
-        return False
-    if k == STR:
-        return v == o
-    if k == NUM:
-        parsed = numeric_string(o)
-        return isinstance(parsed, float) and number(v) == parsed
-    return False
-
-
-def _order(v: Any, o: Any, cmp: Callable[[Any, Any], bool], field: Field) -> bool:
-    if field.name == "time.date":
-        return cmp(v, o)
-    k = kind(v)
-    if k == NUM:
-        return cmp(number(v), o)
     if k == STR:
         parsed = numeric_string(v)
-        if parsed is None:
-            raise Unusable(NOT_A_NUMBER)
-        if parsed is False:
-            raise Unusable(BAD_NUMBER)
-        return cmp(parsed, o)
-    raise Unusable(BAD_NUMBER if k == BADNUM else TYPE_MISMATCH)
-
-
-def _in(v: Any, o: tuple) -> bool:
-    k = kind(v)
-    if k in (LIST, OBJ):
-        raise Unusable(TYPE_MISMATCH)
+        return sem.STRING if parsed is None else sem.OUT_OF_RANGE if parsed is False else sem.NUMERIC
     if k == BADNUM:
-        raise Unusable(BAD_NUMBER)
-    results = [_eq(v, x) for x in o]
-    return any(results)
+        return sem.HUGE if isinstance(v, int) else sem.NAN
+    return _KINDS[k]
 
 
-def _contains(v: Any, o: Any) -> bool:
-    k = kind(v)
-    if k == STR:
-        return isinstance(o, str) and o in v
-    if k == LIST:
-        results = [_eq(x, o) if x is not None else False for x in v]
-        return any(results)
-    if k == OBJ:
-        results = [_eq(key, o) for key in v]
-        return any(results)
-    raise Unusable(TYPE_MISMATCH)
+def as_number(v: Any, k: str) -> float:
+    """A value of kind number or numeric string as its finite float."""
+    return number(v) if k == sem.NUMBER else numeric_string(v)  # type: ignore[return-value]
 
 
-def _string_test(name: str) -> Callable[[Any, Any], bool]:
-    method = _STRING_OPS[name]
+_CMP = {"eq": operator.eq, "ne": operator.eq, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt,
+        "lte": operator.le}
+Fn = Callable[[Any, str], Any]  # (value, its kind) -> the primitive's answer
 
-    def test(v: Any, o: Any) -> bool:
-        if not isinstance(v, str):
-            raise Unusable(TYPE_MISMATCH)
-        return method(v, o)
+
+def _numeric(o: Any, op: str) -> Fn:
+    cmp = _CMP[op]
+    x = o if isinstance(o, float) else numeric_string(o) if isinstance(o, str) else float(o)
+    return lambda v, k: cmp(as_number(v, k), x)
+
+
+def _list_equality(o: Any, op: str) -> Fn:
+    elems = [compile_test("eq", y) for y in o]
+    return lambda v, k: len(v) == len(elems) and all([t(x) for t, x in zip(elems, v)])
+
+
+def _membership(o: Any, op: str) -> Fn:
+    members = [compile_test("eq", x) for x in o]
+    return lambda v, k: any([t(v) for t in members])
+
+
+def _elements(o: Any, op: str) -> Fn:
+    t = compile_test("eq", o)
+    return lambda v, k: any([t(x) for x in v])
+
+
+def _date(o: Any, op: str) -> Fn:
+    cmp = _CMP[op]
+    return lambda v, k: cmp(v, o)
+
+
+# primitive -> (operand, op) -> the primitive on one value (the `Backend` of semantics.py, for decide)
+PRIMITIVES: dict[str, Callable[[Any, str], Fn]] = {
+    "numeric compare": _numeric,
+    "string equality": lambda o, op: lambda v, k: v == o,
+    "boolean equality": lambda o, op: lambda v, k: v is o,
+    "list equality": _list_equality,
+    "membership": _membership,
+    "substring": lambda o, op: lambda v, k: o in v,
+    "element membership": _elements,
+    "key membership": _elements,  # iterating an object iterates its keys
+    "regex": lambda o, op: lambda v, k: o.search(v) is not None,
+    "prefix": lambda o, op: lambda v, k: v.startswith(o),
+    "suffix": lambda o, op: lambda v, k: v.endswith(o),
+    "date compare": _date,
+    "amount": lambda o, op: as_number,
+    "zero": lambda o, op: lambda v, k: 0.0,
+}
+
+
+def _cell(cell: Any, operand: Any, op: str) -> Fn:
+    if isinstance(cell, sem.Const):
+        value = cell.value
+        return lambda v, k: value
+    if isinstance(cell, sem.Error):
+        code = cell.code
+
+        def error(v: Any, k: str) -> Any:
+            raise Unusable(code)
+        return error
+    fn = PRIMITIVES[cell.name](operand, op)
+    if cell.negate:
+        return lambda v, k: not fn(v, k)
+    return fn
+
+
+def compile_test(op: str, operand: Any, field_name: str = "") -> Callable[[Any], Any]:
+    """A test (or `sum`'s reading of a value) as a function of the value, raising `Unusable`: the table's
+    row for this operand, one cell per kind of value."""
+    row = sem.cells(op, operand, field_name)
+    fns = {k: _cell(c, operand, op) for k, c in row.items()}
+
+    def test(v: Any) -> Any:
+        k = value_kind(v)
+        return fns[k](v, k)
     return test
 
 
-_STRING_OPS: dict[str, Callable[[str, Any], bool]] = {
-    "matches": lambda v, o: o.search(v) is not None,
-    "startswith": str.startswith,
-    "endswith": str.endswith,
-}
+def absent_result(op: str, operand: Any, field_name: str = "") -> bool:
+    """The test's answer on a missing value (absent or null): a constant of the table."""
+    row = sem.cells(op, operand, field_name)
+    missing, null = row[sem.MISSING], row[sem.NULL]
+    assert isinstance(missing, sem.Const) and missing == null
+    return missing.value
 
-_MATCHES, _STARTSWITH, _ENDSWITH = (_string_test(name) for name in ("matches", "startswith", "endswith"))
 
-# op -> (value, operand, field) -> bool, raising Unusable. `exists` is handled before lookup.
+class DecideBackend:
+    """The `semantics.Backend` of decide: Python values."""
+
+    name = "decide"
+
+    def is_kind(self, value: Any, kinds: frozenset[str]) -> bool:
+        return value_kind(value) in kinds
+
+    def as_number(self, value: Any, kind: str) -> float:
+        return as_number(value, kind)
+
+    def primitive(self, name: str, value: Any, kind: str, operand: Any, op: str) -> Any:
+        return PRIMITIVES[name](operand, op)(value, kind)
+
+
+BACKEND = DecideBackend()
+
+# op -> (value, operand, field) -> bool, raising Unusable: every test, through the table
 TESTS: dict[str, Callable[[Any, Any, Field], bool]] = {
-    "eq": lambda v, o, f: _eq(v, o),
-    "ne": lambda v, o, f: not _eq(v, o),
-    "gt": lambda v, o, f: _order(v, o, operator.gt, f),
-    "gte": lambda v, o, f: _order(v, o, operator.ge, f),
-    "lt": lambda v, o, f: _order(v, o, operator.lt, f),
-    "lte": lambda v, o, f: _order(v, o, operator.le, f),
-    "in": lambda v, o, f: _in(v, o),
-    "not_in": lambda v, o, f: not _in(v, o),
-    "contains": lambda v, o, f: _contains(v, o),
-    "matches": lambda v, o, f: _MATCHES(v, o),
-    "startswith": lambda v, o, f: _STARTSWITH(v, o),
-    "endswith": lambda v, o, f: _ENDSWITH(v, o),
-    "exists": lambda v, o, f: o,  # reached only when the value is present
-}
+    op: (lambda op: lambda v, o, f: compile_test(op, o, f.name)(v))(op) for op in sem.TABLE if op != "sum"}
 
 _BIG_INT = 1 << 1000  # an int below this in magnitude is a finite float
 
@@ -145,7 +164,8 @@ _BIG_INT = 1 << 1000  # an int below this in magnitude is a finite float
 def fast_test(op: str, operand: Any, field: Field) -> Callable[[Any], "bool | None"] | None:
     """A shortcut for a test on a plain string or finite number: its answer, or None to take the full path.
 
-    Only for speed (enforce mode): each answer is the one TESTS gives for that value and operand.
+    Only for speed (enforce mode): each answer is the one the table gives for that value and operand
+    (tests/policy/test_semantics.py checks it cell by cell).
     """
     if op in ("eq", "ne") and type(operand) is str:
         want = op == "eq"
@@ -154,7 +174,7 @@ def fast_test(op: str, operand: Any, field: Field) -> Callable[[Any], "bool | No
         members, want = frozenset(operand), op == "in"
         return lambda v: ((v in members) is want) if type(v) is str else None
     if op in ("gt", "gte", "lt", "lte") and field.name != "time.date" and type(operand) in (int, float):
-        cmp = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
+        cmp = _CMP[op]
 
         def order(v: Any) -> bool | None:
             t = type(v)

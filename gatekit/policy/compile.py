@@ -11,14 +11,15 @@ from typing import Callable
 
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_MISMATCH, error_message
-from gatekit.policy.model import LEVEL, Policy, Rule
-from gatekit.policy.values import NUMERIC_STRING, numeric_string
+from gatekit.policy import semantics as sem
+from gatekit.policy.model import Policy, Rule
+from gatekit.policy.semantics import JSON_SPACE, NUMBER_TYPES, NUMERIC_STRING, WEEKDAYS
+from gatekit.policy.values import numeric_string
 
-__all__ = ["ERROR_DETAIL", "compile_sql", "json_pointer", "lit", "number_sql"]
+__all__ = ["ERROR_DETAIL", "compile_sql", "json_number_sql", "json_pointer", "lit", "number_sql"]
 
 Sql = str
-_NUM_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT')"
-_SPACE = " \t\n\r"  # JSON white space, trimmed around a numeric string
+_NUM_TYPES = "(" + ", ".join(f"'{t}'" for t in NUMBER_TYPES) + ")"
 
 
 def lit(text: str) -> Sql:
@@ -66,13 +67,13 @@ class Val:
         s = f"({x} ->> '$')"
         return cls(t=t, n=f"TRY_CAST({x} AS DOUBLE)", s=s, b=f"TRY_CAST({x} AS BOOLEAN)", j=x,
                    snm=f"regexp_full_match({s}, {lit(NUMERIC_STRING)})",
-                   snv=f"TRY_CAST(trim({s}, {lit(chr(32) + chr(9) + chr(10) + chr(13))}) AS DOUBLE)")
+                   snv=f"TRY_CAST(trim({s}, {lit(JSON_SPACE)}) AS DOUBLE)")
 
     @classmethod
     def of_string(cls, x: Sql) -> Val:
         return cls(t="'VARCHAR'", s=x, fixed="VARCHAR", present=f"({x} IS NOT NULL)",
                    snm=f"regexp_full_match({x}, {lit(NUMERIC_STRING)})",
-                   snv=f"TRY_CAST(trim({x}, {lit(chr(32) + chr(9) + chr(10) + chr(13))}) AS DOUBLE)")
+                   snv=f"TRY_CAST(trim({x}, {lit(JSON_SPACE)}) AS DOUBLE)")
 
     # null-safe predicates
     def is_(self, tag: str) -> Sql:
@@ -106,84 +107,181 @@ class Val:
 Pair = tuple[Sql, Sql]  # (value, error), both non-null booleans
 
 
-# ---- the tests -----------------------------------------------------------------------------------------
-def eq(v: Val, o: object) -> Pair:
-    if isinstance(o, tuple):
-        same = f"({v.is_('ARRAY')} AND json_array_length({v.j}) = {len(o)})"
-        elems = [eq(Val.of_json(f"json_extract({v.j}, '$[{i}]')"), oi) for i, oi in enumerate(o)]
-        return (_all([same] + [e[0] for e in elems]),
-                f"({v.bad} OR ({same} AND {_any([e[1] for e in elems])}))")
-    if o is True or o is False:
-        return f"({v.is_('BOOLEAN')} AND {v.b} = {'TRUE' if o else 'FALSE'})", v.bad
-    if isinstance(o, float):
-        return (f"(({v.good} AND {v.n} = {num(o)}) OR ({v.str_num_ok} AND {v.snv} = {num(o)}))",
-                f"({v.bad} OR {v.str_num_bad})")
-    assert isinstance(o, str)
-    parsed = numeric_string(o)
-    val = f"({v.is_('VARCHAR')} AND {v.s} = {lit(o)})"
-    if isinstance(parsed, float):
-        val = f"({val} OR ({v.good} AND {v.n} = {num(parsed)}))"
-    return val, v.bad
+# ---- the tests: the semantics table (semantics.py) in SQL --------------------------------------------
+_TAGS = ((sem.BOOLEAN, "BOOLEAN"), (sem.LIST, "ARRAY"), (sem.OBJECT, "OBJECT"))
+_NUMS = frozenset({sem.NUMBER, sem.NAN, sem.HUGE})  # the kinds of a JSON number
 
 
-def _ne(v: Val, o: object, f: Field) -> Pair:
-    val, err = eq(v, o)
-    return f"(NOT {v.missing} AND NOT {val})", err
+def kinds_sql(v: Val, kinds: frozenset[str]) -> Sql:
+    """Whether the value is of one of `kinds` (semantics.KINDS): the typed readings of its kind in SQL."""
+    parts = []
+    if kinds & sem.ABSENT:
+        assert kinds >= sem.ABSENT, "SQL reads a missing value and a JSON null alike"
+        parts.append(v.missing)
+    nums = kinds & _NUMS
+    if nums:
+        assert nums in (_NUMS, {sem.NUMBER}, {sem.NAN, sem.HUGE}), "NaN and a huge number read alike"
+        parts.append(v.is_("NUM") if nums == _NUMS else v.good if nums == {sem.NUMBER} else v.bad)
+    strs = kinds & sem.STRINGS
+    if strs:
+        parts.append(_STRING_KINDS[frozenset(strs)](v))
+    parts += [v.is_(tag) for k, tag in _TAGS if k in kinds]
+    return parts[0] if len(parts) == 1 else _any(parts)
 
 
-def _order(cmp: str) -> Callable[[Val, object, Field], Pair]:
-    def test(v: Val, o: object, f: Field) -> Pair:
-        if f.name == "time.date":
-            return f"({v.s} {cmp} {lit(str(o))})", "FALSE"
-        x = num(o)  # type: ignore[arg-type]
-        val = f"(({v.good} AND {v.n} {cmp} {x}) OR ({v.str_num_ok} AND {v.snv} {cmp} {x}))"
-        err = (f"({v.bad} OR ({v.is_('VARCHAR')} AND NOT {v.str_num_ok}) OR {v.is_('BOOLEAN')} "
-               f"OR {v.is_('ARRAY')} OR {v.is_('OBJECT')})")
+_STRING_KINDS: dict[frozenset[str], Callable[[Val], Sql]] = {
+    sem.STRINGS: lambda v: v.is_("VARCHAR"),
+    frozenset({sem.NUMERIC}): lambda v: v.str_num_ok,
+    frozenset({sem.OUT_OF_RANGE}): lambda v: v.str_num_bad,
+    frozenset({sem.STRING}): lambda v: f"({v.is_('VARCHAR')} AND NOT COALESCE({v.snm}, FALSE))",
+    frozenset({sem.NUMERIC, sem.OUT_OF_RANGE}): lambda v: f"({v.is_('VARCHAR')} AND COALESCE({v.snm}, FALSE))",
+    frozenset({sem.STRING, sem.OUT_OF_RANGE}): lambda v: f"({v.is_('VARCHAR')} AND NOT {v.str_num_ok})",
+    frozenset({sem.STRING, sem.NUMERIC}): lambda v: f"({v.is_('VARCHAR')} AND NOT {v.str_num_bad})",
+}
+
+
+def _guard(v: Val, kinds: frozenset[str], dont_care: frozenset[str] = frozenset()) -> Sql:
+    """`kinds_sql`, or its complement among present values when shorter; `dont_care` are kinds where the
+    answer does not matter (those that error: an erroring rule never matches)."""
+    direct = kinds_sql(v, kinds)
+    if kinds & sem.ABSENT:
+        return direct
+    rest = frozenset(sem.PRESENT) - kinds - dont_care
+    comp = f"(NOT {v.missing})" if not rest else f"(NOT {v.missing} AND NOT {kinds_sql(v, rest)})"
+    return comp if len(comp) < len(direct) else direct
+
+
+_CMP = {"eq": "=", "ne": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+Test3 = tuple[Sql, Sql, Sql]  # (value, error, the error's code when it errored)
+
+
+def _numeric(v: Val, kinds: frozenset[str], o: object, op: str, guard: Sql) -> Pair:
+    x = num(o if isinstance(o, float) else numeric_string(o))  # type: ignore[arg-type]
+    cmp = _CMP[op]
+    parts = [f"({v.good} AND {v.n} {cmp} {x})" if k == sem.NUMBER else f"({v.str_num_ok} AND {v.snv} {cmp} {x})"
+             for k in (sem.NUMBER, sem.NUMERIC) if k in kinds]
+    return (parts[0] if len(parts) == 1 else _any(parts)), "FALSE"
+
+
+def _list_equality(v: Val, kinds: frozenset[str], o: object, op: str, guard: Sql) -> Pair:
+    same = f"({v.is_('ARRAY')} AND json_array_length({v.j}) = {len(o)})"  # type: ignore[arg-type]
+    elems = [test_sql(Val.of_json(f"json_extract({v.j}, '$[{i}]')"), "eq", oi, _NO_FIELD)
+             for i, oi in enumerate(o)]  # type: ignore[arg-type]
+    errs = [e[1] for e in elems if e[1] != "FALSE"]
+    return _all([same] + [e[0] for e in elems]), (f"({same} AND {_any(errs)})" if errs else "FALSE")
+
+
+def _membership(v: Val, kinds: frozenset[str], o: object, op: str, guard: Sql) -> Pair:
+    parts = [test_sql(v, "eq", x, _NO_FIELD) for x in o]  # type: ignore[union-attr]
+    errs = [p[1] for p in parts if p[1] != "FALSE"]
+    return f"({guard} AND {_any([p[0] for p in parts])})", (_any(errs) if errs else "FALSE")
+
+
+def _over(items: Sql, var: Val, name: str) -> Callable[[Val, frozenset[str], object, str, Sql], Pair]:
+    def prim(v: Val, kinds: frozenset[str], o: object, op: str, guard: Sql) -> Pair:
+        xs = items.format(j=v.j)
+        xv, xe = test_sql(var, "eq", o, _NO_FIELD)[:2]
+        val = f"({guard} AND COALESCE(list_bool_or(list_transform({xs}, lambda {name}: {xv})), FALSE))"
+        err = (f"({guard} AND COALESCE(list_bool_or(list_transform({xs}, lambda {name}: {xe})), FALSE))"
+               if xe != "FALSE" else "FALSE")
         return val, err
-    return test
+    return prim
 
 
-def _in(v: Val, o: object, f: Field) -> Pair:
-    coll = f"({v.is_('ARRAY')} OR {v.is_('OBJECT')})"
-    parts = [eq(v, x) for x in o]  # type: ignore[union-attr]
-    return (f"(NOT {coll} AND {_any([p[0] for p in parts])})",
-            f"({coll} OR {v.bad} OR {_any([p[1] for p in parts])})")
+def _fn(fn: str) -> Callable[[Val, frozenset[str], object, str, Sql], Pair]:
+    return lambda v, kinds, o, op, guard: (f"({guard} AND {fn}({v.s}, {lit(str(o))}))", "FALSE")
 
 
-def _not_in(v: Val, o: object, f: Field) -> Pair:
-    val, err = _in(v, o, f)
-    return f"(NOT {v.missing} AND NOT {val})", err
+# primitive -> (value, its kinds, operand, op, the SQL guard of those kinds) -> (value, error)
+PRIMITIVES: dict[str, Callable[[Val, frozenset[str], object, str, Sql], Pair]] = {
+    "numeric compare": _numeric,
+    "string equality": lambda v, kinds, o, op, guard: (f"({guard} AND {v.s} = {lit(str(o))})", "FALSE"),
+    "boolean equality": lambda v, kinds, o, op, guard: (
+        f"({guard} AND {v.b} = {'TRUE' if o else 'FALSE'})", "FALSE"),
+    "list equality": _list_equality,
+    "membership": _membership,
+    "substring": _fn("contains"),
+    "element membership": _over("CAST(json_extract({j}, '$[*]') AS JSON[])", Val.of_json("x_"), "x_"),
+    "key membership": _over("json_keys({j})", Val.of_string("k_"), "k_"),
+    "regex": _fn("regexp_matches"),
+    "prefix": _fn("starts_with"),
+    "suffix": _fn("suffix"),
+    "date compare": lambda v, kinds, o, op, guard: (f"({guard} AND {v.s} {_CMP[op]} {lit(str(o))})", "FALSE"),
+    "amount": lambda v, kinds, o, op, guard: (
+        f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)", "FALSE"),
+    "zero": lambda v, kinds, o, op, guard: ("CAST(0 AS DOUBLE)", "FALSE"),
+}
+_NO_FIELD = Field("args", ("",))
 
 
-def _contains(v: Val, o: object, f: Field) -> Pair:
-    x = Val.of_json("x_")
-    k = Val.of_string("k_")
-    xv, xe = eq(x, o)
-    kv, ke = eq(k, o)
-    elems = f"CAST(json_extract({v.j}, '$[*]') AS JSON[])"
-    keys = f"json_keys({v.j})"
-    in_str = f"({v.is_('VARCHAR')} AND contains({v.s}, {lit(o)}))" if isinstance(o, str) else "FALSE"
-    val = (f"({in_str} "
-           f"OR ({v.is_('ARRAY')} AND COALESCE(list_bool_or(list_transform({elems}, lambda x_: {xv})), FALSE)) "
-           f"OR ({v.is_('OBJECT')} AND COALESCE(list_bool_or(list_transform({keys}, lambda k_: {kv})), FALSE)))")
-    err = (f"({v.is_('NUM')} OR {v.is_('BOOLEAN')} "
-           f"OR ({v.is_('ARRAY')} AND COALESCE(list_bool_or(list_transform({elems}, lambda x_: {xe})), FALSE)) "
-           f"OR ({v.is_('OBJECT')} AND COALESCE(list_bool_or(list_transform({keys}, lambda k_: {ke})), FALSE)))")
-    return val, err
+def _groups(row: dict[str, object]) -> dict[object, frozenset[str]]:
+    out: dict[object, set[str]] = {}
+    for k, cell in row.items():
+        out.setdefault(cell, set()).add(k)
+    return {c: frozenset(ks) for c, ks in out.items()}
 
 
-def _string_test(fn: str) -> Callable[[Val, object, Field], Pair]:
-    def test(v: Val, o: object, f: Field) -> Pair:
-        return (f"({v.is_('VARCHAR')} AND {fn}({v.s}, {lit(str(o))}))",
-                f"(NOT {v.missing} AND NOT {v.is_('VARCHAR')})")
-    return test
+def _code(v: Val, errors: list[tuple[str, frozenset[str]]], nested: bool) -> Sql:
+    """The code of a test's error, given that it errored: its kind's cell, else a nested `eq`'s."""
+    codes = {c for c, _ in errors} | ({sem.nested_error()} if nested else set())
+    if len(codes) <= 1:
+        return lit(codes.pop() if codes else TYPE_MISMATCH)  # none: the test never errors
+    whens = [(kinds_sql(v, ks), c) for c, ks in errors]
+    last = lit(sem.nested_error()) if nested else lit(whens.pop()[1])
+    return "(CASE " + " ".join(f"WHEN {w} THEN {lit(c)}" for w, c in whens) + f" ELSE {last} END)"
 
 
-def _exists(v: Val, o: object, f: Field) -> Pair:
-    return (f"(NOT {v.missing})" if o else v.missing), "FALSE"
+def test_sql(v: Val, op: str, o: object, f: Field) -> Test3:
+    """A test of the table on `v` as SQL: (value, error, the error's code), from the row of its operand."""
+    row = sem.cells(op, o, f.name)
+    if any(isinstance(c, sem.Prim) and c.negate for c in row.values()):  # ne, not_in: not the positive test
+        assert all(row[k] == sem.FALSE for k in sem.ABSENT)
+        positive = {k: (sem.FALSE if k in sem.ABSENT else c.negated())  # type: ignore[attr-defined]
+                    for k, c in row.items()}
+        val, err, code = _test_row(v, positive, o, op)
+        return f"(NOT {v.missing} AND NOT {val})", err, code
+    return _test_row(v, row, o, op)
 
 
-# ---- the error codes (decision.py), from the kind of the value that errored, as _ops.py raises them ----
+def _test_row(v: Val, row: dict[str, object], o: object, op: str) -> Test3:
+    groups = _groups(row)
+    errors = [(c.code, ks) for c, ks in groups.items() if isinstance(c, sem.Error)]
+    dont_care = frozenset().union(*(ks for _, ks in errors))
+    vals, nested = [], []
+    for cell, ks in groups.items():
+        if cell == sem.TRUE:
+            vals.append(_guard(v, ks, dont_care))
+        elif isinstance(cell, sem.Prim):
+            pv, pe = PRIMITIVES[cell.name](v, ks, o, op, _guard(v, ks, dont_care))
+            vals.append(pv)
+            if pe != "FALSE":
+                nested.append(pe)
+    errs = ([_guard(v, dont_care)] if dont_care else []) + nested
+    val = vals[0] if len(vals) == 1 else _any(vals)
+    err = "FALSE" if not errs else errs[0] if len(errs) == 1 else _any(errs)
+    return val, err, _code(v, errors, bool(nested))
+
+
+class DuckDBBackend:
+    """The `semantics.Backend` of the replay compiler: SQL expressions over DuckDB's JSON readings."""
+
+    name = "duckdb"
+
+    def is_kind(self, value: Val, kinds: frozenset[str]) -> Sql:
+        return kinds_sql(value, frozenset(kinds))
+
+    def as_number(self, value: Val, kind: str) -> Sql:
+        return value.n if kind == sem.NUMBER else value.snv
+
+    def primitive(self, name: str, value: Val, kind: str, operand: object, op: str) -> Pair:
+        kinds = frozenset({kind})
+        return PRIMITIVES[name](value, kinds, operand, op, kinds_sql(value, kinds))
+
+
+BACKEND = DuckDBBackend()
+
+
+# ---- the error details (decision.py): the code from the table, the message from the value's kind -------
 def _kind_sql(v: Val) -> Sql:
     if v.fixed is not None:
         return lit({"NUM": "number", "VARCHAR": "string"}[v.fixed])
@@ -191,37 +289,8 @@ def _kind_sql(v: Val) -> Sql:
             f"WHEN 'ARRAY' THEN 'list' ELSE 'object' END)")
 
 
-def _number_code(v: Val) -> Sql:
-    """ops.number_code: why a present value is not a usable number (ordering tests and `sum`)."""
-    return (f"(CASE WHEN {v.bad} OR {v.str_num_bad} THEN {lit(BAD_NUMBER)} WHEN {v.is_('VARCHAR')} "
-            f"THEN {lit(NOT_A_NUMBER)} ELSE {lit(TYPE_MISMATCH)} END)")
-
-
-def _collection_code(v: Val) -> Sql:
-    return f"(CASE WHEN {v.is_('ARRAY')} OR {v.is_('OBJECT')} THEN {lit(TYPE_MISMATCH)} ELSE {lit(BAD_NUMBER)} END)"
-
-
-def _scalar_code(v: Val) -> Sql:
-    return f"(CASE WHEN {v.is_('NUM')} OR {v.is_('BOOLEAN')} THEN {lit(TYPE_MISMATCH)} ELSE {lit(BAD_NUMBER)} END)"
-
-
-# op -> the code of its error, given that it errored (the op's `raise Unusable(...)` sites in _ops.py)
-CODES: dict[str, Callable[[Val], Sql]] = {
-    "eq": lambda v: lit(BAD_NUMBER),
-    "ne": lambda v: lit(BAD_NUMBER),
-    **{op: _number_code for op in ("gt", "gte", "lt", "lte")},
-    "in": _collection_code,
-    "not_in": _collection_code,
-    "contains": _scalar_code,
-    **{op: (lambda v: lit(TYPE_MISMATCH)) for op in ("matches", "startswith", "endswith")},
-    "exists": lambda v: lit(TYPE_MISMATCH),  # never errors
-    "sum": _number_code,
-}
-
-
-def error_detail(rule: Rule, field: Field, test: str, v: Val) -> Sql:
+def error_detail(rule: Rule, field: Field, test: str, v: Val, code: Sql) -> Sql:
     """The STRUCT of decision.RuleError for a leaf that errored: the same code and message as decide."""
-    code = CODES[test](v)
     kind = _kind_sql(v)
     by_kind = " ".join(f"WHEN {lit(k)} THEN {lit(error_message(field.name, test, TYPE_MISMATCH, k))}"
                        for k in KIND_NAMES)
@@ -234,21 +303,9 @@ def error_detail(rule: Rule, field: Field, test: str, v: Val) -> Sql:
 
 ERROR_DETAIL = "STRUCT(rule VARCHAR, field VARCHAR, test VARCHAR, code VARCHAR, message VARCHAR)"
 
-LEAVES: dict[str, Callable[[Val, object, Field], Pair]] = {
-    "eq": lambda v, o, f: eq(v, o),
-    "ne": _ne,
-    "gt": _order(">"),
-    "gte": _order(">="),
-    "lt": _order("<"),
-    "lte": _order("<="),
-    "in": _in,
-    "not_in": _not_in,
-    "contains": _contains,
-    "matches": _string_test("regexp_matches"),
-    "startswith": _string_test("starts_with"),
-    "endswith": _string_test("suffix"),
-    "exists": _exists,
-}
+# op -> the test on one value as (value, error, code): every test of the table, one builder
+LEAVES: dict[str, Callable[[Val, object, Field], Test3]] = {
+    op: (lambda op: lambda v, o, f: test_sql(v, op, o, f))(op) for op in sem.TABLE if op != "sum"}
 
 
 # ---- the query -----------------------------------------------------------------------------------------
@@ -274,7 +331,7 @@ class _Query:
                 return Val(t="'NUM'", n="CAST(hour(lt_) AS DOUBLE)", fixed="NUM")
             if part == "weekday":
                 days = " ".join(f"WHEN {i + 1} THEN '{d}'" for i, d in
-                                enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun")))
+                                enumerate(WEEKDAYS))
                 return Val(t="'VARCHAR'", s=f"(CASE isodow(lt_) {days} END)", fixed="VARCHAR")
             return Val(t="'VARCHAR'", s="strftime(lt_, '%Y-%m-%d')", fixed="VARCHAR")
         if f.name not in self.fields:
@@ -307,7 +364,9 @@ class _Query:
         k = len(self.windows)
         part = f'PARTITION BY "{node.per}" ' if node.per else ""
         peers = f'PARTITION BY {node.per + ", " if node.per else ""}ts_us'
-        frame = f"ORDER BY ts_us RANGE BETWEEN {node.window_us - 1} PRECEDING AND CURRENT ROW"
+        # semantics' window rule: (ts - span, ts] in whole microseconds, ties by seq below
+        preceding = -sem.window_lower_bound(0, node.window_us) - 1
+        frame = f"ORDER BY ts_us RANGE BETWEEN {preceding} PRECEDING AND CURRENT ROW"
         cmp = ">" if node.op == "gt" else ">="
         key_ok = f'"{node.per}" IS NOT NULL' if node.per else "TRUE"
         if node.kind == "rate":
@@ -318,11 +377,14 @@ class _Query:
                 f"FROM g WHERE tm{r}")
             return f"({key_ok} AND COALESCE(w{k} {cmp} {num(node.threshold)}, FALSE))", "FALSE"
         v = self.field(node.field)  # type: ignore[arg-type]
-        amount = (f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)")
+        # the table's `sum` row: the usable kinds' readings (else 0), and the error of the others
+        reads = _groups(sem.TABLE["sum"]["field"])
+        usable_kinds = frozenset().union(*(ks for c, ks in reads.items() if isinstance(c, sem.Prim)))
+        amount = PRIMITIVES["amount"](v, usable_kinds, None, "sum", "TRUE")[0]
         # decide adds the values in ascending order. A list of every frame's values (what that takes) is
         # O(rows x frame) memory, so, as the Gate does: a windowed SUM (any order, bounded memory) decides
-        # every row further from the threshold than float rounding could move either sum (each is within
-        # n·2^-53·Σ|x| of the exact sum; margin 8·(n+2)·2^-53·Σ|x|); only the rows within that margin (or
+        # every row further from the threshold than float rounding could move either sum (the margin of
+        # semantics.sum_margin: SUM_MARGIN·(n+2)·2^-53·Σ|x|); only the rows within that margin (or
         # with an overflowing Σ|x| or sum) are summed exactly,
         # sorted, by a range join of those few rows to their frames. 0.0 + x == x exactly, so the initial
         # value of the reduce changes no sum.
@@ -339,14 +401,16 @@ class _Query:
             f"sum(abs(a_)) OVER ({kpart}{frame}) AS mag_, count(*) OVER ({kpart}{frame}) AS n_ FROM b_),\n"
             f"x_ AS (SELECT n_.seq, list_reduce(list_sort(list(b_.a_)), lambda p_, q_: p_ + q_, "
             f"CAST(0 AS DOUBLE)) AS exact_ FROM (SELECT seq, ts_us, k_ FROM s_ WHERE NOT COALESCE("
-            f"isfinite(mag_) AND isfinite(approx_) AND abs(approx_ - {t}) > 8.0 * (n_ + 2) * mag_ * {2.0 ** -53!r}, "
+            f"isfinite(mag_) AND isfinite(approx_) "
+            f"AND abs(approx_ - {t}) > {float(sem.SUM_MARGIN)!r} * (n_ + 2) * mag_ * {2.0 ** -53!r}, "
             f"FALSE)) n_ "
             f"JOIN b_ ON {kjoin}b_.ts_us > n_.ts_us - {node.window_us} AND b_.ts_us <= n_.ts_us "
             f"AND NOT (b_.ts_us = n_.ts_us AND b_.seq > n_.seq) GROUP BY n_.seq)\n"
             f"SELECT s_.seq, COALESCE(x_.exact_, s_.approx_) AS w{k} FROM s_ LEFT JOIN x_ ON x_.seq = s_.seq")
-        usable = f"({v.missing} OR {v.good} OR {v.str_num_ok})"
+        usable = kinds_sql(v, usable_kinds)
+        code = _code(v, [(c.code, ks) for c, ks in reads.items() if isinstance(c, sem.Error)], False)
         self.leaf_errors.setdefault(r, []).append(
-            (f"(NOT {usable})", error_detail(rule, node.field, "sum", v)))  # type: ignore[arg-type]
+            (f"(NOT {usable})", error_detail(rule, node.field, "sum", v, code)))  # type: ignore[arg-type]
         return f"({key_ok} AND COALESCE(w{k} {cmp} {num(node.threshold)}, FALSE))", f"(NOT {usable})"
 
     def sql(self, source: Sql) -> Sql:
@@ -382,7 +446,7 @@ class _Query:
                       f"CASE WHEN t{i} = 'BOOLEAN' THEN {jv.b} END AS b{i}"]
             # a numeric string always casts (to inf when out of range): NULL means "not numeric"
             scols.append(f"CASE WHEN regexp_full_match(s{i}, {lit(NUMERIC_STRING)}) THEN "
-                         f"TRY_CAST(trim(s{i}, {lit(_SPACE)}) AS DOUBLE) END AS snv{i}")
+                         f"TRY_CAST(trim(s{i}, {lit(JSON_SPACE)}) AS DOUBLE) END AS snv{i}")
         tms = [f"{self.tool_match(rule)} AS tm{r}" for r, rule in enumerate(p.rules)]
         lt = [f"timezone({lit(p.timezone)}, ts) AS lt_"] if self.uses_time else []
         layer0 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"', "args", "context",
@@ -437,16 +501,13 @@ class _Query:
         return f"(CASE WHEN {some} THEN [x_ FOR x_ IN [{', '.join(items)}] IF x_ IS NOT NULL] ELSE {empty} END)"
 
     def _decision(self) -> Sql:
+        """The decision's level: semantics.decision_level over the rule columns."""
         p = self.policy
-        levels = [f"CASE WHEN m{r} THEN {LEVEL[rule.action]} ELSE -1 END"
-                  for r, rule in enumerate(p.rules) if rule.enforced]
-        best = f"GREATEST(-1, {', '.join(levels)})" if levels else "-1"
-        base = f"(CASE WHEN {best} < 0 THEN {LEVEL[p.default]} ELSE {best} END)"
         errs = _any([f"e{r}" for r, rule in enumerate(p.rules) if rule.enforced])
-        return f"(CASE WHEN {errs} THEN GREATEST({base}, {LEVEL[p.on_error]}) ELSE {base} END)"
+        return sem.decision_level(_SQL_LEVELS, p, [(rule, f"m{r}") for r, rule in enumerate(p.rules)], errs)
 
     def _verdict(self) -> Sql:
-        return "(CASE lvl WHEN 0 THEN 'allow' WHEN 1 THEN 'escalate' ELSE 'deny' END)"
+        return "(CASE lvl " + " ".join(f"WHEN {sem.LEVEL[v]} THEN {lit(v)}" for v in sem.VERDICTS) + " END)"
 
     def _ids(self, prefix: str) -> Sql:
         if not self.policy.rules:
@@ -458,9 +519,10 @@ class _Query:
                 f"ELSE CAST([] AS VARCHAR[]) END)")
 
     def _tier(self) -> Sql:
+        """semantics.strictest_tier: the matched rules tried from the strictest tier down."""
         rank = self.policy.tier_rank()
         cands = sorted(((rank[rule.tier], r, rule) for r, rule in enumerate(self.policy.rules)
-                        if rule.enforced and rule.action == "escalate" and rule.tier is not None),
+                        if sem.strictest_tier(self.policy, [rule]) is not None),
                        key=lambda c: (c[0], c[1]))
         if not cands:
             return "CAST(NULL AS VARCHAR)"
@@ -468,11 +530,31 @@ class _Query:
         return f"(CASE WHEN lvl = 1 THEN (CASE {whens} END) END)"
 
 
+class _SqlLevels:
+    """semantics.LevelOps in SQL text."""
+
+    def lit(self, level: int) -> Sql:
+        return str(level)
+
+    def greatest(self, items: list[Sql]) -> Sql:
+        return f"GREATEST({', '.join(items)})"
+
+    def if_(self, cond: Sql, then: Sql, other: Sql) -> Sql:
+        return f"(CASE WHEN {cond} THEN {then} ELSE {other} END)"
+
+    def below(self, x: Sql, level: int) -> Sql:
+        return f"{x} < {level}"
+
+
+_SQL_LEVELS = _SqlLevels()
+
+
 def _leaf(q: _Query, node: Test, rule: Rule, r: int) -> Pair:
     v = q.field(node.field)
-    val, err = LEAVES[node.op](v, node.operand, node.field)
+    val, err, code = LEAVES[node.op](v, node.operand, node.field)
     if err != "FALSE":
-        q.leaf_errors.setdefault(r, []).append((f"COALESCE({err}, FALSE)", error_detail(rule, node.field, node.op, v)))
+        q.leaf_errors.setdefault(r, []).append(
+            (f"COALESCE({err}, FALSE)", error_detail(rule, node.field, node.op, v, code)))
     return f"COALESCE({val}, FALSE)", f"COALESCE({err}, FALSE)"
 
 
@@ -527,7 +609,14 @@ def number_sql(field: Field, policy: Policy) -> Sql:
     """
     if field.name == "time.hour":
         return f"CAST(hour(timezone({lit(policy.timezone)}, ts)) AS DOUBLE)"
-    v = Val.of_json(f"json_extract({field.root}, {lit(json_pointer(field.path))})")
+    return json_number_sql(f"json_extract({field.root}, {lit(json_pointer(field.path))})")
+
+
+def json_number_sql(x: Sql) -> Sql:
+    """The number a test reads from the JSON value `x` (the table's `amount` reading: a finite JSON number,
+    or a string of a JSON number's form), NULL otherwise: every SQL reader of argument values as numbers
+    (metrics, gatekit.run) goes through this, so none reads `"1_000"`, `"+5"`, `"NaN"` or `".5"` as one."""
+    v = Val.of_json(x)
     return f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} END)"
 
 

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Union
 
+from gatekit.policy.semantics import WEEKDAYS
+
 __all__ = ["ORDER_OPS", "WEEKDAYS", "All", "Any_", "Cond", "Field", "Not", "Test", "Window", "leaves"]
 
 TOP_FIELDS = ("tool", "agent", "session", "user")
@@ -31,7 +33,6 @@ OPERAND_TYPES: dict[str, list[str] | None] = {
 # Every field name `Field.parse` accepts, as one regular expression (the JSON Schema's key pattern).
 FIELD_PATTERN = ("^(" + "|".join(re.escape(f) for f in TOP_FIELDS + TIME_FIELDS)
                  + r"|(args|context)(\.[^.]+)+)$")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True)

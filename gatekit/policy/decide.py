@@ -1,8 +1,9 @@
 """`decide`: the scalar evaluator. Pure Python (no duckdb, polars or pandas), one call in microseconds.
 
 A policy compiles once to closures (`Evaluator`, cached on the policy): every node type of conditions.py
-has an entry in `COMPILERS` here, every test of the semantics table one in _ops.py's `TESTS`; the SQL
-compiler (compile.py) has the matching tables, and tests/cases/ holds both to one meaning. The fast paths
+has an entry in `COMPILERS` here; every test is built from the semantics table (semantics.py) by _ops.py,
+decide's backend of it. The SQL compiler (compile.py) is the other backend, and tests/cases/ holds both to
+one meaning; precedence (`semantics.decision_level`) and the window rule are semantics.py's too. The fast paths
 live here too: a per-tool cache of candidate rules and a cache of decisions by matched rule ids.
 
 What a caller that keeps its own state needs is public here: `evaluator(policy)` compiled once, a `View` of
@@ -19,16 +20,18 @@ from zoneinfo import ZoneInfo
 
 from gatekit.action import Action
 from gatekit.policy._history import History, Slot, Windows, WindowSpec, scaled
-from gatekit.policy._ops import TESTS, Unusable, fast_test, kind_name, number_code
+from gatekit.policy import semantics as sem
+from gatekit.policy._ops import Unusable, absent_result, compile_test, fast_test, kind_name
 from gatekit.policy._view import View, getter
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window, leaves
 from gatekit.policy.decision import INTERNAL_ERROR, Decision, RuleError, error_message
 from gatekit.policy.model import LEVEL, VERDICTS, Policy, Rule
-from gatekit.policy.values import _ABSENT, NUM, STR, compile_re2, kind, number, numeric_string
+from gatekit.policy.values import _ABSENT, compile_re2
 
 __all__ = ["Decision", "Evaluator", "History", "RuleError", "Scan", "View", "decide", "decide_log", "evaluator"]
 
 _MISSING = (_ABSENT, None)
+_LEVELS = sem.PyLevels()
 
 
 # ---- compiling a policy into closures ------------------------------------------------------------------
@@ -45,22 +48,23 @@ def _compile_test(node: Test, tz: ZoneInfo, rule: Rule) -> Compiled:
     get = getter(node.field, tz)
     op, field = node.op, node.field
     operand = compile_re2(node.operand) if op == "matches" else node.operand
-    test = TESTS[op]
+    if op == "exists":  # the table's constants: one for a present value, one for a missing one
+        present, absent = compile_test(op, operand)(0.0), absent_result(op, operand)
+        return lambda view, hist: ((absent if get(view) in _MISSING else present), None)
+    test = compile_test(op, operand, field.name)
     fast = fast_test(op, operand, field)
-    if op == "exists":
-        want = operand
-        return lambda view, hist: ((get(view) not in _MISSING) == want, None)
+    absent = absent_result(op, operand, field.name)  # missing or JSON null: the table's constant
 
     def run(view: View, hist: Windows) -> tuple[bool, RuleError | None]:
         value = get(view)
-        if value is _ABSENT or value is None:  # missing or JSON null: the test is false
-            return False, None
+        if value is _ABSENT or value is None:
+            return absent, None
         if fast is not None:
             hit = fast(value)
             if hit is not None:
                 return hit, None
         try:
-            return test(value, operand, field), None
+            return test(value), None
         except Unusable as exc:
             return False, _error(rule, field, op, exc.code, value)
         except (TypeError, ValueError, UnicodeError, RecursionError) as exc:  # hostile values fail closed
@@ -69,20 +73,26 @@ def _compile_test(node: Test, tz: ZoneInfo, rule: Rule) -> Compiled:
     return run
 
 
+_READ_SUM = compile_test("sum", None)  # the table's `sum` row: a call's summed value, raising Unusable
+
+
 def _amount_of(value_of: Callable[[View], Any]) -> Callable[[View], "float | None"]:
     """The summed value of one call: missing counts 0; None when present but unusable."""
     def amount(view: View) -> float | None:
-        value = value_of(view)
-        if value is _ABSENT or value is None:
-            return 0.0
-        k = kind(value)
-        if k == NUM:
-            return number(value)
-        if k == STR:
-            parsed = numeric_string(value)
-            return parsed if isinstance(parsed, float) else None
-        return None
+        try:
+            return _READ_SUM(value_of(view))
+        except Unusable:
+            return None
     return amount
+
+
+def _sum_code(value: Any) -> str:
+    """The code of the error a `sum` gives on an unusable value: the table's cell."""
+    try:
+        _READ_SUM(value)
+    except Unusable as exc:
+        return exc.code
+    raise AssertionError("a usable value has no sum error")
 
 
 def _window_slot(node: Window, rule: Rule) -> Slot:
@@ -108,11 +118,11 @@ def _compile_window(node: Window, tz: ZoneInfo, rule: Rule) -> Compiled:
             own = amount(view)
             if own is None:
                 value = value_of(view)  # type: ignore[misc]
-                return False, _error(rule, node.field, "sum", number_code(value), value)  # type: ignore[arg-type]
+                return False, _error(rule, node.field, "sum", _sum_code(value), value)  # type: ignore[arg-type]
         key = getattr(view, per) if per else None
         if per and key is None:
             return False, None
-        lo = view.ts_us - span
+        lo = sem.window_lower_bound(view.ts_us, span)  # the frame (lo, ts], the tie rule in the history
         return hist.window(slot, spec, key, lo, view.ts_us, own, threshold, strict, exact_threshold), None
     return run
 
@@ -245,16 +255,10 @@ class Evaluator:
         details = [str(err) for _, err in errors]
         enforced_error = any(r.enforced for r, _ in errors)
         deciding = [r for r in matched_rules if r.enforced]
-        level = max((LEVEL[r.action] for r in deciding), default=-1)
-        final = self.default if level < 0 else level
-        if enforced_error:
-            final = max(final, self.on_error)
+        level = sem.best_level(_LEVELS, [(r, True) for r in deciding])
+        final = sem.level_of(_LEVELS, level, enforced_error, self.policy)
         verdict = VERDICTS[final]
-        tier = None
-        if verdict == "escalate":
-            tiers = [r.tier for r in deciding if r.action == "escalate" and r.tier is not None]
-            if tiers:
-                tier = min(tiers, key=self.rank.__getitem__)
+        tier = sem.strictest_tier(self.policy, deciding, self.rank) if verdict == "escalate" else None
         reasons = [r.reason or f"rule `{r.id}`" for r in deciding if r.action == verdict]
         if enforced_error and final == self.on_error and (level < self.on_error):
             reasons += [f"could not evaluate {d}" for d in details]

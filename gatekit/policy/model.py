@@ -9,8 +9,7 @@ from gatekit.policy.conditions import Cond
 
 __all__ = ["LEVEL", "VERDICTS", "Example", "Policy", "Rule", "Tier"]
 
-LEVEL = {"allow": 0, "escalate": 1, "deny": 2}
-VERDICTS = ("allow", "escalate", "deny")
+from gatekit.policy.semantics import LEVEL, VERDICTS  # precedence: semantics.py
 
 
 @dataclass(frozen=True)

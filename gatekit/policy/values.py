@@ -15,11 +15,10 @@ import re2
 __all__ = ["JSON_SPACE", "NUMERIC_STRING", "compile_re2", "glob_to_re2", "parse_duration"]
 
 # A string that is a JSON number, optionally with surrounding JSON white space, compares as that number.
-# Public with JSON_SPACE: SQL that reads stored values as numbers outside the compiled policy (gatekit.run's
-# reviewed arguments) matches and trims with these, so it reads a number where the policy does.
-NUMERIC_STRING = r"[ \t\n\r]*-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?[ \t\n\r]*"
+# Defined once in semantics.py; public here too for SQL that reads stored values as numbers.
+from gatekit.policy.semantics import JSON_SPACE, NUMERIC_STRING  # noqa: E402
+
 _NUMERIC = re.compile(NUMERIC_STRING)
-JSON_SPACE = " \t\n\r"  # JSON white space, trimmed around a numeric string
 
 # Kinds of a looked-up value.
 MISSING, NULL, BOOL, NUM, BADNUM, STR, LIST, OBJ = (

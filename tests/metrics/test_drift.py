@@ -260,3 +260,25 @@ def test_golden_drift(store) -> None:
     check_golden("drift_coverage", _flat(coverage(frame, policy)))
     check_golden("drift_rules_by_week", rule_drift(frame, policy, every="week"))
     check_golden("drift_rule_change", rule_rate_change(a, b, policy))
+
+
+def test_arguments_are_read_as_numbers_exactly_as_the_policy_reads_them(tmp_path) -> None:
+    """`arg_frame` (what drift and the reports read) goes through the policy's numeric reading: the strings
+    the policy errors on are no numbers here either (issue 13: it read "1_000", "+5", "NaN", ".5")."""
+    from gatekit.logs.ingest import ingest
+    from gatekit.logs.store import Store
+    from gatekit.run import arg_frame
+
+    raw = ['"1_000"', '"+5"', '"NaN"', '".5"', '"1e400"', '"Infinity"', '" 2e3 "', '"1810.00"', "7", "true", '"x"']
+    want = [None, None, None, None, None, None, 2000.0, 1810.0, 7.0, None, None]
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(f'{{"tool": "t", "ts": "2026-01-15T12:00:{i:02d}Z", "args": {{"amount": {v}}}}}\n'
+                           for i, v in enumerate(raw)))
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, [log])
+        got = arg_frame(store, ["args.amount"])
+    assert got["args.amount"].to_list() == want
+    policy = parse_policy("version: 1\nname: p\nrules:\n  - {id: r, tool: t, action: deny, when: {args.amount: {gt: 0}}}\n")
+    from tests.policy.harness import run_python
+    outcomes = run_python(policy, [{"tool": "t", "args": {"amount": json.loads(v)}} for v in raw])
+    assert [o[1] == ("r",) for o in outcomes] == [w is not None for w in want], "a number exactly where the policy reads one"
