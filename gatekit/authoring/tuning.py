@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -345,15 +346,25 @@ class _Candidate:
     target: str | None  # the base rule it replaces or removes, None for an added rule
     rule: dict[str, Any] | None  # the new rule document, None for a removal
     summary: str
+    unseen: float = 0.0  # for a rule narrowed to the harmful values seen: the chance the next harm has another
 
 
 def _and(when: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
     return extra if not when else {"all": [when, extra]}
 
 
-def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support: int) -> list[tuple[dict, str]]:
+def unseen_harm(counts: Counter[Any]) -> float:
+    """The Good-Turing estimate of the chance that the next harmful call has a value not among those seen
+    harmful: the share of the harmful calls whose value was seen only once (1 when each was seen once)."""
+    total = sum(counts.values())
+    return sum(1 for c in counts.values() if c == 1) / total if total else 1.0
+
+
+def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support: int
+                      ) -> list[tuple[dict, str, float]]:
     """Conditions on one path that keep the harmful values: `in` the harmful ones, `not_in` the always-benign
-    ones seen at least `min_support` times, and the same by e-mail domain."""
+    ones seen at least `min_support` times, and the same by e-mail domain; each with `unseen_harm` of what it
+    keeps (0 for an allowlist, whose released calls are the evidence)."""
     harm: Counter[Any] = Counter()
     good: Counter[Any] = Counter()
     for value, is_harm, is_good in rows:
@@ -361,17 +372,17 @@ def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support
             harm[value] += 1
         elif is_good:
             good[value] += 1
-    out: list[tuple[dict, str]] = []
+    out: list[tuple[dict, str, float]] = []
     strings = all(isinstance(v, str) for v in (*harm, *good))
     if not strings:
         return out
     hv = sorted(harm)
     if hv and len(hv) <= _MAX_VALUES:
-        out.append(({path: {"in": hv}}, f"only {path} values seen harmful ({len(hv)})"))
+        out.append(({path: {"in": hv}}, f"only {path} values seen harmful ({len(hv)})", unseen_harm(harm)))
     allow = sorted(v for v, c in good.items() if c >= min_support and v not in harm)
     if allow and len(allow) <= _MAX_VALUES:
         out.append(({path: {"not_in": allow}}, f"{path} values always benign, seen {min_support}+ times "
-                                                f"({len(allow)}), pass"))
+                                                f"({len(allow)}), pass", 0.0))
     hd = {_domain(v) for v in harm}
     gd = {_domain(v) for v in good}
     if hd and None not in hd and None not in gd:
@@ -379,11 +390,12 @@ def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support
         gd_only = sorted(d for d in gd if d not in hd)  # type: ignore[misc]
         if hd_only and len(hd_only) <= _MAX_VALUES:
             out.append(({"any": [{path: {"endswith": f"@{d}"}} for d in hd_only]} if len(hd_only) > 1
-                        else {path: {"endswith": f"@{hd_only[0]}"}}, f"{path} in domains seen harmful only"))
+                        else {path: {"endswith": f"@{hd_only[0]}"}}, f"{path} in domains seen harmful only",
+                        unseen_harm(Counter(_domain(v) for v in harm.elements()))))
         if gd_only and len(gd_only) <= _MAX_VALUES:
             inner = ({"any": [{path: {"endswith": f"@{d}"}} for d in gd_only]} if len(gd_only) > 1
                      else {path: {"endswith": f"@{gd_only[0]}"}})
-            out.append(({"not": inner}, f"{path} in domains always benign pass"))
+            out.append(({"not": inner}, f"{path} in domains always benign pass", 0.0))
     return out
 
 
@@ -438,7 +450,7 @@ def _rule_id(base: str, taken: set[str]) -> str:
 
 
 def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stopped: int,
-                min_support: int) -> list[_Candidate]:
+                min_support: int, weight: float) -> list[_Candidate]:
     d = engine.data
     out: list[_Candidate] = []
     taken = {r["id"] for r in rules}
@@ -463,7 +475,7 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
                 out.append(_Candidate("remove", rule["id"], None, f"`{rule['id']}` removed"))
             continue
         out.append(_Candidate("remove", rule["id"], None, f"`{rule['id']}` removed: its calls go to the default"))
-        m, _, _ = engine.masks(rule, rule["id"])
+        m, _, _ = engine.masks(rule, rule["id"] if rule["id"] in d.base_matched else None)
         matched = _indices(m & train)
         tests: list[tuple[str, str, float]] = []
         _tests_of(rule.get("when") or {}, tests)
@@ -479,9 +491,9 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
                                           {**rule, "when": _with_operand(rule.get("when"), field_, op, old, new)},
                                           f"{field_} {op} {old:g} -> {new:g}"))
         for path, rows in sorted(by_path(matched).items()):
-            for extra, why in _value_conditions(path, rows, min_support):
+            for extra, why, unseen in _value_conditions(path, rows, min_support):
                 out.append(_Candidate("narrow", rule["id"], {**rule, "when": _and(rule.get("when"), extra)},
-                                      f"narrowed to {why}"))
+                                      f"narrowed to {why}", unseen))
     # new rules for tools whose harm the policy lets through on train
     missed = d.harmful & train & ~stopped
     for tool in sorted({str(d.tools[i]) for i in _indices(missed)}):
@@ -492,10 +504,12 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
         out.append(_Candidate("add", None, {**base, "reason": f"harm seen in `{tool}` calls"},
                               f"new rule: every `{tool}` call"))
         for path, rows in sorted(by_path(ix).items()):
-            for extra, why in _value_conditions(path, rows, min_support):
+            for extra, why, unseen in _value_conditions(path, rows, min_support):
+                if unseen > 1.0 / (1.0 + weight):  # harm that never repeated a value is no pattern to stop
+                    continue
                 out.append(_Candidate("add", None, {**base, "when": extra,
                                                     "reason": f"harm seen in `{tool}` calls: {why}"},
-                                      f"new rule on `{tool}`: {why}"))
+                                      f"new rule on `{tool}`: {why}", unseen))
     return out
 
 
@@ -539,13 +553,85 @@ def _gain(weight: float, before: Counts, after: Counts) -> float:
     return weight * (after.caught - before.caught) - (after.bothered - before.bothered)
 
 
+CONFIDENCE = 0.95  # of the one-sided bound on the harm rate of the calls a relaxation releases
+
+
+def harm_bound(harmful: int, labeled: int, confidence: float = CONFIDENCE) -> float:
+    """The exact (Clopper-Pearson) one-sided upper confidence bound on a harm rate seen as `harmful` of
+    `labeled` calls: the largest rate p under which seeing so few harmful ones still has probability at least
+    1 - `confidence`. With none harmful it is 1 - (1 - confidence) ** (1 / labeled), about 3 / labeled."""
+    if labeled <= 0:
+        return 1.0
+    if harmful >= labeled:
+        return 1.0
+    alpha = 1.0 - confidence
+    if harmful == 0:
+        return 1.0 - alpha ** (1.0 / labeled)
+
+    def cdf(p: float) -> float:  # P(X <= harmful) for X ~ Binomial(labeled, p), falling in p
+        return sum(math.comb(labeled, i) * p**i * (1 - p) ** (labeled - i) for i in range(harmful + 1))
+    lo, hi = harmful / labeled, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
+    return hi
+
+
+def _releases_safely(engine: "_Engine", before: int, after: int, part: int, weight: float,
+                     unseen: float = 0.0) -> bool:
+    """Absence of harm is not evidence of safety: a change that stops gating some calls is allowed only if
+    the labeled calls it releases bound their harm rate, with `CONFIDENCE`, below the break-even rate
+    1 / (1 + weight) (releasing a call saves one bother and risks `weight` for a harmful one). With no harm
+    seen that takes at least 32 labeled calls at the default weight of 10; a change that releases none is
+    a tightening and needs no such evidence. A rule narrowed to the harmful values seen (`in`) releases every
+    other value, so its evidence is also how often harm repeats a value: `unseen` (`unseen_harm`) must be
+    below the same break-even rate (a value seen harmful once is no pattern)."""
+    released = before & ~after & part
+    if not released:
+        return True
+    if unseen > 1.0 / (1.0 + weight):
+        return False
+    d = engine.data
+    harmful = (released & d.harmful).bit_count()
+    labeled = harmful + (released & d.benign).bit_count()
+    return harm_bound(harmful, labeled) <= 1.0 / (1.0 + weight)
+
+
 def _over(counts: Counts, max_bother: float | None) -> bool:
     return max_bother is not None and (counts.bother_rate or 0.0) > max_bother
 
 
+HIGH_RISK = {"impact": ("high",), "reversibility": ("irreversible",)}  # catalog tags that gate a tool by default
+
+
+def high_risk(tags: dict[str, str | None]) -> list[str]:
+    """The catalog tags (`impact: high`, `reversibility: irreversible`) that make a tool high-risk."""
+    return [f"{k}: {tags.get(k)}" for k, values in HIGH_RISK.items() if tags.get(k) in values]
+
+
+def _prior_rules(engine: "_Engine", state: "_State", catalog: Any) -> list[_Candidate]:
+    """A rule that escalates every call of each logged tool the catalog tags high-risk and no rule of the
+    policy escalates or denies: a person's stated risk is the prior the evidence must overturn, not the other
+    way round (the tuner may still narrow or remove such a rule, but only as a relaxation with evidence)."""
+    out: list[_Candidate] = []
+    taken = {r["id"] for r, _ in state}
+    gated = [r for r, _ in state if r.get("mode", "enforce") == "enforce" and LEVEL[r["action"]] >= ESCALATE]
+    for tool in sorted(t for t in engine.data.by_tool if isinstance(t, str)):
+        entry = catalog.tools.get(tool)
+        why = high_risk(entry.tags) if entry is not None else []
+        if not why or any(_tool_matches(r, tool) for r in gated):
+            continue
+        rule: dict[str, Any] = {"id": _rule_id(f"catalog-{tool}", taken), "tool": tool, "action": "escalate"}
+        if engine.tiers:
+            rule["tier"] = next(iter(engine.tiers))
+        rule["reason"] = f"`{tool}` is tagged {' and '.join(why)} in the catalog"
+        out.append(_Candidate("catalog", None, rule, f"new rule: every `{tool}` call ({', '.join(why)})"))
+    return out
+
+
 def tune(store: Store, policy: Policy, *, max_bother: float | None = None, target: str | None = None,
          split: str = "session", holdout: tuple[str, str] | None = None, weight: float = 10.0,
-         min_support: int = 2, max_changes: int = 40) -> Tuning:
+         min_support: int = 2, max_changes: int = 40, catalog: Any = None) -> Tuning:
     """Propose a tuned `policy` from the store's evidence (see the module's docstring).
 
     `weight`: how many benign calls sent to a human one more harmful call caught is worth; `max_bother`: the
@@ -572,9 +658,19 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
         raise InputError("every action is held out: nothing is left to tune on")
     engine = _Engine(data, policy)
     train, held = data.every & ~data.heldout, data.heldout
-    base_state: _State = [(_ordered(r), r["id"]) for r in policy_dict(policy)["rules"]]
+    start: _State = [(_ordered(r), r["id"]) for r in policy_dict(policy)["rules"]]
+    # the catalog's prior: high-risk tools nothing gates start gated (kept whatever the labels say)
+    priors = _prior_rules(engine, start, catalog) if catalog is not None else []
+    prior_changes: list[Change] = []
+    base_state = start
+    for c in priors:
+        new = _apply(base_state, c)
+        s0, s1 = engine.stopped(base_state), engine.stopped(new)
+        prior_changes.append(Change(c.kind, _name(c), c.summary, engine.counts(s0, train), engine.counts(s1, train),
+                                    engine.counts(s0, held), engine.counts(s1, held), True))
+        base_state = new
     base_stop = engine.stopped(base_state)
-    cands = _candidates(engine, [r for r, _ in base_state], train, base_stop, min_support)
+    cands = _candidates(engine, [r for r, _ in base_state], train, base_stop, min_support, weight)
     # greedy on train; a change the held-out part rejects is banned and the search is run again without it
     banned: set[int] = set()
     rejected: list[Change] = []
@@ -589,7 +685,7 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
             break
         rejected += [ch for k, ch in zip(chosen, changes) if k in bad and ch is not None]
         banned |= bad
-    changes = [ch for ch in changes if ch is not None]
+    changes = prior_changes + [ch for ch in changes if ch is not None]
     changes += [ch for ch in rejected if all((ch.rule, ch.summary) != (c.rule, c.summary) for c in changes)]
     frontier = frontier + path
     kept_ids = {(ch.rule, ch.summary) for ch in changes if ch.kept}
@@ -601,7 +697,7 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
         lambda s: (s["rule"], s["candidate"]) in kept_ids, return_dtype=pl.Boolean) & pl.col("chosen"))
     text = _render(policy, kept_state, [ch for ch in changes if ch.kept])
     tuned = parse_policy(text)
-    s0, s1 = engine.stopped(base_state), engine.stopped(kept_state)
+    s0, s1 = engine.stopped(start), engine.stopped(kept_state)
     return Tuning(text, tuned, changes, engine.counts(s0, train), engine.counts(s1, train), engine.counts(s0, held),
                   engine.counts(s1, held), fr, split if holdout is None else f"{holdout[0]}={holdout[1]}", target,
                   max_bother, len(cands))
@@ -615,7 +711,8 @@ def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train:
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
     """The changes chosen on train, best first: (the path's points, each candidate alone, their indices)."""
     state, chosen, touched = base_state, [], set()
-    cur = engine.counts(engine.stopped(base_state), train)
+    cur_stop = engine.stopped(base_state)
+    cur = engine.counts(cur_stop, train)
     path = [_point(0, "base policy", "base", "", cur, chosen=True)]
     alone: list[dict[str, Any]] = []
     for step in range(1, max_changes + 1):
@@ -625,9 +722,12 @@ def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train:
             if k in banned or (c.target is not None and c.target in touched) or k in chosen:
                 continue
             new = _apply(state, c)
-            cnt = engine.counts(engine.stopped(new), train)
+            stop = engine.stopped(new)
+            cnt = engine.counts(stop, train)
             if step == 1:
                 alone.append(_point(step, c.summary, c.kind, _name(c), cnt))
+            if not _releases_safely(engine, cur_stop, stop, train, weight, c.unseen):
+                continue
             if over:  # first get under the budget: the most bother saved per harm lost
                 saved = cur.bothered - cnt.bothered
                 if saved <= 0:
@@ -644,6 +744,7 @@ def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train:
         if best is None:
             break
         _, k, state, cur = best
+        cur_stop = engine.stopped(state)
         chosen.append(k)
         if cands[k].target is not None:
             touched.add(cands[k].target)
@@ -666,6 +767,7 @@ def _check(engine: _Engine, cands: list[_Candidate], base_state: _State, chosen:
         tb, ta, hb, ha = (engine.counts(s0, train), engine.counts(s1, train),
                           engine.counts(s0, held), engine.counts(s1, held))
         ok = (ha.caught >= hb.caught and _gain(weight, hb, ha) >= 0 and _gain(weight, tb, ta) > 0
+              and _releases_safely(engine, s0, s1, train, weight, c.unseen)
               and not (_over(ta, max_bother) and ta.bothered >= tb.bothered))
         changes.append(Change(c.kind, _name(c), c.summary, tb, ta, hb, ha, ok))
         if ok:
