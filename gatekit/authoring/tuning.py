@@ -488,11 +488,15 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
             for new in sorted(set(grid)):
                 if new != old:
                     out.append(_Candidate("threshold", rule["id"],
-                                          {**rule, "when": _with_operand(rule.get("when"), field_, op, old, new)},
+                                          {**rule, "when": _with_operand(rule.get("when"), field_, op, old, new),
+                                           "reason": _reason(rule, f"`{field_}` {_OP_WORDS[op]} {new:g} "
+                                                                   f"(tuned from {old:g})")},
                                           f"{field_} {op} {old:g} -> {new:g}"))
         for path, rows in sorted(by_path(matched).items()):
             for extra, why, unseen in _value_conditions(path, rows, min_support):
-                out.append(_Candidate("narrow", rule["id"], {**rule, "when": _and(rule.get("when"), extra)},
+                out.append(_Candidate("narrow", rule["id"],
+                                      {**rule, "when": _and(rule.get("when"), extra),
+                                       "reason": _reason(rule, f"narrowed by tuning to {_described(extra, why)}")},
                                       f"narrowed to {why}", unseen))
     # new rules for tools whose harm the policy lets through on train
     missed = d.harmful & train & ~stopped
@@ -501,16 +505,36 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
         base = {"id": _rule_id(f"tuned-{tool}", set(taken)), "tool": tool, "action": "escalate"}
         if engine.tiers:
             base["tier"] = next(iter(engine.tiers))
-        out.append(_Candidate("add", None, {**base, "reason": f"harm seen in `{tool}` calls"},
+        out.append(_Candidate("add", None, {**base, "reason": f"Harm seen in `{tool}` calls"},
                               f"new rule: every `{tool}` call"))
         for path, rows in sorted(by_path(ix).items()):
             for extra, why, unseen in _value_conditions(path, rows, min_support):
                 if unseen > 1.0 / (1.0 + weight):  # harm that never repeated a value is no pattern to stop
                     continue
                 out.append(_Candidate("add", None, {**base, "when": extra,
-                                                    "reason": f"harm seen in `{tool}` calls: {why}"},
+                                                    "reason": f"Harm seen in `{tool}` calls: {_described(extra, why)}"},
                                       f"new rule on `{tool}`: {why}", unseen))
     return out
+
+
+_OP_WORDS = {"gt": "over", "gte": "at least", "lt": "under", "lte": "at most"}
+
+
+def _described(extra: dict[str, Any], why: str) -> str:
+    """What a narrowing keeps, with its values when the list is short enough to read in a reason."""
+    (path, test), = extra.items() if len(extra) == 1 else ((None, None),)
+    if isinstance(test, dict) and len(test) == 1:
+        (op, values), = test.items()
+        if op in ("in", "not_in") and isinstance(values, list):
+            shown = ", ".join(str(v) for v in values[:5]) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
+            return f"`{path}` {'in' if op == 'in' else 'not in'} [{shown}]"
+    return why
+
+
+def _reason(rule: dict[str, Any], what: str) -> str:
+    """A tuned rule's reason: what changed, then what the rule was for."""
+    old = rule.get("reason")
+    return f"{what[0].upper()}{what[1:]}" + (f"; was: {old}" if old else "")
 
 
 def _indices(bits: int) -> list[int]:
