@@ -837,7 +837,10 @@ def tune_cmd(db: Path, policy_path: Path, out: Path, max_bother: float | None, t
         with progress("tuning"):
             result = tune(store, policy, max_bother=max_bother, target=target, split=split, holdout=held,
                           catalog=catalog)
-    write_text(out, result.text)
+        write_text(out, result.text)
+        from gatekit.run import save_tuning
+
+        save_tuning(store, {"policy": policy.name, "out": str(out), **result.to_dict()})
     if as_json:
         emit({"out": str(out), **result.to_dict()})
         return

@@ -267,3 +267,38 @@ def test_a_tuned_rule_says_what_changed(sample_tuning) -> None:
             assert c.summary.rsplit("-> ", 1)[1] in reason and "tuned from" in reason
         else:
             assert reason.startswith("Narrowed by tuning to")
+
+
+def test_the_report_shows_the_last_tunings_frontier(sample: Path, tmp_path: Path) -> None:
+    """`gatekit tune` keeps its record in the store; `gatekit report` shows it in text, JSON and HTML (the
+    frontier chart), and a store never tuned has no tuning section."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from gatekit.cli import cli
+    from gatekit.run import last_tuning
+
+    db = tmp_path / "s.duckdb"
+    shutil.copy(sample, db)
+    with Store(db) as store:
+        replay(store, load_policy(POLICIES / "sample-naive.yaml"), "naive")
+        assert last_tuning(store) is None
+    runner = CliRunner()
+    before = runner.invoke(cli, ["report", "--db", str(db), "--json"])
+    assert before.exit_code == 0, before.output
+    assert "tuning" not in json.loads(before.stdout)
+    out = tmp_path / "t.yaml"
+    tuned = runner.invoke(cli, ["tune", "--db", str(db), "--policy", str(POLICIES / "sample-naive.yaml"),
+                                "--out", str(out), "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    told = json.loads(tuned.stdout)
+    data = json.loads(runner.invoke(cli, ["report", "--db", str(db), "--json"]).stdout)
+    assert data["tuning"]["frontier"] == told["frontier"] and data["tuning"]["out"] == str(out)
+    text = runner.invoke(cli, ["report", "--db", str(db)]).stdout
+    kept = sum(c["kept"] for c in told["changes"])
+    assert f"{kept} of {len(told['changes'])} changes kept" in text and "frontier (train)" in text
+    page = tmp_path / "r.html"
+    assert runner.invoke(cli, ["report", "--db", str(db), "--html", str(page)]).exit_code == 0
+    assert "Tuning: harm caught vs humans bothered, the candidates tried" in page.read_text()
