@@ -87,9 +87,13 @@ class Change:
     heldout_before: Counts
     heldout_after: Counts
     kept: bool
+    released: tuple[int, int] | None = None  # a relaxation's evidence: (harmful, labelled) train calls it releases
+    bound: float | None = None  # their harm rate's upper bound (harm_bound)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "rule": self.rule, "summary": self.summary, "kept": self.kept,
+                "released": None if self.released is None else
+                {"harmful": self.released[0], "labelled": self.released[1], "harm_bound": self.bound},
                 "train": {"before": self.train_before.to_dict(), "after": self.train_after.to_dict()},
                 "heldout": {"before": self.heldout_before.to_dict(), "after": self.heldout_after.to_dict()}}
 
@@ -99,7 +103,10 @@ class Change:
                 f"train: caught {tb.caught} -> {ta.caught} of {ta.harmful}, bothered {tb.bothered} -> {ta.bothered}"
                 f" of {ta.benign}\n"
                 f"held-out: caught {hb.caught} -> {ha.caught} of {ha.harmful}, bothered {hb.bothered} -> "
-                f"{ha.bothered} of {ha.benign}")
+                f"{ha.bothered} of {ha.benign}"
+                + ("" if self.released is None else
+                   f"\nreleased on train: {self.released[1]} labelled calls, {self.released[0]} harmful: harm rate "
+                   f"at most {self.bound:.1%} ({CONFIDENCE:.0%} bound)"))
 
 
 @dataclass(frozen=True)
@@ -793,7 +800,11 @@ def _check(engine: _Engine, cands: list[_Candidate], base_state: _State, chosen:
         ok = (ha.caught >= hb.caught and _gain(weight, hb, ha) >= 0 and _gain(weight, tb, ta) > 0
               and _releases_safely(engine, s0, s1, train, weight, c.unseen)
               and not (_over(ta, max_bother) and ta.bothered >= tb.bothered))
-        changes.append(Change(c.kind, _name(c), c.summary, tb, ta, hb, ha, ok))
+        rel = s0 & ~s1 & train
+        released = ((rel & engine.data.harmful).bit_count(), (rel & (engine.data.harmful | engine.data.benign))
+                    .bit_count()) if rel else None
+        changes.append(Change(c.kind, _name(c), c.summary, tb, ta, hb, ha, ok, released,
+                              harm_bound(*released) if released else None))
         if ok:
             kept_state = new
     return kept_state, changes
@@ -835,7 +846,12 @@ def _render(policy: Policy, state: _State, kept: list[Change]) -> str:
     doc["rules"] = [_ordered(r) for r, _ in state]
     out = _commented(doc)
     removed = [ch for ch in kept if ch.kind == "remove"]
-    head = [f"Tuned by `gatekit tune` from `{policy.name}`: {len(kept)} change(s), each with its evidence"]
+    head = [f"Tuned by `gatekit tune` from `{policy.name}`: {len(kept)} change(s), each with its evidence.",
+            "A change that stops gating calls (a removal, a higher threshold, a narrower condition) was allowed",
+            f"only with positive evidence: the labelled train calls it releases bound their harm rate, at "
+            f"{CONFIDENCE:.0%},",
+            "below the break-even rate 1 / (1 + weight), and a list of harmful values saw harm repeat them.",
+            "Rules `catalog-*` gate tools the catalog tags high-risk (impact: high, irreversible)."]
     for ch in removed:
         head += ch.comment().splitlines()
     out.yaml_set_start_comment("\n".join(head))
