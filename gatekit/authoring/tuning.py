@@ -14,6 +14,13 @@ Candidates: threshold moves on numeric tests, a rule narrowed to the values of a
 harmful (`in`) or to those never seen benign-only (`not_in` of the always-benign ones, which with
 `target="reviews"` are the values reviewers always approved), an e-mail-like argument narrowed by domain,
 a rule removed (promoted to the default), and new rules for tools whose harm nothing stops.
+
+Absence of harm is not evidence of safety. A change that stops gating calls (a relaxation) is admitted only
+with positive evidence: the labelled train calls it releases bound their harm rate, with `CONFIDENCE`, below
+the break-even rate 1 / (1 + weight) (`harm_bound`, exact Clopper-Pearson), and a list of the harmful values
+seen (narrowing a rule, or a new rule) needs harm that repeated them (`unseen_harm`, Good-Turing, below the
+same rate). With a catalog, tools it tags high-risk (`HIGH_RISK`) that no rule gates start gated, as a prior
+the labels may overturn only through such a relaxation. docs/authoring.md explains both for a user's data.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -36,7 +43,11 @@ from gatekit.policy.decide import Evaluator, Scan, View
 from gatekit.policy.model import LEVEL
 from gatekit.policy.dump import dump_yaml
 
-__all__ = ["Counts", "Change", "Tuning", "tune", "SPLITS", "TARGETS"]
+if TYPE_CHECKING:
+    from gatekit.authoring.catalog import Catalog
+
+__all__ = ["CONFIDENCE", "Counts", "Change", "HIGH_RISK", "Tuning", "tune", "SPLITS", "TARGETS", "harm_bound",
+           "high_risk", "unseen_harm"]
 
 SPLITS = ("session", "time")
 TARGETS = ("labels", "reviews")
@@ -608,7 +619,7 @@ def harm_bound(harmful: int, labeled: int, confidence: float = CONFIDENCE) -> fl
     return hi
 
 
-def _releases_safely(engine: "_Engine", before: int, after: int, part: int, weight: float,
+def _releases_safely(engine: _Engine, before: int, after: int, part: int, weight: float,
                      unseen: float = 0.0) -> bool:
     """Absence of harm is not evidence of safety: a change that stops gating some calls is allowed only if
     the labeled calls it releases bound their harm rate, with `CONFIDENCE`, below the break-even rate
@@ -640,7 +651,7 @@ def high_risk(tags: dict[str, str | None]) -> list[str]:
     return [f"{k}: {tags.get(k)}" for k, values in HIGH_RISK.items() if tags.get(k) in values]
 
 
-def _prior_rules(engine: "_Engine", state: "_State", catalog: Any) -> list[_Candidate]:
+def _prior_rules(engine: _Engine, state: _State, catalog: Catalog) -> list[_Candidate]:
     """A rule that escalates every call of each logged tool the catalog tags high-risk and no rule of the
     policy escalates or denies: a person's stated risk is the prior the evidence must overturn, not the other
     way round (the tuner may still narrow or remove such a rule, but only as a relaxation with evidence)."""
@@ -662,12 +673,14 @@ def _prior_rules(engine: "_Engine", state: "_State", catalog: Any) -> list[_Cand
 
 def tune(store: Store, policy: Policy, *, max_bother: float | None = None, target: str | None = None,
          split: str = "session", holdout: tuple[str, str] | None = None, weight: float = 10.0,
-         min_support: int = 2, max_changes: int = 40, catalog: Any = None) -> Tuning:
+         min_support: int = 2, max_changes: int = 40, catalog: Catalog | None = None) -> Tuning:
     """Propose a tuned `policy` from the store's evidence (see the module's docstring).
 
-    `weight`: how many benign calls sent to a human one more harmful call caught is worth; `max_bother`: the
-    largest bother rate (benign calls stopped / benign calls) allowed on train; `holdout`: `(field, value)`
-    (`agent`, `session`, `user` or `tool`) to hold out the actions with that value instead of `split`.
+    `weight`: how many benign calls sent to a human one more harmful call caught is worth (it also sets the
+    break-even harm rate a relaxation must bound its released calls below); `max_bother`: the largest bother
+    rate (benign calls stopped / benign calls) allowed on train; `holdout`: `(field, value)` (`agent`,
+    `session`, `user` or `tool`) to hold out the actions with that value instead of `split`; `catalog`: a
+    `Catalog` whose high-risk tools nothing gates start gated (`_prior_rules`).
 
     >>> tune(store, load_policy("notebooks/policies/agentdojo-naive.yaml"), holdout=("agent", "command-r"))
     """

@@ -243,7 +243,7 @@ def test_the_harm_bound_is_an_exact_upper_confidence_bound(harmful: int, extra: 
 
 def test_a_relaxation_needs_positive_evidence() -> None:
     """No harm in 20 released calls is not enough at weight 10 (bound 14%, break-even 9.1%); in 40 it is."""
-    from gatekit.authoring.tuning import harm_bound, unseen_harm
+    from gatekit.authoring import harm_bound, unseen_harm
 
     assert harm_bound(0, 20) > 1 / 11 > harm_bound(0, 40)
     assert harm_bound(0, 0) == 1.0
