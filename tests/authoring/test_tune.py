@@ -286,7 +286,7 @@ def test_the_report_shows_the_last_tunings_frontier(sample: Path, tmp_path: Path
         replay(store, load_policy(POLICIES / "sample-naive.yaml"), "naive")
         assert last_tuning(store) is None
     runner = CliRunner()
-    before = runner.invoke(cli, ["report", "--db", str(db), "--json"])
+    before = runner.invoke(cli, ["report", "--db", str(db), "--run", "naive", "--json"])
     assert before.exit_code == 0, before.output
     assert "tuning" not in json.loads(before.stdout)
     out = tmp_path / "t.yaml"
@@ -294,11 +294,11 @@ def test_the_report_shows_the_last_tunings_frontier(sample: Path, tmp_path: Path
                                 "--out", str(out), "--json"])
     assert tuned.exit_code == 0, tuned.output
     told = json.loads(tuned.stdout)
-    data = json.loads(runner.invoke(cli, ["report", "--db", str(db), "--json"]).stdout)
+    data = json.loads(runner.invoke(cli, ["report", "--db", str(db), "--run", "naive", "--json"]).stdout)
     assert data["tuning"]["frontier"] == told["frontier"] and data["tuning"]["out"] == str(out)
-    text = runner.invoke(cli, ["report", "--db", str(db)]).stdout
+    text = runner.invoke(cli, ["report", "--db", str(db), "--run", "naive"]).stdout
     kept = sum(c["kept"] for c in told["changes"])
     assert f"{kept} of {len(told['changes'])} changes kept" in text and "frontier (train)" in text
     page = tmp_path / "r.html"
-    assert runner.invoke(cli, ["report", "--db", str(db), "--html", str(page)]).exit_code == 0
+    assert runner.invoke(cli, ["report", "--db", str(db), "--run", "naive", "--html", str(page)]).exit_code == 0
     assert "Tuning: harm caught vs humans bothered, the candidates tried" in page.read_text()
