@@ -36,12 +36,12 @@ from gatekit.errors import StoreError
 from gatekit.logs.quarantine import quarantine_reasons, quarantine_sources, quarantined
 from gatekit.logs.store import Store
 from gatekit.policy import Policy
-from gatekit.run import Reader, Run, action_decisions, decision_rows, reviewed_args as _reviewed_args
+from gatekit.run import Reader, Run, action_decisions, decision_rows, last_tuning, reviewed_args as _reviewed_args
 
 __all__ = [
     "APPROVALS_ENV", "DB_ENV", "LOCK_WAIT", "Busy", "Contents", "Quarantine", "action_runs", "actions", "approvals",
     "approvals_path", "connect", "contents", "db_path", "decisions", "derive", "policy", "quarantine", "read",
-    "reviewed_args", "run", "version", "warm",
+    "reviewed_args", "run", "tuning", "version", "warm",
 ]
 
 LOCK_WAIT = 2.0  # seconds a read waits for a writer before showing the last version read
@@ -282,6 +282,11 @@ def reviewed_args() -> pl.DataFrame:
 def policy(name: str) -> Policy:
     """The policy run `name` was replayed with, parsed once."""
     return run(name).policy
+
+
+def tuning() -> dict[str, Any] | None:
+    """`last_tuning(store)`: what the latest `gatekit tune` on this store tried, or None."""
+    return read("tuning", last_tuning)
 
 
 def action_runs(seq: int) -> pl.DataFrame:

@@ -397,7 +397,8 @@ def tuning_frontier(frame: pl.DataFrame, *, title: str = "Tuning: harm caught vs
                     width: int = 520, height: int = 360) -> alt.LayerChart:
     """The candidates `gatekit tune` tried (each alone on the base policy) and the greedy path of the changes
     it chose, from a `Tuning`'s `frontier`: x the share of benign calls stopped, y the share of harmful ones;
-    the colour says which kind of change a point is, the line the order the changes were chosen in.
+    the colour says which kind of change a point is, the line the order the changes were chosen in (its ends
+    named: the base policy and the tuned one).
 
     >>> tuning_frontier(tune(store, policy).frontier)
     """
@@ -413,7 +414,12 @@ def tuning_frontier(frame: pl.DataFrame, *, title: str = "Tuning: harm caught vs
     path = alt.Chart(data.filter(pl.col("chosen")).sort("step")).encode(x=x, y=y, tooltip=tooltip)
     line = path.mark_line(color="#333333").encode(order=alt.Order("step:Q"))
     dots = path.mark_point(filled=True, size=70, color="#333333")
-    label = path.mark_text(align="left", dx=6, dy=-6, fontSize=10).encode(text=alt.Text("step:Q"))
+    # the path's two ends named (consecutive steps often sit too close together to label each)
+    chosen = data.filter(pl.col("chosen"))
+    last = chosen["step"].max() if chosen.height else 0
+    ends = chosen.filter((pl.col("step") == 0) | (pl.col("step") == last)).with_columns(
+        end=pl.when(pl.col("step") == 0).then(pl.lit("base")).otherwise(pl.format("after {} steps", "step")))
+    label = alt.Chart(ends).mark_text(align="left", dx=8, dy=-8, fontSize=11).encode(x=x, y=y, text="end:N")
     return alt.layer(tried, line, dots, label, title=title).properties(width=width, height=height)
 
 

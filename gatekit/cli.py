@@ -808,9 +808,11 @@ if __name__ == "__main__":
               help="hold out 30% by a hash of the session id, or the latest 30% by time")
 @click.option("--holdout", default=None, metavar="FIELD=VALUE",
               help="hold out the actions whose agent, session, user or tool has this value instead")
+@click.option("--catalog", "catalog_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="a catalog (gatekit catalog) whose high-risk tools (impact: high, irreversible) start gated")
 @output_options
 def tune_cmd(db: Path, policy_path: Path, out: Path, max_bother: float | None, target: str | None, split: str,
-             holdout: str | None, as_json: bool, quiet: bool) -> None:
+             holdout: str | None, catalog_path: Path | None, as_json: bool, quiet: bool) -> None:
     """Propose a policy that catches more harm and bothers fewer people, evaluated on held-out actions."""
     from gatekit.authoring import tune
     from gatekit.logs.store import Store
@@ -823,10 +825,22 @@ def tune_cmd(db: Path, policy_path: Path, out: Path, max_bother: float | None, t
             raise InputError(f"`--holdout` is FIELD=VALUE (agent=MODEL), not `{holdout}`")
         held = (key, value)
     policy = load_policy(policy_path)
+    catalog = None
+    if catalog_path is not None:
+        from gatekit.authoring import load_catalog
+
+        if not catalog_path.exists():
+            raise InputError(f"no catalog at `{catalog_path}`: write one with `gatekit catalog --db STORE --out "
+                             f"{catalog_path}`")
+        catalog = load_catalog(catalog_path)
     with Store(_existing(db)) as store:
         with progress("tuning"):
-            result = tune(store, policy, max_bother=max_bother, target=target, split=split, holdout=held)
-    write_text(out, result.text)
+            result = tune(store, policy, max_bother=max_bother, target=target, split=split, holdout=held,
+                          catalog=catalog)
+        write_text(out, result.text)
+        from gatekit.run import save_tuning
+
+        save_tuning(store, {"policy": policy.name, "out": str(out), **result.to_dict()})
     if as_json:
         emit({"out": str(out), **result.to_dict()})
         return

@@ -23,7 +23,7 @@ from gatekit.metrics.evaluate import Evaluation, evaluate
 from gatekit.metrics.fatigue import Fatigue, reviewer_fatigue
 from gatekit.metrics.rates import DECISIONS, RatesSummary, summarize_rates
 from gatekit.numbers import count, percent, quantity
-from gatekit.run import Reader, Run
+from gatekit.run import Reader, Run, last_tuning
 
 LIST_LIMIT = 50  # per-action lists in the JSON report; counts are always complete
 # a score that needs actions in both halves of the log (a short log has one half empty)
@@ -40,6 +40,7 @@ class Report:
     evaluation: Evaluation
     diff: DiffSummary | None = None
     errors: tuple[dict[str, Any], ...] = ()  # evaluation errors by rule and code (run.error_summary)
+    tuning: dict[str, Any] | None = None  # the store's last `gatekit tune` (run.last_tuning), when there is one
 
     @property
     def labelled(self) -> bool:
@@ -59,7 +60,7 @@ class Report:
             "evaluate": ev,
             "diff": self.diff.to_dict() if self.diff else None,
             "errors": list(self.errors),
-        }
+        } | ({"tuning": self.tuning} if self.tuning is not None else {})
 
 
 def _labelled(evaluation: Evaluation) -> bool:
@@ -92,7 +93,7 @@ def build_report(store: Store, run: str, *, against: str | None = None,
         step(f"diff against `{against}`")
     return Report(
         run=b, rates=rates, drift=drift, fatigue=fatigue, controls=controls, evaluation=evaluation,
-        diff=summarize_diff(a, b) if a is not None else None, errors=tuple(b.errors),
+        diff=summarize_diff(a, b) if a is not None else None, errors=tuple(b.errors), tuning=last_tuning(store),
     )
 
 
@@ -194,6 +195,22 @@ def _diff_lines(diff: DiffSummary) -> list[str]:
             f"delta {delta}"]
 
 
+def _tuning_lines(t: dict[str, Any]) -> list[str]:
+    out = ["", f"Last tuning (gatekit tune from `{t.get('policy')}` to {t.get('out')}, split {t['split']}, "
+               f"target {t['target']}): {count(t['candidates_tried'])} candidates tried, "
+               f"{sum(1 for c in t['changes'] if c['kept'])} of {len(t['changes'])} changes kept"]
+    for part, name in (("train", "train"), ("heldout", "held-out")):
+        b, a = t[part]["before"], t[part]["after"]
+        out.append(f"  {name}: caught {count(b['caught'])} -> {count(a['caught'])} of {count(a['harmful'])}, "
+                   f"bothered {count(b['bothered'])} -> {count(a['bothered'])} of {count(a['benign'])}")
+    fr = [r for r in t["frontier"] if r.get("kept")]
+    if fr:
+        out.append("  frontier (train), the kept path: " + "; ".join(
+            f"{r['candidate']}: caught {r['caught']}, bothered {r['bothered']}" for r in fr[:8])
+            + (f"; and {len(fr) - 8} more" if len(fr) > 8 else ""))
+    return out
+
+
 # one renderer per field of `Report` but `run`, in reading order (tests/test_completeness.py: none is missed)
 SECTIONS: dict[str, Callable[[Any], list[str]]] = {
     "errors": _error_lines,
@@ -203,6 +220,7 @@ SECTIONS: dict[str, Callable[[Any], list[str]]] = {
     "controls": _controls_lines,
     "evaluation": _evaluation_lines,
     "diff": _diff_lines,
+    "tuning": _tuning_lines,
 }
 
 
@@ -234,7 +252,20 @@ def report_charts(report: Report) -> list[tuple[str, Any]]:
                     charts.threshold_sweep(ev.sweep.curve, current=ev.sweep.current)))
     if report.diff is not None:
         out.append(("Policy A vs B", charts.transition_heatmap(report.diff.matrix)))
+    if report.tuning is not None and report.tuning.get("frontier"):
+        out.append(("Tuning: harm caught vs humans bothered, the candidates tried",
+                    charts.tuning_frontier(tuning_frame(report.tuning))))
     return out
+
+
+def tuning_frame(record: dict[str, Any]) -> Any:
+    """The frontier of a stored tuning record as the frame `charts.tuning_frontier` draws."""
+    import polars as pl
+
+    return pl.DataFrame(record["frontier"], schema={
+        "step": pl.Int64, "candidate": pl.Utf8, "kind": pl.Utf8, "rule": pl.Utf8, "caught": pl.Int64,
+        "harmful": pl.Int64, "bothered": pl.Int64, "benign": pl.Int64, "catch_rate": pl.Float64,
+        "bother_rate": pl.Float64, "chosen": pl.Boolean, "kept": pl.Boolean})
 
 
 def render_html(report: Report, data: dict[str, Any] | None = None) -> str:

@@ -29,7 +29,8 @@ from gatekit.policy.compile import json_number_sql, json_pointer, lit
 __all__ = [
     "ACTION_COLUMNS", "Reader", "Run", "action_decisions", "actions_frame", "approvals_frame", "arg_frame",
     "action_errors", "assemble", "decision_counts", "decision_rows", "decisions_by_tool", "decisions_frame",
-    "error_summary", "export_run", "has_error_details", "list_runs", "load_run", "reviewed_args", "top_rules"
+    "error_summary", "export_run", "has_error_details", "last_tuning", "list_runs", "load_run", "reviewed_args",
+    "save_tuning", "top_rules"
 ]
 
 T = TypeVar("T")
@@ -354,3 +355,23 @@ def reviewed_args(store: Store) -> pl.DataFrame:
         WHERE coalesce(json_array_length(a.approvals), 0) > 0 AND regexp_full_match(j.key, '[A-Za-z0-9_-]+')"""
              for root in ("args", "context")]
     return store.con.sql(" UNION ALL ".join(parts) + " ORDER BY seq, field").pl()
+
+
+# -- the last tuning ---------------------------------------------------------------------------------------
+TUNING_KEY = "last_tuning"  # the meta row holding what the latest `gatekit tune` on this store tried
+
+
+def save_tuning(store: Store, record: dict[str, Any]) -> None:
+    """Keep what a `gatekit tune` tried (its figures, changes and frontier: `Tuning.to_dict()` plus where it
+    wrote the policy) in the store's `meta` table, replacing the one before, for the report and the dashboard."""
+    import json
+
+    store.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [TUNING_KEY, json.dumps(record, default=str)])
+
+
+def last_tuning(store: Store) -> dict[str, Any] | None:
+    """The record `save_tuning` kept, or None when no `gatekit tune` ran on this store."""
+    import json
+
+    rows = store.con.execute("SELECT value FROM meta WHERE key = ?", [TUNING_KEY]).fetchall()
+    return json.loads(rows[0][0]) if rows else None

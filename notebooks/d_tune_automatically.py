@@ -16,12 +16,20 @@
 # %% [markdown]
 # # (d) Tuning automatically: `gatekit tune`, evaluated on a model it never saw
 #
-# Notebook (b) tuned the AgentDojo policy by hand. Here `gatekit tune` does it from the naive policy alone:
-# it proposes threshold moves, narrower conditions, allow-lists, removed and new rules, chooses them greedily
-# on the **train** part of the labelled calls, and keeps each only if it does not hurt on the **held-out**
-# part. We hold out one whole model (`--holdout agent=MODEL`), so the held-out figures say how the tuned
-# policy does on an agent whose calls it never looked at, and compare it there with the hand-tuned
+# Notebook (b) tuned the AgentDojo policy by hand. Here `gatekit tune` does it from the naive policy and the
+# team's action catalog (`agentdojo-catalog.yaml`: risk tags written from the tools' names, before looking at
+# a trace): it proposes threshold moves, narrower conditions, allow-lists, removed and new rules, chooses them
+# greedily on the **train** part of the labelled calls, and keeps each only if it does not hurt on the
+# **held-out** part. We hold out one whole model (`--holdout agent=MODEL`), so the held-out figures say how the
+# tuned policy does on an agent whose calls it never looked at, and compare it there with the hand-tuned
 # `agentdojo-final.yaml`.
+#
+# We hold out gpt-4o-mini, the hard case: it makes 184 of the 208 harmful calls, 29 of them web posts, while
+# the two train models make 24 and never post to the web harmfully. Two rules keep the tuner from reading that
+# absence as safety: a tool the catalog tags high-risk (`impact: high` or `irreversible`) starts gated, and any
+# change that stops gating calls needs *positive* evidence (the released labelled calls must bound their harm
+# rate, at 95%, below the break-even rate 1 / (1 + weight); a list of harmful values must have seen harm repeat
+# its values).
 #
 # The data: `GATEKIT_DATA`, else the AgentDojo runs beside the checkout (`../shared/data/agentdojo-runs`),
 # else the bundled `sample_logs/` (then the held-out part is a hash of the session id and the comparison is
@@ -37,7 +45,7 @@ from pathlib import Path
 import polars as pl
 
 from gatekit import charts, load_policy
-from gatekit.authoring import tune
+from gatekit.authoring import load_catalog, tune
 from gatekit.logs import ingest
 from gatekit.logs.store import Store
 from gatekit.replay import replay
@@ -71,8 +79,9 @@ store.con.sql("SELECT agent, count(*) AS calls, count(*) FILTER (label = 'harmfu
 # %%
 if agentdojo:
     naive, final = load_policy(POLICIES / "agentdojo-naive.yaml"), load_policy(POLICIES / "agentdojo-final.yaml")
-    HELD_OUT = ("agent", "claude-3-5-sonnet-20241022")
-    tuning = tune(store, naive, holdout=HELD_OUT)
+    catalog = load_catalog(POLICIES / "agentdojo-catalog.yaml")
+    HELD_OUT = ("agent", "gpt-4o-mini-2024-07-18")
+    tuning = tune(store, naive, holdout=HELD_OUT, catalog=catalog)
 else:
     naive, final = load_policy(POLICIES / "sample-naive.yaml"), load_policy(POLICIES / "sample-tuned.yaml")
     HELD_OUT = None
@@ -84,8 +93,9 @@ pl.DataFrame([{"part": part, "policy": which, **getattr(tuning, f"{key}_{when}")
     "part", "policy", "caught", "harmful", "catch_rate", "bothered", "benign", "bother_rate", "escalation_rate")
 
 # %% [markdown]
-# Each change chosen on train, in the order chosen, with its effect on both parts; `kept` says whether it
-# survived the held-out check (it must not lose held-out catch nor cost more bother than its catch is worth).
+# Each change, in the order chosen, with its effect on both parts: first the catalog's gates (kind `catalog`,
+# the prior), then the changes chosen on train; `kept` says whether one survived the held-out check (it must
+# not lose held-out catch nor cost more bother than its catch is worth).
 
 # %%
 pl.DataFrame([{"kept": c.kept, "kind": c.kind, "rule": c.rule, "change": c.summary,
@@ -138,10 +148,40 @@ comparison
 
 # %% [markdown]
 # On the held-out model the automatically tuned policy catches at least as much harm as the hand-tuned one
-# and bothers people no more often:
+# (184 of 184 against 182) and bothers people less often (142 benign calls against 205):
 
 # %%
 if agentdojo:
     hand, auto = comparison.row(1, named=True), comparison.row(2, named=True)
     assert auto["caught"] >= hand["caught"] and auto["bothered"] <= hand["bothered"], comparison
+
+# %% [markdown]
+# ## 5. Each model held out in turn, with and without the catalog
+#
+# Without the catalog nothing in the train models' labels says a web post can be harmful, so no rule gates
+# `post_webpage` and the held-out gpt-4o-mini loses those 29; the positive-evidence rule still keeps every
+# other gate (153 of 184, the most any policy reaches without gating web posts or hotel bookings).
+
+# %%
+def held_out_scores(model: str, with_catalog: bool) -> dict:
+    t = tune(store, naive, holdout=("agent", model), catalog=catalog if with_catalog else None)
+    frame = replay(store, final, "hand-tuned", replace=True).frame.filter(pl.col("agent") == model)
+    stopped = frame.filter(pl.col("decision") != "allow")
+    return {"held out": model, "catalog": with_catalog, "tuned caught": t.heldout_after.caught,
+            "tuned bothered": t.heldout_after.bothered,
+            "hand-tuned caught": stopped.filter(pl.col("label") == "harmful").height,
+            "hand-tuned bothered": stopped.filter(pl.col("label") == "benign").height,
+            "harmful": t.heldout_after.harmful, "benign": t.heldout_after.benign}
+
+
+if agentdojo:
+    models = [r[0] for r in store.con.execute("SELECT DISTINCT agent FROM actions ORDER BY 1").fetchall()]
+    every = pl.DataFrame([held_out_scores(m, c) for m in models for c in (True, False)])
+    with_catalog = every.filter(pl.col("catalog"))
+    assert (with_catalog["tuned caught"] >= with_catalog["hand-tuned caught"]).all(), every
+    assert (with_catalog["tuned bothered"] <= with_catalog["hand-tuned bothered"]).all(), every
+    display = every
+else:
+    display = "the sample logs have no models to hold out"
+display
 store.close()

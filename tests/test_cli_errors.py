@@ -105,6 +105,8 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
                  ["--db", store, "--policy", policy, "--out", "t.yaml", "--holdout", "agent"],
                  ["--db", store, "--policy", policy, "--out", "t.yaml", "--holdout", "model=x"],
                  ["--db", store, "--policy", w["bad"], "--out", "t.yaml"],
+                 ["--db", store, "--policy", policy, "--out", "t.yaml", "--catalog", f"{nowhere}/c.yaml"],
+                 ["--db", store, "--policy", policy, "--out", "t.yaml", "--catalog", w["bad"]],
                  ["--db", w["fresh"], "--policy", policy, "--out", "t.yaml"]],
         "sample": [["--out", w["samples"], "--n", "5"], ["--out", w["samples"], "--n", "-1"],
                    ["--out", w["samples"], "--n", "many"], ["--out", f"{policy}/samples", "--n", "1000"], []],

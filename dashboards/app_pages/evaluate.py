@@ -7,6 +7,7 @@ import streamlit as st
 
 from gatekit.dashboards import empty, source
 from gatekit import charts
+from gatekit.report import tuning_frame
 from gatekit.metrics.evaluate import label_scores, rule_scores, session_scores, sweep_threshold, sweepable_tests
 
 TOP_RULES = 15
@@ -62,6 +63,21 @@ else:
     st.altair_chart(charts.threshold_sweep(result.curve, current=result.current), width="stretch")  # type: ignore[attr-defined]
     with st.expander("the curve as a table"):
         st.dataframe(result.curve, hide_index=True, width="stretch")  # type: ignore[attr-defined]
+
+st.subheader("Tuning frontier")
+record = source.tuning()
+if record is None or not record.get("frontier"):
+    st.info("No `gatekit tune` has run on this store: `gatekit tune --db STORE --policy FILE --out TUNED.yaml` "
+            "tries candidate changes and keeps its frontier here.", icon=":material/info:")
+else:
+    kept = sum(1 for c in record["changes"] if c["kept"])
+    st.altair_chart(charts.tuning_frontier(tuning_frame(record)), width="stretch")
+    st.caption(f"the last `gatekit tune` (from `{record.get('policy')}` to `{record.get('out')}`, split "
+               f"{record['split']}): {record['candidates_tried']:,} candidates tried on train, {kept} of "
+               f"{len(record['changes'])} changes kept on held-out; each point is one candidate alone, the line "
+               "the path of changes chosen")
+    with st.expander("the frontier as a table"):
+        st.dataframe(tuning_frame(record), hide_index=True, width="stretch")
 
 st.subheader("By rule")
 st.dataframe(data["rules"], hide_index=True, width="stretch", column_config={

@@ -14,13 +14,13 @@ import typing
 
 __all__ = ["CaseResult", "Catalog", "Change", "CheckResult", "Counts", "GateResult", "TestReport", "Tuning",
            "build_catalog", "catalog_warnings", "check_policy", "collect_cases", "dump_catalog", "junit_xml",
-           "load_catalog", "run_case", "run_cases", "tune"]
+           "harm_bound", "load_catalog", "run_case", "run_cases", "tune", "unseen_harm"]
 
 _MODULES = {
     **dict.fromkeys(("CaseResult", "TestReport", "collect_cases", "junit_xml", "run_case", "run_cases"), "cases"),
     **dict.fromkeys(("Catalog", "build_catalog", "catalog_warnings", "dump_catalog", "load_catalog"), "catalog"),
     **dict.fromkeys(("CheckResult", "GateResult", "check_policy"), "check"),
-    **dict.fromkeys(("Change", "Counts", "Tuning", "tune"), "tuning"),
+    **dict.fromkeys(("Change", "Counts", "Tuning", "harm_bound", "tune", "unseen_harm"), "tuning"),
 }
 
 

@@ -14,17 +14,25 @@ Candidates: threshold moves on numeric tests, a rule narrowed to the values of a
 harmful (`in`) or to those never seen benign-only (`not_in` of the always-benign ones, which with
 `target="reviews"` are the values reviewers always approved), an e-mail-like argument narrowed by domain,
 a rule removed (promoted to the default), and new rules for tools whose harm nothing stops.
+
+Absence of harm is not evidence of safety. A change that stops gating calls (a relaxation) is admitted only
+with positive evidence: the labelled train calls it releases bound their harm rate, with `CONFIDENCE`, below
+the break-even rate 1 / (1 + weight) (`harm_bound`, exact Clopper-Pearson), and a list of the harmful values
+seen (narrowing a rule, or a new rule) needs harm that repeated them (`unseen_harm`, Good-Turing, below the
+same rate). With a catalog, tools it tags high-risk (`HIGH_RISK`) that no rule gates start gated, as a prior
+the labels may overturn only through such a relaxation. docs/authoring.md explains both for a user's data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -35,7 +43,11 @@ from gatekit.policy.decide import Evaluator, Scan, View
 from gatekit.policy.model import LEVEL
 from gatekit.policy.dump import dump_yaml
 
-__all__ = ["Counts", "Change", "Tuning", "tune", "SPLITS", "TARGETS"]
+if TYPE_CHECKING:
+    from gatekit.authoring.catalog import Catalog
+
+__all__ = ["CONFIDENCE", "Counts", "Change", "HIGH_RISK", "Tuning", "tune", "SPLITS", "TARGETS", "harm_bound",
+           "high_risk", "unseen_harm"]
 
 SPLITS = ("session", "time")
 TARGETS = ("labels", "reviews")
@@ -86,9 +98,13 @@ class Change:
     heldout_before: Counts
     heldout_after: Counts
     kept: bool
+    released: tuple[int, int] | None = None  # a relaxation's evidence: (harmful, labelled) train calls it releases
+    bound: float | None = None  # their harm rate's upper bound (harm_bound)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "rule": self.rule, "summary": self.summary, "kept": self.kept,
+                "released": None if self.released is None else
+                {"harmful": self.released[0], "labelled": self.released[1], "harm_bound": self.bound},
                 "train": {"before": self.train_before.to_dict(), "after": self.train_after.to_dict()},
                 "heldout": {"before": self.heldout_before.to_dict(), "after": self.heldout_after.to_dict()}}
 
@@ -98,7 +114,10 @@ class Change:
                 f"train: caught {tb.caught} -> {ta.caught} of {ta.harmful}, bothered {tb.bothered} -> {ta.bothered}"
                 f" of {ta.benign}\n"
                 f"held-out: caught {hb.caught} -> {ha.caught} of {ha.harmful}, bothered {hb.bothered} -> "
-                f"{ha.bothered} of {ha.benign}")
+                f"{ha.bothered} of {ha.benign}"
+                + ("" if self.released is None else
+                   f"\nreleased on train: {self.released[1]} labelled calls, {self.released[0]} harmful: harm rate "
+                   f"at most {self.bound:.1%} ({CONFIDENCE:.0%} bound)"))
 
 
 @dataclass(frozen=True)
@@ -345,15 +364,25 @@ class _Candidate:
     target: str | None  # the base rule it replaces or removes, None for an added rule
     rule: dict[str, Any] | None  # the new rule document, None for a removal
     summary: str
+    unseen: float = 0.0  # for a rule narrowed to the harmful values seen: the chance the next harm has another
 
 
 def _and(when: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
     return extra if not when else {"all": [when, extra]}
 
 
-def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support: int) -> list[tuple[dict, str]]:
+def unseen_harm(counts: Counter[Any]) -> float:
+    """The Good-Turing estimate of the chance that the next harmful call has a value not among those seen
+    harmful: the share of the harmful calls whose value was seen only once (1 when each was seen once)."""
+    total = sum(counts.values())
+    return sum(1 for c in counts.values() if c == 1) / total if total else 1.0
+
+
+def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support: int
+                      ) -> list[tuple[dict, str, float]]:
     """Conditions on one path that keep the harmful values: `in` the harmful ones, `not_in` the always-benign
-    ones seen at least `min_support` times, and the same by e-mail domain."""
+    ones seen at least `min_support` times, and the same by e-mail domain; each with `unseen_harm` of what it
+    keeps (0 for an allowlist, whose released calls are the evidence)."""
     harm: Counter[Any] = Counter()
     good: Counter[Any] = Counter()
     for value, is_harm, is_good in rows:
@@ -361,17 +390,17 @@ def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support
             harm[value] += 1
         elif is_good:
             good[value] += 1
-    out: list[tuple[dict, str]] = []
+    out: list[tuple[dict, str, float]] = []
     strings = all(isinstance(v, str) for v in (*harm, *good))
     if not strings:
         return out
     hv = sorted(harm)
     if hv and len(hv) <= _MAX_VALUES:
-        out.append(({path: {"in": hv}}, f"only {path} values seen harmful ({len(hv)})"))
+        out.append(({path: {"in": hv}}, f"only {path} values seen harmful ({len(hv)})", unseen_harm(harm)))
     allow = sorted(v for v, c in good.items() if c >= min_support and v not in harm)
     if allow and len(allow) <= _MAX_VALUES:
         out.append(({path: {"not_in": allow}}, f"{path} values always benign, seen {min_support}+ times "
-                                                f"({len(allow)}), pass"))
+                                                f"({len(allow)}), pass", 0.0))
     hd = {_domain(v) for v in harm}
     gd = {_domain(v) for v in good}
     if hd and None not in hd and None not in gd:
@@ -379,11 +408,12 @@ def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support
         gd_only = sorted(d for d in gd if d not in hd)  # type: ignore[misc]
         if hd_only and len(hd_only) <= _MAX_VALUES:
             out.append(({"any": [{path: {"endswith": f"@{d}"}} for d in hd_only]} if len(hd_only) > 1
-                        else {path: {"endswith": f"@{hd_only[0]}"}}, f"{path} in domains seen harmful only"))
+                        else {path: {"endswith": f"@{hd_only[0]}"}}, f"{path} in domains seen harmful only",
+                        unseen_harm(Counter(_domain(v) for v in harm.elements()))))
         if gd_only and len(gd_only) <= _MAX_VALUES:
             inner = ({"any": [{path: {"endswith": f"@{d}"}} for d in gd_only]} if len(gd_only) > 1
                      else {path: {"endswith": f"@{gd_only[0]}"}})
-            out.append(({"not": inner}, f"{path} in domains always benign pass"))
+            out.append(({"not": inner}, f"{path} in domains always benign pass", 0.0))
     return out
 
 
@@ -438,7 +468,7 @@ def _rule_id(base: str, taken: set[str]) -> str:
 
 
 def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stopped: int,
-                min_support: int) -> list[_Candidate]:
+                min_support: int, weight: float) -> list[_Candidate]:
     d = engine.data
     out: list[_Candidate] = []
     taken = {r["id"] for r in rules}
@@ -463,7 +493,7 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
                 out.append(_Candidate("remove", rule["id"], None, f"`{rule['id']}` removed"))
             continue
         out.append(_Candidate("remove", rule["id"], None, f"`{rule['id']}` removed: its calls go to the default"))
-        m, _, _ = engine.masks(rule, rule["id"])
+        m, _, _ = engine.masks(rule, rule["id"] if rule["id"] in d.base_matched else None)
         matched = _indices(m & train)
         tests: list[tuple[str, str, float]] = []
         _tests_of(rule.get("when") or {}, tests)
@@ -476,12 +506,16 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
             for new in sorted(set(grid)):
                 if new != old:
                     out.append(_Candidate("threshold", rule["id"],
-                                          {**rule, "when": _with_operand(rule.get("when"), field_, op, old, new)},
+                                          {**rule, "when": _with_operand(rule.get("when"), field_, op, old, new),
+                                           "reason": _reason(rule, f"`{field_}` {_OP_WORDS[op]} {new:g} "
+                                                                   f"(tuned from {old:g})")},
                                           f"{field_} {op} {old:g} -> {new:g}"))
         for path, rows in sorted(by_path(matched).items()):
-            for extra, why in _value_conditions(path, rows, min_support):
-                out.append(_Candidate("narrow", rule["id"], {**rule, "when": _and(rule.get("when"), extra)},
-                                      f"narrowed to {why}"))
+            for extra, why, unseen in _value_conditions(path, rows, min_support):
+                out.append(_Candidate("narrow", rule["id"],
+                                      {**rule, "when": _and(rule.get("when"), extra),
+                                       "reason": _reason(rule, f"narrowed by tuning to {_described(extra, why)}")},
+                                      f"narrowed to {why}", unseen))
     # new rules for tools whose harm the policy lets through on train
     missed = d.harmful & train & ~stopped
     for tool in sorted({str(d.tools[i]) for i in _indices(missed)}):
@@ -489,14 +523,36 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
         base = {"id": _rule_id(f"tuned-{tool}", set(taken)), "tool": tool, "action": "escalate"}
         if engine.tiers:
             base["tier"] = next(iter(engine.tiers))
-        out.append(_Candidate("add", None, {**base, "reason": f"harm seen in `{tool}` calls"},
+        out.append(_Candidate("add", None, {**base, "reason": f"Harm seen in `{tool}` calls"},
                               f"new rule: every `{tool}` call"))
         for path, rows in sorted(by_path(ix).items()):
-            for extra, why in _value_conditions(path, rows, min_support):
+            for extra, why, unseen in _value_conditions(path, rows, min_support):
+                if unseen > 1.0 / (1.0 + weight):  # harm that never repeated a value is no pattern to stop
+                    continue
                 out.append(_Candidate("add", None, {**base, "when": extra,
-                                                    "reason": f"harm seen in `{tool}` calls: {why}"},
-                                      f"new rule on `{tool}`: {why}"))
+                                                    "reason": f"Harm seen in `{tool}` calls: {_described(extra, why)}"},
+                                      f"new rule on `{tool}`: {why}", unseen))
     return out
+
+
+_OP_WORDS = {"gt": "over", "gte": "at least", "lt": "under", "lte": "at most"}
+
+
+def _described(extra: dict[str, Any], why: str) -> str:
+    """What a narrowing keeps, with its values when the list is short enough to read in a reason."""
+    (path, test), = extra.items() if len(extra) == 1 else ((None, None),)
+    if isinstance(test, dict) and len(test) == 1:
+        (op, values), = test.items()
+        if op in ("in", "not_in") and isinstance(values, list):
+            shown = ", ".join(str(v) for v in values[:5]) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
+            return f"`{path}` {'in' if op == 'in' else 'not in'} [{shown}]"
+    return why
+
+
+def _reason(rule: dict[str, Any], what: str) -> str:
+    """A tuned rule's reason: what changed, then what the rule was for."""
+    old = rule.get("reason")
+    return f"{what[0].upper()}{what[1:]}" + (f"; was: {old}" if old else "")
 
 
 def _indices(bits: int) -> list[int]:
@@ -539,18 +595,92 @@ def _gain(weight: float, before: Counts, after: Counts) -> float:
     return weight * (after.caught - before.caught) - (after.bothered - before.bothered)
 
 
+CONFIDENCE = 0.95  # of the one-sided bound on the harm rate of the calls a relaxation releases
+
+
+def harm_bound(harmful: int, labeled: int, confidence: float = CONFIDENCE) -> float:
+    """The exact (Clopper-Pearson) one-sided upper confidence bound on a harm rate seen as `harmful` of
+    `labeled` calls: the largest rate p under which seeing so few harmful ones still has probability at least
+    1 - `confidence`. With none harmful it is 1 - (1 - confidence) ** (1 / labeled), about 3 / labeled."""
+    if labeled <= 0:
+        return 1.0
+    if harmful >= labeled:
+        return 1.0
+    alpha = 1.0 - confidence
+    if harmful == 0:
+        return 1.0 - alpha ** (1.0 / labeled)
+
+    def cdf(p: float) -> float:  # P(X <= harmful) for X ~ Binomial(labeled, p), falling in p
+        return sum(math.comb(labeled, i) * p**i * (1 - p) ** (labeled - i) for i in range(harmful + 1))
+    lo, hi = harmful / labeled, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
+    return hi
+
+
+def _releases_safely(engine: _Engine, before: int, after: int, part: int, weight: float,
+                     unseen: float = 0.0) -> bool:
+    """Absence of harm is not evidence of safety: a change that stops gating some calls is allowed only if
+    the labeled calls it releases bound their harm rate, with `CONFIDENCE`, below the break-even rate
+    1 / (1 + weight) (releasing a call saves one bother and risks `weight` for a harmful one). With no harm
+    seen that takes at least 32 labeled calls at the default weight of 10; a change that releases none is
+    a tightening and needs no such evidence. A rule narrowed to the harmful values seen (`in`) releases every
+    other value, so its evidence is also how often harm repeats a value: `unseen` (`unseen_harm`) must be
+    below the same break-even rate (a value seen harmful once is no pattern)."""
+    released = before & ~after & part
+    if not released:
+        return True
+    if unseen > 1.0 / (1.0 + weight):
+        return False
+    d = engine.data
+    harmful = (released & d.harmful).bit_count()
+    labeled = harmful + (released & d.benign).bit_count()
+    return harm_bound(harmful, labeled) <= 1.0 / (1.0 + weight)
+
+
 def _over(counts: Counts, max_bother: float | None) -> bool:
     return max_bother is not None and (counts.bother_rate or 0.0) > max_bother
 
 
+HIGH_RISK = {"impact": ("high",), "reversibility": ("irreversible",)}  # catalog tags that gate a tool by default
+
+
+def high_risk(tags: dict[str, str | None]) -> list[str]:
+    """The catalog tags (`impact: high`, `reversibility: irreversible`) that make a tool high-risk."""
+    return [f"{k}: {tags.get(k)}" for k, values in HIGH_RISK.items() if tags.get(k) in values]
+
+
+def _prior_rules(engine: _Engine, state: _State, catalog: Catalog) -> list[_Candidate]:
+    """A rule that escalates every call of each logged tool the catalog tags high-risk and no rule of the
+    policy escalates or denies: a person's stated risk is the prior the evidence must overturn, not the other
+    way round (the tuner may still narrow or remove such a rule, but only as a relaxation with evidence)."""
+    out: list[_Candidate] = []
+    taken = {r["id"] for r, _ in state}
+    gated = [r for r, _ in state if r.get("mode", "enforce") == "enforce" and LEVEL[r["action"]] >= ESCALATE]
+    for tool in sorted(t for t in engine.data.by_tool if isinstance(t, str)):
+        entry = catalog.tools.get(tool)
+        why = high_risk(entry.tags) if entry is not None else []
+        if not why or any(_tool_matches(r, tool) for r in gated):
+            continue
+        rule: dict[str, Any] = {"id": _rule_id(f"catalog-{tool}", taken), "tool": tool, "action": "escalate"}
+        if engine.tiers:
+            rule["tier"] = next(iter(engine.tiers))
+        rule["reason"] = f"`{tool}` is tagged {' and '.join(why)} in the catalog"
+        out.append(_Candidate("catalog", None, rule, f"new rule: every `{tool}` call ({', '.join(why)})"))
+    return out
+
+
 def tune(store: Store, policy: Policy, *, max_bother: float | None = None, target: str | None = None,
          split: str = "session", holdout: tuple[str, str] | None = None, weight: float = 10.0,
-         min_support: int = 2, max_changes: int = 40) -> Tuning:
+         min_support: int = 2, max_changes: int = 40, catalog: Catalog | None = None) -> Tuning:
     """Propose a tuned `policy` from the store's evidence (see the module's docstring).
 
-    `weight`: how many benign calls sent to a human one more harmful call caught is worth; `max_bother`: the
-    largest bother rate (benign calls stopped / benign calls) allowed on train; `holdout`: `(field, value)`
-    (`agent`, `session`, `user` or `tool`) to hold out the actions with that value instead of `split`.
+    `weight`: how many benign calls sent to a human one more harmful call caught is worth (it also sets the
+    break-even harm rate a relaxation must bound its released calls below); `max_bother`: the largest bother
+    rate (benign calls stopped / benign calls) allowed on train; `holdout`: `(field, value)` (`agent`,
+    `session`, `user` or `tool`) to hold out the actions with that value instead of `split`; `catalog`: a
+    `Catalog` whose high-risk tools nothing gates start gated (`_prior_rules`).
 
     >>> tune(store, load_policy("notebooks/policies/agentdojo-naive.yaml"), holdout=("agent", "command-r"))
     """
@@ -572,9 +702,19 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
         raise InputError("every action is held out: nothing is left to tune on")
     engine = _Engine(data, policy)
     train, held = data.every & ~data.heldout, data.heldout
-    base_state: _State = [(_ordered(r), r["id"]) for r in policy_dict(policy)["rules"]]
+    start: _State = [(_ordered(r), r["id"]) for r in policy_dict(policy)["rules"]]
+    # the catalog's prior: high-risk tools nothing gates start gated (kept whatever the labels say)
+    priors = _prior_rules(engine, start, catalog) if catalog is not None else []
+    prior_changes: list[Change] = []
+    base_state = start
+    for c in priors:
+        new = _apply(base_state, c)
+        s0, s1 = engine.stopped(base_state), engine.stopped(new)
+        prior_changes.append(Change(c.kind, _name(c), c.summary, engine.counts(s0, train), engine.counts(s1, train),
+                                    engine.counts(s0, held), engine.counts(s1, held), True))
+        base_state = new
     base_stop = engine.stopped(base_state)
-    cands = _candidates(engine, [r for r, _ in base_state], train, base_stop, min_support)
+    cands = _candidates(engine, [r for r, _ in base_state], train, base_stop, min_support, weight)
     # greedy on train; a change the held-out part rejects is banned and the search is run again without it
     banned: set[int] = set()
     rejected: list[Change] = []
@@ -589,7 +729,7 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
             break
         rejected += [ch for k, ch in zip(chosen, changes) if k in bad and ch is not None]
         banned |= bad
-    changes = [ch for ch in changes if ch is not None]
+    changes = prior_changes + [ch for ch in changes if ch is not None]
     changes += [ch for ch in rejected if all((ch.rule, ch.summary) != (c.rule, c.summary) for c in changes)]
     frontier = frontier + path
     kept_ids = {(ch.rule, ch.summary) for ch in changes if ch.kept}
@@ -601,7 +741,7 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
         lambda s: (s["rule"], s["candidate"]) in kept_ids, return_dtype=pl.Boolean) & pl.col("chosen"))
     text = _render(policy, kept_state, [ch for ch in changes if ch.kept])
     tuned = parse_policy(text)
-    s0, s1 = engine.stopped(base_state), engine.stopped(kept_state)
+    s0, s1 = engine.stopped(start), engine.stopped(kept_state)
     return Tuning(text, tuned, changes, engine.counts(s0, train), engine.counts(s1, train), engine.counts(s0, held),
                   engine.counts(s1, held), fr, split if holdout is None else f"{holdout[0]}={holdout[1]}", target,
                   max_bother, len(cands))
@@ -615,7 +755,8 @@ def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train:
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
     """The changes chosen on train, best first: (the path's points, each candidate alone, their indices)."""
     state, chosen, touched = base_state, [], set()
-    cur = engine.counts(engine.stopped(base_state), train)
+    cur_stop = engine.stopped(base_state)
+    cur = engine.counts(cur_stop, train)
     path = [_point(0, "base policy", "base", "", cur, chosen=True)]
     alone: list[dict[str, Any]] = []
     for step in range(1, max_changes + 1):
@@ -625,9 +766,12 @@ def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train:
             if k in banned or (c.target is not None and c.target in touched) or k in chosen:
                 continue
             new = _apply(state, c)
-            cnt = engine.counts(engine.stopped(new), train)
+            stop = engine.stopped(new)
+            cnt = engine.counts(stop, train)
             if step == 1:
                 alone.append(_point(step, c.summary, c.kind, _name(c), cnt))
+            if not _releases_safely(engine, cur_stop, stop, train, weight, c.unseen):
+                continue
             if over:  # first get under the budget: the most bother saved per harm lost
                 saved = cur.bothered - cnt.bothered
                 if saved <= 0:
@@ -644,6 +788,7 @@ def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train:
         if best is None:
             break
         _, k, state, cur = best
+        cur_stop = engine.stopped(state)
         chosen.append(k)
         if cands[k].target is not None:
             touched.add(cands[k].target)
@@ -666,8 +811,13 @@ def _check(engine: _Engine, cands: list[_Candidate], base_state: _State, chosen:
         tb, ta, hb, ha = (engine.counts(s0, train), engine.counts(s1, train),
                           engine.counts(s0, held), engine.counts(s1, held))
         ok = (ha.caught >= hb.caught and _gain(weight, hb, ha) >= 0 and _gain(weight, tb, ta) > 0
+              and _releases_safely(engine, s0, s1, train, weight, c.unseen)
               and not (_over(ta, max_bother) and ta.bothered >= tb.bothered))
-        changes.append(Change(c.kind, _name(c), c.summary, tb, ta, hb, ha, ok))
+        rel = s0 & ~s1 & train
+        released = ((rel & engine.data.harmful).bit_count(), (rel & (engine.data.harmful | engine.data.benign))
+                    .bit_count()) if rel else None
+        changes.append(Change(c.kind, _name(c), c.summary, tb, ta, hb, ha, ok, released,
+                              harm_bound(*released) if released else None))
         if ok:
             kept_state = new
     return kept_state, changes
@@ -709,7 +859,12 @@ def _render(policy: Policy, state: _State, kept: list[Change]) -> str:
     doc["rules"] = [_ordered(r) for r, _ in state]
     out = _commented(doc)
     removed = [ch for ch in kept if ch.kind == "remove"]
-    head = [f"Tuned by `gatekit tune` from `{policy.name}`: {len(kept)} change(s), each with its evidence"]
+    head = [f"Tuned by `gatekit tune` from `{policy.name}`: {len(kept)} change(s), each with its evidence.",
+            "A change that stops gating calls (a removal, a higher threshold, a narrower condition) was allowed",
+            f"only with positive evidence: the labelled train calls it releases bound their harm rate, at "
+            f"{CONFIDENCE:.0%},",
+            "below the break-even rate 1 / (1 + weight), and a list of harmful values saw harm repeat them.",
+            "Rules `catalog-*` gate tools the catalog tags high-risk (impact: high, irreversible)."]
     for ch in removed:
         head += ch.comment().splitlines()
     out.yaml_set_start_comment("\n".join(head))

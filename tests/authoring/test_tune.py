@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gatekit import load_policy
-from gatekit.authoring import tune
+from gatekit.authoring import load_catalog, tune
 from gatekit.logs import ingest
 from gatekit.logs.store import Store
 from gatekit.policy import parse_policy
@@ -18,9 +20,10 @@ from gatekit.replay import replay
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = (ROOT / ".." / "shared" / "data" / "agentdojo-runs").resolve()
 POLICIES = ROOT / "notebooks" / "policies"
-# Held out in turn, each of these two (the third, gpt-4o-mini, has 184 of the 208 harmful calls: trained on the
-# other two's 24 it reaches 148 caught and 90 bothered there, against the hand-tuned 182 and 205, so not "at least")
-HELD_OUT_MODELS = ["claude-3-5-sonnet-20241022", "command-r"]
+# Held out in turn, each of the three. gpt-4o-mini has 184 of the 208 harmful calls, 29 of them web posts; the other
+# two post to the web only benignly (8 calls), so no evidence could gate it: the team's catalog tags
+# (agentdojo-catalog.yaml, written from the tools' names) are the prior, and relaxations need positive evidence.
+HELD_OUT_MODELS = ["claude-3-5-sonnet-20241022", "command-r", "gpt-4o-mini-2024-07-18"]
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +156,14 @@ def agentdojo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("model", HELD_OUT_MODELS)
 def test_on_the_held_out_model_it_reaches_the_hand_tuned_final_policy(agentdojo: Path, model: str) -> None:
-    """Tuned on two models from the naive policy, on the third it catches at least as much harm as
-    agentdojo-final.yaml and bothers at most as many people (both counted on that model's calls, the tuned
+    """Tuned on two models from the naive policy and the catalog's tags, on the third it catches at least as
+    much harm as agentdojo-final.yaml and bothers at most three quarters as many people (claude 6 of 6 and
+    55 bothered against 6 and 129; command-r 18 of 18 and 85 against 18 and 109; gpt-4o-mini 184 of 184 and
+    142 against 182 and 205) (both counted on that model's calls, the tuned
     policy's figures checked against a DuckDB replay of the file it wrote)."""
     with Store(agentdojo) as store:
-        t = tune(store, load_policy(POLICIES / "agentdojo-naive.yaml"), holdout=("agent", model))
+        t = tune(store, load_policy(POLICIES / "agentdojo-naive.yaml"), holdout=("agent", model),
+                 catalog=load_catalog(POLICIES / "agentdojo-catalog.yaml"))
         final = replay(store, load_policy(POLICIES / "agentdojo-final.yaml"), "final", replace=True).frame
         tuned = replay(store, t.policy, "tuned", replace=True).frame
     mine = tuned.filter((tuned["agent"] == model) & (tuned["decision"] != "allow"))
@@ -169,7 +175,7 @@ def test_on_the_held_out_model_it_reaches_the_hand_tuned_final_policy(agentdojo:
     final_bothered = stopped.filter(stopped["label"] == "benign").height
     assert t.heldout_after.harmful == held.filter(held["label"] == "harmful").height
     assert t.heldout_after.caught >= final_caught, (t.heldout_after, final_caught)
-    assert t.heldout_after.bothered <= final_bothered, (t.heldout_after, final_bothered)
+    assert t.heldout_after.bothered <= 0.8 * final_bothered, (t.heldout_after, final_bothered)
 
 
 def test_reviews_are_the_evidence_without_labels(sample: Path) -> None:
@@ -206,3 +212,93 @@ def test_it_leaves_the_stores_runs_as_they_were(sample: Path) -> None:
         before = sorted((r.name, r.actions) for r in list_runs(store))
         tune(store, load_policy(POLICIES / "sample-naive.yaml"))
         assert sorted((r.name, r.actions) for r in list_runs(store)) == before
+
+
+def test_without_the_catalog_no_evidence_gates_the_web_posts(agentdojo: Path) -> None:
+    """The honest limit: from labels alone (the train models' 8 web posts are all benign) the tuner cannot gate
+    `post_webpage`, and says so by not adding a rule; it still never relaxes on thin evidence."""
+    with Store(agentdojo) as store:
+        t = tune(store, load_policy(POLICIES / "agentdojo-naive.yaml"), holdout=("agent", "gpt-4o-mini-2024-07-18"))
+    assert "post_webpage" not in t.text
+    assert t.heldout_after.caught > t.heldout_before.caught
+    assert t.heldout_after.caught <= 184 - 29
+
+
+@given(st.integers(0, 60), st.integers(1, 60))
+def test_the_harm_bound_is_an_exact_upper_confidence_bound(harmful: int, extra: int) -> None:
+    """At the bound, seeing at most `harmful` of `labeled` has probability 1 - confidence; it falls as more
+    calls are seen with the same harm and rises with more harm."""
+    import math
+
+    from gatekit.authoring.tuning import CONFIDENCE, harm_bound
+
+    labeled = harmful + extra
+    p = harm_bound(harmful, labeled)
+    assert harmful / labeled <= p <= 1
+    cdf = sum(math.comb(labeled, i) * p**i * (1 - p) ** (labeled - i) for i in range(harmful + 1))
+    assert cdf == pytest.approx(1 - CONFIDENCE, abs=1e-6)
+    assert harm_bound(harmful, labeled + 1) < p
+    assert harm_bound(harmful + 1, labeled + 1) > harm_bound(harmful, labeled + 1)
+
+
+def test_a_relaxation_needs_positive_evidence() -> None:
+    """No harm in 20 released calls is not enough at weight 10 (bound 14%, break-even 9.1%); in 40 it is."""
+    from gatekit.authoring import harm_bound, unseen_harm
+
+    assert harm_bound(0, 20) > 1 / 11 > harm_bound(0, 40)
+    assert harm_bound(0, 0) == 1.0
+    from collections import Counter
+
+    assert unseen_harm(Counter({"a": 1})) == 1.0  # one harmful value seen once: no pattern
+    assert unseen_harm(Counter({"Fred": 18})) == 0.0
+    assert unseen_harm(Counter({"a": 3, "b": 1})) == 0.25
+
+
+def test_a_tuned_rule_says_what_changed(sample_tuning) -> None:
+    """A narrowed or re-thresholded rule's reason names its new condition, not only the old reason."""
+    base = {r.id: r.reason for r in load_policy(POLICIES / "sample-naive.yaml").rules}
+    tuned = {r.id: r for r in sample_tuning.policy.rules}
+    changed = [c for c in sample_tuning.changes if c.kept and c.kind in ("threshold", "narrow")]
+    assert changed
+    for c in changed:
+        reason = tuned[c.rule].reason
+        assert reason != base[c.rule] and reason.endswith(f"; was: {base[c.rule]}"), reason
+        if c.kind == "threshold":
+            assert c.summary.rsplit("-> ", 1)[1] in reason and "tuned from" in reason
+        else:
+            assert reason.startswith("Narrowed by tuning to")
+
+
+def test_the_report_shows_the_last_tunings_frontier(sample: Path, tmp_path: Path) -> None:
+    """`gatekit tune` keeps its record in the store; `gatekit report` shows it in text, JSON and HTML (the
+    frontier chart), and a store never tuned has no tuning section."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from gatekit.cli import cli
+    from gatekit.run import last_tuning
+
+    db = tmp_path / "s.duckdb"
+    shutil.copy(sample, db)
+    with Store(db) as store:
+        replay(store, load_policy(POLICIES / "sample-naive.yaml"), "naive")
+        assert last_tuning(store) is None
+    runner = CliRunner()
+    before = runner.invoke(cli, ["report", "--db", str(db), "--run", "naive", "--json"])
+    assert before.exit_code == 0, before.output
+    assert "tuning" not in json.loads(before.stdout)
+    out = tmp_path / "t.yaml"
+    tuned = runner.invoke(cli, ["tune", "--db", str(db), "--policy", str(POLICIES / "sample-naive.yaml"),
+                                "--out", str(out), "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    told = json.loads(tuned.stdout)
+    data = json.loads(runner.invoke(cli, ["report", "--db", str(db), "--run", "naive", "--json"]).stdout)
+    assert data["tuning"]["frontier"] == told["frontier"] and data["tuning"]["out"] == str(out)
+    text = runner.invoke(cli, ["report", "--db", str(db), "--run", "naive"]).stdout
+    kept = sum(c["kept"] for c in told["changes"])
+    assert f"{kept} of {len(told['changes'])} changes kept" in text and "frontier (train)" in text
+    page = tmp_path / "r.html"
+    assert runner.invoke(cli, ["report", "--db", str(db), "--run", "naive", "--html", str(page)]).exit_code == 0
+    assert "Tuning: harm caught vs humans bothered, the candidates tried" in page.read_text()

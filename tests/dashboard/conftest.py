@@ -69,6 +69,25 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def save_a_tuning(db: Path) -> None:
+    """What `gatekit tune` keeps in a store, as it does: the starter policy tuned on the store's labels."""
+    from gatekit.authoring import tune
+    from gatekit.run import save_tuning
+
+    with Store(db) as store:
+        result = tune(store, load_policy(STARTER))
+        save_tuning(store, {"policy": "starter", "out": "starter-tuned.yaml", **result.to_dict()})
+
+
+@pytest.fixture(scope="session")
+def tuned_store(tmp_path_factory: pytest.TempPathFactory, sample_store: Path) -> Path:
+    """The sample store after a `gatekit tune`: the Evaluate page draws its frontier."""
+    path = tmp_path_factory.mktemp("dash-tuned") / "tuned.duckdb"
+    path.write_bytes(sample_store.read_bytes())
+    save_a_tuning(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def bare_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """5,000 synthetic actions with one run, no approvals and no labels."""

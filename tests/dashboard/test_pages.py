@@ -189,6 +189,21 @@ def test_evaluate_scores_the_run_and_sweeps_a_threshold(open_page, sample_store)
     assert titled(at, "by threshold")
 
 
+def test_evaluate_draws_the_last_tunings_frontier(open_page, sample_store, tuned_store) -> None:
+    """The frontier `gatekit tune` kept in the store: each candidate alone, coloured by kind, and the path of
+    the changes chosen; a store never tuned says how to get one instead."""
+    at = ok(open_page("evaluate", sample_store))
+    assert not [c for c in charts(at) if "Tuning" in str(c.get("title", ""))]
+    assert "No `gatekit tune` has run on this store" in texts(at.info)
+    at = ok(open_page("evaluate", tuned_store))
+    frontier = titled(at, "Tuning: harm caught vs humans bothered")
+    assert marks(frontier) == ["point", "line", "point", "text"]
+    kinds = {r["kind"] for r in rows(frontier)}
+    assert "base" in kinds and len(kinds) >= 3
+    assert frontier["layer"][0]["encoding"]["color"]["title"] == "candidate (alone)"
+    assert "candidates tried on train" in texts(at.caption)
+
+
 # -- Explorer ------------------------------------------------------------------------------------------
 def test_explorer_searches_and_opens_an_action(open_page, sample_store) -> None:
     at = ok(open_page("explorer", sample_store, run="starter"))
