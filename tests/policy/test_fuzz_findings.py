@@ -1,0 +1,106 @@
+"""What differential fuzzing found (issue 13, item 5): the loader accepts exactly what every engine runs.
+
+Each test here failed on the code before its fix; the engine-side findings are corpus cases
+(tests/cases/fuzz_*.yaml), run through decide and DuckDB by test_corpus.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gatekit.errors import PolicyError
+from gatekit.policy import parse_policy
+
+
+def _policy(when: str, extra: str = "") -> str:
+    return f"version: 1\nname: x\n{extra}rules:\n  - id: r\n    tool: t\n    action: deny\n    when: {when}\n"
+
+
+def _refused(text: str) -> PolicyError:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, source="p.yaml")
+    return info.value
+
+
+# ---- 4: `(?<name>...)` runs in google-re2 but DuckDB's RE2 refuses it ----------------------------------
+def test_angle_named_group_is_refused_at_its_line() -> None:
+    err = _refused(_policy('{args.v: {matches: "(?<n>a)"}}'))
+    [p] = err.problems
+    assert (p.line, p.code) == (7, "regex") and "(?P<name>" in p.msg
+
+
+def test_python_named_group_is_accepted() -> None:
+    parse_policy(_policy('{args.v: {matches: "(?P<n>a)"}}'))
+
+
+# ---- 2: Unicode classes differ between the RE2 builds (different Unicode versions) ---------------------
+@pytest.mark.parametrize("pattern", [r"^\\p{L}+$", r"\\pL", r"\\PL", r"[\\p{Greek}x]", r"\\P{^N}"])
+def test_unicode_class_is_refused_with_a_hint(pattern: str) -> None:
+    err = _refused(_policy(f'{{args.v: {{matches: "{pattern}"}}}}'))
+    [p] = err.problems
+    assert (p.line, p.code) == (7, "regex") and "Unicode class" in p.msg and "list the characters" in p.msg
+
+
+@pytest.mark.parametrize("pattern", [r"\\\\p{L}", r"[\\\\p]", r"\\Q\\p{L}\\E", r"[[:alpha:]]p", r"\\x{70}"])
+def test_a_literal_p_is_not_a_unicode_class(pattern: str) -> None:
+    parse_policy(_policy(f'{{args.v: {{matches: "{pattern}"}}}}'))
+
+
+# ---- 5: time zone names every engine knows ---------------------------------------------------------------
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "right/UTC", "posix/Europe/Paris", "Mars/Olympus"])
+def test_timezone_outside_the_pinned_tzdata_is_refused(name: str) -> None:
+    err = _refused(f"version: 1\nname: x\ntimezone: {name}\nrules: []\n")
+    [p] = err.problems
+    assert (p.line, p.code) == (3, "timezone") and f"`{name}`" in p.msg
+
+
+@pytest.mark.parametrize("name", ["UTC", "Etc/UTC", "America/Vancouver", "Asia/Kolkata", "US/Pacific"])
+def test_iana_timezone_is_accepted(name: str) -> None:
+    assert parse_policy(f"version: 1\nname: x\ntimezone: {name}\nrules: []\n").timezone == name
+
+
+# ---- 6: a JSON-escaped surrogate pair is the character it encodes ---------------------------------------
+def test_json_surrogate_pair_in_a_json_policy_is_the_emoji() -> None:
+    text = json.dumps({"version": 1, "name": "x", "rules": [
+        {"id": "r", "tool": "t\U0001F680", "action": "deny", "when": {"args.v": "\U0001F680"}}]})
+    assert "\\ud83d\\ude80" in text  # what json.dumps writes
+    policy = parse_policy(text)
+    assert policy.rules[0].when.operand == "\U0001F680" and policy.rules[0].tools == ("t\U0001F680",)
+
+
+def test_json_surrogate_pair_in_a_yaml_double_quoted_string_is_the_emoji() -> None:
+    policy = parse_policy(_policy('{args.v: {startswith: "\\ud83d\\ude80"}}'))
+    assert policy.rules[0].when.operand == "\U0001F680"
+
+
+def test_lone_surrogate_is_refused_at_its_line() -> None:
+    err = _refused(_policy('{args.v: "\\ud83d"}'))
+    [p] = err.problems
+    assert p.line == 7 and "surrogate" in p.msg
+
+
+# ---- 9: an unquoted YAML timestamp operand keeps its text ------------------------------------------------
+@pytest.mark.parametrize("written", ["2026-01-15T10:00:00Z", "2026-01-15 10:00:00", "2026-01-15T10:00:00+05:30",
+                                     "2026-01-15"])
+def test_unquoted_timestamp_operand_is_kept_as_written(written: str) -> None:
+    policy = parse_policy(_policy(f"{{args.at: {written}}}"))
+    assert policy.rules[0].when.operand == written
+
+
+def test_unquoted_timestamp_in_an_example_is_still_a_timestamp() -> None:
+    text = _policy("{args.at: x}") + "examples:\n  - {tool: t, ts: 2026-01-15T10:00:00+05:30, expect: allow}\n"
+    assert parse_policy(text).examples[0].action["ts"] == "2026-01-15T04:30:00Z"
+
+
+# ---- 8: window lengths are bounded, so no engine's microsecond arithmetic overflows ----------------------
+@pytest.mark.parametrize("window", ["15240000w", "36501d", "9999999999999999999999s"])
+def test_window_longer_than_the_bound_is_refused(window: str) -> None:
+    err = _refused(_policy(f"{{rate: {{window: {window}, gt: 1}}}}"))
+    [p] = err.problems
+    assert (p.line, p.code) == (7, "duration") and "36500d" in p.msg
+
+
+def test_window_of_the_bound_is_accepted() -> None:
+    parse_policy(_policy("{rate: {window: 36500d, gt: 1}}"))
