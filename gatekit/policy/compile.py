@@ -12,6 +12,7 @@ from typing import Callable
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_MISMATCH, error_message
 from gatekit.policy.model import LEVEL, Policy, Rule
+from gatekit.policy.timezones import CYCLE_US, LOCAL_MAX_US, LOCAL_MIN_US, offsets
 from gatekit.policy.values import NUMERIC_STRING, numeric_string
 
 __all__ = ["ERROR_DETAIL", "compile_sql", "json_pointer", "lit", "number_sql"]
@@ -270,13 +271,14 @@ class _Query:
         if f.root == "time":
             self.uses_time = True
             part = f.path[0]
+            here = "(lt_ IS NOT NULL)"  # no local time outside years 1..9999: the time fields are missing
             if part == "hour":
-                return Val(t="'NUM'", n="CAST(hour(lt_) AS DOUBLE)", fixed="NUM")
+                return Val(t="'NUM'", n="CAST(hour(lt_) AS DOUBLE)", fixed="NUM", present=here)
             if part == "weekday":
                 days = " ".join(f"WHEN {i + 1} THEN '{d}'" for i, d in
                                 enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun")))
-                return Val(t="'VARCHAR'", s=f"(CASE isodow(lt_) {days} END)", fixed="VARCHAR")
-            return Val(t="'VARCHAR'", s="strftime(lt_, '%Y-%m-%d')", fixed="VARCHAR")
+                return Val(t="'VARCHAR'", s=f"(CASE isodow(lt_) {days} END)", fixed="VARCHAR", present=here)
+            return Val(t="'VARCHAR'", s="strftime(lt_, '%Y-%m-%d')", fixed="VARCHAR", present=here)
         if f.name not in self.fields:
             self.fields[f.name] = (len(self.fields), f)
         i = self.fields[f.name][0]
@@ -384,7 +386,7 @@ class _Query:
             scols.append(f"CASE WHEN regexp_full_match(s{i}, {lit(NUMERIC_STRING)}) THEN "
                          f"TRY_CAST(trim(s{i}, {lit(_SPACE)}) AS DOUBLE) END AS snv{i}")
         tms = [f"{self.tool_match(rule)} AS tm{r}" for r, rule in enumerate(p.rules)]
-        lt = [f"timezone({lit(p.timezone)}, ts) AS lt_"] if self.uses_time else []
+        lt = [f"{local_time_sql(p.timezone)} AS lt_"] if self.uses_time else []
         layer0 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"', "args", "context",
                             "epoch_us(ts) AS ts_us"] + lt + tms)
         layer1 = ", ".join(["* EXCLUDE (args, context)"] + fcols)
@@ -526,9 +528,39 @@ def number_sql(field: Field, policy: Policy) -> Sql:
     For readers that put a test's own value beside its decision (metrics.evaluate's threshold sweeps).
     """
     if field.name == "time.hour":
-        return f"CAST(hour(timezone({lit(policy.timezone)}, ts)) AS DOUBLE)"
+        return f"CAST(hour({local_time_sql(policy.timezone)}) AS DOUBLE)"
     v = Val.of_json(f"json_extract({field.root}, {lit(json_pointer(field.path))})")
     return f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} END)"
+
+
+def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)") -> Sql:
+    """The local TIMESTAMP in zone `name` of the instant `ts_us` (microseconds), from the pinned tzdata's
+    offsets (timezones.offsets), never DuckDB's ICU data, so SQL reads the local time `decide` reads. NULL
+    outside local years 1..9999 (no local time, as in decide).
+
+    The offset is a binary tree of CASEs over the zone's transitions (about ten comparisons a row); past the
+    last explicit transition the instant is first reduced into the table's last 400-year cycle. Lambdas over
+    one-element lists bind the key and the local instant once, so the SQL stays linear in the transitions.
+    """
+    zone = offsets(name)
+    rows, cs = zone.rows, zone.cycle_start_us
+
+    def tree(lo: int, hi: int) -> str:
+        if lo == hi:
+            return str(rows[lo][1])
+        mid = (lo + hi + 1) // 2
+        return f"(CASE WHEN tz_key < {rows[mid][0]} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END)"
+
+    if len(rows) == 1:
+        offset = str(rows[0][1])
+    else:
+        key = f"(CASE WHEN {ts_us} >= {cs} THEN {cs} + ({ts_us} - {cs}) % {CYCLE_US} ELSE {ts_us} END)"
+        offset = f"list_transform([{key}], lambda tz_key: {tree(0, len(rows) - 1)})[1]"
+    day = 86_400_000_000
+    within = f"tz_local >= {LOCAL_MIN_US} AND tz_local < {LOCAL_MAX_US}"
+    return (f"(CASE WHEN {ts_us} > {LOCAL_MIN_US - 2 * day} AND {ts_us} < {LOCAL_MAX_US + 2 * day} THEN "
+            f"list_transform([{ts_us} + {offset}], lambda tz_local: "
+            f"CASE WHEN {within} THEN make_timestamp(tz_local) END)[1] END)")
 
 
 def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:

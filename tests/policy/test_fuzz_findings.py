@@ -104,3 +104,32 @@ def test_window_longer_than_the_bound_is_refused(window: str) -> None:
 
 def test_window_of_the_bound_is_accepted() -> None:
     parse_policy(_policy("{rate: {window: 36500d, gt: 1}}"))
+
+
+# ---- 2b: (?i) case folding agrees between google-re2 and DuckDB's RE2 on every code point ----------------
+def test_case_folding_agrees_between_the_re2_builds() -> None:
+    """For every code point c with a case variant d (per Python's Unicode tables, both ways), `(?i)c` matches
+    d in google-re2 exactly when it does in DuckDB: the builds' fold tables agree where a policy can reach."""
+    import sys
+
+    import duckdb
+
+    from gatekit.policy.values import compile_re2
+
+    pairs = []
+    for cp in range(sys.maxunicode + 1):
+        c = chr(cp)
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        for d in {c.lower(), c.upper(), c.title(), c.casefold()}:
+            if len(d) == 1 and d != c:
+                pairs.append((cp, ord(d)))
+    assert len(pairs) > 2500
+    py = [compile_re2("(?i)^\\x{%x}$" % a).search(chr(b)) is not None for a, b in pairs]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE p (i INTEGER, a INTEGER, b INTEGER)")
+    con.executemany("INSERT INTO p VALUES (?, ?, ?)", [(i, a, b) for i, (a, b) in enumerate(pairs)])
+    sql = [r[0] for r in con.execute(
+        "SELECT regexp_full_match(chr(b), '(?i)' || chr(a)) FROM p ORDER BY i").fetchall()]
+    differ = [f"U+{a:04X}/U+{b:04X}" for (a, b), x, y in zip(pairs, py, sql) if x != y]
+    assert not differ, f"the RE2 builds fold these differently: {differ[:20]}"
