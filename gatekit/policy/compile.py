@@ -386,10 +386,12 @@ class _Query:
             scols.append(f"CASE WHEN regexp_full_match(s{i}, {lit(NUMERIC_STRING)}) THEN "
                          f"TRY_CAST(trim(s{i}, {lit(_SPACE)}) AS DOUBLE) END AS snv{i}")
         tms = [f"{self.tool_match(rule)} AS tm{r}" for r, rule in enumerate(p.rules)]
-        lt = [f"{local_time_sql(p.timezone)} AS lt_"] if self.uses_time else []
+        # the local time from the pinned tzdata's offsets: the offset's key in f0, the local time in f
+        tzk = [f"{tz_key_sql(p.timezone)} AS tzk_"] if self.uses_time else []
+        lt = [f"{local_time_sql(p.timezone, 'ts_us', 'tzk_')} AS lt_"] if self.uses_time else []
         layer0 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"', "args", "context",
-                            "epoch_us(ts) AS ts_us"] + lt + tms)
-        layer1 = ", ".join(["* EXCLUDE (args, context)"] + fcols)
+                            "epoch_us(ts) AS ts_us"] + tzk + tms)
+        layer1 = ", ".join(["* EXCLUDE (args, context)"] + lt + fcols)
         layer2b = ", ".join(["*"] + ncols)
         layer2c = ", ".join(["*"] + scols)
         wctes = "".join(f"w{k}_ AS ({q}),\n" for k, q in enumerate(self.windows))
@@ -533,34 +535,37 @@ def number_sql(field: Field, policy: Policy) -> Sql:
     return f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} END)"
 
 
-def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)") -> Sql:
+def tz_key_sql(name: str, ts_us: Sql = "epoch_us(ts)") -> Sql:
+    """The instant whose UTC offset `ts_us` has (timezones.Offsets.reduce): past the zone's last explicit
+    transition, its place in the table's last 400-year cycle."""
+    cs = offsets(name).cycle_start_us
+    return f"(CASE WHEN {ts_us} >= {cs} THEN {cs} + ({ts_us} - {cs}) % {CYCLE_US} ELSE {ts_us} END)"
+
+
+def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = None) -> Sql:
     """The local TIMESTAMP in zone `name` of the instant `ts_us` (microseconds), from the pinned tzdata's
     offsets (timezones.offsets), never DuckDB's ICU data, so SQL reads the local time `decide` reads. NULL
-    outside local years 1..9999 (no local time, as in decide).
+    outside local years 1..9999 (no local time, as in decide). `key`: a column holding `tz_key_sql`.
 
-    The offset is a binary tree of CASEs over the zone's transitions (about ten comparisons a row); past the
-    last explicit transition the instant is first reduced into the table's last 400-year cycle. Lambdas over
-    one-element lists bind the key and the local instant once, so the SQL stays linear in the transitions.
+    The offset is a binary tree of CASEs over the zone's transitions (about ten comparisons a row). The
+    offset is constant for days around both ends of the range (checked), so the range is a test on `ts_us`.
     """
     zone = offsets(name)
-    rows, cs = zone.rows, zone.cycle_start_us
+    rows = zone.rows
+    key = key or tz_key_sql(name, ts_us)
 
     def tree(lo: int, hi: int) -> str:
         if lo == hi:
             return str(rows[lo][1])
         mid = (lo + hi + 1) // 2
-        return f"(CASE WHEN tz_key < {rows[mid][0]} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END)"
+        return f"(CASE WHEN {key} < {rows[mid][0]} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END)"
 
-    if len(rows) == 1:
-        offset = str(rows[0][1])
-    else:
-        key = f"(CASE WHEN {ts_us} >= {cs} THEN {cs} + ({ts_us} - {cs}) % {CYCLE_US} ELSE {ts_us} END)"
-        offset = f"list_transform([{key}], lambda tz_key: {tree(0, len(rows) - 1)})[1]"
-    day = 86_400_000_000
-    within = f"tz_local >= {LOCAL_MIN_US} AND tz_local < {LOCAL_MAX_US}"
-    return (f"(CASE WHEN {ts_us} > {LOCAL_MIN_US - 2 * day} AND {ts_us} < {LOCAL_MAX_US + 2 * day} THEN "
-            f"list_transform([{ts_us} + {offset}], lambda tz_local: "
-            f"CASE WHEN {within} THEN make_timestamp(tz_local) END)[1] END)")
+    days = 2 * 86_400_000_000
+    low, high = zone.offset_us(LOCAL_MIN_US), zone.offset_us(LOCAL_MAX_US)
+    if (low, high) != (zone.offset_us(LOCAL_MIN_US + days), zone.offset_us(LOCAL_MAX_US - days)):
+        raise AssertionError(f"time zone `{name}` changes offset at the ends of years 1..9999")
+    return (f"(CASE WHEN {ts_us} >= {LOCAL_MIN_US - low} AND {ts_us} < {LOCAL_MAX_US - high} "
+            f"THEN make_timestamp({ts_us} + {tree(0, len(rows) - 1)}) END)")
 
 
 def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:

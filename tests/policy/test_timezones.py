@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatekit.policy._view import View
-from gatekit.policy.compile import local_time_sql
+from gatekit.policy.compile import local_time_sql, tz_key_sql
 from gatekit.policy.timezones import (
     LOCAL_MAX_US, LOCAL_MIN_US, TZDATA_VERSION, offsets, zone, zone_names,
 )
@@ -75,6 +75,11 @@ def test_sql_local_time_is_decides(name: str, instants: list[int]) -> None:
         con.executemany("INSERT INTO i VALUES (?, ?)", list(enumerate(instants)))
         got = [r[0] for r in con.execute(
             f"SELECT {local_time_sql(name, 'us')} FROM i ORDER BY k").fetchall()]
+        # the compiled query's form: the offset's key in a column of its own
+        keyed = [r[0] for r in con.execute(
+            f"SELECT {local_time_sql(name, 'us', 'tzk')} FROM (SELECT k, us, {tz_key_sql(name, 'us')} AS tzk "
+            "FROM i) ORDER BY k").fetchall()]
+        assert keyed == got
     finally:
         con.close()
     tz = zone(name)
