@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
-from gatekit.action import Action, parse_ts
+from gatekit.action import Action, read_ts
 from gatekit.policy.conditions import WEEKDAYS, Field
 from gatekit.policy.values import _ABSENT
 
@@ -34,10 +34,8 @@ class View:
             self.tool = action.get("tool")
             self.agent, self.session, self.user = action.get("agent"), action.get("session"), action.get("user")
             ts, self.args, self.context = action.get("ts"), action.get("args"), action.get("context")
-        if isinstance(ts, str):
-            ts = parse_ts(ts)
-        elif isinstance(ts, datetime) and ts.tzinfo is None:
-            ts = ts.replace(tzinfo=timezone.utc)
+        if ts is not None and type(ts) is not datetime or ts is not None and ts.tzinfo is None:
+            ts = read_ts(ts)  # text or epoch seconds, as ingest reads them (InputError otherwise)
         self.ts = ts
         self.ts_us = None if ts is None else (ts - _EPOCH) // _US
         self._local: Any = _UNSET

@@ -133,3 +133,66 @@ def test_case_folding_agrees_between_the_re2_builds() -> None:
         "SELECT regexp_full_match(chr(b), '(?i)' || chr(a)) FROM p ORDER BY i").fetchall()]
     differ = [f"U+{a:04X}/U+{b:04X}" for (a, b), x, y in zip(pairs, py, sql) if x != y]
     assert not differ, f"the RE2 builds fold these differently: {differ[:20]}"
+
+
+# ---- 7: an epoch-number `ts` means epoch seconds everywhere: ingest, decide, decide_log, the CLI, the Gate ----
+_TIMED = """version: 1
+name: timed
+rules:
+  - {id: late, tool: t, action: deny, when: {time.hour: {gte: 22}}}
+  - {id: burst, tool: t, action: escalate, when: {rate: {window: 10s, gte: 2}}}
+"""
+_AT = 1767305100  # 2026-01-01T22:05:00Z
+
+
+@pytest.mark.parametrize("ts", [_AT, float(_AT), _AT + 0.25])
+def test_epoch_seconds_ts_in_decide(ts: float) -> None:
+    from gatekit.policy import decide
+    from gatekit.policy.decide import decide_log
+
+    policy = parse_policy(_TIMED)
+    as_text = decide(policy, {"tool": "t", "ts": "2026-01-01T22:05:00Z"})
+    assert decide(policy, {"tool": "t", "ts": ts}).rules == as_text.rules == ("late",)
+    log = decide_log(policy, [{"tool": "t", "ts": ts}, {"tool": "t", "ts": "2026-01-01T22:05:01Z"}])
+    assert [d.rules for d in log] == [("late",), ("late", "burst")]
+
+
+@pytest.mark.parametrize("ts", [True, -1, 253402300800, float("nan"), "soon", [1]])
+def test_a_bad_ts_is_a_clear_error_not_a_type_error(ts: object) -> None:
+    from gatekit.errors import InputError
+    from gatekit.policy import decide
+
+    with pytest.raises(InputError, match="ts"):
+        decide(parse_policy(_TIMED), {"tool": "t", "ts": ts})
+
+
+def test_epoch_seconds_ts_in_the_cli_decide(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from gatekit.cli import cli
+
+    path = tmp_path / "p.yaml"
+    path.write_text(_TIMED)
+    got = CliRunner().invoke(cli, ["decide", "--policy", str(path), json.dumps({"tool": "t", "ts": _AT})])
+    assert got.exit_code == 0 and json.loads(got.output)["rules"] == ["late"], got.output
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-c", "from gatekit.cli import main; main()", "decide", "--policy",
+                          str(path), json.dumps({"tool": "t", "ts": True})], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "`ts`" in bad.stderr, bad.stderr
+
+
+def test_epoch_seconds_ts_in_the_gate() -> None:
+    from gatekit import Gate
+
+    gate = Gate(parse_policy(_TIMED))
+    assert gate.check({"tool": "t"}, ts=_AT).rules == ("late",)
+
+
+def test_epoch_seconds_ts_in_ingest_is_the_same_instant() -> None:
+    from datetime import datetime, timezone
+
+    from gatekit.action import read_ts
+
+    assert read_ts(_AT) == read_ts("2026-01-01T22:05:00Z") == datetime(2026, 1, 1, 22, 5, tzinfo=timezone.utc)
