@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from gatekit.errors import InputError
+
 # The action contract's fields, in the order the store keeps them.
 FIELDS = (
     "action_id", "ts", "agent", "session", "user", "tool", "args", "context",
@@ -43,9 +45,7 @@ class Action:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Action:
         """Build an action from a contract-shaped mapping (a parsed log line, say)."""
-        ts = record.get("ts")
-        if isinstance(ts, str):
-            ts = parse_ts(ts)
+        ts = read_ts(record.get("ts"))
         return cls(
             tool=record["tool"],
             args=record.get("args") or {},
@@ -71,6 +71,30 @@ class Action:
                 value = format_ts(value)
             out[name] = value
         return out
+
+
+# epoch seconds must fall in years 1970..9999: [0, MAX_EPOCH)
+MAX_EPOCH = 253402300800  # 10000-01-01T00:00:00Z
+
+
+def read_ts(value: Any) -> datetime | None:
+    """A call's `ts` as every reader takes it (ingest, decide, the Gate): ISO 8601 text (a naive time is
+    UTC), epoch seconds (an int or float, years 1970..9999, rounded to the microsecond), a datetime, or None.
+    Raises InputError (a ValueError) naming `ts` for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    if isinstance(value, str):
+        try:
+            return parse_ts(value)
+        except (ValueError, OverflowError):
+            raise InputError(f"`ts` is not an ISO 8601 timestamp: `{value[:60]}`") from None
+    if type(value) is int or type(value) is float:
+        if not 0 <= value < MAX_EPOCH:  # also false for NaN
+            raise InputError(f"`ts` epoch seconds must fall in years 1970..9999, got `{value}`")
+        return datetime.fromtimestamp(value, timezone.utc)
+    raise InputError(f"`ts` must be ISO 8601 text or epoch seconds, not {type(value).__name__}")
 
 
 def parse_ts(text: str) -> datetime:

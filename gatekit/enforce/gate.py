@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from gatekit.action import Action, evidence_hash, format_ts, parse_ts
+from gatekit.action import Action, evidence_hash, format_ts, read_ts
 from gatekit.enforce.broker import PENDING, REFUSED, Broker, Refused, Request
 from gatekit.enforce.identity import check_id, visible
 from gatekit.enforce.quorum import Tally, tally
@@ -257,10 +257,7 @@ class Gate:
             pinned[name] = value
         context = {**self.context, **scope.get("context", {}), **(asserted.get("context") or {})}
         pinned["context"] = context
-        ts = asserted.get("ts")
-        if isinstance(ts, str):
-            ts = parse_ts(ts)
-        pinned["ts"] = ts
+        pinned["ts"] = read_ts(asserted.get("ts"))
         return View(pinned)
 
     @staticmethod

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gatekit.action import FIELDS, canonical_json, parse_ts
+from gatekit.action import FIELDS, MAX_EPOCH, canonical_json, parse_ts
 
 __all__ = [
     "MAX_DEPTH", "TOO_DEEP", "Lines", "Parse", "Record", "Rejected", "Transform", "as_object", "check_lines",
@@ -26,7 +26,7 @@ __all__ = [
 
 MAX_DEPTH = 64
 TOO_DEEP = f"nesting too deep (more than {MAX_DEPTH} levels)"
-_MAX_EPOCH = 253402300800  # 10000-01-01T00:00:00Z: epoch timestamps must fall in years 1970..9999
+_MAX_EPOCH = MAX_EPOCH  # epoch timestamps must fall in years 1970..9999, as gatekit.action.read_ts reads them
 _KNOWN = frozenset(FIELDS)
 _STRING_FIELDS = ("action_id", "agent", "session", "user", "evidence_hash", "executed_hash", "outcome")
 _STRING_TYPES = frozenset((str, type(None)))

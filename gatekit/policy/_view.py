@@ -11,12 +11,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
-from gatekit.action import Action, parse_ts
+from gatekit.action import Action, read_ts
 from gatekit.policy.conditions import WEEKDAYS, Field
 from gatekit.policy.values import _ABSENT
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
+_UNSET = object()
 
 
 class View:
@@ -33,17 +34,20 @@ class View:
             self.tool = action.get("tool")
             self.agent, self.session, self.user = action.get("agent"), action.get("session"), action.get("user")
             ts, self.args, self.context = action.get("ts"), action.get("args"), action.get("context")
-        if isinstance(ts, str):
-            ts = parse_ts(ts)
-        elif isinstance(ts, datetime) and ts.tzinfo is None:
-            ts = ts.replace(tzinfo=timezone.utc)
+        if ts is not None and type(ts) is not datetime or ts is not None and ts.tzinfo is None:
+            ts = read_ts(ts)  # text or epoch seconds, as ingest reads them (InputError otherwise)
         self.ts = ts
         self.ts_us = None if ts is None else (ts - _EPOCH) // _US
-        self._local: datetime | None = None
+        self._local: Any = _UNSET
 
     def local(self, tz: ZoneInfo) -> datetime | None:
-        if self._local is None and self.ts is not None:
-            self._local = self.ts.astimezone(tz)
+        """The local time in `tz`; None without a timestamp, or when it falls outside years 1..9999 (then the
+        call has no local time: its `time.*` fields are missing, on every engine)."""
+        if self._local is _UNSET:
+            try:
+                self._local = None if self.ts is None else self.ts.astimezone(tz)
+            except OverflowError:
+                self._local = None
         return self._local
 
 
@@ -82,10 +86,10 @@ def getter(field: Field, tz: ZoneInfo) -> Callable[[View], Any]:
         return lambda v: _path_get(getattr(v, root), path)
     part = field.path[0]
     if part == "hour":
-        return lambda v: _ABSENT if v.ts is None else v.local(tz).hour
+        return lambda v: _ABSENT if (lt := v.local(tz)) is None else lt.hour
     if part == "weekday":
-        return lambda v: _ABSENT if v.ts is None else WEEKDAYS[v.local(tz).weekday()]
-    return lambda v: _ABSENT if v.ts is None else v.local(tz).date().isoformat()
+        return lambda v: _ABSENT if (lt := v.local(tz)) is None else WEEKDAYS[lt.weekday()]
+    return lambda v: _ABSENT if (lt := v.local(tz)) is None else lt.date().isoformat()
 
 
 def _absent_if_none(value: Any) -> Any:

@@ -14,6 +14,7 @@ from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_M
 from gatekit.policy import semantics as sem
 from gatekit.policy.model import Policy, Rule
 from gatekit.policy.semantics import JSON_SPACE, NUMBER_TYPES, NUMERIC_STRING, WEEKDAYS
+from gatekit.policy.timezones import CYCLE_US, LOCAL_MAX_US, LOCAL_MIN_US, offsets
 from gatekit.policy.values import numeric_string
 
 __all__ = ["ERROR_DETAIL", "compile_sql", "json_number_sql", "json_pointer", "lit", "number_sql"]
@@ -327,13 +328,14 @@ class _Query:
         if f.root == "time":
             self.uses_time = True
             part = f.path[0]
+            here = "(lt_ IS NOT NULL)"  # no local time outside years 1..9999: the time fields are missing
             if part == "hour":
-                return Val(t="'NUM'", n="CAST(hour(lt_) AS DOUBLE)", fixed="NUM")
+                return Val(t="'NUM'", n="CAST(hour(lt_) AS DOUBLE)", fixed="NUM", present=here)
             if part == "weekday":
                 days = " ".join(f"WHEN {i + 1} THEN '{d}'" for i, d in
-                                enumerate(WEEKDAYS))
-                return Val(t="'VARCHAR'", s=f"(CASE isodow(lt_) {days} END)", fixed="VARCHAR")
-            return Val(t="'VARCHAR'", s="strftime(lt_, '%Y-%m-%d')", fixed="VARCHAR")
+                               enumerate(WEEKDAYS))
+                return Val(t="'VARCHAR'", s=f"(CASE isodow(lt_) {days} END)", fixed="VARCHAR", present=here)
+            return Val(t="'VARCHAR'", s="strftime(lt_, '%Y-%m-%d')", fixed="VARCHAR", present=here)
         if f.name not in self.fields:
             self.fields[f.name] = (len(self.fields), f)
         i = self.fields[f.name][0]
@@ -448,10 +450,12 @@ class _Query:
             scols.append(f"CASE WHEN regexp_full_match(s{i}, {lit(NUMERIC_STRING)}) THEN "
                          f"TRY_CAST(trim(s{i}, {lit(JSON_SPACE)}) AS DOUBLE) END AS snv{i}")
         tms = [f"{self.tool_match(rule)} AS tm{r}" for r, rule in enumerate(p.rules)]
-        lt = [f"timezone({lit(p.timezone)}, ts) AS lt_"] if self.uses_time else []
+        # the local time from the pinned tzdata's offsets: the offset's key in f0, the local time in f
+        tzk = [f"{tz_key_sql(p.timezone)} AS tzk_"] if self.uses_time else []
+        lt = [f"{local_time_sql(p.timezone, 'ts_us', 'tzk_')} AS lt_"] if self.uses_time else []
         layer0 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"', "args", "context",
-                            "epoch_us(ts) AS ts_us"] + lt + tms)
-        layer1 = ", ".join(["* EXCLUDE (args, context)"] + fcols)
+                            "epoch_us(ts) AS ts_us"] + tzk + tms)
+        layer1 = ", ".join(["* EXCLUDE (args, context)"] + lt + fcols)
         layer2b = ", ".join(["*"] + ncols)
         layer2c = ", ".join(["*"] + scols)
         wctes = "".join(f"w{k}_ AS ({q}),\n" for k, q in enumerate(self.windows))
@@ -608,7 +612,7 @@ def number_sql(field: Field, policy: Policy) -> Sql:
     For readers that put a test's own value beside its decision (metrics.evaluate's threshold sweeps).
     """
     if field.name == "time.hour":
-        return f"CAST(hour(timezone({lit(policy.timezone)}, ts)) AS DOUBLE)"
+        return f"CAST(hour({local_time_sql(policy.timezone)}) AS DOUBLE)"
     return json_number_sql(f"json_extract({field.root}, {lit(json_pointer(field.path))})")
 
 
@@ -618,6 +622,39 @@ def json_number_sql(x: Sql) -> Sql:
     (metrics, gatekit.run) goes through this, so none reads `"1_000"`, `"+5"`, `"NaN"` or `".5"` as one."""
     v = Val.of_json(x)
     return f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} END)"
+
+
+def tz_key_sql(name: str, ts_us: Sql = "epoch_us(ts)") -> Sql:
+    """The instant whose UTC offset `ts_us` has (timezones.Offsets.reduce): past the zone's last explicit
+    transition, its place in the table's last 400-year cycle."""
+    cs = offsets(name).cycle_start_us
+    return f"(CASE WHEN {ts_us} >= {cs} THEN {cs} + ({ts_us} - {cs}) % {CYCLE_US} ELSE {ts_us} END)"
+
+
+def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = None) -> Sql:
+    """The local TIMESTAMP in zone `name` of the instant `ts_us` (microseconds), from the pinned tzdata's
+    offsets (timezones.offsets), never DuckDB's ICU data, so SQL reads the local time `decide` reads. NULL
+    outside local years 1..9999 (no local time, as in decide). `key`: a column holding `tz_key_sql`.
+
+    The offset is a binary tree of CASEs over the zone's transitions (about ten comparisons a row). The
+    offset is constant for days around both ends of the range (checked), so the range is a test on `ts_us`.
+    """
+    zone = offsets(name)
+    rows = zone.rows
+    key = key or tz_key_sql(name, ts_us)
+
+    def tree(lo: int, hi: int) -> str:
+        if lo == hi:
+            return str(rows[lo][1])
+        mid = (lo + hi + 1) // 2
+        return f"(CASE WHEN {key} < {rows[mid][0]} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END)"
+
+    days = 2 * 86_400_000_000
+    low, high = zone.offset_us(LOCAL_MIN_US), zone.offset_us(LOCAL_MAX_US)
+    if (low, high) != (zone.offset_us(LOCAL_MIN_US + days), zone.offset_us(LOCAL_MAX_US - days)):
+        raise AssertionError(f"time zone `{name}` changes offset at the ends of years 1..9999")
+    return (f"(CASE WHEN {ts_us} >= {LOCAL_MIN_US - low} AND {ts_us} < {LOCAL_MAX_US - high} "
+            f"THEN make_timestamp({ts_us} + {tree(0, len(rows) - 1)}) END)")
 
 
 def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:

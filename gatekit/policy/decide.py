@@ -26,6 +26,7 @@ from gatekit.policy._view import View, getter
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window, leaves
 from gatekit.policy.decision import INTERNAL_ERROR, Decision, RuleError, error_message
 from gatekit.policy.model import LEVEL, VERDICTS, Policy, Rule
+from gatekit.policy.timezones import zone
 from gatekit.policy.values import _ABSENT, compile_re2
 
 __all__ = ["Decision", "Evaluator", "History", "RuleError", "Scan", "View", "decide", "decide_log", "evaluator"]
@@ -195,7 +196,7 @@ class Evaluator:
     """A policy compiled to closures, with a cache of which rules look at which tool."""
 
     def __init__(self, policy: Policy) -> None:
-        tz = ZoneInfo(policy.timezone)
+        tz = zone(policy.timezone)  # the pinned tzdata, as every engine reads it
         self.policy = policy
         self.rules = [(r, compile_re2(r.tool_regex), _compile(r.when, tz, r)) for r in policy.rules]
         self.default = LEVEL[policy.default]

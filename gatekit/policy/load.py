@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import re2
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from gatekit.errors import PolicyError, Problem
@@ -21,7 +22,8 @@ from gatekit.policy.conditions import (
 )
 from gatekit.policy.model import VERDICTS, Example, Policy, Rule, Tier
 from gatekit.policy.schema import CaseFile, PolicyFile
-from gatekit.policy.values import compile_re2, glob_to_re2, parse_duration, re2_message
+from gatekit.policy.timezones import zone_names
+from gatekit.policy.values import MAX_DURATION_US, compile_re2, glob_to_re2, parse_duration, re2_message
 
 __all__ = ["load_cases", "load_policy", "parse_cases", "parse_policy"]
 
@@ -109,6 +111,7 @@ class _Loader:
     # -- the pass ---------------------------------------------------------------------------------------
     def _read(self) -> Any:
         yaml = YAML(typ="rt")
+        yaml.Constructor = _Constructor
         try:
             return yaml.load(self.text)
         except MarkedYAMLError as exc:
@@ -134,6 +137,7 @@ class _Loader:
         else:
             raise self.refused([Problem(self.source, 1, "a case file must be a YAML list of cases", "type")])
         data = _dates_as_text(data)
+        self._surrogates(data, ())
         try:
             CaseFile.model_validate(data)
         except ValidationError as exc:
@@ -153,6 +157,7 @@ class _Loader:
         self.lines[()] = 1
         self._index(doc, ())
         data = _dates_as_text(_plain(doc))
+        self._surrogates(data, ())
 
         try:
             PolicyFile.model_validate(data)
@@ -163,11 +168,9 @@ class _Loader:
         tiers = self._tiers(data.get("tiers"))
         rules = self._rules(data.get("rules"), tiers)
         tz = data.get("timezone", "UTC")
-        if isinstance(tz, str):
-            try:
-                ZoneInfo(tz)
-            except (ZoneInfoNotFoundError, ValueError):
-                self.problem(("timezone",), f"unknown time zone `{tz}`", "timezone")
+        if isinstance(tz, str) and tz not in zone_names():  # the pinned tzdata's IANA names, on every engine
+            self.problem(("timezone",), f"unknown time zone `{tz}` (use an IANA name such as `Europe/Paris`)",
+                         "timezone")
         examples = self._examples(data.get("examples"), "examples", rules, tiers)
         if self.problems:
             raise PolicyError(_dedupe(self.problems))
@@ -207,6 +210,17 @@ class _Loader:
                 loc = loc[:-1]
                 msg = f"`{'.'.join(str(x) for x in loc)}`: wrong type, got `{err.get('input')!r}`"
         self.problem(loc, msg, kind)
+
+    def _surrogates(self, node: Any, loc: Loc) -> None:
+        """A lone surrogate (an unpaired `\\ud83d`) is no character: no engine can hold it."""
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            for text in (key, value):
+                if isinstance(text, str) and any("\ud800" <= c <= "\udfff" for c in text):
+                    self.problem(loc + (key,), f"a lone surrogate in `{text.encode('unicode_escape').decode()}` "
+                                               "(escape a character outside the BMP as its UTF-16 pair)",
+                                 "surrogate")
+            self._surrogates(value, loc + (key,))
 
     # -- examples (a policy's `examples:`, a case file's cases) ------------------------------------------
     def _examples(self, raw: Any, key: str, rules: list[Rule] | None,
@@ -418,6 +432,10 @@ class _Loader:
                 except re2.error as exc:
                     self.problem(loc, f"{where}: invalid RE2 pattern `{norm}`: {re2_message(exc)}", "regex")
                     return False, None
+                unportable = _unportable(norm)
+                if unportable:
+                    self.problem(loc, f"{where}: `{norm}`: {unportable}", "regex")
+                    return False, None
         elif op == "exists":
             if not isinstance(norm, bool):
                 self.problem(loc, f"{where} needs true or false, got `{_show(operand)}`", "operand")
@@ -461,6 +479,11 @@ class _Loader:
             except ValueError as exc:
                 self.problem(loc + ("window",), f"`{kind}` window: {exc}", "duration")
                 ok = False
+            else:
+                if window_us > MAX_DURATION_US:
+                    self.problem(loc + ("window",), f"`{kind}` window: `{node['window']}` is longer than 36500d "
+                                                    "(100 years), the longest window", "duration")
+                    ok = False
         ops = [k for k in ("gt", "gte") if k in node]
         threshold = 0.0
         if len(ops) != 1:
@@ -494,6 +517,67 @@ class _Loader:
 _CALL_KEYS = ("tool", "args", "context", "agent", "session", "user", "ts")
 
 
+class _Stamp(str):
+    """An unquoted YAML timestamp: its text as written; `.value` is YAML's reading (for examples' `ts`)."""
+
+    value: dt.datetime | dt.date
+
+
+class _Constructor(RoundTripConstructor):
+    """The round-trip constructor, with YAML timestamps kept as their text (`_Stamp`): an operand
+    `2026-01-15T10:00:00Z` compares as that text, not as Python's rewrite `2026-01-15T10:00:00+00:00`."""
+
+    def construct_stamp(self, node: Any) -> _Stamp:
+        out = _Stamp(node.value)
+        out.value = self.construct_yaml_timestamp(node)
+        return out
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_stamp)
+
+
+def _unportable(pattern: str) -> str | None:
+    """Why an RE2 pattern means different things on the engines' RE2 builds, or None.
+
+    `\\p{..}`, `\\pL` and `\\P..` depend on the Unicode version each build knows (622 code points differ
+    between google-re2 and DuckDB's), and DuckDB's RE2 refuses `(?<name>...)`. The scan follows RE2's syntax:
+    escapes, `\\Q...\\E` and character classes (with `[:alpha:]`).
+    """
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if nxt in "pP":
+                return ("Unicode class escapes (`\\p{..}`, `\\pL`, `\\P..`) differ between the engines' "
+                        "Unicode versions: list the characters or ranges instead (e.g. `[a-zA-Z\\x{e0}-\\x{ff}]`)")
+            if nxt == "Q" and not in_class:
+                end = pattern.find("\\E", i + 2)
+                i = n if end < 0 else end + 2
+                continue
+            i += 2
+            continue
+        if in_class:
+            if c == "[" and pattern.startswith("[:", i):
+                end = pattern.find(":]", i + 2)
+                i = n if end < 0 else end + 2
+                continue
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            i += 1
+            if pattern.startswith("^", i):
+                i += 1
+            if pattern.startswith("]", i):  # a leading `]` is a literal
+                i += 1
+            continue
+        elif pattern.startswith("(?<", i) and not pattern.startswith(("(?<=", "(?<!"), i):
+            return "DuckDB's RE2 refuses `(?<name>...)`: write the named group as `(?P<name>...)`"
+        i += 1
+    return None
+
+
 def _dates_as_text(data: Any) -> Any:
     """YAML timestamps in examples and cases (an unquoted `ts: 2026-11-02T10:00:00Z`) as ISO 8601 text, as the
     action contract writes them; dates too. Operands elsewhere keep their own handling."""
@@ -507,6 +591,8 @@ def _iso(node: Any) -> Any:
         return {k: _iso(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_iso(v) for v in node]
+    if isinstance(node, _Stamp):
+        node = node.value
     if isinstance(node, dt.datetime):
         ts = node if node.tzinfo is not None else node.replace(tzinfo=dt.timezone.utc)
         return ts.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
@@ -529,8 +615,6 @@ def _norm(value: Any) -> Any:
         if not math.isfinite(out):
             raise ValueError(f"`{value}` is not a finite number")
         return out
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("strings cannot contain NUL")
@@ -550,7 +634,7 @@ def _is_date(text: str) -> bool:
 
 def _plain(node: Any) -> Any:
     if isinstance(node, dict):
-        return {(str(k) if not isinstance(k, (str, int, float, bool)) else k): _plain(v) for k, v in node.items()}
+        return {(_pairs(str(k)) if not isinstance(k, (int, float, bool)) else k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
     name = type(node).__name__
@@ -560,9 +644,20 @@ def _plain(node: Any) -> Any:
         return bool(node)
     if isinstance(node, int):
         return int(node)
+    if isinstance(node, _Stamp):
+        return node
     if isinstance(node, str):
-        return str(node)
+        return _pairs(str(node))
     return node
+
+
+def _pairs(text: str) -> str:
+    """JSON's escaped UTF-16 pairs (`\\ud83d\\ude80`, what json.dumps writes) as the character they encode;
+    YAML reads each half as a lone surrogate. A lone one stays (and is refused)."""
+    if not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return re.sub("[\ud800-\udbff][\udc00-\udfff]",
+                  lambda m: m.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le"), text)
 
 
 def _show(value: Any) -> str:

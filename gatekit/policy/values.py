@@ -12,7 +12,7 @@ from typing import Any
 
 import re2
 
-__all__ = ["JSON_SPACE", "NUMERIC_STRING", "compile_re2", "glob_to_re2", "parse_duration"]
+__all__ = ["JSON_SPACE", "MAX_DURATION_US", "NUMERIC_STRING", "compile_re2", "glob_to_re2", "parse_duration"]
 
 # A string that is a JSON number, optionally with surrounding JSON white space, compares as that number.
 # Defined once in semantics.py; public here too for SQL that reads stored values as numbers.
@@ -132,6 +132,10 @@ def re2_message(exc: Exception) -> str:
     msg = exc.args[0] if exc.args else str(exc)
     return msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
 
+
+# The longest window: 36500 days (100 years). Timestamps span years 1..9999 (3.2e17 us), so a call's time
+# minus a window stays far inside 64-bit microseconds on every engine.
+MAX_DURATION_US = 36_500 * 86_400_000_000
 
 _DURATION = re.compile(r"(\d+)(ms|us|s|m|h|d|w)")
 _UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,

@@ -28,7 +28,7 @@ from .harness import details_python, details_sql, run_both, run_python, run_sql
 TOOL_NAMES = ["pay.send", "pay.refund", "db.drop", "Db.drop", "fs.read", "x", "é.x"]
 TOOL_PATTERNS = TOOL_NAMES + ["pay.*", "*.drop", "?b.drop", "[Dd]b.*", "[!p]*", "*", "fs.rea?", "odd[x", "?.x"]
 WORDS = ["a", "b", "ab", "A", "", "é", "🚀", "prod", "1", " 2e0 ", "1.50", "-0", "1e999", "1,810", "true"]
-REGEXES = ["^a", "b$", "a|b", "(?i)A", ".", "^$", "\\d", "é", "^\\w+$", "a.b", "(?s)a.b", "^[^b]*$", "\\p{L}"]
+REGEXES = ["^a", "b$", "a|b", "(?i)A", ".", "^$", "\\d", "é", "^\\w+$", "a.b", "(?s)a.b", "^[^b]*$", "[\\x{e0}-\\x{ff}]"]
 FIELDS = ["args.a", "args.b", "args.a.b", "args.l.0", "args.l.1.a", "context.c", "agent", "session", "user",
           "tool"]
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
