@@ -1,7 +1,10 @@
 """The MCP gateway: an MCP server to the client, an MCP client to the real server, a gate between the two.
 
 Everything the upstream server offers is re-exposed as it is (tools, resources and their templates,
-prompts, completions, subscriptions; its notifications are relayed to the client), except `tools/call`,
+prompts, completions, resource subscriptions; its notifications are relayed to the client, a resource's
+updates only to the clients subscribed to it; its requests to the client, `sampling/createMessage`,
+`elicitation/create` and `roots/list`, go to the client whose forwarded call they arrive during, and the
+client's `notifications/roots/list_changed` goes back upstream), except `tools/call`,
 which the gate decides first: allow forwards the call; deny answers a tool result with `isError: true`
 and the policy's reasons (a result, not a protocol error, so the model can read why); escalate files the
 call for approval (the approvals service, or a local broker) and waits, sending progress notifications
@@ -28,7 +31,8 @@ from typing import Any, TypeVar
 import anyio
 import mcp.types as types
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.shared.message import ServerMessageMetadata
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from gatekit.action import Action, evidence_hash
@@ -43,8 +47,13 @@ from gatekit.policy.decision import Decision
 logger = logging.getLogger("gatekit.mcp")
 T = TypeVar("T")
 _RELAYED = (types.ToolListChangedNotification, types.ResourceListChangedNotification,
-            types.PromptListChangedNotification, types.ResourceUpdatedNotification,
-            types.LoggingMessageNotification)
+            types.PromptListChangedNotification, types.LoggingMessageNotification)
+# what the upstream server may ask the client: the capability the client must have declared, the answer's type
+_ASKED: dict[type, tuple[str, Any]] = {
+    types.CreateMessageRequest: ("sampling", types.CreateMessageResult),
+    types.ElicitRequest: ("elicitation", types.ElicitResult),
+    types.ListRootsRequest: ("roots", types.ListRootsResult),
+}
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,12 @@ class Gateway:
         self.server_name = self.options.server_name or "mcp"
         self.in_flight = 0
         self._sessions: dict[int, Any] = {}  # downstream connections, to relay upstream notifications to
+        self._subscribers: dict[str, dict[int, Any]] = {}  # resource URI -> the connections subscribed to it
+        # forwarded calls in flight: token -> (connection, the call's request session, the call's request id);
+        # the upstream's requests to the client go to the client whose call they arrive during
+        self._forwarding: dict[int, tuple[int, Any, Any]] = {}
         upstream.on_message = self._relay_notification
+        upstream.on_request = self._relay_request
         self._always_denied = always_denied(gate.policy)
 
     # -- the client-facing server -------------------------------------------------------------------------
@@ -103,6 +117,7 @@ class Gateway:
             handlers.update(on_completion=self._complete)
         if caps.logging is not None:
             handlers.update(on_set_logging_level=self._set_logging_level)
+        handlers.update(on_roots_list_changed=self._roots_changed)
         with warnings.catch_warnings():  # logging/setLevel is deprecated (2026-07-28): relayed while servers use it
             warnings.simplefilter("ignore")
             return Server(self.server_name, version=info.version if info else gatekit_version(),
@@ -214,6 +229,8 @@ class Gateway:
         request = types.CallToolRequest(params=types.CallToolRequestParams(
             name=act.tool, arguments=act.args, input_responses=params.input_responses,
             request_state=params.request_state))
+        token = id(timer)
+        self._forwarding[token] = (_connection_key(ctx.session), ctx.session, ctx.request_id)
         try:
             # the request as it is, not `call_tool`: the client checks the result against the tool's output schema
             # (and lists the tools to find it), which is the client's to do, not the gateway's
@@ -229,6 +246,7 @@ class Gateway:
             self.upstream.lost(generation)
             raise _Failed("the upstream MCP server's connection broke during the call") from None
         finally:
+            self._forwarding.pop(token, None)
             timer.stop()
 
     async def _withdraw(self, pending: Pending, timer: _Timer, started: float) -> None:
@@ -306,12 +324,32 @@ class Gateway:
         return await self._read(lambda c: c.session.send_request(request, types.ReadResourceResult))
 
     async def _subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> Any:
+        """Subscribe upstream once per resource; remember which clients want its updates."""
         self._track(ctx)
-        return await self._read(lambda c: c.session.subscribe_resource(params.uri))
+        subscribers = self._subscribers.get(params.uri)
+        if not subscribers:
+            await self._read(lambda c: c.session.subscribe_resource(params.uri))
+        self._subscribers.setdefault(params.uri, {})[_connection_key(ctx.session)] = ctx.session
+        return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> Any:
+        """Forget this client's subscription; unsubscribe upstream when no client is left subscribed."""
         self._track(ctx)
-        return await self._read(lambda c: c.session.unsubscribe_resource(params.uri))
+        subscribers = self._subscribers.get(params.uri, {})
+        subscribers.pop(_connection_key(ctx.session), None)
+        if not subscribers:
+            self._subscribers.pop(params.uri, None)
+            await self._read(lambda c: c.session.unsubscribe_resource(params.uri))
+        return types.EmptyResult()
+
+    async def _roots_changed(self, ctx: Any, params: Any) -> None:
+        """The client's roots changed: tell the upstream server, which may list them again."""
+        client = self.upstream.client
+        if client is not None:
+            try:
+                await client.session.send_notification(types.RootsListChangedNotification())
+            except Exception as exc:  # noqa: BLE001  the upstream is restarting: it will ask again
+                logger.debug("could not relay roots/list_changed: %s", exc)
 
     async def _list_prompts(self, ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
         self._track(ctx)
@@ -353,21 +391,73 @@ class Gateway:
         session = ctx.session
         if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return  # 2026-era change notifications ride `subscriptions/listen`, which is not relayed
-        connection = getattr(session, "_connection", None)  # the SDK's per-connection object: one entry each
-        if connection is not None and id(connection) not in self._sessions:
-            self._sessions[id(connection)] = session
+        key = _connection_key(session)
+        if key not in self._sessions:
+            self._sessions[key] = session
             while len(self._sessions) > 256:  # HTTP sessions come and go: keep the latest
                 self._sessions.pop(next(iter(self._sessions)))
 
     async def _relay_notification(self, message: Any) -> None:
-        if not isinstance(message, _RELAYED):
+        if isinstance(message, types.ResourceUpdatedNotification):  # to the clients subscribed to it only
+            targets = self._subscribers.get(str(message.params.uri), {})
+        elif isinstance(message, _RELAYED):
+            targets = self._sessions
+        else:
             return
-        for key, session in list(self._sessions.items()):
+        for key, session in list(targets.items()):
             try:
                 with anyio.fail_after(2):
                     await session.send_notification(message)
             except Exception:  # noqa: BLE001  that client is gone: forget it
-                self._sessions.pop(key, None)
+                self._forget(key)
+
+    def _forget(self, key: int) -> None:
+        self._sessions.pop(key, None)
+        for uri in [u for u, subscribers in self._subscribers.items() if subscribers.pop(key, None) is not None
+                    and not subscribers]:
+            del self._subscribers[uri]  # the upstream subscription stays: harmless, and re-used by the next client
+
+    # -- requests from the upstream server to the client --------------------------------------------------
+    async def _relay_request(self, request: Any) -> Any:
+        """Relay the upstream's `sampling/createMessage`, `elicitation/create` or `roots/list` to its client.
+
+        It goes to the client whose forwarded call is in flight (on that call's stream, over HTTP), or, with
+        no call in flight, to the only connected client. Which client it is for must be certain: with calls
+        of several clients in flight (or several clients and none), it is refused, never guessed.
+        """
+        method = request.method
+        capability, result_type = _ASKED[type(request)]
+        if isinstance(request, types.CreateMessageRequest) and request.params.tools:
+            result_type = types.CreateMessageResultWithTools
+        target = self._route()
+        if target is None:
+            return types.ErrorData(code=types.INVALID_REQUEST, message=(
+                f"gatekit cannot tell which MCP client `{method}` is for (calls of several clients are in flight, "
+                "or several clients are connected and none has a call in flight): not relayed"))
+        session, related = target
+        caps = session.client_capabilities
+        if caps is None or getattr(caps, capability, None) is None:
+            return types.ErrorData(code=types.INVALID_REQUEST,
+                                   message=f"the MCP client did not declare the `{capability}` capability")
+        metadata = ServerMessageMetadata(related_request_id=related) if related is not None else None
+        try:
+            return await session.send_request(request, result_type, metadata=metadata)
+        except NoBackChannelError:
+            return types.ErrorData(code=types.INVALID_REQUEST, message=(
+                f"the MCP client's connection cannot take `{method}` (the 2026-07-28 protocol has no requests "
+                "from server to client): not relayed"))
+        except MCPError as exc:  # the client refused or failed: the upstream server gets its error as it is
+            return exc.error
+
+    def _route(self) -> tuple[Any, Any] | None:
+        """The (session, related request id) the upstream's request is for, or None when that is not certain."""
+        calls = list(self._forwarding.values())
+        if len({key for key, _, _ in calls}) == 1:
+            _, session, request_id = calls[-1]
+            return session, request_id
+        if not calls and len(self._sessions) == 1:
+            return next(iter(self._sessions.values())), None
+        return None
 
 
 class _Failed(Exception):
@@ -391,6 +481,11 @@ class _Timer:
     def stop(self) -> None:
         if self.began is not None:
             self.ms = round((time.perf_counter() - self.began) * 1000, 3)
+
+
+def _connection_key(session: Any) -> int:
+    """One downstream connection (the SDK's per-connection object; a request's session is per request)."""
+    return id(getattr(session, "_connection", session))
 
 
 def _bare(params: Any) -> Any:

@@ -58,3 +58,53 @@ def test_stdin_is_split_into_lines_and_a_line_over_the_limit_is_dropped_unbuffer
     assert split.next_line() == "ok\n"
     split.feed(b"tail")
     assert split.rest() == "tail" and split.rest() is None
+
+
+class _Client:
+    """A downstream connection as the gateway sees it: its capabilities, and what it was asked."""
+
+    def __init__(self, name: str, roots: bool = True) -> None:
+        from mcp import types
+
+        self.name, self.asked = name, []
+        self.client_capabilities = types.ClientCapabilities(roots=types.RootsCapability() if roots else None)
+        self._connection = object()
+
+    async def send_request(self, request, result_type, metadata=None):
+        from mcp import types
+
+        self.asked.append((request.method, metadata.related_request_id if metadata else None))
+        return types.ListRootsResult(roots=[types.Root(uri=f"file:///{self.name}")])
+
+
+def _relay(gateway, request):
+    import anyio
+
+    return anyio.run(gateway._relay_request, request)
+
+
+def test_the_upstreams_requests_go_to_the_one_client_they_are_certainly_for() -> None:
+    from mcp import StdioServerParameters, types
+
+    from gatekit import Gate, parse_policy
+    from gatekit.mcp.gateway import Gateway, _connection_key
+    from gatekit.mcp.upstream import Upstream
+
+    gateway = Gateway(Gate(parse_policy("version: 1\nname: p\ndefault: allow\nrules: []\n")),
+                      Upstream(StdioServerParameters(command="true")))
+    one, two, bare = _Client("one"), _Client("two"), _Client("bare", roots=False)
+    ask = types.ListRootsRequest()
+    refused = _relay(gateway, ask)  # no client at all
+    assert isinstance(refused, types.ErrorData) and "cannot tell which MCP client" in refused.message
+    gateway._sessions[_connection_key(one)] = one
+    assert str(_relay(gateway, ask).roots[0].uri) == "file:///one" and one.asked == [("roots/list", None)]
+    gateway._sessions[_connection_key(two)] = two  # two clients, no call in flight: not guessed
+    assert isinstance(_relay(gateway, ask), types.ErrorData) and len(one.asked) == 1
+    gateway._forwarding[1] = (_connection_key(two), two, 7)  # two's call in flight: on that call's stream
+    assert str(_relay(gateway, ask).roots[0].uri) == "file:///two" and two.asked == [("roots/list", 7)]
+    gateway._forwarding[2] = (_connection_key(one), one, 9)  # calls of both in flight: not guessed
+    assert isinstance(_relay(gateway, ask), types.ErrorData) and (len(one.asked), len(two.asked)) == (1, 1)
+    gateway._forwarding.clear()
+    gateway._forwarding[3] = (_connection_key(bare), bare, 1)
+    missing = _relay(gateway, ask)
+    assert isinstance(missing, types.ErrorData) and "`roots` capability" in missing.message and not bare.asked
