@@ -16,6 +16,9 @@ checked) and forwards. Contenders, each its own processes, all started before ti
 - **HTTP, gateway, stdio upstream**: the client over HTTP to a listening gateway that holds its own server over
   stdio (against *HTTP, direct*: the HTTP hop is the same, the gateway's upstream hop is stdio).
 
+With `--baseline DIR` (another checkout, e.g. the commit before a change), its gateway joins the same run as
+*stdio, gateway (baseline)* and *HTTP, gateway (baseline)*, so a change is measured side by side.
+
 Each call is timed alone (`perf_counter`) in the client. Rounds interleave the contenders (each round runs
 `n / rounds` calls of every contender in turn), so the machine's load falls on all alike.
 """
@@ -50,9 +53,9 @@ def _quantile(values: list[float], q: float) -> float:
 class _Child:
     """A process whose first stdout line is its URL (the HTTP server, the listening gateway)."""
 
-    def __init__(self, cmd: list[str]) -> None:
+    def __init__(self, cmd: list[str], cwd: Path = REPO) -> None:
         self.popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                      text=True, cwd=REPO, start_new_session=True)
+                                      text=True, cwd=cwd, start_new_session=True)
         assert self.popen.stdout is not None
         self.url = self.popen.stdout.readline().strip()
         if not self.url.startswith("http"):
@@ -90,6 +93,13 @@ async def _run(args: argparse.Namespace, log: Path) -> dict[str, list[float]]:
             "HTTP, gateway": http_gateway.url,
             "HTTP, gateway, stdio upstream": http_stdio_gateway.url,
         }
+        if args.baseline is not None:  # the same gateway commands, run from the other checkout
+            base = Path(args.baseline).resolve()
+            targets["stdio, gateway (baseline)"] = StdioServerParameters(
+                command=proxy[0], args=[*proxy[1:], "--", *server], cwd=str(base))
+            base_http = _Child([*proxy, "--listen", "127.0.0.1:0", "--upstream", http_server.url], cwd=base)
+            children.append(base_http)
+            targets["HTTP, gateway (baseline)"] = base_http.url
         times: dict[str, list[float]] = {name: [] for name in targets}
         async with AsyncExitStack() as stack:
             clients = {name: await stack.enter_async_context(Client(target, mode=args.mode))
@@ -124,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=200, help="untimed calls per contender first")
     ap.add_argument("--mode", choices=["legacy", "auto"], default="legacy",
                     help="the client's protocol: legacy (the handshake, 2025-11-25) or auto (2026-07-28)")
+    ap.add_argument("--baseline", metavar="DIR", default=None,
+                    help="another checkout whose gateway joins the run (its `gatekit` package is imported from DIR)")
     args = ap.parse_args(argv)
     if importlib.util.find_spec("mcp") is None:
         print("the MCP benchmark needs the `mcp` extra: pip install -e '.[mcp]'", file=sys.stderr)
@@ -137,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         own = sorted(r["latency_ms"] - r["upstream_ms"] for r in map(json.loads, log.read_text().splitlines())
                      if r.get("upstream_ms") is not None)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    baseline = f" --baseline {args.baseline}" if args.baseline else ""
     print(f"command: python -m benchmarks mcp --n {args.n} --rounds {args.rounds} --warmup {args.warmup} "
-          f"--mode {args.mode}")
+          f"--mode {args.mode}{baseline}")
     print(f"{os.cpu_count()} cores, load average {load}; python {platform.python_version()}, "
           f"mcp {version('mcp')}; policy {POLICY.relative_to(REPO)}\n")
     print("| path | calls | p50 ms | p90 ms | p99 ms | mean ms | added p50 ms | added p99 ms |")

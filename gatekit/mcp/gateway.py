@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import anyio
 import mcp.types as types
+from pydantic import TypeAdapter
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
@@ -46,6 +47,10 @@ from gatekit.policy.decision import Decision
 
 logger = logging.getLogger("gatekit.mcp")
 T = TypeVar("T")
+# a forwarded call's result, as the upstream sent it: the SDK's client checks it against the protocol (its
+# per-version validation) and the client-facing server again before writing it, so the gateway does not also
+# build a `CallToolResult` from it and dump it back (a result is relayed, not interpreted)
+_RELAYED_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 _RELAYED = (types.ToolListChangedNotification, types.ResourceListChangedNotification,
             types.PromptListChangedNotification, types.LoggingMessageNotification)
 # what the upstream server may ask the client: the capability the client must have declared, the answer's type
@@ -191,7 +196,7 @@ class Gateway:
                              executed=timer.began is not None, error=f"{type(exc).__name__}: {exc}")
             raise
         self._record(pending.action, pending.decision, "executed", started, request=pending.request, executed=True,
-                     upstream_ms=timer.ms, tool_error=bool(getattr(result, "is_error", False)))
+                     upstream_ms=timer.ms, tool_error=_is_error(result))
         return result
 
     async def _submit(self, call: dict[str, Any], asserted: dict[str, Any]) -> Pending:
@@ -229,12 +234,14 @@ class Gateway:
         request = types.CallToolRequest(params=types.CallToolRequestParams(
             name=act.tool, arguments=act.args, input_responses=params.input_responses,
             request_state=params.request_state))
+        # the upstream's progress is relayed when the client asked for progress (else the SDK would drop it)
+        relay = progress.relay if params.meta and params.meta.get("progress_token") is not None else None
         token = id(timer)
         self._forwarding[token] = (_connection_key(ctx.session), ctx.session, ctx.request_id)
         try:
             # the request as it is, not `call_tool`: the client checks the result against the tool's output schema
             # (and lists the tools to find it), which is the client's to do, not the gateway's
-            return await client.session.send_request(request, types.CallToolResult, progress_callback=progress.relay)
+            result = await client.session.send_request(request, _RELAYED_RESULT, progress_callback=relay)
         except MCPError as exc:
             if exc.code == types.CONNECTION_CLOSED:
                 self.upstream.lost(generation)
@@ -248,6 +255,9 @@ class Gateway:
         finally:
             self._forwarding.pop(token, None)
             timer.stop()
+        # a handshake-era result is complete (what `CallToolResult` fills in; the server drops it for old clients)
+        result.setdefault("resultType", "complete")
+        return result
 
     async def _withdraw(self, pending: Pending, timer: _Timer, started: float) -> None:
         """The client gave up (cancelled, or went away): withdraw the request; record how the call ended."""
@@ -481,6 +491,10 @@ class _Timer:
     def stop(self) -> None:
         if self.began is not None:
             self.ms = round((time.perf_counter() - self.began) * 1000, 3)
+
+
+def _is_error(result: Any) -> bool:
+    return bool(result.get("isError") if isinstance(result, dict) else getattr(result, "is_error", False))
 
 
 def _connection_key(session: Any) -> int:

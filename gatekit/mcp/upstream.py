@@ -134,6 +134,8 @@ class Upstream:
 
     async def connected(self, timeout: float | None = None) -> tuple[Client, int]:
         """The connected client and its generation; raises `UpstreamGone` if there is none (in `timeout` s)."""
+        if self.client is not None:  # connected: no wait, no trip through the event loop
+            return self.client, self.generation
         with anyio.move_on_after(math.inf if timeout is None else timeout):
             await self._ready.wait()
         if self.client is None:
