@@ -125,8 +125,10 @@ class Gateway:
         handlers.update(on_roots_list_changed=self._roots_changed)
         with warnings.catch_warnings():  # logging/setLevel is deprecated (2026-07-28): relayed while servers use it
             warnings.simplefilter("ignore")
-            return Server(self.server_name, version=info.version if info else gatekit_version(),
-                          title=info.title if info else None, instructions=client.instructions, **handlers)
+            server = Server(self.server_name, version=info.version if info else gatekit_version(),
+                            title=info.title if info else None, instructions=client.instructions, **handlers)
+        server.middleware[:] = [_traced(m) for m in server.middleware]
+        return server
 
     def notification_options(self) -> NotificationOptions:
         """The upstream's `listChanged` flags, advertised to handshake-era clients as they are."""
@@ -491,6 +493,24 @@ class _Timer:
     def stop(self) -> None:
         if self.began is not None:
             self.ms = round((time.perf_counter() - self.began) * 1000, 3)
+
+
+def _traced(middleware: Any) -> Any:
+    """The SDK's OpenTelemetry middleware, only where it can matter: every request once a tracer provider is
+    configured, else only a request that carries the client's trace context (to pass it on upstream). Without
+    either it builds a span no one records, for every message."""
+    from opentelemetry import trace
+
+    if (type(middleware).__name__ != "OpenTelemetryMiddleware"
+            or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)):
+        return middleware
+
+    async def traced(ctx: Any, call_next: Any) -> Any:
+        if ctx.meta and ("traceparent" in ctx.meta or "tracestate" in ctx.meta):
+            return await middleware(ctx, call_next)
+        return await call_next(ctx)
+
+    return traced
 
 
 def _is_error(result: Any) -> bool:

@@ -108,3 +108,37 @@ def test_the_upstreams_requests_go_to_the_one_client_they_are_certainly_for() ->
     gateway._forwarding[3] = (_connection_key(bare), bare, 1)
     missing = _relay(gateway, ask)
     assert isinstance(missing, types.ErrorData) and "`roots` capability" in missing.message and not bare.asked
+
+
+def test_the_sdks_tracing_middleware_runs_only_for_a_traced_request_when_no_tracer_is_configured() -> None:
+    import anyio
+    from mcp.server.lowlevel import Server
+
+    from gatekit.mcp.gateway import _traced
+
+    [sdk] = Server("s").middleware  # the SDK's OpenTelemetryMiddleware
+    traced, seen = _traced(sdk), []
+
+    class Ctx:
+        def __init__(self, meta):
+            self.meta, self.params, self.method, self.protocol_version, self.request_id = meta, {}, "ping", "x", 1
+
+    async def call_next(ctx):
+        seen.append(ctx.meta)
+        return {}
+
+    calls: list[object] = []
+
+    async def spy(ctx, nxt):
+        calls.append(ctx.meta)
+        return await nxt(ctx)
+
+    sdk_call = type(sdk).__call__
+    try:
+        type(sdk).__call__ = lambda self, ctx, nxt: spy(ctx, nxt)
+        anyio.run(traced, Ctx(None), call_next)
+        anyio.run(traced, Ctx({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}), call_next)
+    finally:
+        type(sdk).__call__ = sdk_call
+    assert len(seen) == 2 and calls == [seen[1]]  # both handled; only the traced one through the SDK's span
+    assert _traced(spy) is spy  # any other middleware is left as it is
