@@ -1,10 +1,10 @@
 """The MCP gateway: an MCP server to the client, an MCP client to the real server, a gate between the two.
 
 Everything the upstream server offers is re-exposed as it is (tools, resources and their templates,
-prompts, completions, resource subscriptions; its notifications are relayed to the client, a resource's
-updates only to the clients subscribed to it; its requests to the client, `sampling/createMessage`,
-`elicitation/create` and `roots/list`, go to the client whose forwarded call they arrive during, and the
-client's `notifications/roots/list_changed` goes back upstream), except `tools/call`,
+prompts, completions, resource subscriptions; its notifications, and its requests to the client
+(`sampling/createMessage`, `elicitation/create`, `roots/list`), go to the clients they are for, as
+`gatekit.mcp.clients` routes them; the client's `notifications/roots/list_changed` goes back upstream),
+except `tools/call`,
 which the gate decides first: allow forwards the call; deny answers a tool result with `isError: true`
 and the policy's reasons (a result, not a protocol error, so the model can read why); escalate files the
 call for approval (the approvals service, or a local broker) and waits, sending progress notifications
@@ -32,14 +32,13 @@ import anyio
 import mcp.types as types
 from pydantic import TypeAdapter
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.shared.exceptions import MCPError, NoBackChannelError
-from mcp.shared.message import ServerMessageMetadata
-from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+from mcp.shared.exceptions import MCPError
 
 from gatekit.action import Action, evidence_hash
 from gatekit.enforce.gate import Denied, Gate, Pending
 from gatekit.errors import GatekitError
 from gatekit.mcp.answers import Progress, error_result, refusal
+from gatekit.mcp.clients import Clients
 from gatekit.mcp.hidden import always_denied
 from gatekit.mcp.log import OUTCOMES, CallLog, call_record
 from gatekit.mcp.upstream import Upstream, UpstreamGone
@@ -51,15 +50,6 @@ T = TypeVar("T")
 # per-version validation) and the client-facing server again before writing it, so the gateway does not also
 # build a `CallToolResult` from it and dump it back (a result is relayed, not interpreted)
 _RELAYED_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
-_RELAYED = (types.ToolListChangedNotification, types.ResourceListChangedNotification,
-            types.PromptListChangedNotification, types.LoggingMessageNotification)
-# what the upstream server may ask the client: the capability the client must have declared, the answer's type
-_ASKED: dict[type, tuple[str, Any]] = {
-    types.CreateMessageRequest: ("sampling", types.CreateMessageResult),
-    types.ElicitRequest: ("elicitation", types.ElicitResult),
-    types.ListRootsRequest: ("roots", types.ListRootsResult),
-}
-
 
 @dataclass(frozen=True)
 class Options:
@@ -89,13 +79,9 @@ class Gateway:
         self.session_id = "mcp-" + secrets.token_hex(6)  # this gateway's session, unless HTTP gives one
         self.server_name = self.options.server_name or "mcp"
         self.in_flight = 0
-        self._sessions: dict[int, Any] = {}  # downstream connections, to relay upstream notifications to
-        self._subscribers: dict[str, dict[int, Any]] = {}  # resource URI -> the connections subscribed to it
-        # forwarded calls in flight: token -> (connection, the call's request session, the call's request id);
-        # the upstream's requests to the client go to the client whose call they arrive during
-        self._forwarding: dict[int, tuple[int, Any, Any]] = {}
-        upstream.on_message = self._relay_notification
-        upstream.on_request = self._relay_request
+        self.clients = Clients()  # the client connections: where the upstream's notifications and requests go
+        upstream.on_message = self.clients.notify
+        upstream.on_request = self.clients.ask
         self._always_denied = always_denied(gate.policy)
 
     # -- the client-facing server -------------------------------------------------------------------------
@@ -238,12 +224,11 @@ class Gateway:
             request_state=params.request_state))
         # the upstream's progress is relayed when the client asked for progress (else the SDK would drop it)
         relay = progress.relay if params.meta and params.meta.get("progress_token") is not None else None
-        token = id(timer)
-        self._forwarding[token] = (_connection_key(ctx.session), ctx.session, ctx.request_id)
         try:
             # the request as it is, not `call_tool`: the client checks the result against the tool's output schema
             # (and lists the tools to find it), which is the client's to do, not the gateway's
-            result = await client.session.send_request(request, _RELAYED_RESULT, progress_callback=relay)
+            with self.clients.calling(ctx.session, ctx.request_id):  # what the upstream asks meanwhile is for it
+                result = await client.session.send_request(request, _RELAYED_RESULT, progress_callback=relay)
         except MCPError as exc:
             if exc.code == types.CONNECTION_CLOSED:
                 self.upstream.lost(generation)
@@ -255,7 +240,6 @@ class Gateway:
             self.upstream.lost(generation)
             raise _Failed("the upstream MCP server's connection broke during the call") from None
         finally:
-            self._forwarding.pop(token, None)
             timer.stop()
         # a handshake-era result is complete (what `CallToolResult` fills in; the server drops it for old clients)
         result.setdefault("resultType", "complete")
@@ -338,19 +322,15 @@ class Gateway:
     async def _subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> Any:
         """Subscribe upstream once per resource; remember which clients want its updates."""
         self._track(ctx)
-        subscribers = self._subscribers.get(params.uri)
-        if not subscribers:
+        if not self.clients.subscribers.get(params.uri):
             await self._read(lambda c: c.session.subscribe_resource(params.uri))
-        self._subscribers.setdefault(params.uri, {})[_connection_key(ctx.session)] = ctx.session
+        self.clients.subscribe(params.uri, ctx.session)
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> Any:
         """Forget this client's subscription; unsubscribe upstream when no client is left subscribed."""
         self._track(ctx)
-        subscribers = self._subscribers.get(params.uri, {})
-        subscribers.pop(_connection_key(ctx.session), None)
-        if not subscribers:
-            self._subscribers.pop(params.uri, None)
+        if self.clients.unsubscribe(params.uri, ctx.session):
             await self._read(lambda c: c.session.unsubscribe_resource(params.uri))
         return types.EmptyResult()
 
@@ -397,79 +377,9 @@ class Gateway:
                 self.upstream.lost(generation)
         raise AssertionError("unreachable")
 
-    # -- notifications from the upstream server -----------------------------------------------------------
     def _track(self, ctx: Any) -> None:
-        """Remember a handshake-era client connection, to relay the upstream's notifications to it."""
-        session = ctx.session
-        if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            return  # 2026-era change notifications ride `subscriptions/listen`, which is not relayed
-        key = _connection_key(session)
-        if key not in self._sessions:
-            self._sessions[key] = session
-            while len(self._sessions) > 256:  # HTTP sessions come and go: keep the latest
-                self._sessions.pop(next(iter(self._sessions)))
+        self.clients.track(ctx.session)
 
-    async def _relay_notification(self, message: Any) -> None:
-        if isinstance(message, types.ResourceUpdatedNotification):  # to the clients subscribed to it only
-            targets = self._subscribers.get(str(message.params.uri), {})
-        elif isinstance(message, _RELAYED):
-            targets = self._sessions
-        else:
-            return
-        for key, session in list(targets.items()):
-            try:
-                with anyio.fail_after(2):
-                    await session.send_notification(message)
-            except Exception:  # noqa: BLE001  that client is gone: forget it
-                self._forget(key)
-
-    def _forget(self, key: int) -> None:
-        self._sessions.pop(key, None)
-        for uri in [u for u, subscribers in self._subscribers.items() if subscribers.pop(key, None) is not None
-                    and not subscribers]:
-            del self._subscribers[uri]  # the upstream subscription stays: harmless, and re-used by the next client
-
-    # -- requests from the upstream server to the client --------------------------------------------------
-    async def _relay_request(self, request: Any) -> Any:
-        """Relay the upstream's `sampling/createMessage`, `elicitation/create` or `roots/list` to its client.
-
-        It goes to the client whose forwarded call is in flight (on that call's stream, over HTTP), or, with
-        no call in flight, to the only connected client. Which client it is for must be certain: with calls
-        of several clients in flight (or several clients and none), it is refused, never guessed.
-        """
-        method = request.method
-        capability, result_type = _ASKED[type(request)]
-        if isinstance(request, types.CreateMessageRequest) and request.params.tools:
-            result_type = types.CreateMessageResultWithTools
-        target = self._route()
-        if target is None:
-            return types.ErrorData(code=types.INVALID_REQUEST, message=(
-                f"gatekit cannot tell which MCP client `{method}` is for (calls of several clients are in flight, "
-                "or several clients are connected and none has a call in flight): not relayed"))
-        session, related = target
-        caps = session.client_capabilities
-        if caps is None or getattr(caps, capability, None) is None:
-            return types.ErrorData(code=types.INVALID_REQUEST,
-                                   message=f"the MCP client did not declare the `{capability}` capability")
-        metadata = ServerMessageMetadata(related_request_id=related) if related is not None else None
-        try:
-            return await session.send_request(request, result_type, metadata=metadata)
-        except NoBackChannelError:
-            return types.ErrorData(code=types.INVALID_REQUEST, message=(
-                f"the MCP client's connection cannot take `{method}` (the 2026-07-28 protocol has no requests "
-                "from server to client): not relayed"))
-        except MCPError as exc:  # the client refused or failed: the upstream server gets its error as it is
-            return exc.error
-
-    def _route(self) -> tuple[Any, Any] | None:
-        """The (session, related request id) the upstream's request is for, or None when that is not certain."""
-        calls = list(self._forwarding.values())
-        if len({key for key, _, _ in calls}) == 1:
-            _, session, request_id = calls[-1]
-            return session, request_id
-        if not calls and len(self._sessions) == 1:
-            return next(iter(self._sessions.values())), None
-        return None
 
 
 class _Failed(Exception):
@@ -515,11 +425,6 @@ def _traced(middleware: Any) -> Any:
 
 def _is_error(result: Any) -> bool:
     return bool(result.get("isError") if isinstance(result, dict) else getattr(result, "is_error", False))
-
-
-def _connection_key(session: Any) -> int:
-    """One downstream connection (the SDK's per-connection object; a request's session is per request)."""
-    return id(getattr(session, "_connection", session))
 
 
 def _bare(params: Any) -> Any:

@@ -9,7 +9,6 @@ subscribed client only; list-changed notifications reach every client.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field

@@ -77,37 +77,45 @@ class _Client:
         return types.ListRootsResult(roots=[types.Root(uri=f"file:///{self.name}")])
 
 
-def _relay(gateway, request):
-    import anyio
-
-    return anyio.run(gateway._relay_request, request)
-
-
 def test_the_upstreams_requests_go_to_the_one_client_they_are_certainly_for() -> None:
-    from mcp import StdioServerParameters, types
+    import anyio
+    from mcp import types
 
-    from gatekit import Gate, parse_policy
-    from gatekit.mcp.gateway import Gateway, _connection_key
-    from gatekit.mcp.upstream import Upstream
+    from gatekit.mcp.clients import Clients
 
-    gateway = Gateway(Gate(parse_policy("version: 1\nname: p\ndefault: allow\nrules: []\n")),
-                      Upstream(StdioServerParameters(command="true")))
+    clients = Clients()
     one, two, bare = _Client("one"), _Client("two"), _Client("bare", roots=False)
     ask = types.ListRootsRequest()
-    refused = _relay(gateway, ask)  # no client at all
+
+    def relay():
+        return anyio.run(clients.ask, ask)
+
+    refused = relay()  # no client at all
     assert isinstance(refused, types.ErrorData) and "cannot tell which MCP client" in refused.message
-    gateway._sessions[_connection_key(one)] = one
-    assert str(_relay(gateway, ask).roots[0].uri) == "file:///one" and one.asked == [("roots/list", None)]
-    gateway._sessions[_connection_key(two)] = two  # two clients, no call in flight: not guessed
-    assert isinstance(_relay(gateway, ask), types.ErrorData) and len(one.asked) == 1
-    gateway._forwarding[1] = (_connection_key(two), two, 7)  # two's call in flight: on that call's stream
-    assert str(_relay(gateway, ask).roots[0].uri) == "file:///two" and two.asked == [("roots/list", 7)]
-    gateway._forwarding[2] = (_connection_key(one), one, 9)  # calls of both in flight: not guessed
-    assert isinstance(_relay(gateway, ask), types.ErrorData) and (len(one.asked), len(two.asked)) == (1, 1)
-    gateway._forwarding.clear()
-    gateway._forwarding[3] = (_connection_key(bare), bare, 1)
-    missing = _relay(gateway, ask)
+    clients.sessions[1] = one
+    assert str(relay().roots[0].uri) == "file:///one" and one.asked == [("roots/list", None)]
+    clients.sessions[2] = two  # two clients, no call in flight: not guessed
+    assert isinstance(relay(), types.ErrorData) and len(one.asked) == 1
+    with clients.calling(two, 7):  # two's call in flight: on that call's stream
+        assert str(relay().roots[0].uri) == "file:///two" and two.asked == [("roots/list", 7)]
+        with clients.calling(one, 9):  # calls of both in flight: not guessed
+            assert isinstance(relay(), types.ErrorData) and (len(one.asked), len(two.asked)) == (1, 1)
+    assert clients.calls == {}  # a call is forgotten when it ends
+    with clients.calling(bare, 1):
+        missing = relay()
     assert isinstance(missing, types.ErrorData) and "`roots` capability" in missing.message and not bare.asked
+
+
+def test_a_resource_is_subscribed_upstream_by_its_first_client_and_left_by_its_last() -> None:
+    from gatekit.mcp.clients import Clients
+
+    clients, one, two = Clients(), _Client("one"), _Client("two")
+    assert clients.subscribe("notes://a", one) is True  # the first: the gateway subscribes upstream
+    assert clients.subscribe("notes://a", two) is False
+    assert clients.subscribe("notes://a", one) is False  # again: still one subscription each
+    assert clients.unsubscribe("notes://a", one) is False  # two still wants it
+    assert clients.unsubscribe("notes://a", two) is True  # the last: the gateway unsubscribes upstream
+    assert clients.subscribers == {}
 
 
 def test_the_sdks_tracing_middleware_runs_only_for_a_traced_request_when_no_tracer_is_configured() -> None:
