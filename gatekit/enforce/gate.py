@@ -325,12 +325,16 @@ class Gate:
                 raise Denied(f"malformed call: {exc}", decision, "malformed") from exc
             self.errors.append(f"malformed call run in shadow mode: {exc}")
             return Pending(self, Action(tool="<malformed>"), decision, None)
-        claimed = self.claimed(action, view) if view is not None else {}
-        self._record("decision", {
-            "action": {k: v for k, v in act.to_record().items() if k in _SHOWN}, "evidence_hash": act.evidence_hash,
-            "decision": decision.to_dict(), "mode": self.mode, "policy": self.policy.name,
-            "fingerprint": self.policy.fingerprint, **({"claimed": claimed} if claimed else {})},
-            act, required=self.mode == "enforce", decision=decision)
+        # what the payload claimed, for the receipt and the approvals service: not worked out when neither is there
+        needed = self.receipts is not None or self.service is not None
+        claimed = self.claimed(action, view) if view is not None and needed else {}
+        if self.receipts is not None:  # the receipt's body is built only when there is a receipt to write
+            self._record("decision", {
+                "action": {k: v for k, v in act.to_record().items() if k in _SHOWN},
+                "evidence_hash": act.evidence_hash, "decision": decision.to_dict(), "mode": self.mode,
+                "policy": self.policy.name, "fingerprint": self.policy.fingerprint,
+                **({"claimed": claimed} if claimed else {})},
+                act, required=self.mode == "enforce", decision=decision)
         if self.mode == "shadow" or decision.decision == "allow":
             return Pending(self, act, decision, None)
         if view is None:

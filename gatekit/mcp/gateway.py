@@ -1,7 +1,10 @@
 """The MCP gateway: an MCP server to the client, an MCP client to the real server, a gate between the two.
 
 Everything the upstream server offers is re-exposed as it is (tools, resources and their templates,
-prompts, completions, subscriptions; its notifications are relayed to the client), except `tools/call`,
+prompts, completions, resource subscriptions; its notifications, and its requests to the client
+(`sampling/createMessage`, `elicitation/create`, `roots/list`), go to the clients they are for, as
+`gatekit.mcp.clients` routes them; the client's `notifications/roots/list_changed` goes back upstream),
+except `tools/call`,
 which the gate decides first: allow forwards the call; deny answers a tool result with `isError: true`
 and the policy's reasons (a result, not a protocol error, so the model can read why); escalate files the
 call for approval (the approvals service, or a local broker) and waits, sending progress notifications
@@ -27,14 +30,15 @@ from typing import Any, TypeVar
 
 import anyio
 import mcp.types as types
+from pydantic import TypeAdapter
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
-from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from gatekit.action import Action, evidence_hash
 from gatekit.enforce.gate import Denied, Gate, Pending
 from gatekit.errors import GatekitError
 from gatekit.mcp.answers import Progress, error_result, refusal
+from gatekit.mcp.clients import Clients
 from gatekit.mcp.hidden import always_denied
 from gatekit.mcp.log import OUTCOMES, CallLog, call_record
 from gatekit.mcp.upstream import Upstream, UpstreamGone
@@ -42,10 +46,10 @@ from gatekit.policy.decision import Decision
 
 logger = logging.getLogger("gatekit.mcp")
 T = TypeVar("T")
-_RELAYED = (types.ToolListChangedNotification, types.ResourceListChangedNotification,
-            types.PromptListChangedNotification, types.ResourceUpdatedNotification,
-            types.LoggingMessageNotification)
-
+# a forwarded call's result, as the upstream sent it: the SDK's client checks it against the protocol (its
+# per-version validation) and the client-facing server again before writing it, so the gateway does not also
+# build a `CallToolResult` from it and dump it back (a result is relayed, not interpreted)
+_RELAYED_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
 @dataclass(frozen=True)
 class Options:
@@ -75,8 +79,9 @@ class Gateway:
         self.session_id = "mcp-" + secrets.token_hex(6)  # this gateway's session, unless HTTP gives one
         self.server_name = self.options.server_name or "mcp"
         self.in_flight = 0
-        self._sessions: dict[int, Any] = {}  # downstream connections, to relay upstream notifications to
-        upstream.on_message = self._relay_notification
+        self.clients = Clients()  # the client connections: where the upstream's notifications and requests go
+        upstream.on_message = self.clients.notify
+        upstream.on_request = self.clients.ask
         self._always_denied = always_denied(gate.policy)
 
     # -- the client-facing server -------------------------------------------------------------------------
@@ -103,10 +108,13 @@ class Gateway:
             handlers.update(on_completion=self._complete)
         if caps.logging is not None:
             handlers.update(on_set_logging_level=self._set_logging_level)
+        handlers.update(on_roots_list_changed=self._roots_changed)
         with warnings.catch_warnings():  # logging/setLevel is deprecated (2026-07-28): relayed while servers use it
             warnings.simplefilter("ignore")
-            return Server(self.server_name, version=info.version if info else gatekit_version(),
-                          title=info.title if info else None, instructions=client.instructions, **handlers)
+            server = Server(self.server_name, version=info.version if info else gatekit_version(),
+                            title=info.title if info else None, instructions=client.instructions, **handlers)
+        server.middleware[:] = [_traced(m) for m in server.middleware]
+        return server
 
     def notification_options(self) -> NotificationOptions:
         """The upstream's `listChanged` flags, advertised to handshake-era clients as they are."""
@@ -176,7 +184,7 @@ class Gateway:
                              executed=timer.began is not None, error=f"{type(exc).__name__}: {exc}")
             raise
         self._record(pending.action, pending.decision, "executed", started, request=pending.request, executed=True,
-                     upstream_ms=timer.ms, tool_error=bool(getattr(result, "is_error", False)))
+                     upstream_ms=timer.ms, tool_error=_is_error(result))
         return result
 
     async def _submit(self, call: dict[str, Any], asserted: dict[str, Any]) -> Pending:
@@ -214,10 +222,13 @@ class Gateway:
         request = types.CallToolRequest(params=types.CallToolRequestParams(
             name=act.tool, arguments=act.args, input_responses=params.input_responses,
             request_state=params.request_state))
+        # the upstream's progress is relayed when the client asked for progress (else the SDK would drop it)
+        relay = progress.relay if params.meta and params.meta.get("progress_token") is not None else None
         try:
             # the request as it is, not `call_tool`: the client checks the result against the tool's output schema
             # (and lists the tools to find it), which is the client's to do, not the gateway's
-            return await client.session.send_request(request, types.CallToolResult, progress_callback=progress.relay)
+            with self.clients.calling(ctx.session, ctx.request_id):  # what the upstream asks meanwhile is for it
+                result = await client.session.send_request(request, _RELAYED_RESULT, progress_callback=relay)
         except MCPError as exc:
             if exc.code == types.CONNECTION_CLOSED:
                 self.upstream.lost(generation)
@@ -230,6 +241,9 @@ class Gateway:
             raise _Failed("the upstream MCP server's connection broke during the call") from None
         finally:
             timer.stop()
+        # a handshake-era result is complete (what `CallToolResult` fills in; the server drops it for old clients)
+        result.setdefault("resultType", "complete")
+        return result
 
     async def _withdraw(self, pending: Pending, timer: _Timer, started: float) -> None:
         """The client gave up (cancelled, or went away): withdraw the request; record how the call ended."""
@@ -306,12 +320,28 @@ class Gateway:
         return await self._read(lambda c: c.session.send_request(request, types.ReadResourceResult))
 
     async def _subscribe(self, ctx: Any, params: types.SubscribeRequestParams) -> Any:
+        """Subscribe upstream once per resource; remember which clients want its updates."""
         self._track(ctx)
-        return await self._read(lambda c: c.session.subscribe_resource(params.uri))
+        if not self.clients.subscribers.get(params.uri):
+            await self._read(lambda c: c.session.subscribe_resource(params.uri))
+        self.clients.subscribe(params.uri, ctx.session)
+        return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: Any, params: types.UnsubscribeRequestParams) -> Any:
+        """Forget this client's subscription; unsubscribe upstream when no client is left subscribed."""
         self._track(ctx)
-        return await self._read(lambda c: c.session.unsubscribe_resource(params.uri))
+        if self.clients.unsubscribe(params.uri, ctx.session):
+            await self._read(lambda c: c.session.unsubscribe_resource(params.uri))
+        return types.EmptyResult()
+
+    async def _roots_changed(self, ctx: Any, params: Any) -> None:
+        """The client's roots changed: tell the upstream server, which may list them again."""
+        client = self.upstream.client
+        if client is not None:
+            try:
+                await client.session.send_notification(types.RootsListChangedNotification())
+            except Exception as exc:  # noqa: BLE001  the upstream is restarting: it will ask again
+                logger.debug("could not relay roots/list_changed: %s", exc)
 
     async def _list_prompts(self, ctx: Any, params: types.PaginatedRequestParams | None) -> Any:
         self._track(ctx)
@@ -347,27 +377,9 @@ class Gateway:
                 self.upstream.lost(generation)
         raise AssertionError("unreachable")
 
-    # -- notifications from the upstream server -----------------------------------------------------------
     def _track(self, ctx: Any) -> None:
-        """Remember a handshake-era client connection, to relay the upstream's notifications to it."""
-        session = ctx.session
-        if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            return  # 2026-era change notifications ride `subscriptions/listen`, which is not relayed
-        connection = getattr(session, "_connection", None)  # the SDK's per-connection object: one entry each
-        if connection is not None and id(connection) not in self._sessions:
-            self._sessions[id(connection)] = session
-            while len(self._sessions) > 256:  # HTTP sessions come and go: keep the latest
-                self._sessions.pop(next(iter(self._sessions)))
+        self.clients.track(ctx.session)
 
-    async def _relay_notification(self, message: Any) -> None:
-        if not isinstance(message, _RELAYED):
-            return
-        for key, session in list(self._sessions.items()):
-            try:
-                with anyio.fail_after(2):
-                    await session.send_notification(message)
-            except Exception:  # noqa: BLE001  that client is gone: forget it
-                self._sessions.pop(key, None)
 
 
 class _Failed(Exception):
@@ -391,6 +403,28 @@ class _Timer:
     def stop(self) -> None:
         if self.began is not None:
             self.ms = round((time.perf_counter() - self.began) * 1000, 3)
+
+
+def _traced(middleware: Any) -> Any:
+    """The SDK's OpenTelemetry middleware, only where it can matter: every request once a tracer provider is
+    configured, else only a request that carries the client's trace context (to pass it on upstream). Without
+    either it builds a span no one records, for every message."""
+    from opentelemetry import trace
+
+    if (type(middleware).__name__ != "OpenTelemetryMiddleware"
+            or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)):
+        return middleware
+
+    async def traced(ctx: Any, call_next: Any) -> Any:
+        if ctx.meta and ("traceparent" in ctx.meta or "tracestate" in ctx.meta):
+            return await middleware(ctx, call_next)
+        return await call_next(ctx)
+
+    return traced
+
+
+def _is_error(result: Any) -> bool:
+    return bool(result.get("isError") if isinstance(result, dict) else getattr(result, "is_error", False))
 
 
 def _bare(params: Any) -> Any:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import mcp.types as types
 from mcp import Client, StdioServerParameters
 from mcp.types import Implementation
 
@@ -28,6 +29,9 @@ logger = logging.getLogger("gatekit.mcp")
 
 Target = StdioServerParameters | str
 OnMessage = Callable[[Any], Awaitable[None]]
+# a request the server sends its client (sampling, elicitation, roots): answered by the gateway's client
+OnRequest = Callable[[types.CreateMessageRequest | types.ElicitRequest | types.ListRootsRequest],
+                     Awaitable[Any]]
 
 
 class UpstreamGone(GatekitError):
@@ -42,6 +46,7 @@ class Upstream:
         self.target = target
         self.restarts = restarts
         self.on_message = on_message
+        self.on_request: OnRequest | None = None
         self.client_info = client_info
         self.connect_timeout = connect_timeout
         self.client: Client | None = None
@@ -106,8 +111,12 @@ class Upstream:
 
             tg.start_soon(watchdog)
             try:
+                # the callbacks declare sampling, elicitation and roots to the server: its requests are relayed
+                # to the client whose call they belong to, which answers them (or the gateway refuses them)
                 async with Client(self.target, mode="legacy", client_info=self.client_info, cache=None,
-                                  message_handler=self._message) as client:
+                                  message_handler=self._message, sampling_callback=self._sampling,
+                                  elicitation_callback=self._elicitation,
+                                  list_roots_callback=self._list_roots) as client:
                     self.client, self.generation = client, self.generation + 1
                     self._lost = anyio.Event()
                     self._was_ready = True
@@ -125,6 +134,8 @@ class Upstream:
 
     async def connected(self, timeout: float | None = None) -> tuple[Client, int]:
         """The connected client and its generation; raises `UpstreamGone` if there is none (in `timeout` s)."""
+        if self.client is not None:  # connected: no wait, no trip through the event loop
+            return self.client, self.generation
         with anyio.move_on_after(math.inf if timeout is None else timeout):
             await self._ready.wait()
         if self.client is None:
@@ -140,6 +151,20 @@ class Upstream:
 
     async def stopped(self) -> None:
         await self._stopped.wait()
+
+    async def _sampling(self, context: Any, params: types.CreateMessageRequestParams) -> Any:
+        return await self._ask(types.CreateMessageRequest(params=params))
+
+    async def _elicitation(self, context: Any, params: Any) -> Any:
+        return await self._ask(types.ElicitRequest(params=params))
+
+    async def _list_roots(self, context: Any) -> Any:
+        return await self._ask(types.ListRootsRequest())
+
+    async def _ask(self, request: Any) -> Any:
+        if self.on_request is None:
+            return types.ErrorData(code=types.METHOD_NOT_FOUND, message=f"gatekit does not relay `{request.method}`")
+        return await self.on_request(request)
 
     async def _message(self, message: Any) -> None:
         if isinstance(message, Exception):  # a line the server wrote that is not JSON-RPC: logged, skipped

@@ -157,6 +157,15 @@ def test_concurrent_calls_each_get_their_own_answer(gw: Session, world: World) -
     assert len([r for r in gw.ran() if r[1].get("recipient") == recipient]) == 1
 
 
+def test_the_upstreams_progress_reaches_a_client_that_asked_for_it(gw: Session) -> None:
+    gw.progress.clear()
+    assert text(gw.call("slow", {"seconds": 0.05}, progress=True)) == "slept 0.05"
+    assert [m for _, _, m in gw.progress] == ["sleeping"]  # the server's own, relayed (an allowed call: no wait)
+    gw.progress.clear()
+    gw.call("slow", {"seconds": 0.05})  # no progress token: nothing to relay
+    assert gw.progress == []
+
+
 def test_resources_prompts_and_templates_are_relayed(gw: Session) -> None:
     resources = gw.run(lambda c: c.list_resources())
     assert [r.uri for r in resources.resources] == ["notes://readme"]

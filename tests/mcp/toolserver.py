@@ -17,6 +17,7 @@ import socket
 import sys
 from typing import Any
 
+from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
 
 warnings.simplefilter("ignore")  # logging is deprecated in the 2026-07-28 protocol: used here on purpose
@@ -81,6 +82,62 @@ async def announce(message: str, ctx: Context) -> str:
     await ctx.info(message)
     await ctx.session.send_tool_list_changed()
     return "announced"
+
+
+@server.tool()
+async def ask(question: str, ctx: Context) -> str:
+    """Ask the client's model (sampling/createMessage), through whatever sits between."""
+    _ran("ask", question=question)
+    result = await ctx.session.create_message(
+        [types.SamplingMessage(role="user", content=types.TextContent(type="text", text=question))],
+        max_tokens=50, related_request_id=ctx.request_id)
+    return f"the model said: {result.content.text}"
+
+
+@server.tool()
+async def confirm(question: str, ctx: Context) -> str:
+    """Ask the user (elicitation/create) for a yes or no."""
+    _ran("confirm", question=question)
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    result = await ctx.session.elicit(question, schema, related_request_id=ctx.request_id)
+    return f"{result.action}: {json.dumps(result.content, sort_keys=True)}"
+
+
+@server.tool()
+async def roots(ctx: Context) -> list[str]:
+    """The client's roots (roots/list)."""
+    _ran("roots")
+    listed = await ctx.session.list_roots()
+    return [str(r.uri) for r in listed.roots]
+
+
+SUBSCRIBED: set[str] = set()
+
+
+async def _subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    SUBSCRIBED.add(str(params.uri))
+    return types.EmptyResult()
+
+
+async def _unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    SUBSCRIBED.discard(str(params.uri))
+    return types.EmptyResult()
+
+
+# MCPServer serves `subscriptions/listen` (2026-07-28); the handshake era's resources/subscribe is added here
+server._lowlevel_server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, _subscribe)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, _unsubscribe)
+
+
+@server.tool()
+async def touch(uri: str, ctx: Context) -> str:
+    """Change a resource: its subscribers get notifications/resources/updated, everyone resources/list_changed."""
+    _ran("touch", uri=uri)
+    subscribed = uri in SUBSCRIBED
+    if subscribed:
+        await ctx.session.send_resource_updated(uri)
+    await ctx.session.send_resource_list_changed()
+    return "updated" if subscribed else "not subscribed"
 
 
 @server.resource("notes://readme", mime_type="text/plain")
