@@ -40,7 +40,8 @@ def write(store: Store, sources: Sequence[Source], *, progress: Progress | None 
     total = sum(source.size for source in sources)
     writer, done = _Writer(store, now), 0
     try:
-        store.con.begin()
+        with held_interrupts():  # DuckDB may take a Ctrl-C that comes during BEGIN for its own: held, it is ours
+            store.con.begin()
         for source in sources:
             seen: dict[str, int] = {}  # content hash -> occurrences in this file
             for item in source.read():
