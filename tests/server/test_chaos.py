@@ -59,7 +59,8 @@ def cli_reviewer(served: Served, token: str, stop: threading.Event, votes: list[
         time.sleep(0.1)
 
 
-def web_reviewer(served: Served, token: str, stop: threading.Event, votes: list[str], shots: Path) -> None:
+def web_reviewer(served: Served, token: str, stop: threading.Event, votes: list[str], shots: Path,
+                 ready: threading.Event) -> None:
     from playwright.sync_api import Error, sync_playwright
 
     rng = random.Random(2)
@@ -77,6 +78,8 @@ def web_reviewer(served: Served, token: str, stop: threading.Event, votes: list[
                     page.fill("input[name=credential]", token)
                     page.click("button[type=submit]")
                     logged_in = "/login" not in page.url
+                    if logged_in:
+                        ready.set()  # the browser is up and signed in: the run can start
                     continue
                 page.goto(served.url + "/")
                 if "/login" in page.url:
@@ -116,16 +119,21 @@ def test_three_agents_two_reviewers_and_two_kills(tmp_path: Path) -> None:
         policy = tmp_path / "agent-policy.yaml"
         policy.write_text(POLICY)
         logs = {name: tmp_path / f"{name}.jsonl" for name in agents}
-        procs = [subprocess.Popen([sys.executable, str(AGENT), served.url, cred, name, str(policy), str(logs[name]),
-                                   str(SECONDS)], stderr=open(tmp_path / f"{name}.err", "w"), start_new_session=True)
-                 for name, cred in agents.items()]
-        stop = threading.Event()
+        stop, ready = threading.Event(), threading.Event()
         cli_votes: list[str] = []
         web_votes: list[str] = []
         reviewers = [threading.Thread(target=cli_reviewer, args=(served, carol, stop, cli_votes)),
-                     threading.Thread(target=web_reviewer, args=(served, wendy, stop, web_votes, tmp_path))]
+                     threading.Thread(target=web_reviewer, args=(served, wendy, stop, web_votes, tmp_path, ready))]
         for t in reviewers:
             t.start()
+        # the agents and the kills start once the browser reviewer is signed in: on a loaded machine Chromium
+        # takes seconds to start, and a run it slept through would test one reviewer only
+        if not ready.wait(timeout=120):
+            stop.set()
+            pytest.fail("the browser reviewer could not sign in within 120 s")
+        procs = [subprocess.Popen([sys.executable, str(AGENT), served.url, cred, name, str(policy), str(logs[name]),
+                                   str(SECONDS)], stderr=open(tmp_path / f"{name}.err", "w"), start_new_session=True)
+                 for name, cred in agents.items()]
         kills = 0
         start = time.monotonic()
         for at in (SECONDS / 3, 2 * SECONDS / 3):
