@@ -14,12 +14,14 @@ from gatekit.policy.conditions import Test as TestNode
 from gatekit.policy.decision import CODES, INTERNAL_ERROR
 
 from .corpus import CASES_DIR, Case, load_all, load_file
-from .harness import details_python, details_sql, run_python, run_sql
+from .harness import details_python, details_sql, run_python, run_spark_many, run_sql
 
 # `gatekit.policy.decide` the attribute is the function the package re-exports; these are the modules
 decide_mod = importlib.import_module("gatekit.policy.decide")
 ops_mod = importlib.import_module("gatekit.policy._ops")
 compile_mod = importlib.import_module("gatekit.policy.compile")
+# the Spark compiler writes SQL text only (no pyspark import), so its tables are checked without Spark
+spark_compile_mod = importlib.import_module("gatekit.spark.compile")
 
 FILES = load_all()
 CASES = [case for f in FILES for case in f.cases]
@@ -43,6 +45,21 @@ def test_sql(case: Case) -> None:
     assert got == case.expect, (
         f"the compiled SQL disagrees with the corpus in {case.id}\nactions:\n{_show(case.raw_actions)}\n"
         f"expected:\n{_show(case.expect)}\nsql:\n{_show(got)}")
+
+
+_SPARK: dict[str, list] = {}  # file -> outcomes of its cases: one Spark job per corpus file
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_spark(case: Case, spark) -> None:
+    if case.file not in _SPARK:
+        cases = [c for c in CASES if c.file == case.file]
+        got = run_spark_many(case.policy, [c.actions for c in cases], spark)
+        _SPARK[case.file] = dict(zip((c.name for c in cases), got))
+    got = _SPARK[case.file][case.name]
+    assert got == case.expect, (
+        f"the Spark backend disagrees with the corpus in {case.id}\nactions:\n{_show(case.raw_actions)}\n"
+        f"expected:\n{_show(case.expect)}\nspark:\n{_show(got)}")
 
 
 ERRORING = [case for case in CASES if any(o[2] for o in case.expect)]
@@ -139,8 +156,8 @@ def test_every_op_and_node_runs_somewhere_in_the_corpus() -> None:
 
 # ---- both dispatch tables are complete -----------------------------------------------------------------
 def test_test_tables_are_complete() -> None:
-    assert set(ops_mod.TESTS) == set(compile_mod.LEAVES) == set(conditions.OPS)
-    assert set(compile_mod.CODES) == set(conditions.OPS) | {"sum"}
+    assert set(ops_mod.TESTS) == set(compile_mod.LEAVES) == set(spark_compile_mod.LEAVES) == set(conditions.OPS)
+    assert set(compile_mod.CODES) == set(spark_compile_mod.CODES) == set(conditions.OPS) | {"sum"}
 
 
 def test_node_tables_are_complete() -> None:
@@ -150,3 +167,4 @@ def test_node_tables_are_complete() -> None:
     assert node_types == declared, "conditions.Cond must list every node type"
     assert set(decide_mod.COMPILERS) == node_types
     assert set(compile_mod.NODES) == node_types
+    assert set(spark_compile_mod.NODES) == node_types
