@@ -8,6 +8,7 @@ split's start offset, then the row's place in the split), the order `gatekit ing
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,10 +39,10 @@ def session(master: str | None = None, remote: str | None = None, *, app: str = 
     else:
         builder = builder.master(master or "local[*]")
         if (master or "local").startswith("local"):
-            # the Python workers run this interpreter (pyarrow, google-re2), not whatever `python3` is on PATH
-            builder = (builder.config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-                       .config("spark.pyspark.python", sys.executable)
-                       .config("spark.pyspark.driver.python", sys.executable))
+            builder = builder.config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+            # local Python workers run this interpreter (it has pyarrow and google-re2), not the first
+            # `python3` on PATH, unless the caller chose one
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = builder.config("spark.sql.session.timeZone", "UTC")
     for k, v in (conf or {}).items():
         builder = builder.config(k, v)
