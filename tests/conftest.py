@@ -63,6 +63,8 @@ def spark():  # type: ignore[no-untyped-def]
 
     s = session("local[2]", app="gatekit-tests", conf={
         "spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
+        # tiny inputs and many distinct policies: compiling generated code costs more than it saves
+        "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         "spark.driver.memory": "1g", "spark.sql.adaptive.enabled": "true",
         "spark.python.worker.reuse": "true"})
     yield s

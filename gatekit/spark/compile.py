@@ -87,6 +87,9 @@ class Val:
     snv: Sql = "CAST(NULL AS DOUBLE)"  # the string read as a DOUBLE, when it has a JSON number's form
     fixed: str | None = None  # a value of one fixed kind (a string column, time.hour)
     present: Sql = "TRUE"
+    # a field read into columns: its flags (good{i}, bad{i}, ...) are columns of their own too, which keeps
+    # every expression shallow (Spark's SQL parser takes exponential time in the nesting of parentheses)
+    pre: int | None = None
 
     @classmethod
     def of_variant(cls, x: Sql) -> Val:
@@ -105,24 +108,34 @@ class Val:
 
     @property
     def missing(self) -> Sql:
+        if self.pre is not None:
+            return "miss" + str(self.pre)
         if self.fixed is not None:
             return f"(NOT {self.present})"
         return f"COALESCE({self.t} IS NULL OR {self.t} = 'NULL', TRUE)"
 
     @property
     def bad(self) -> Sql:
+        if self.pre is not None:
+            return "bad" + str(self.pre)
         return f"({self.is_('NUM')} AND NOT {_finite(self.n)})"
 
     @property
     def good(self) -> Sql:
+        if self.pre is not None:
+            return "good" + str(self.pre)
         return f"({self.is_('NUM')} AND {_finite(self.n)})"
 
     @property
     def str_num_ok(self) -> Sql:
+        if self.pre is not None:
+            return "sok" + str(self.pre)
         return f"({self.is_('VARCHAR')} AND COALESCE({_finite(self.snv)}, FALSE))"
 
     @property
     def str_num_bad(self) -> Sql:
+        if self.pre is not None:
+            return "sbad" + str(self.pre)
         return f"({self.is_('VARCHAR')} AND COALESCE(NOT {_finite(self.snv)}, FALSE))"
 
 
@@ -347,6 +360,7 @@ class _Query:
         self.users: dict[int, set[int]] = {}
         self.current = -1
         self.k = 0  # windows so far
+        self.leafcols: list[Sql] = []  # a layer after the windows: each leaf's value and error, one column each
         self.leaf_errors: dict[int, list[tuple[Sql, Sql]]] = {}
 
     def field(self, f: Field) -> Val:
@@ -367,7 +381,7 @@ class _Query:
             self.fields[f.name] = (len(self.fields), f)
         i = self.fields[f.name][0]
         self.users.setdefault(i, set()).add(self.current)
-        return Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snv=f"snv{i}")
+        return Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snv=f"snv{i}", pre=i)
 
     def tool_match(self, rule: Rule) -> Sql:
         if all(not any(c in t for c in "*?[") for t in rule.tools):
@@ -379,6 +393,15 @@ class _Query:
         parts = [f'`tool` IN ({", ".join(lit(t) for t in exact)})'] if exact else []
         parts += [_star_glob(t) for t in rule.tools if "*" in t]
         return f"COALESCE({_any(parts)}, FALSE)"
+
+    def leaf(self, r: int, val: Sql, err: Sql, detail: Sql | None) -> Pair:
+        """A leaf's value and error as two columns (computed only on the rows of the rule's tools)."""
+        n = len(self.leafcols) // 2
+        self.leafcols += [f"(CASE WHEN tm{r} THEN COALESCE({val}, FALSE) ELSE FALSE END) AS lv{n}",
+                          f"(CASE WHEN tm{r} THEN COALESCE({err}, FALSE) ELSE FALSE END) AS le{n}"]
+        if detail is not None:
+            self.leaf_errors.setdefault(r, []).append((f"le{n}", detail))
+        return f"lv{n}", f"le{n}"
 
     def cond(self, node: Cond, rule: Rule, r: int) -> Pair:
         return NODES[type(node)](self, node, rule, r)
@@ -400,7 +423,7 @@ class _Query:
         if node.kind == "rate":
             self.windows.append(f"CASE WHEN tm{r} THEN CAST(count(1) OVER ({frame}) - count(1) OVER ({later}) "
                                 f"AS DOUBLE) END AS w{k}")
-            return f"({key_ok} AND COALESCE(w{k} {cmp} {t}, FALSE))", "FALSE"
+            return self.leaf(r, f"({key_ok} AND COALESCE(w{k} {cmp} {t}, FALSE))", "FALSE", None)
         v = self.field(node.field)  # type: ignore[arg-type]
         amount = f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)"
         # as compile.py: a windowed SUM decides every row further from the threshold than float rounding could
@@ -416,10 +439,9 @@ class _Query:
                             f"AS near{k}")
         self.sums.append(SumJoin(k, r, node.per, node.window_us, node.threshold))
         usable = f"({v.missing} OR {v.good} OR {v.str_num_ok})"
-        self.leaf_errors.setdefault(r, []).append(
-            (f"(NOT {usable})", error_detail(rule, node.field, "sum", v)))  # type: ignore[arg-type]
         total = f"COALESCE(x{k}, approx{k})"
-        return f"({key_ok} AND COALESCE({total} {cmp} {t}, FALSE))", f"(NOT {usable})"
+        return self.leaf(r, f"({key_ok} AND COALESCE({total} {cmp} {t}, FALSE))", f"(NOT {usable})",
+                         error_detail(rule, node.field, "sum", v))  # type: ignore[arg-type]
 
     def plan(self) -> Plan:
         p = self.policy
@@ -448,6 +470,12 @@ class _Query:
                       f"CASE WHEN t{i} = 'BOOLEAN' THEN {jv.b} END AS b{i}"]
         layer3 = ["*"] + ncols
         layer4 = ["*"] + [f"{_snv(f's{i}')} AS snv{i}" for i, _ in self.fields.values()]
+        flags = []
+        for i, _ in self.fields.values():
+            v = Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snv=f"snv{i}")
+            flags += [f"{v.missing} AS miss{i}", f"{v.bad} AS bad{i}", f"{v.good} AS good{i}",
+                      f"{v.str_num_ok} AS sok{i}", f"{v.str_num_bad} AS sbad{i}"]
+        layer4b = ["*"] + flags
         layer5a = ["*"] + self.amounts
         layer5b = ["*"] + self.windows
         layer5c = ["*"] + self.nears
@@ -456,15 +484,17 @@ class _Query:
             rcols.append(f"(CASE WHEN tm{r} THEN COALESCE({err}, TRUE) ELSE FALSE END) AS e{r}")
             rcols.append(f"(CASE WHEN tm{r} THEN NOT COALESCE({err}, TRUE) AND COALESCE({val}, FALSE) "
                          f"ELSE FALSE END) AS m{r}")
+        layer6a = ["*"] + self.leafcols
         layer6 = ["*"] + rcols
         layer7 = (["seq"] + (["log_"] if self.grouped else []) + ["action_id"] + [f"e{r}" for r in range(len(p.rules))]
                   + [f"m{r}" for r in range(len(p.rules))] + [f"{self._details(rules)} AS error_details"])
         layer8 = ["*", f"{self._decision()} AS lvl"]
         layer9 = ["seq"] + (["log_"] if self.grouped else []) + ["action_id", f"{self._verdict()} AS decision", f"{self._ids('m')} AS rules",
                   f"{self._ids('e')} AS errors", f"{self._tier()} AS tier", "error_details"]
-        layers = (tuple(layer0), tuple(layer1), tuple(layer2), tuple(layer3), tuple(layer4), tuple(layer5a),
-                  tuple(layer5b), tuple(layer5c), tuple(layer6), tuple(layer7), tuple(layer8), tuple(layer9))
-        return Plan(layers, 8, tuple(self.sums), self.uses_regex, self.uses_time, self.grouped)
+        layers = (tuple(layer0), tuple(layer1), tuple(layer2), tuple(layer3), tuple(layer4), tuple(layer4b),
+                  tuple(layer5a), tuple(layer5b), tuple(layer5c), tuple(layer6a), tuple(layer6), tuple(layer7),
+                  tuple(layer8), tuple(layer9))
+        return Plan(layers, 9, tuple(self.sums), self.uses_regex, self.uses_time, self.grouped)
 
     def _details(self, rules: list[tuple[Rule, Sql, Sql]]) -> Sql:
         empty = f"CAST(array() AS ARRAY<{ERROR_DETAIL}>)"
@@ -515,9 +545,7 @@ def _leaf(q: _Query, node: Test, rule: Rule, r: int) -> Pair:
     if node.op == "matches":
         q.uses_regex = True
     val, err = LEAVES[node.op](v, node.operand, node.field)
-    if err != "FALSE":
-        q.leaf_errors.setdefault(r, []).append((f"COALESCE({err}, FALSE)", error_detail(rule, node.field, node.op, v)))
-    return f"COALESCE({val}, FALSE)", f"COALESCE({err}, FALSE)"
+    return q.leaf(r, val, err, error_detail(rule, node.field, node.op, v) if err != "FALSE" else None)
 
 
 def _combine(q: _Query, node: All | Any_, rule: Rule, r: int) -> Pair:
