@@ -12,7 +12,7 @@ from typing import Any
 
 import re2
 
-__all__ = ["JSON_SPACE", "NUMERIC_STRING", "compile_re2", "glob_to_re2", "parse_duration"]
+__all__ = ["JSON_SPACE", "NUMERIC_STRING", "compile_re2", "glob_to_re2", "numeric_string", "parse_duration"]
 
 # A string that is a JSON number, optionally with surrounding JSON white space, compares as that number.
 # Public with JSON_SPACE: SQL that reads stored values as numbers outside the compiled policy (gatekit.run's
