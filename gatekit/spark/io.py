@@ -67,10 +67,10 @@ def _from_jsonl(spark: SparkSession, path: str) -> DataFrame:
     lines = _order(spark.read.option("recursiveFileLookup", "true").text(path))
     register_udfs(spark)
     rec = lines.where("trim(value) != ''").selectExpr("seq", "value AS raw", f"{parse_json_text('value')} AS rec")
-    strings = ", ".join(f"try_variant_get(rec, '$.{n}', 'string') AS {n}_s" for n in
-                        ("action_id", "agent", "session", "user", "tool"))
+    strings = [f"try_variant_get(rec, '$.{n}', 'string') AS {n}_s" for n in
+               ("action_id", "agent", "session", "user", "tool")]
     rec = rec.selectExpr(
-        "seq", "raw", "rec", strings,
+        "seq", "raw", "rec", *strings,
         "schema_of_variant(rec) AS rec_t",
         *(f"CASE WHEN {_JSON_TS} IS NULL OR is_variant_null({_JSON_TS}) THEN 'NULL' ELSE "
           f"regexp_extract(schema_of_variant({_JSON_TS}), '^[A-Z]+', 0) END AS ts_t",),
@@ -142,10 +142,7 @@ def read_actions(spark: SparkSession, path: str, fmt: str | None = None) -> Data
     cols = []
     for n in ("action_id", "agent", "session", "user", "tool", "args", "context", "ts"):
         cols.append(F.col(n) if n in frame.columns else F.lit(None).alias(n))
-    frame = frame.select("seq", *cols)
-    args = decide_ready = frame.selectExpr("*")
-    del args
-    return decide_ready.selectExpr(
+    return frame.select("seq", *cols).selectExpr(
         "seq", "CAST(NULL AS STRING) AS raw",
         "CASE WHEN tool IS NULL THEN 'missing `tool`' WHEN trim(tool) = '' THEN '`tool` is empty' "
         "WHEN ts IS NULL THEN 'missing or bad `ts`' END AS reason",
