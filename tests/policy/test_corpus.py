@@ -14,7 +14,7 @@ from gatekit.policy.conditions import Test as TestNode
 from gatekit.policy.decision import CODES, INTERNAL_ERROR
 
 from .corpus import CASES_DIR, Case, load_all, load_file
-from .harness import details_python, details_sql, run_python, run_spark_many, run_sql
+from .harness import details_python, details_sql, run_python, run_sql, spark_many
 
 # `gatekit.policy.decide` the attribute is the function the package re-exports; these are the modules
 decide_mod = importlib.import_module("gatekit.policy.decide")
@@ -47,16 +47,20 @@ def test_sql(case: Case) -> None:
         f"expected:\n{_show(case.expect)}\nsql:\n{_show(got)}")
 
 
-_SPARK: dict[str, list] = {}  # file -> outcomes of its cases: one Spark job per corpus file
+_SPARK: dict[str, dict] = {}  # file -> case name -> (outcomes, error details): one Spark job per corpus file
+
+
+def _on_spark(case: Case, spark) -> tuple[list, list]:  # type: ignore[no-untyped-def]
+    if case.file not in _SPARK:
+        cases = [c for c in CASES if c.file == case.file]
+        got, details = spark_many(case.policy, [c.actions for c in cases], spark)
+        _SPARK[case.file] = dict(zip((c.name for c in cases), zip(got, details)))
+    return _SPARK[case.file][case.name]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_spark(case: Case, spark) -> None:
-    if case.file not in _SPARK:
-        cases = [c for c in CASES if c.file == case.file]
-        got = run_spark_many(case.policy, [c.actions for c in cases], spark)
-        _SPARK[case.file] = dict(zip((c.name for c in cases), got))
-    got = _SPARK[case.file][case.name]
+    got = _on_spark(case, spark)[0]
     assert got == case.expect, (
         f"the Spark backend disagrees with the corpus in {case.id}\nactions:\n{_show(case.raw_actions)}\n"
         f"expected:\n{_show(case.expect)}\nspark:\n{_show(got)}")
@@ -73,6 +77,13 @@ def test_error_details_agree(case: Case) -> None:
     for outcome, details in zip(case.expect, py):
         assert tuple(d[0] for d in details) == outcome[2], "one detail per errored rule, in the order of `errors`"
         assert all(d[3] in CODES for d in details)
+
+
+@pytest.mark.parametrize("case", ERRORING, ids=[c.id for c in ERRORING])
+def test_error_details_agree_on_spark(case: Case, spark) -> None:
+    """The Spark backend reports decide's structured errors too (rule, field, test, code, message)."""
+    py, got = details_python(case.policy, case.actions), _on_spark(case, spark)[1]
+    assert py == got, f"error details differ in {case.id}\ndecide:\n{_show(py)}\nspark:\n{_show(got)}"
 
 
 def test_every_error_code_occurs_in_the_corpus() -> None:
