@@ -398,16 +398,38 @@ def quarantine(db: Path, source: str | None, limit: int, as_json: bool, quiet: b
 _OUT_SUFFIXES = (".parquet", ".jsonl")
 
 
+_ENGINES = ("duckdb", "spark")
+
+
 @cli.command()
-@db_option()
+@db_option(required=False, help="the action store (DuckDB; --engine duckdb)")
 @policy_option()
+@click.option("--engine", type=click.Choice(_ENGINES), default="duckdb", show_default=True,
+              help="duckdb: replay the store; spark: replay --input on Apache Spark into the --out directory")
+@click.option("--input", "input_path", help="--engine spark: action records (JSON Lines or Parquet, a file or a "
+              "directory, any path Spark reads)")
+@click.option("--spark-master", help="--engine spark: the cluster's master URL (default local[*])")
+@click.option("--spark-remote", help="--engine spark: a Spark Connect URL (sc://host:15002)")
 @click.option("--name", help="run name (default: policy name and time)")
 @click.option("--replace", is_flag=True, help="overwrite a run of the same name")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="also write rows to .parquet/.jsonl")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="also write rows to .parquet/.jsonl (--engine spark: the output directory, Parquet)")
 @output_options
-def replay(db: Path, policy_path: Path, name: str | None, replace: bool, out: Path | None, as_json: bool,
+def replay(db: Path | None, policy_path: Path, engine: str, input_path: str | None, spark_master: str | None,
+           spark_remote: str | None, name: str | None, replace: bool, out: Path | None, as_json: bool,
            quiet: bool) -> None:
-    """Replay the stored actions through a policy (shadow mode) and store the run."""
+    """Replay the stored actions through a policy (shadow mode) and store the run; with --engine spark,
+    decide the action records at --input on Spark and write the decisions to --out."""
+    if engine == "spark":
+        _replay_spark(policy_path, input_path, out, spark_master, spark_remote, db, name, as_json)
+        return
+    for flag, value in (("--input", input_path), ("--spark-master", spark_master), ("--spark-remote", spark_remote)):
+        if value is not None:
+            raise InputError(f"`{flag}` needs `--engine spark`")
+    if db is None:
+        raise InputError("missing `--db` (the action store; or `--engine spark --input PATH`)")
+    if out and out.is_dir():
+        raise InputError(f"cannot write `{out}`: it is a directory (use a .parquet or .jsonl file name)")
     from gatekit.logs.store import Store
     from gatekit.policy import load_policy
     from gatekit.replay import replay as run_replay
@@ -431,6 +453,51 @@ def replay(db: Path, policy_path: Path, name: str | None, replace: bool, out: Pa
     _print_run(run)
     if out:
         note(f"wrote {out}")
+
+
+def _replay_spark(policy_path: Path, input_path: str | None, out: Path | None, master: str | None,
+                  remote: str | None, db: Path | None, name: str | None, as_json: bool) -> None:
+    from gatekit.policy import load_policy
+
+    if db is not None or name is not None:
+        raise InputError(f"`{'--db' if db is not None else '--name'}` is for `--engine duckdb`: "
+                         "a Spark replay reads `--input` and writes `--out`")
+    if input_path is None:
+        raise InputError("`--engine spark` needs `--input PATH` (action records: JSON Lines or Parquet)")
+    if out is None:
+        raise InputError("`--engine spark` needs `--out DIR` (the decisions are written there as Parquet)")
+    if master is not None and remote is not None:
+        raise InputError("use `--spark-master` or `--spark-remote`, not both")
+    if "://" not in input_path and not Path(input_path).exists():
+        raise InputError(f"no input at `{input_path}`")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"cannot write `{out}`: it is a file (`--out` names a directory)")
+    policy = load_policy(policy_path)
+    try:
+        import pyspark  # noqa: F401
+    except ModuleNotFoundError:
+        raise InputError('`--engine spark` needs the spark extra: pip install "gatekit[spark]" '
+                         "(`pyspark` is not installed)") from None
+    from gatekit.spark.io import replay_spark, session
+
+    with progress(f"starting Spark ({remote or master or 'local[*]'})") as update:
+        spark = session(master, remote)
+        update(f"replaying `{input_path}` through `{policy.name}` on Spark")
+        result = replay_spark(spark, policy, input_path, str(out))
+    if as_json:
+        emit(result.to_dict())
+        return
+    click.echo(f"spark replay: policy `{policy.name}` over {result.actions:,} actions in {result.seconds:.2f}s")
+    for d in ("allow", "escalate", "deny"):
+        share = result.decisions[d] / result.actions if result.actions else 0.0
+        click.echo(f"  {d:<9}{result.decisions[d]:>10,}  {percent(share):>6}")
+    if result.errored:
+        click.echo(f"  {result.errored:,} actions hit a rule that could not be evaluated (they get `on_error`)")
+    if result.quarantined:
+        click.echo(f"  {result.quarantined:,} records quarantined (in {out}/_quarantine):")
+        for reason, n in result.reasons[:5]:
+            click.echo(f"    {n:>8,}  {reason}")
+    note(f"wrote {out}")
 
 
 def _print_run(run: Any) -> None:

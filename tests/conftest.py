@@ -52,3 +52,20 @@ def gatekit_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, 
         out, err = capsys.readouterr()
         return code, out, err
     return run
+
+
+@pytest.fixture(scope="session")
+def spark():  # type: ignore[no-untyped-def]
+    """ONE local Spark session for the whole test run (local[2], small shuffles, no UI, quiet logs);
+    the Spark tests skip only when pyspark is not installed (the `spark` extra; CI installs it)."""
+    pytest.importorskip("pyspark")
+    from gatekit.spark import session
+
+    s = session("local[2]", app="gatekit-tests", conf={
+        "spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
+        # tiny inputs and many distinct policies: compiling generated code costs more than it saves
+        "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+        "spark.driver.memory": "1g", "spark.sql.adaptive.enabled": "true",
+        "spark.python.worker.reuse": "true"})
+    yield s
+    s.stop()

@@ -50,3 +50,14 @@ def test_the_approvals_benchmark_loses_nothing_across_a_kill(capsys: pytest.Capt
     for r in results:
         assert r["lost"] == r["duplicated"] == r["double_consumed"] == 0 and r["verified"], r
         assert r["executed"] > 0 and r["killed_at"] is not None, r
+
+
+def test_spark_decides_the_sample_as_duckdb(spark, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks spark --quick`: Spark (the test run's session) decides 3,000 synthetic actions
+    through the 20-rule policy exactly as DuckDB's replay does."""
+    from benchmarks import spark as spark_bench
+
+    code = spark_bench.main(["--quick"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "as duckdb does" in out

@@ -79,11 +79,11 @@ def test_each_extra_lists_the_modules_gatekit_names_for_it() -> None:
             assert DISTRIBUTIONS.get(module, module).replace("_", "-") in {b.replace("_", "-") for b in brought}, \
                 f"`{module}` is not in the {extra} extra"
     assert _expanded("dashboard") >= _expanded("shadow") | {"streamlit", "altair"}
-    assert _names(OPTIONAL["spark"]) == {"pyspark"}
+    assert _names(OPTIONAL["spark"]) == {"pyspark", "pyarrow", "pandas"}
 
 
 def test_all_has_everything_a_user_runs_and_dev_has_all() -> None:
-    user = set(EXTRAS) - {"spark"}  # no engine runs on Spark yet: `all` gains it with the engine
+    user = set(EXTRAS)
     assert _expanded("all") >= set().union(*(_expanded(e) for e in user))
     assert _expanded("dev") >= _expanded("all")
 

@@ -25,7 +25,7 @@ import gatekit
 
 PACKAGES = ("gatekit", "gatekit.policy", "gatekit.logs", "gatekit.logs.adapters", "gatekit.enforce",
             "gatekit.server", "gatekit.mcp", "gatekit.metrics", "gatekit.sample", "gatekit.dashboards",
-            "gatekit.authoring")
+            "gatekit.authoring", "gatekit.spark")
 ROOT = Path(gatekit.__file__).parent.parent
 # package -> its folder in the repository (dashboards/ installs as gatekit.dashboards)
 FOLDERS = {p: ROOT / ("dashboards" if p == "gatekit.dashboards" else p.replace(".", "/")) for p in PACKAGES}

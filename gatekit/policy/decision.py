@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BAD_NUMBER", "CODES", "INTERNAL_ERROR", "NOT_A_NUMBER", "TYPE_MISMATCH", "Decision", "RuleError"]
+__all__ = ["BAD_NUMBER", "CODES", "INTERNAL_ERROR", "KIND_NAMES", "NOT_A_NUMBER", "TYPE_MISMATCH", "Decision", "RuleError",
+           "error_message"]
 
 # The stable error codes, from the semantics table (DESIGN.md): a present value a test cannot use.
 BAD_NUMBER = "bad_number"  # NaN, an infinity, or a number (or numeric string) out of float range

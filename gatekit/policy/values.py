@@ -12,7 +12,8 @@ from typing import Any
 
 import re2
 
-__all__ = ["JSON_SPACE", "MAX_DURATION_US", "NUMERIC_STRING", "compile_re2", "glob_to_re2", "parse_duration"]
+__all__ = ["JSON_SPACE", "MAX_DURATION_US", "NUMERIC_STRING", "compile_re2", "glob_to_re2", "numeric_string",
+           "parse_duration"]
 
 # A string that is a JSON number, optionally with surrounding JSON white space, compares as that number.
 # Defined once in semantics.py; public here too for SQL that reads stored values as numbers.

@@ -124,3 +124,39 @@ def run_both(policy: Policy, actions: Sequence[Mapping[str, Any]],
     `decide` sees none: cases that read `time.*` or windows must give every action a `ts`.
     """
     return run_python(policy, actions), run_sql(policy, actions, con)
+
+
+# ---- Spark ----------------------------------------------------------------------------------------------
+def spark_many(policy: Policy, logs: Sequence[Sequence[Mapping[str, Any]]],
+               spark: Any) -> tuple[list[list[Outcome]], list[list[tuple[Detail, ...]]]]:
+    """The Spark backend's outcomes and error details for many logs at once (one Spark job; windows count
+    within each log), each in log order, over the same rows the DuckDB side reads (`rows`, JSON text args)."""
+    from gatekit.spark import decide_frame
+
+    tables = []
+    for n, actions in enumerate(logs):
+        t = _arrow(actions)
+        tables.append(t.append_column("log", pa.array([n] * len(t), pa.int64())))
+    table = pa.concat_tables(tables) if tables else _arrow([]).append_column("log", pa.array([], pa.int64()))
+    frame = spark.createDataFrame(table)
+    got = decide_frame(policy, frame, by="log").select("log_", "seq", "decision", "rules", "errors", "tier",
+                                                       "error_details").collect()
+    out: list[list[Outcome]] = [[None] * len(actions) for actions in logs]  # type: ignore[list-item]
+    details: list[list[tuple[Detail, ...]]] = [[()] * len(actions) for actions in logs]
+    for row in got:
+        out[row["log_"]][row["seq"]] = (row["decision"], tuple(row["rules"] or ()), tuple(row["errors"] or ()),
+                                        row["tier"])
+        details[row["log_"]][row["seq"]] = tuple((e["rule"], e["field"], e["test"], e["code"], e["message"])
+                                                 for e in (row["error_details"] or ()))
+    assert all(o is not None for log in out for o in log), "one row per action"
+    return out, details
+
+
+def run_spark_many(policy: Policy, logs: Sequence[Sequence[Mapping[str, Any]]], spark: Any) -> list[list[Outcome]]:
+    """The Spark backend's outcomes for many logs at once (see `spark_many`)."""
+    return spark_many(policy, logs, spark)[0]
+
+
+def run_spark(policy: Policy, actions: Sequence[Mapping[str, Any]], spark: Any) -> list[Outcome]:
+    """The Spark backend's outcomes over one log (see `run_spark_many`)."""
+    return run_spark_many(policy, [actions], spark)[0]

@@ -15,12 +15,14 @@ from gatekit.policy.conditions import Test as TestNode
 from gatekit.policy.decision import CODES, INTERNAL_ERROR
 
 from .corpus import CASES_DIR, Case, load_all, load_file
-from .harness import details_python, details_sql, run_python, run_sql
+from .harness import details_python, details_sql, run_python, run_sql, spark_many
 
 # `gatekit.policy.decide` the attribute is the function the package re-exports; these are the modules
 decide_mod = importlib.import_module("gatekit.policy.decide")
 ops_mod = importlib.import_module("gatekit.policy._ops")
 compile_mod = importlib.import_module("gatekit.policy.compile")
+# the Spark compiler writes SQL text only (no pyspark import), so its tables are checked without Spark
+spark_compile_mod = importlib.import_module("gatekit.spark.compile")
 
 FILES = load_all()
 CASES = [case for f in FILES for case in f.cases]
@@ -46,6 +48,25 @@ def test_sql(case: Case) -> None:
         f"expected:\n{_show(case.expect)}\nsql:\n{_show(got)}")
 
 
+_SPARK: dict[str, dict] = {}  # file -> case name -> (outcomes, error details): one Spark job per corpus file
+
+
+def _on_spark(case: Case, spark) -> tuple[list, list]:  # type: ignore[no-untyped-def]
+    if case.file not in _SPARK:
+        cases = [c for c in CASES if c.file == case.file]
+        got, details = spark_many(case.policy, [c.actions for c in cases], spark)
+        _SPARK[case.file] = dict(zip((c.name for c in cases), zip(got, details)))
+    return _SPARK[case.file][case.name]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_spark(case: Case, spark) -> None:
+    got = _on_spark(case, spark)[0]
+    assert got == case.expect, (
+        f"the Spark backend disagrees with the corpus in {case.id}\nactions:\n{_show(case.raw_actions)}\n"
+        f"expected:\n{_show(case.expect)}\nspark:\n{_show(got)}")
+
+
 ERRORING = [case for case in CASES if any(o[2] for o in case.expect)]
 
 
@@ -57,6 +78,13 @@ def test_error_details_agree(case: Case) -> None:
     for outcome, details in zip(case.expect, py):
         assert tuple(d[0] for d in details) == outcome[2], "one detail per errored rule, in the order of `errors`"
         assert all(d[3] in CODES for d in details)
+
+
+@pytest.mark.parametrize("case", ERRORING, ids=[c.id for c in ERRORING])
+def test_error_details_agree_on_spark(case: Case, spark) -> None:
+    """The Spark backend reports decide's structured errors too (rule, field, test, code, message)."""
+    py, got = details_python(case.policy, case.actions), _on_spark(case, spark)[1]
+    assert py == got, f"error details differ in {case.id}\ndecide:\n{_show(py)}\nspark:\n{_show(got)}"
 
 
 def test_every_error_code_occurs_in_the_corpus() -> None:
@@ -141,10 +169,11 @@ def test_every_op_and_node_runs_somewhere_in_the_corpus() -> None:
 def test_test_tables_are_complete() -> None:
     """Every test is a row of the semantics table, built from it by both backends (the cells of each row
     against each backend: tests/policy/test_semantics.py)."""
-    assert set(ops_mod.TESTS) == set(compile_mod.LEAVES) == set(conditions.OPS)
+    assert set(ops_mod.TESTS) == set(compile_mod.LEAVES) == set(spark_compile_mod.LEAVES) == set(conditions.OPS)
     assert set(semantics.TABLE) == set(conditions.OPS) | {"sum"}
     assert set(ops_mod.PRIMITIVES) == set(compile_mod.PRIMITIVES) == set(semantics.PRIMITIVES)
     assert set(semantics.BACKENDS) >= {"decide", "duckdb"}
+    assert set(spark_compile_mod.CODES) == set(conditions.OPS) | {"sum"}  # Spark: not yet built from the table
 
 
 def test_node_tables_are_complete() -> None:
@@ -154,3 +183,4 @@ def test_node_tables_are_complete() -> None:
     assert node_types == declared, "conditions.Cond must list every node type"
     assert set(decide_mod.COMPILERS) == node_types
     assert set(compile_mod.NODES) == node_types
+    assert set(spark_compile_mod.NODES) == node_types

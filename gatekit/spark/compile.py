@@ -1,0 +1,588 @@
+"""The Spark compiler: a policy as Spark SQL expressions over a DataFrame of actions, deciding every row.
+
+Mirrors gatekit/policy/compile.py (the DuckDB compiler) node for node and test for test: the same `Val` (a type
+tag and typed readings of one value), the same dispatch tables `LEAVES`, `CODES` and `NODES`, the same
+precedence, tiers and error details. What differs is the dialect:
+
+- a JSON value is a Spark VARIANT; its type tag comes from `schema_of_variant` (BIGINT, DECIMAL, DOUBLE ->
+  number; 1e400 and 400-digit integers parse as an infinite DOUBLE, so they are bad numbers as in decide);
+- `matches` and the tool globs with `?` or `[` run google-re2 in an Arrow UDF (Java's regex engine is not
+  RE2: `a$` finds a match in "a\\n" in Java, not in RE2), the one place per-row Python runs;
+- windows are window functions over the rows of the rule's tools (partitioned by the rule's tool match and
+  the `per` key), and the exact sums near a threshold a range join of those few rows to their frames.
+
+No pyspark import here: this module writes SQL text; gatekit/spark/engine.py runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from gatekit.policy.conditions import WEEKDAYS, All, Any_, Cond, Field, Not, Test, Window
+from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_MISMATCH, error_message
+from gatekit.policy.model import LEVEL, Policy, Rule
+from gatekit.policy.values import JSON_SPACE, NUMERIC_STRING, numeric_string
+
+__all__ = ["CODES", "LEAVES", "NODES", "Plan", "Val", "lit", "plan"]
+
+Sql = str
+_DAY_US = 86_400_000_000
+# Java regex, used only for this ASCII-only pattern (where it and RE2 agree), as a full match
+_NUMERIC_JAVA = r"\A(?:" + NUMERIC_STRING + r")\z"
+_INF = "CAST('Infinity' AS DOUBLE)"
+
+
+def lit(text: str) -> Sql:
+    """`text` as a Spark SQL string literal (backslash escapes are on by default in Spark's parser).
+
+    >>> lit("it's")
+    "'it\\\\'s'"
+    """
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def num(x: float) -> Sql:
+    return f"CAST({lit(repr(float(x)))} AS DOUBLE)"
+
+
+def _any(parts: list[Sql]) -> Sql:
+    return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+
+
+def _all(parts: list[Sql]) -> Sql:
+    return "(" + " AND ".join(parts) + ")" if parts else "TRUE"
+
+
+def _finite(x: Sql) -> Sql:
+    return f"(NOT isnan({x}) AND abs({x}) < {_INF})"
+
+
+def _tag(x: Sql) -> Sql:
+    """The type tag of a VARIANT (NULL when missing), from the head of its schema."""
+    sch = f"schema_of_variant({x})"
+    return (f"(CASE WHEN {x} IS NULL THEN CAST(NULL AS STRING) WHEN is_variant_null({x}) THEN 'NULL' "
+            f"ELSE (CASE regexp_extract({sch}, '^[A-Z]+', 0) WHEN 'BIGINT' THEN 'NUM' WHEN 'INT' THEN 'NUM' "
+            f"WHEN 'SMALLINT' THEN 'NUM' WHEN 'TINYINT' THEN 'NUM' WHEN 'DECIMAL' THEN 'NUM' "
+            f"WHEN 'DOUBLE' THEN 'NUM' WHEN 'FLOAT' THEN 'NUM' WHEN 'STRING' THEN 'VARCHAR' "
+            f"WHEN 'BOOLEAN' THEN 'BOOLEAN' WHEN 'ARRAY' THEN 'ARRAY' WHEN 'OBJECT' THEN 'OBJECT' "
+            f"ELSE 'OTHER' END) END)")
+
+
+def _snv(s: Sql) -> Sql:
+    """A string of a JSON number's form read as a DOUBLE (infinite when out of range); NULL otherwise."""
+    return (f"(CASE WHEN {s} RLIKE {lit(_NUMERIC_JAVA)} THEN "
+            f"try_cast(trim(BOTH {lit(JSON_SPACE)} FROM {s}) AS DOUBLE) END)")
+
+
+@dataclass(frozen=True)
+class Val:
+    """SQL expressions for one value: its type tag (NULL when missing) and its typed readings."""
+
+    t: Sql  # 'NUM' | 'VARCHAR' | 'BOOLEAN' | 'ARRAY' | 'OBJECT' | 'NULL' | NULL (missing)
+    n: Sql = "CAST(NULL AS DOUBLE)"  # when a number
+    s: Sql = "CAST(NULL AS STRING)"  # when a string
+    b: Sql = "CAST(NULL AS BOOLEAN)"  # when a boolean
+    j: Sql = "CAST(NULL AS VARIANT)"  # when a list or object
+    snv: Sql = "CAST(NULL AS DOUBLE)"  # the string read as a DOUBLE, when it has a JSON number's form
+    fixed: str | None = None  # a value of one fixed kind (a string column, time.hour)
+    present: Sql = "TRUE"
+    # a field read into columns: its flags (good{i}, bad{i}, ...) are columns of their own too, which keeps
+    # every expression shallow (Spark's SQL parser takes exponential time in the nesting of parentheses)
+    pre: int | None = None
+
+    @classmethod
+    def of_variant(cls, x: Sql) -> Val:
+        s = f"try_variant_get({x}, '$', 'string')"
+        return cls(t=_tag(x), n=f"try_variant_get({x}, '$', 'double')", s=s,
+                   b=f"try_variant_get({x}, '$', 'boolean')", j=x, snv=_snv(s))
+
+    @classmethod
+    def of_string(cls, x: Sql) -> Val:
+        return cls(t="'VARCHAR'", s=x, fixed="VARCHAR", present=f"({x} IS NOT NULL)", snv=_snv(x))
+
+    def is_(self, tag: str) -> Sql:
+        if self.fixed is not None:
+            return self.present if tag == self.fixed else "FALSE"
+        return f"COALESCE({self.t} = '{tag}', FALSE)"
+
+    @property
+    def missing(self) -> Sql:
+        if self.pre is not None:
+            return "miss" + str(self.pre)
+        if self.fixed is not None:
+            return f"(NOT {self.present})"
+        return f"COALESCE({self.t} IS NULL OR {self.t} = 'NULL', TRUE)"
+
+    @property
+    def bad(self) -> Sql:
+        if self.pre is not None:
+            return "bad" + str(self.pre)
+        return f"({self.is_('NUM')} AND NOT {_finite(self.n)})"
+
+    @property
+    def good(self) -> Sql:
+        if self.pre is not None:
+            return "good" + str(self.pre)
+        return f"({self.is_('NUM')} AND {_finite(self.n)})"
+
+    @property
+    def str_num_ok(self) -> Sql:
+        if self.pre is not None:
+            return "sok" + str(self.pre)
+        return f"({self.is_('VARCHAR')} AND COALESCE({_finite(self.snv)}, FALSE))"
+
+    @property
+    def str_num_bad(self) -> Sql:
+        if self.pre is not None:
+            return "sbad" + str(self.pre)
+        return f"({self.is_('VARCHAR')} AND COALESCE(NOT {_finite(self.snv)}, FALSE))"
+
+
+Pair = tuple[Sql, Sql]  # (value, error), both non-null booleans
+
+
+def _elements(v: Val) -> Sql:
+    return f"try_variant_get({v.j}, '$', 'array<variant>')"
+
+
+# ---- the tests -----------------------------------------------------------------------------------------
+def eq(v: Val, o: object) -> Pair:
+    if isinstance(o, tuple):
+        same = f"({v.is_('ARRAY')} AND size({_elements(v)}) = {len(o)})"
+        elems = [eq(Val.of_variant(f"try_variant_get({v.j}, '$[{i}]')"), oi) for i, oi in enumerate(o)]
+        return (_all([same] + [e[0] for e in elems]),
+                f"({v.bad} OR ({same} AND {_any([e[1] for e in elems])}))")
+    if o is True or o is False:
+        return f"({v.is_('BOOLEAN')} AND {v.b} = {'TRUE' if o else 'FALSE'})", v.bad
+    if isinstance(o, float):
+        return (f"(({v.good} AND {v.n} = {num(o)}) OR ({v.str_num_ok} AND {v.snv} = {num(o)}))",
+                f"({v.bad} OR {v.str_num_bad})")
+    assert isinstance(o, str)
+    parsed = numeric_string(o)
+    val = f"({v.is_('VARCHAR')} AND {v.s} = {lit(o)})"
+    if isinstance(parsed, float):
+        val = f"({val} OR ({v.good} AND {v.n} = {num(parsed)}))"
+    return val, v.bad
+
+
+def _ne(v: Val, o: object, f: Field) -> Pair:
+    val, err = eq(v, o)
+    return f"(NOT {v.missing} AND NOT {val})", err
+
+
+def _order(cmp: str) -> Callable[[Val, object, Field], Pair]:
+    def test(v: Val, o: object, f: Field) -> Pair:
+        if f.name == "time.date":
+            return f"({v.s} {cmp} {lit(str(o))})", "FALSE"
+        x = num(o)  # type: ignore[arg-type]
+        val = f"(({v.good} AND {v.n} {cmp} {x}) OR ({v.str_num_ok} AND {v.snv} {cmp} {x}))"
+        err = (f"({v.bad} OR ({v.is_('VARCHAR')} AND NOT {v.str_num_ok}) OR {v.is_('BOOLEAN')} "
+               f"OR {v.is_('ARRAY')} OR {v.is_('OBJECT')})")
+        return val, err
+    return test
+
+
+def _in(v: Val, o: object, f: Field) -> Pair:
+    coll = f"({v.is_('ARRAY')} OR {v.is_('OBJECT')})"
+    parts = [eq(v, x) for x in o]  # type: ignore[union-attr]
+    return (f"(NOT {coll} AND {_any([p[0] for p in parts])})",
+            f"({coll} OR {v.bad} OR {_any([p[1] for p in parts])})")
+
+
+def _not_in(v: Val, o: object, f: Field) -> Pair:
+    val, err = _in(v, o, f)
+    return f"(NOT {v.missing} AND NOT {val})", err
+
+
+def _contains(v: Val, o: object, f: Field) -> Pair:
+    x = Val.of_variant("x_")
+    k = Val.of_string("k_")
+    xv, xe = eq(x, o)
+    kv, ke = eq(k, o)
+    elems = _elements(v)
+    keys = f"map_keys(try_variant_get({v.j}, '$', 'map<string,variant>'))"
+    in_str = f"({v.is_('VARCHAR')} AND contains({v.s}, {lit(o)}))" if isinstance(o, str) else "FALSE"
+    val = (f"({in_str} "
+           f"OR ({v.is_('ARRAY')} AND COALESCE(exists({elems}, x_ -> {xv}), FALSE)) "
+           f"OR ({v.is_('OBJECT')} AND COALESCE(exists({keys}, k_ -> {kv}), FALSE)))")
+    err = (f"({v.is_('NUM')} OR {v.is_('BOOLEAN')} "
+           f"OR ({v.is_('ARRAY')} AND COALESCE(exists({elems}, x_ -> {xe}), FALSE)) "
+           f"OR ({v.is_('OBJECT')} AND COALESCE(exists({keys}, k_ -> {ke}), FALSE)))")
+    return val, err
+
+
+def _string_test(fn: str) -> Callable[[Val, object, Field], Pair]:
+    def test(v: Val, o: object, f: Field) -> Pair:
+        return (f"({v.is_('VARCHAR')} AND {fn}({v.s}, {lit(str(o))}))",
+                f"(NOT {v.missing} AND NOT {v.is_('VARCHAR')})")
+    return test
+
+
+def _matches(v: Val, o: object, f: Field) -> Pair:
+    # RE2 search through the Arrow UDF; only string values reach it (the others are NULL: no Python work)
+    s = f"(CASE WHEN {v.is_('VARCHAR')} THEN {v.s} END)"
+    return (f"({v.is_('VARCHAR')} AND COALESCE(gatekit_re2_search({s}, {lit(str(o))}), FALSE))",
+            f"(NOT {v.missing} AND NOT {v.is_('VARCHAR')})")
+
+
+def _exists(v: Val, o: object, f: Field) -> Pair:
+    return (f"(NOT {v.missing})" if o else v.missing), "FALSE"
+
+
+# ---- the error codes (decision.py), from the kind of the value that errored, as _ops.py raises them ----
+def _kind_sql(v: Val) -> Sql:
+    if v.fixed is not None:
+        return lit({"NUM": "number", "VARCHAR": "string"}[v.fixed])
+    return (f"(CASE {v.t} WHEN 'NUM' THEN 'number' WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' "
+            f"WHEN 'ARRAY' THEN 'list' ELSE 'object' END)")
+
+
+def _number_code(v: Val) -> Sql:
+    return (f"(CASE WHEN {v.bad} OR {v.str_num_bad} THEN {lit(BAD_NUMBER)} WHEN {v.is_('VARCHAR')} "
+            f"THEN {lit(NOT_A_NUMBER)} ELSE {lit(TYPE_MISMATCH)} END)")
+
+
+def _collection_code(v: Val) -> Sql:
+    return f"(CASE WHEN {v.is_('ARRAY')} OR {v.is_('OBJECT')} THEN {lit(TYPE_MISMATCH)} ELSE {lit(BAD_NUMBER)} END)"
+
+
+def _scalar_code(v: Val) -> Sql:
+    return f"(CASE WHEN {v.is_('NUM')} OR {v.is_('BOOLEAN')} THEN {lit(TYPE_MISMATCH)} ELSE {lit(BAD_NUMBER)} END)"
+
+
+CODES: dict[str, Callable[[Val], Sql]] = {
+    "eq": lambda v: lit(BAD_NUMBER),
+    "ne": lambda v: lit(BAD_NUMBER),
+    **{op: _number_code for op in ("gt", "gte", "lt", "lte")},
+    "in": _collection_code,
+    "not_in": _collection_code,
+    "contains": _scalar_code,
+    **{op: (lambda v: lit(TYPE_MISMATCH)) for op in ("matches", "startswith", "endswith")},
+    "exists": lambda v: lit(TYPE_MISMATCH),  # never errors
+    "sum": _number_code,
+}
+
+
+def error_detail(rule: Rule, field: Field, test: str, v: Val) -> Sql:
+    """The struct of decision.RuleError for a leaf that errored: the same code and message as decide."""
+    code = CODES[test](v)
+    kind = _kind_sql(v)
+    by_kind = " ".join(f"WHEN {lit(k)} THEN {lit(error_message(field.name, test, TYPE_MISMATCH, k))}"
+                       for k in KIND_NAMES)
+    message = (f"(CASE {code} WHEN {lit(BAD_NUMBER)} THEN {lit(error_message(field.name, test, BAD_NUMBER, ''))} "
+               f"WHEN {lit(NOT_A_NUMBER)} THEN {lit(error_message(field.name, test, NOT_A_NUMBER, ''))} "
+               f"ELSE (CASE {kind} {by_kind} END) END)")
+    return (f"named_struct('rule', {lit(rule.id)}, 'field', {lit(field.name)}, 'test', {lit(test)}, "
+            f"'code', {code}, 'message', {message})")
+
+
+ERROR_DETAIL = "STRUCT<rule: STRING, field: STRING, test: STRING, code: STRING, message: STRING>"
+
+LEAVES: dict[str, Callable[[Val, object, Field], Pair]] = {
+    "eq": lambda v, o, f: eq(v, o),
+    "ne": _ne,
+    "gt": _order(">"),
+    "gte": _order(">="),
+    "lt": _order("<"),
+    "lte": _order("<="),
+    "in": _in,
+    "not_in": _not_in,
+    "contains": _contains,
+    "matches": _matches,
+    "startswith": _string_test("startswith"),
+    "endswith": _string_test("endswith"),
+    "exists": _exists,
+}
+
+
+# ---- reading a path of args / context ------------------------------------------------------------------
+_PLAIN_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. $@:/~")
+
+
+def _key(x: Sql, seg: str) -> Sql:
+    if all(c in _PLAIN_KEY for c in seg):
+        return f"try_variant_get({x}, {lit(f'$[{chr(39)}{seg}{chr(39)}]')})"
+    # a key a variant path cannot spell (a quote, a backslash, non-ASCII): look it up in the object as a map
+    return f"try_variant_get({x}, '$', 'map<string,variant>')[{lit(seg)}]"
+
+
+def variant_path(root: Sql, path: tuple[str, ...]) -> Sql:
+    """The VARIANT at `path` under `root` as decide's `_path_get` finds it (SQL NULL when missing): a key of
+    an object, or, for a segment of digits without a leading zero, also an index of a list."""
+    x = root
+    for seg in path:
+        index = seg.isdigit() and seg.isascii() and (seg == "0" or seg[0] != "0") and int(seg) < 2**31 - 1
+        x = f"COALESCE(try_variant_get({x}, '$[{seg}]'), {_key(x, seg)})" if index else _key(x, seg)
+    return x
+
+
+# ---- the plan ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SumJoin:
+    """The exact sums of window `k` near its threshold: what the engine joins back by `seq`."""
+
+    k: int
+    rule: int
+    per: str | None
+    window_us: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The layers of select expressions the engine applies in order, and the sum windows' exact joins.
+
+    `layers[0]` reads the normalised input (seq, action_id, ts_us, lt_us, agent, session, user, tool,
+    args_v, context_v); after `windows_at` layers the sum joins attach `x{k}` columns; the last layer
+    yields `seq, action_id, decision, rules, errors, tier, error_details`.
+    """
+
+    layers: tuple[tuple[Sql, ...], ...]
+    windows_at: int
+    sums: tuple[SumJoin, ...]
+    uses_regex: bool
+    uses_time: bool
+    grouped: bool
+
+
+class _Query:
+    def __init__(self, policy: Policy, grouped: bool) -> None:
+        self.policy = policy
+        self.grouped = grouped
+        self.fields: dict[str, tuple[int, Field]] = {}
+        self.windows: list[Sql] = []
+        self.amounts: list[Sql] = []  # a layer before the windows: the summed amount of each sum window
+        self.nears: list[Sql] = []  # a layer after them: the rows whose sum is too near its threshold
+        self.sums: list[SumJoin] = []
+        self.uses_time = False
+        self.uses_regex = False
+        self.users: dict[int, set[int]] = {}
+        self.current = -1
+        self.k = 0  # windows so far
+        self.leafcols: list[Sql] = []  # a layer after the windows: each leaf's value and error, one column each
+        self.leaf_errors: dict[int, list[tuple[Sql, Sql]]] = {}
+
+    def field(self, f: Field) -> Val:
+        if f.root in ("tool", "agent", "session", "user"):
+            return Val.of_string(f"`{f.root}`")
+        if f.root == "time":
+            self.uses_time = True
+            part = f.path[0]
+            day = f"((lt_us - pmod(lt_us, {_DAY_US})) div {_DAY_US})"
+            if part == "hour":
+                return Val(t="'NUM'", n=f"CAST(pmod(lt_us, {_DAY_US}) div 3600000000 AS DOUBLE)", fixed="NUM")
+            if part == "weekday":
+                days = " ".join(f"WHEN {i} THEN '{d}'" for i, d in enumerate(WEEKDAYS))
+                return Val(t="'VARCHAR'", s=f"(CASE pmod({day} + 3, 7) {days} END)", fixed="VARCHAR")
+            return Val(t="'VARCHAR'", s=f"CAST(date_from_unix_date(CAST({day} AS INT)) AS STRING)",
+                       fixed="VARCHAR")
+        if f.name not in self.fields:
+            self.fields[f.name] = (len(self.fields), f)
+        i = self.fields[f.name][0]
+        self.users.setdefault(i, set()).add(self.current)
+        return Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snv=f"snv{i}", pre=i)
+
+    def tool_match(self, rule: Rule) -> Sql:
+        if all(not any(c in t for c in "*?[") for t in rule.tools):
+            return f'COALESCE(`tool` IN ({", ".join(lit(t) for t in rule.tools)}), FALSE)'
+        if any(c in t for t in rule.tools for c in "?["):
+            self.uses_regex = True
+            return f"COALESCE(gatekit_re2_fullmatch(`tool`, {lit(rule.tool_regex)}), FALSE)"
+        exact = [t for t in rule.tools if "*" not in t]
+        parts = [f'`tool` IN ({", ".join(lit(t) for t in exact)})'] if exact else []
+        parts += [_star_glob(t) for t in rule.tools if "*" in t]
+        return f"COALESCE({_any(parts)}, FALSE)"
+
+    def leaf(self, r: int, val: Sql, err: Sql, detail: Sql | None) -> Pair:
+        """A leaf's value and error as two columns (computed only on the rows of the rule's tools)."""
+        n = len(self.leafcols) // 2
+        self.leafcols += [f"(CASE WHEN tm{r} THEN COALESCE({val}, FALSE) ELSE FALSE END) AS lv{n}",
+                          f"(CASE WHEN tm{r} THEN COALESCE({err}, FALSE) ELSE FALSE END) AS le{n}"]
+        if detail is not None:
+            self.leaf_errors.setdefault(r, []).append((f"le{n}", detail))
+        return f"lv{n}", f"le{n}"
+
+    def cond(self, node: Cond, rule: Rule, r: int) -> Pair:
+        return NODES[type(node)](self, node, rule, r)
+
+    def window(self, node: Window, rule: Rule, r: int) -> Pair:
+        """A window as window functions over the rows of the rule's tools: partitioned by the rule's tool
+        match (only calls of its tools count) and the `per` key; the later calls at the same instant are
+        taken off, as decide does not count them."""
+        k = self.k
+        self.k += 1
+        per = f", `{node.per}`" if node.per else ""
+        log = "log_, " if self.grouped else ""
+        part = f"PARTITION BY {log}tm{r}{per}"
+        frame = f"{part} ORDER BY ts_us RANGE BETWEEN {node.window_us - 1} PRECEDING AND CURRENT ROW"
+        later = f"PARTITION BY {log}tm{r}{per}, ts_us ORDER BY seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
+        cmp = ">" if node.op == "gt" else ">="
+        key_ok = f"`{node.per}` IS NOT NULL" if node.per else "TRUE"
+        t = num(node.threshold)
+        if node.kind == "rate":
+            self.windows.append(f"CASE WHEN tm{r} THEN CAST(count(1) OVER ({frame}) - count(1) OVER ({later}) "
+                                f"AS DOUBLE) END AS w{k}")
+            return self.leaf(r, f"({key_ok} AND COALESCE(w{k} {cmp} {t}, FALSE))", "FALSE", None)
+        v = self.field(node.field)  # type: ignore[arg-type]
+        amount = f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)"
+        # as compile.py: a windowed SUM decides every row further from the threshold than float rounding could
+        # move either sum (margin 8·(n+2)·2^-53·Σ|x|); the rows within it are summed exactly (sorted, then
+        # added in ascending order) by the engine's range join, `x{k}`
+        self.amounts.append(f"CASE WHEN tm{r} THEN {amount} END AS a{k}")
+        self.windows.append(f"CASE WHEN tm{r} THEN sum(a{k}) OVER ({frame}) - "
+                            f"COALESCE(sum(a{k}) OVER ({later}), CAST(0 AS DOUBLE)) END AS approx{k}")
+        self.windows.append(f"CASE WHEN tm{r} THEN sum(abs(a{k})) OVER ({frame}) END AS mag{k}")
+        self.windows.append(f"CASE WHEN tm{r} THEN count(1) OVER ({frame}) END AS cnt{k}")
+        self.nears.append(f"(tm{r} AND NOT COALESCE({_finite(f'mag{k}')} AND {_finite(f'approx{k}')} AND "
+                            f"abs(approx{k} - {t}) > 8.0 * (cnt{k} + 2) * mag{k} * {2.0 ** -53!r}, FALSE)) "
+                            f"AS near{k}")
+        self.sums.append(SumJoin(k, r, node.per, node.window_us, node.threshold))
+        usable = f"({v.missing} OR {v.good} OR {v.str_num_ok})"
+        total = f"COALESCE(x{k}, approx{k})"
+        return self.leaf(r, f"({key_ok} AND COALESCE({total} {cmp} {t}, FALSE))", f"(NOT {usable})",
+                         error_detail(rule, node.field, "sum", v))  # type: ignore[arg-type]
+
+    def plan(self) -> Plan:
+        p = self.policy
+        rules = []
+        for r, rule in enumerate(p.rules):
+            self.current = r
+            val, err = self.cond(rule.when, rule, r)
+            rules.append((rule, val, err))
+        guard = lambda rs: _any([f"tm{r}" for r in sorted(rs)])  # noqa: E731
+        base = ["seq", "action_id", "ts_us", "`agent`", "`session`", "`user`", "`tool`"]
+        base += ["lt_us"] if self.uses_time else []
+        base += ["log_"] if self.grouped else []
+        layer0 = base + ["args_v", "context_v"] + [f"{self.tool_match(rule)} AS tm{r}"
+                                                   for r, rule in enumerate(p.rules)]
+        jcols = [f"CASE WHEN {guard(self.users[i])} THEN {variant_path(f.root + '_v', f.path)} END AS j{i}"
+                 for i, f in self.fields.values()]
+        keep = base + [f"tm{r}" for r in range(len(p.rules))]
+        layer1 = keep + jcols
+        tcols = [f"{_tag(f'j{i}')} AS t{i}" for i, _ in self.fields.values()]
+        layer2 = ["*"] + tcols
+        ncols = []
+        for i, _ in self.fields.values():
+            jv = Val.of_variant(f"j{i}")
+            ncols += [f"CASE WHEN t{i} = 'NUM' THEN {jv.n} END AS n{i}",
+                      f"CASE WHEN t{i} = 'VARCHAR' THEN {jv.s} END AS s{i}",
+                      f"CASE WHEN t{i} = 'BOOLEAN' THEN {jv.b} END AS b{i}"]
+        layer3 = ["*"] + ncols
+        layer4 = ["*"] + [f"{_snv(f's{i}')} AS snv{i}" for i, _ in self.fields.values()]
+        flags = []
+        for i, _ in self.fields.values():
+            v = Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snv=f"snv{i}")
+            flags += [f"{v.missing} AS miss{i}", f"{v.bad} AS bad{i}", f"{v.good} AS good{i}",
+                      f"{v.str_num_ok} AS sok{i}", f"{v.str_num_bad} AS sbad{i}"]
+        layer4b = ["*"] + flags
+        layer5a = ["*"] + self.amounts
+        layer5b = ["*"] + self.windows
+        layer5c = ["*"] + self.nears
+        rcols = []
+        for r, (rule, val, err) in enumerate(rules):
+            rcols.append(f"(CASE WHEN tm{r} THEN COALESCE({err}, TRUE) ELSE FALSE END) AS e{r}")
+            rcols.append(f"(CASE WHEN tm{r} THEN NOT COALESCE({err}, TRUE) AND COALESCE({val}, FALSE) "
+                         f"ELSE FALSE END) AS m{r}")
+        layer6a = ["*"] + self.leafcols
+        layer6 = ["*"] + rcols
+        layer7 = (["seq"] + (["log_"] if self.grouped else []) + ["action_id"] + [f"e{r}" for r in range(len(p.rules))]
+                  + [f"m{r}" for r in range(len(p.rules))] + [f"{self._details(rules)} AS error_details"])
+        layer8 = ["*", f"{self._decision()} AS lvl"]
+        layer9 = ["seq"] + (["log_"] if self.grouped else []) + ["action_id", f"{self._verdict()} AS decision", f"{self._ids('m')} AS rules",
+                  f"{self._ids('e')} AS errors", f"{self._tier()} AS tier", "error_details"]
+        layers = (tuple(layer0), tuple(layer1), tuple(layer2), tuple(layer3), tuple(layer4), tuple(layer4b),
+                  tuple(layer5a), tuple(layer5b), tuple(layer5c), tuple(layer6a), tuple(layer6), tuple(layer7),
+                  tuple(layer8), tuple(layer9))
+        return Plan(layers, 9, tuple(self.sums), self.uses_regex, self.uses_time, self.grouped)
+
+    def _details(self, rules: list[tuple[Rule, Sql, Sql]]) -> Sql:
+        empty = f"CAST(array() AS ARRAY<{ERROR_DETAIL}>)"
+        items = []
+        for r in range(len(rules)):
+            firsts = " ".join(f"WHEN COALESCE({e}, TRUE) THEN {d}" for e, d in self.leaf_errors.get(r, []))
+            if firsts:
+                items.append(f"(CASE WHEN e{r} THEN (CASE {firsts} END) END)")
+        if not items:
+            return empty
+        some = _any([f"e{r}" for r in range(len(rules))])
+        return (f"(CASE WHEN {some} THEN CAST(filter(array({', '.join(items)}), x_ -> x_ IS NOT NULL) "
+                f"AS ARRAY<{ERROR_DETAIL}>) ELSE {empty} END)")
+
+    def _decision(self) -> Sql:
+        p = self.policy
+        levels = [f"CASE WHEN m{r} THEN {LEVEL[rule.action]} ELSE -1 END"
+                  for r, rule in enumerate(p.rules) if rule.enforced]
+        best = f"greatest(-1, {', '.join(levels)})" if levels else "-1"
+        base = f"(CASE WHEN {best} < 0 THEN {LEVEL[p.default]} ELSE {best} END)"
+        errs = _any([f"e{r}" for r, rule in enumerate(p.rules) if rule.enforced])
+        return f"(CASE WHEN {errs} THEN greatest({base}, {LEVEL[p.on_error]}) ELSE {base} END)"
+
+    def _verdict(self) -> Sql:
+        return "(CASE lvl WHEN 0 THEN 'allow' WHEN 1 THEN 'escalate' ELSE 'deny' END)"
+
+    def _ids(self, prefix: str) -> Sql:
+        empty = "CAST(array() AS ARRAY<STRING>)"
+        if not self.policy.rules:
+            return empty
+        items = ", ".join(f"CASE WHEN {prefix}{r} THEN {lit(rule.id)} END" for r, rule in enumerate(self.policy.rules))
+        some = _any([f"{prefix}{r}" for r in range(len(self.policy.rules))])
+        return f"(CASE WHEN {some} THEN filter(array({items}), x_ -> x_ IS NOT NULL) ELSE {empty} END)"
+
+    def _tier(self) -> Sql:
+        rank = self.policy.tier_rank()
+        cands = sorted(((rank[rule.tier], r, rule) for r, rule in enumerate(self.policy.rules)
+                        if rule.enforced and rule.action == "escalate" and rule.tier is not None),
+                       key=lambda c: (c[0], c[1]))
+        if not cands:
+            return "CAST(NULL AS STRING)"
+        whens = " ".join(f"WHEN m{r} THEN {lit(rule.tier)}" for _, r, rule in cands)
+        return f"(CASE WHEN lvl = 1 THEN (CASE {whens} END) END)"
+
+
+def _leaf(q: _Query, node: Test, rule: Rule, r: int) -> Pair:
+    v = q.field(node.field)
+    if node.op == "matches":
+        q.uses_regex = True
+    val, err = LEAVES[node.op](v, node.operand, node.field)
+    return q.leaf(r, val, err, error_detail(rule, node.field, node.op, v) if err != "FALSE" else None)
+
+
+def _combine(q: _Query, node: All | Any_, rule: Rule, r: int) -> Pair:
+    parts = [q.cond(item, rule, r) for item in node.items]
+    vals = [p[0] for p in parts]
+    return (_all(vals) if isinstance(node, All) else _any(vals)), _any([p[1] for p in parts])
+
+
+def _not(q: _Query, node: Not, rule: Rule, r: int) -> Pair:
+    val, err = q.cond(node.item, rule, r)
+    return f"(NOT {val})", err
+
+
+NODES: dict[type, Callable[[_Query, object, Rule, int], Pair]] = {
+    Test: _leaf,  # type: ignore[dict-item]
+    Window: lambda q, node, rule, r: q.window(node, rule, r),  # type: ignore[arg-type]
+    All: _combine,  # type: ignore[dict-item]
+    Any_: _combine,  # type: ignore[dict-item]
+    Not: _not,  # type: ignore[dict-item]
+}
+
+
+def _star_glob(pattern: str) -> Sql:
+    """A glob whose only wildcard is `*` as a full match on `tool` without a regex (Spark's LIKE is
+    dot-all, so `%` spans newlines as the glob's `(?s:.*)` does)."""
+    pieces = pattern.split("*")
+    if all(not p for p in pieces):
+        return "(`tool` IS NOT NULL)"
+    if len(pieces) == 2 and not pieces[1]:
+        return f"startswith(`tool`, {lit(pieces[0])})"
+    if len(pieces) == 2 and not pieces[0]:
+        return f"endswith(`tool`, {lit(pieces[1])})"
+    like = "%".join(p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for p in pieces)
+    return f"(`tool` LIKE {lit(like)})"
+
+
+def plan(policy: Policy, grouped: bool = False) -> Plan:
+    """The select layers deciding every action of a normalised frame (see `Plan`). `grouped`: the frame holds
+    many logs, told apart by a `log_` column; windows count within each log only."""
+    return _Query(policy, grouped).plan()
