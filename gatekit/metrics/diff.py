@@ -23,8 +23,8 @@ from gatekit.policy.dump import condition, duration
 from gatekit.replay import delete_run, replay
 from gatekit.run import Reader, Run, list_runs
 
-__all__ = ["DiffSummary", "diff_policies", "policy_diff", "replay_policies", "summarize_diff",
-           "transition_matrix", "transition_rules"]
+__all__ = ["DiffSummary", "diff_policies", "matrix_of_counts", "policy_diff", "replay_policies", "rules_of_counts",
+           "summarize_diff", "transition_matrix", "transition_rules"]
 
 EXAMPLES = 5  # example action ids kept per cell: enough to look at, bounded whatever the log's size
 
@@ -52,7 +52,12 @@ def _rules_long(paired: pl.DataFrame) -> pl.DataFrame:
         parts.append(paired.select("from", "to", rule=change).explode("rule").drop_nulls("rule")
                      .group_by("from", "to", "rule").agg(count=pl.len().cast(pl.Int64))
                      .with_columns(change=pl.lit(change)))
-    return (pl.concat(parts).select("from", "to", "change", "rule", "count")
+    return rules_of_counts(pl.concat(parts))
+
+
+def rules_of_counts(counts: pl.DataFrame) -> pl.DataFrame:
+    """`transition_rules` from its counts (from, to, change, rule, count), sorted as it sorts them."""
+    return (counts.select(pl.col("from", "to").cast(DECISION), "change", "rule", pl.col("count").cast(pl.Int64))
             .sort(["from", "to", "change", "count", "rule"], descending=[False, False, False, True, False]))
 
 
@@ -81,7 +86,16 @@ def transition_matrix(frame_a: pl.DataFrame, frame_b: pl.DataFrame, *, examples:
 def _matrix(paired: pl.DataFrame, examples: int) -> pl.DataFrame:
     cells = paired.group_by("from", "to").agg(count=pl.len().cast(pl.Int64),
                                              examples=pl.col("action_id").head(examples))
-    rules = (_rules_long(paired).group_by("from", "to", "change", maintain_order=True).agg(pl.col("rule"))
+    return matrix_of_counts(cells, _rules_long(paired), paired.height)
+
+
+def matrix_of_counts(cells: pl.DataFrame, rules_long: pl.DataFrame, total: int) -> pl.DataFrame:
+    """`transition_matrix` from its counts: `cells` (from, to, count, examples: a list of action ids in log
+    order), `rules_long` (`transition_rules`'s frame, most frequent first) and the actions in both runs."""
+    cells = cells.select(pl.col("from", "to").cast(DECISION), pl.col("count").cast(pl.Int64),
+                         pl.col("examples").cast(pl.List(pl.String)))
+    rules_long = rules_long.with_columns(pl.col("from", "to").cast(DECISION))
+    rules = (rules_long.group_by("from", "to", "change", maintain_order=True).agg(pl.col("rule"))
              .pivot(on="change", index=["from", "to"], values="rule"))
     for change in ("added", "removed"):
         if change not in rules.columns:
@@ -92,7 +106,6 @@ def _matrix(paired: pl.DataFrame, examples: int) -> pl.DataFrame:
            .with_columns(pl.col("count").fill_null(0),
                          *(pl.col(c).fill_null(pl.lit([], pl.List(pl.String)))
                            for c in ("examples", "added", "removed"))))
-    total = paired.height
     return out.select(
         "from", "to", "count",
         share=pl.col("count") / total if total else pl.lit(None, pl.Float64),

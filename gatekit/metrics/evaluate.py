@@ -30,7 +30,8 @@ from gatekit.run import Run
 
 __all__ = [
     "STOPPED", "Evaluation", "Sweep", "counterfactual_decisions", "evaluate", "label_scores", "rule_scores",
-    "session_scores", "sweep_threshold", "sweepable_tests", "threshold_sweep",
+    "rule_scores_of_counts", "scores_of_counts", "session_scores", "session_scores_of_counts", "sweep_threshold",
+    "sweepable_tests", "threshold_sweep",
 ]
 
 STOPPED = ("escalate", "deny")  # a human sees it, or nobody lets it through
@@ -71,8 +72,15 @@ def label_scores(decisions: pl.DataFrame, by: Sequence[str] = ()) -> pl.DataFram
     """Harm caught and humans bothered, overall (one row) or per `by` (`tool`, `agent`, ...):
     `*by, actions, harmful, caught, missed, catch_rate, benign, bothered, bother_rate, unlabelled`."""
     if not by:
-        return _rates(decisions.lazy().select(_score_exprs()).collect()).select(_COLUMNS)
-    per = decisions.lazy().group_by(*by).agg(_score_exprs()).collect()
+        return scores_of_counts(decisions.lazy().select(_score_exprs()).collect())
+    return scores_of_counts(decisions.lazy().group_by(*by).agg(_score_exprs()).collect(), by)
+
+
+def scores_of_counts(per: pl.DataFrame, by: Sequence[str] = ()) -> pl.DataFrame:
+    """`label_scores` from its counts (`*by, actions, harmful, caught, benign, bothered`; one row when no `by`):
+    another engine's counts (`gatekit.spark.metrics`) become the same frame."""
+    if not by:
+        return _rates(per).select(_COLUMNS)
     return _rates(per).select(*by, *_COLUMNS).sort(*by, nulls_last=True)
 
 
@@ -82,6 +90,11 @@ def rule_scores(decisions: pl.DataFrame, rules: Sequence[str] | None = None) -> 
     (every rule id, in file order) the rules that matched nothing are listed too, in that order."""
     per = decisions.lazy().select("label", "decision", rule="rules").explode("rule").drop_nulls("rule") \
         .group_by("rule").agg(_score_exprs()).collect()
+    return rule_scores_of_counts(per, rules)
+
+
+def rule_scores_of_counts(per: pl.DataFrame, rules: Sequence[str] | None = None) -> pl.DataFrame:
+    """`rule_scores` from its counts (`rule, actions, harmful, caught, benign, bothered`)."""
     if rules is None:
         return _rates(per).select("rule", *_COLUMNS).sort("rule")
     order = pl.DataFrame({"rule": list(rules)}, schema={"rule": pl.String})
@@ -105,7 +118,15 @@ def session_scores(decisions: pl.DataFrame) -> pl.DataFrame:
         pl.col("harm").sum().cast(pl.Int64).alias("harmful_sessions"),
         pl.col("caught").sum().cast(pl.Int64).alias("caught_sessions"),
         (pl.col("benign") & ~pl.col("harm")).sum().cast(pl.Int64).alias("benign_sessions"),
-        (pl.col("bothered") & ~pl.col("harm")).sum().cast(pl.Int64).alias("bothered_sessions"))
+        (pl.col("bothered") & ~pl.col("harm")).sum().cast(pl.Int64).alias("bothered_sessions")).collect()
+    return session_scores_of_counts(out)
+
+
+def session_scores_of_counts(counts: pl.DataFrame) -> pl.DataFrame:
+    """`session_scores` from its counts (one row: sessions, harmful_sessions, caught_sessions,
+    benign_sessions, bothered_sessions)."""
+    out = counts.lazy().select(pl.col("sessions", "harmful_sessions", "caught_sessions", "benign_sessions",
+                                      "bothered_sessions").cast(pl.Int64))
     return out.with_columns(
         missed_sessions=pl.col("harmful_sessions") - pl.col("caught_sessions"),
         session_catch_rate=_ratio(pl.col("caught_sessions"), pl.col("harmful_sessions")),

@@ -23,8 +23,9 @@ from gatekit.run import Run
 
 __all__ = [
     "BY_KEYS", "DECISIONS", "RatesSummary", "Z95", "decision_rates", "escalation_rate_by", "records",
-    "routine_escalations", "routine_tools", "rule_firing", "smell_test", "summarize_rates",
-    "wilson", "with_time_keys", "workload_forecast",
+    "rates_of_counts", "routine_escalations", "routine_of_counts", "routine_tools", "rule_firing",
+    "rule_firing_of_counts", "smell_of_routine", "smell_test", "summarize_rates", "wilson", "with_time_keys",
+    "workload_forecast", "workload_of_counts",
 ]
 
 DECISIONS = VERDICTS  # ("allow", "escalate", "deny"): the order every frame lists them in
@@ -111,8 +112,15 @@ def decision_rates(decisions: pl.DataFrame, by: str | Sequence[str] = (), *, tim
     """
     keys = _keys(by)
     frame = _grouped(decisions, keys, timezone)
-    counts = frame.group_by([*keys, "decision"]).agg(count=pl.len().cast(pl.Int64)).with_columns(
-        pl.col("decision").cast(DECISION)).collect()
+    counts = frame.group_by([*keys, "decision"]).agg(count=pl.len().cast(pl.Int64)).collect()
+    return rates_of_counts(counts, keys)
+
+
+def rates_of_counts(counts: pl.DataFrame, by: str | Sequence[str] = ()) -> pl.DataFrame:
+    """`decision_rates` from its counts (`*by, decision, count`, the groups that occur): the counts of another
+    engine (`gatekit.spark.metrics`) become the same frame."""
+    keys = _keys(by)
+    counts = counts.select(*keys, pl.col("decision").cast(DECISION), pl.col("count").cast(pl.Int64))
     grid = pl.DataFrame({"decision": DECISIONS}, schema={"decision": DECISION})
     if keys:
         grid = counts.select(keys).unique().join(grid, how="cross")
@@ -146,7 +154,6 @@ def rule_firing(decisions: pl.DataFrame, policy: Policy | None = None) -> pl.Dat
     Columns: rule, position, action, mode, tier, tools, fired, rate, lower, upper, errored, fired_allow,
     fired_escalate, fired_deny, never_fired.
     """
-    total = decisions.height
     fired = (decisions.lazy().select("decision", rule="rules").explode("rule").drop_nulls("rule")
              .group_by("rule").agg(
                  fired=pl.len().cast(pl.Int64),
@@ -154,6 +161,15 @@ def rule_firing(decisions: pl.DataFrame, policy: Policy | None = None) -> pl.Dat
              .collect())
     errored = (decisions.lazy().select(rule="errors").explode("rule").drop_nulls("rule")
                .group_by("rule").agg(errored=pl.len().cast(pl.Int64)).collect())
+    return rule_firing_of_counts(fired, errored, decisions.height, policy)
+
+
+def rule_firing_of_counts(fired: pl.DataFrame, errored: pl.DataFrame, total: int,
+                          policy: Policy | None = None) -> pl.DataFrame:
+    """`rule_firing` from its counts: `fired` (rule, fired, fired_allow, fired_escalate, fired_deny), `errored`
+    (rule, errored), over `total` actions."""
+    fired = fired.select("rule", *(pl.col(c).cast(pl.Int64) for c in ("fired", *(f"fired_{d}" for d in DECISIONS))))
+    errored = errored.select("rule", pl.col("errored").cast(pl.Int64))
     rules = pl.DataFrame({
         "rule": [r.id for r in policy.rules] if policy else [],
         "position": list(range(1, len(policy.rules) + 1)) if policy else [],
@@ -190,29 +206,41 @@ def workload_forecast(decisions: pl.DataFrame, approvals: pl.DataFrame, *, timez
     median_review_s, reviewer_hours_per_week.
     """
     frame = with_time_keys(decisions.lazy().select("ts", "decision", "tier"), timezone, ("hour", "day"))
-    esc = frame.filter(pl.col("decision") == "escalate").select("tier", "hour", "day").collect()
+    esc = (frame.filter(pl.col("decision") == "escalate").group_by("tier", "hour", "day")
+           .agg(n=pl.len().cast(pl.Int64)).collect())
     first, last = frame.select(first=pl.col("day").min(), last=pl.col("day").max()).collect().row(0)
-    days = (last - first).days + 1 if first is not None else 0
-    by_day = esc.group_by("day").agg(n=pl.len()).sort(["n", "day"], descending=[True, False])
-    by_hour = esc.group_by("hour").agg(n=pl.len()).sort(["n", "hour"], descending=[True, False])
-    weights = tier_approvals or {}
-    reviews = esc.select(pl.col("tier").replace_strict(
-        list(weights), list(weights.values()), default=1, return_dtype=pl.Int64).sum()).item() if esc.height else 0
     latencies = approvals.filter(pl.col("latency_s").is_not_null() & (pl.col("latency_s") >= 0))["latency_s"]
     median = latencies.median() if latencies.len() else None
+    return workload_of_counts(esc, first, last, decisions.height, median, tier_approvals=tier_approvals)
+
+
+def workload_of_counts(esc: pl.DataFrame, first: date | None, last: date | None, actions: int,
+                       median_review_s: float | None, *,
+                       tier_approvals: Mapping[str, int] | None = None) -> pl.DataFrame:
+    """`workload_forecast` from its counts: `esc` (tier, hour, day, n: the escalations of each), the first and
+    last day of the log (local), the number of actions and the median review latency (None: none recorded)."""
+    median = median_review_s
+    days = (last - first).days + 1 if first is not None and last is not None else 0
+    by_day = esc.group_by("day").agg(n=pl.col("n").sum()).sort(["n", "day"], descending=[True, False])
+    by_hour = esc.group_by("hour").agg(n=pl.col("n").sum()).sort(["n", "hour"], descending=[True, False])
+    weights = tier_approvals or {}
+    reviews = esc.select((pl.col("tier").replace_strict(
+        list(weights), list(weights.values()), default=1, return_dtype=pl.Int64) * pl.col("n")).sum()).item() \
+        if esc.height else 0
+    n_esc = int(esc["n"].sum()) if esc.height else 0
     weeks = days / 7 if days else None
     per_week = reviews / weeks if weeks else None
     row = {
         "days": days,
-        "actions": decisions.height,
-        "escalations": esc.height,
-        "escalations_per_day": esc.height / days if days else None,
-        "escalations_per_week": esc.height / weeks if weeks else None,
+        "actions": actions,
+        "escalations": n_esc,
+        "escalations_per_day": n_esc / days if days else None,
+        "escalations_per_week": n_esc / weeks if weeks else None,
         "busiest_day": by_day["day"][0] if by_day.height else None,
         "busiest_day_escalations": int(by_day["n"][0]) if by_day.height else 0,
         "peak_hour": int(by_hour["hour"][0]) if by_hour.height else None,
         "peak_hour_escalations": int(by_hour["n"][0]) if by_hour.height else 0,
-        "peak_hour_share": by_hour["n"][0] / esc.height if esc.height else None,
+        "peak_hour_share": by_hour["n"][0] / n_esc if n_esc else None,
         "reviews": int(reviews),
         "reviews_per_week": per_week,
         "median_review_s": float(median) if median is not None else None,
@@ -247,6 +275,12 @@ def routine_escalations(decisions: pl.DataFrame, routine: Sequence[str] | None =
     out = (decisions.lazy().select("tool", escalated=pl.col("decision") == "escalate")
            .filter(pl.col("tool").is_in(tools)).group_by("tool")
            .agg(actions=pl.len().cast(pl.Int64), escalations=pl.col("escalated").sum().cast(pl.Int64)).collect())
+    return routine_of_counts(out)
+
+
+def routine_of_counts(per_tool: pl.DataFrame) -> pl.DataFrame:
+    """`routine_escalations` from its counts (tool, actions, escalations: the routine tools only)."""
+    out = per_tool.select("tool", pl.col("actions").cast(pl.Int64), pl.col("escalations").cast(pl.Int64))
     return _with_rate(out, "escalations", "actions").sort("tool")
 
 
@@ -258,7 +292,11 @@ def smell_test(decisions: pl.DataFrame, *, threshold: float = SMELL_THRESHOLD,
     Columns: tools (how many routine tools), routine_actions, escalations, rate, lower, upper, threshold,
     flagged.
     """
-    per_tool = routine_escalations(decisions, routine)
+    return smell_of_routine(routine_escalations(decisions, routine), threshold=threshold)
+
+
+def smell_of_routine(per_tool: pl.DataFrame, *, threshold: float = SMELL_THRESHOLD) -> pl.DataFrame:
+    """`smell_test` from `routine_escalations`'s frame."""
     out = per_tool.select(tools=pl.len().cast(pl.Int64), routine_actions=pl.col("actions").sum(),
                           escalations=pl.col("escalations").sum())
     out = _with_rate(out, "escalations", "routine_actions")
