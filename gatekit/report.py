@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -45,6 +46,16 @@ class Report:
     @property
     def labelled(self) -> bool:
         return _labelled(self.evaluation)
+
+    @property
+    def title(self) -> str:
+        return f"run `{self.run.name}`"
+
+    def header_lines(self) -> list[str]:
+        return _run_lines(self.run)
+
+    def footer_lines(self) -> list[str]:
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: top-level `decisions` is `{"allow": n, "escalate": n, "deny": n}`."""
@@ -97,15 +108,16 @@ def build_report(store: Store, run: str, *, against: str | None = None,
     )
 
 
-def render_text(report: Report) -> str:
+def render_text(report: Report | Any) -> str:
     """A readable terminal summary, rendered from the typed summaries: the run, then one section per field
-    of the report (`SECTIONS`, in order)."""
-    out = _run_lines(report.run)
+    of the report (`SECTIONS`, in order), then what the report left out (a `gatekit.spark.metrics.SparkReport`
+    has the sections Spark computes: the renderers are the same)."""
+    out = report.header_lines()
     for name, lines in SECTIONS.items():
-        value = getattr(report, name)
+        value = getattr(report, name, None)
         if value is not None:
             out += lines(value)
-    return "\n".join(out)
+    return "\n".join(out + report.footer_lines())
 
 
 def _run_lines(run: Run) -> list[str]:
@@ -224,11 +236,13 @@ SECTIONS: dict[str, Callable[[Any], list[str]]] = {
 }
 
 
-def report_charts(report: Report) -> list[tuple[str, Any]]:
-    """The report's charts, in reading order, each over an aggregated frame."""
+def report_charts(report: Report | Any) -> list[tuple[str, Any]]:
+    """The report's charts, in reading order, each over an aggregated frame (those of the sections the
+    report has: a Spark report has no drift or reviewers)."""
     from gatekit import charts
 
-    rates, drift, fatigue, ev = report.rates, report.drift, report.fatigue, report.evaluation
+    rates, ev = report.rates, report.evaluation
+    drift, fatigue = getattr(report, "drift", None), getattr(report, "fatigue", None)
     out: list[tuple[str, Any]] = [
         ("Would-be decisions", charts.decision_mix(rates.overall)),
         ("Decisions per day", charts.decisions_per_day(rates.by["day"])),
@@ -236,25 +250,27 @@ def report_charts(report: Report) -> list[tuple[str, Any]]:
         ("Escalation rate by agent", charts.rate_by(rates.by["agent"], "agent")),
         ("Escalation rate by hour", charts.rate_by(rates.by["hour"], "hour", top=24, sort="key")),
         ("Rule firing", charts.rule_firing(rates.rule_firing)),
-        ("Tool mix drift (PSI)", charts.tool_mix_psi(drift.tool_mix)),
-        ("Rule firing over time", charts.rule_drift(drift.rule_drift)),
     ]
-    if "day" in drift.execution_by and drift.execution_by["day"].height:
+    if drift is not None:
+        out += [("Tool mix drift (PSI)", charts.tool_mix_psi(drift.tool_mix)),
+                ("Rule firing over time", charts.rule_drift(drift.rule_drift))]
+    if drift is not None and "day" in drift.execution_by and drift.execution_by["day"].height:
         out.append(("Execution drift", charts.execution_drift(drift.execution_by["day"])))
-    if fatigue.load.height:
+    if fatigue is not None and fatigue.load.height:
         out += [("Reviewer load", charts.reviewer_load(fatigue.load)),
                 ("Review latency by tier", charts.review_latency(fatigue.latency_by_tier)),
                 ("Review queue", charts.queue_depth(fatigue.queue))]
-    if report.labelled:
+    if _labelled(ev):
         out.append(("Harm caught vs humans bothered, per rule", charts.rule_scores(ev.by_rule)))
     if ev.sweep is not None:
         out.append((f"Threshold sweep: {ev.sweep.rule} {ev.sweep.field}",
                     charts.threshold_sweep(ev.sweep.curve, current=ev.sweep.current)))
     if report.diff is not None:
         out.append(("Policy A vs B", charts.transition_heatmap(report.diff.matrix)))
-    if report.tuning is not None and report.tuning.get("frontier"):
+    tuning = getattr(report, "tuning", None)
+    if tuning is not None and tuning.get("frontier"):
         out.append(("Tuning: harm caught vs humans bothered, the candidates tried",
-                    charts.tuning_frontier(tuning_frame(report.tuning))))
+                    charts.tuning_frontier(tuning_frame(tuning))))
     return out
 
 
@@ -268,14 +284,16 @@ def tuning_frame(record: dict[str, Any]) -> Any:
         "bother_rate": pl.Float64, "chosen": pl.Boolean, "kept": pl.Boolean})
 
 
-def render_html(report: Report, data: dict[str, Any] | None = None) -> str:
+def render_html(report: Report | Any, data: dict[str, Any] | None = None) -> str:
     """A standalone HTML report: the numbers and the charts, with the Vega JavaScript inlined once so the
     file opens offline (`data`: the report's `to_dict()`, when the caller already has it)."""
     import altair as alt
     import vl_convert
 
     d = data if data is not None else report.to_dict()
-    body = [f"<h1>gatekit report: run <code>{html.escape(report.run.name)}</code></h1>",
+    title = html.escape(report.title)
+    title = re.sub(r"`([^`]*)`", r"<code>\1</code>", title)
+    body = [f"<h1>gatekit report: {title}</h1>",
             f"<pre>{html.escape(render_text(report))}</pre>"]
     embeds = []
     for i, (title, chart) in enumerate(report_charts(report)):

@@ -23,7 +23,7 @@ from gatekit.policy.dump import condition, duration
 from gatekit.replay import delete_run, replay
 from gatekit.run import Reader, Run, list_runs
 
-__all__ = ["DiffSummary", "diff_policies", "matrix_of_counts", "policy_diff", "replay_policies", "rules_of_counts",
+__all__ = ["EXAMPLES", "DiffSummary", "diff_policies", "matrix_of_counts", "policy_diff", "replay_policies", "rules_of_counts",
            "summarize_diff", "transition_matrix", "transition_rules"]
 
 EXAMPLES = 5  # example action ids kept per cell: enough to look at, bounded whatever the log's size

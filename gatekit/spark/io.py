@@ -17,6 +17,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from gatekit.errors import InputError
 from gatekit.policy.model import Policy
@@ -79,9 +80,16 @@ def _from_jsonl(spark: SparkSession, path: str) -> DataFrame:
           f"END AS {n}_t" for n in ("action_id", "agent", "session", "user", "tool", "args", "context")),
         f"try_variant_get(rec, '$.ts', 'string') AS ts_s",
         f"try_variant_get(rec, '$.ts', 'double') AS ts_n",
-        "try_variant_get(rec, '$.args') AS args", "try_variant_get(rec, '$.context') AS context")
+        "try_variant_get(rec, '$.args') AS args", "try_variant_get(rec, '$.context') AS context",
+        *_EXTRAS_JSON)
     return _contract(rec, json=True)
 
+
+# what metrics read beyond the decision: the label, the recorded outcome and how many approvals it carried
+_EXTRAS_JSON = ("try_variant_get(rec, '$.label', 'string') AS label",
+                "try_variant_get(rec, '$.outcome', 'string') AS outcome",
+                "coalesce(array_size(try_variant_get(rec, '$.approvals', 'array<variant>')), 0) AS approvals")
+EXTRAS = ("label", "outcome", "approvals")
 
 _ZONE = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
@@ -126,12 +134,13 @@ def _contract(rec: DataFrame, json: bool) -> DataFrame:
         "seq", "raw", "reason",
         "COALESCE(NULLIF(action_id_s, ''), concat('a-', substr(sha2(raw, 256), 1, 24))) AS action_id",
         "ts", "agent_s AS agent", "session_s AS session", "user_s AS user", "tool_s AS tool",
-        "args", "context")
+        "args", "context", *EXTRAS)
 
 
 def read_actions(spark: SparkSession, path: str, fmt: str | None = None) -> DataFrame:
     """The action records at `path` (a file or a directory; JSON Lines or Parquet, from the name when `fmt` is
-    None) with `seq` (the log order) and `reason` (why a record breaks the contract, NULL when it keeps it)."""
+    None) with `seq` (the log order) and `reason` (why a record breaks the contract, NULL when it keeps it);
+    `label`, `outcome` and `approvals` (how many it carried) are what the metrics read beyond decisions."""
     fmt = fmt or _format(path)
     if fmt == "jsonl":
         return _from_jsonl(spark, path)
@@ -142,12 +151,16 @@ def read_actions(spark: SparkSession, path: str, fmt: str | None = None) -> Data
     cols = []
     for n in ("action_id", "agent", "session", "user", "tool", "args", "context", "ts"):
         cols.append(F.col(n) if n in frame.columns else F.lit(None).alias(n))
+    cols += [(F.col(n).cast("string") if n in frame.columns else F.lit(None).cast("string")).alias(n)
+             for n in ("label", "outcome")]
+    listed = "approvals" in frame.columns and isinstance(frame.schema["approvals"].dataType, T.ArrayType)
+    cols.append(F.coalesce(F.size("approvals"), F.lit(0)).alias("approvals") if listed else F.lit(0).alias("approvals"))
     return frame.select("seq", *cols).selectExpr(
         "seq", "CAST(NULL AS STRING) AS raw",
         "CASE WHEN tool IS NULL THEN 'missing `tool`' WHEN trim(tool) = '' THEN '`tool` is empty' "
         "WHEN ts IS NULL THEN 'missing or bad `ts`' END AS reason",
         "COALESCE(CAST(action_id AS STRING), concat('a-', CAST(seq.i AS STRING))) AS action_id",
-        "ts", "agent", "session", "user", "tool", "args", "context")
+        "ts", "agent", "session", "user", "tool", "args", "context", *EXTRAS)
 
 
 def _format(path: str) -> str:
