@@ -559,24 +559,42 @@ def runs_delete(ctx: click.Context, name: str, db: Path | None, as_json: bool, q
 
 # ---- analytics ---------------------------------------------------------------------------------------
 @cli.command()
-@db_option()
+@db_option(required=False, help="the action store (DuckDB; --engine duckdb)")
 @run_option(help="the run to report on")
-@click.option("--against", help="also compare with this earlier run (A) as B = --run")
+@click.option("--against", help="also compare with this earlier run (A) as B = --run "
+              "(--engine spark: a policy FILE, A, against --policy as B)")
 @sweep_option
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="write standalone HTML")
+@click.option("--engine", type=click.Choice(_ENGINES), default="duckdb", show_default=True,
+              help="duckdb: report on a stored run; spark: compute the report's rates, labels and transitions "
+              "in Spark over --input decided by --policy")
+@click.option("--input", "input_path", help="--engine spark: action records (JSON Lines or Parquet, a file or a "
+              "directory, any path Spark reads)")
+@policy_option(required=False, help="--engine spark: the policy (B) to report on")
+@click.option("--decisions", "decisions_path", help="--engine spark: the decisions `replay --engine spark` wrote "
+              "for --policy (read instead of deciding again)")
+@click.option("--spark-master", help="--engine spark: the cluster's master URL (default local[*])")
+@click.option("--spark-remote", help="--engine spark: a Spark Connect URL (sc://host:15002)")
 @output_options
-def report(db: Path, run_name: str | None, against: str | None, sweep: tuple[str, str] | None, html_out: Path | None,
-           as_json: bool, quiet: bool) -> None:
-    """Everything the run would have done: decisions, workload, drift, reviewers, controls, labels."""
-    from gatekit.logs.store import Store
-    from gatekit.report import build_report, render_html, render_text
-    from gatekit.run import list_runs
+def report(db: Path | None, run_name: str | None, against: str | None, sweep: tuple[str, str] | None,
+           html_out: Path | None, engine: str, input_path: str | None, policy_path: Path | None,
+           decisions_path: str | None, spark_master: str | None, spark_remote: str | None, as_json: bool,
+           quiet: bool) -> None:
+    """Everything the run would have done: decisions, workload, drift, reviewers, controls, labels (with
+    --engine spark: decisions, workload, labels and A against B, computed in Spark)."""
+    from gatekit.report import render_html, render_text
 
-    with Store(db, read_only=True) as store:
-        run_name = only_run(run_name, [r.name for r in list_runs(store)])
-        with progress(f"reporting on `{run_name}`") as update:
-            rep = build_report(store, run_name, against=against, sweep=tuple(sweep) if sweep else None,
-                               progress=update)
+    if engine == "spark":
+        rep = _report_spark(db, run_name, sweep, input_path, policy_path, against, decisions_path, spark_master,
+                            spark_remote)
+    else:
+        for flag, value in (("--input", input_path), ("--policy", policy_path), ("--decisions", decisions_path),
+                            ("--spark-master", spark_master), ("--spark-remote", spark_remote)):
+            if value is not None:
+                raise InputError(f"`{flag}` needs `--engine spark`")
+        if db is None:
+            raise InputError("missing `--db` (the action store; or `--engine spark --input PATH --policy FILE`)")
+        rep = _report_duckdb(db, run_name, against, sweep)
     data = rep.to_dict()
     if html_out:
         write_text(html_out, render_html(rep, data))
@@ -585,6 +603,61 @@ def report(db: Path, run_name: str | None, against: str | None, sweep: tuple[str
         emit(data)
     elif not html_out:
         click.echo(render_text(rep))
+
+
+def _report_duckdb(db: Path, run_name: str | None, against: str | None, sweep: tuple[str, str] | None) -> Any:
+    from gatekit.logs.store import Store
+    from gatekit.report import build_report
+    from gatekit.run import list_runs
+
+    with Store(db, read_only=True) as store:
+        run_name = only_run(run_name, [r.name for r in list_runs(store)])
+        with progress(f"reporting on `{run_name}`") as update:
+            return build_report(store, run_name, against=against, sweep=tuple(sweep) if sweep else None,
+                                progress=update)
+
+
+def _report_spark(db: Path | None, run_name: str | None, sweep: Any, input_path: str | None,
+                  policy_path: Path | None, against: str | None, decisions_path: str | None, master: str | None,
+                  remote: str | None) -> Any:
+    from gatekit.policy import load_policy
+
+    for flag, value in (("--db", db), ("--run", run_name), ("--sweep", sweep)):
+        if value:
+            raise InputError(f"`{flag}` is for `--engine duckdb`: a Spark report reads `--input` and `--policy`")
+    if input_path is None:
+        raise InputError("`--engine spark` needs `--input PATH` (action records: JSON Lines or Parquet)")
+    if policy_path is None:
+        raise InputError("`--engine spark` needs `--policy FILE` (the policy to report on)")
+    if master is not None and remote is not None:
+        raise InputError("use `--spark-master` or `--spark-remote`, not both")
+    for flag, path in (("--input", input_path), ("--decisions", decisions_path)):
+        if path is not None and "://" not in path and not Path(path).exists():
+            raise InputError(f"no {'input' if flag == '--input' else 'decisions'} at `{path}`")
+    if against is not None and not Path(against).is_file():
+        raise InputError(f"`--against` with `--engine spark` is a policy file: no file `{against}`")
+    policy = load_policy(policy_path)
+    policy_a = load_policy(against) if against is not None else None
+    spark = _spark_session(master, remote)
+    from gatekit.spark.io import read_actions
+    from gatekit.spark.metrics import spark_report
+
+    with progress(f"reporting on `{input_path}` with `{policy.name}` on Spark"):
+        decisions = spark.read.parquet(decisions_path) if decisions_path else None
+        return spark_report(spark, read_actions(spark, input_path), policy, against=policy_a, decisions=decisions,
+                            source=input_path)
+
+
+def _spark_session(master: str | None, remote: str | None) -> Any:
+    try:
+        import pyspark  # noqa: F401
+    except ModuleNotFoundError:
+        raise InputError('`--engine spark` needs the spark extra: pip install "gatekit[spark]" '
+                         "(`pyspark` is not installed)") from None
+    from gatekit.spark.io import session
+
+    with progress(f"starting Spark ({remote or master or 'local[*]'})"):
+        return session(master, remote)
 
 
 @cli.command()

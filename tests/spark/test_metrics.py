@@ -108,3 +108,23 @@ def test_decisions_written_by_replay_give_the_same_report(spark, logs: Path, tmp
     rep = spark_report(spark, read_actions(spark, str(logs)), policy, decisions=spark.read.parquet(str(tmp_path / "out")))
     _eq(rep.rates.by["hour"], sparked.rates.by["hour"])
     _eq(rep.evaluation.by_rule, sparked.evaluation.by_rule)
+
+
+def test_the_cli_spark_report_prints_the_duckdb_numbers(spark, logs: Path, tmp_path: Path, duck, gatekit_cli) -> None:
+    import json
+
+    code, out, err = gatekit_cli("report", "--engine", "spark", "--input", str(logs), "--policy", str(STARTER),
+                                 "--against", str(STRICT), "--json", "--quiet")
+    assert code == 0, err
+    data, ref = json.loads(out), duck.to_dict()
+    assert data["decisions"] == ref["decisions"]
+    assert data["rates"]["by"]["tool"] == ref["rates"]["by"]["tool"]
+    assert data["rates"]["rule_firing"] == ref["rates"]["rule_firing"]
+    for key in ("harmful", "caught", "benign", "bothered", "by_rule", "sessions"):
+        assert data["evaluate"][key] == ref["evaluate"][key]
+    assert data["diff"]["matrix"] == ref["diff"]["matrix"] and data["diff"]["rules"] == ref["diff"]["rules"]
+    code, out, err = gatekit_cli("report", "--engine", "spark", "--input", str(logs), "--policy", str(STARTER),
+                                 "--html", str(tmp_path / "r.html"))
+    assert code == 0 and (tmp_path / "r.html").read_text().startswith("<!doctype html>"), err
+    code, out, err = gatekit_cli("report", "--engine", "spark", "--input", str(logs), "--policy", str(STARTER))
+    assert code == 0 and "labels: caught" in out and "not computed on Spark" in out, err
