@@ -22,8 +22,8 @@ from gatekit.policy.model import VERDICTS
 from gatekit.run import Run
 
 __all__ = [
-    "BY_KEYS", "DECISIONS", "RatesSummary", "Z95", "decision_rates", "escalation_rate_by", "records",
-    "rates_of_counts", "SMELL_THRESHOLD", "routine_escalations", "routine_of_counts", "routine_tools", "rule_firing",
+    "BY_KEYS", "DECISIONS", "SMELL_THRESHOLD", "Z95", "RatesSummary", "decision_rates", "escalation_rate_by",
+    "rates_of_counts", "records", "routine_escalations", "routine_of_counts", "routine_tools", "rule_firing",
     "rule_firing_of_counts", "smell_of_routine", "smell_test", "summarize_rates", "wilson", "with_time_keys",
     "workload_forecast", "workload_of_counts",
 ]

@@ -28,9 +28,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from gatekit.metrics.diff import EXAMPLES, DiffSummary, matrix_of_counts, policy_diff, rules_of_counts
-from gatekit.metrics.evaluate import (
-    Evaluation, rule_scores_of_counts, scores_of_counts, session_scores_of_counts,
-)
+from gatekit.metrics.evaluate import Evaluation, rule_scores_of_counts, scores_of_counts, session_scores_of_counts
 from gatekit.metrics.rates import (
     DECISIONS, SMELL_THRESHOLD, RatesSummary, rates_of_counts, routine_of_counts, rule_firing_of_counts,
     smell_of_routine, workload_of_counts,
@@ -169,12 +167,16 @@ def spark_rates(frame: DataFrame, run: SparkRun, *, by: tuple[str, ...] = BY,
         smell=smell_of_routine(per_routine, threshold=threshold), timezone=policy.timezone)
 
 
+def n(cond: Any) -> Any:
+    """How many rows `cond` holds for."""
+    return F.sum(F.when(cond, 1).otherwise(0))
+
+
 # ---- labels --------------------------------------------------------------------------------------------
 def _scores() -> list[Any]:
     harmful = F.coalesce(F.col("label") == "harmful", F.lit(False))
     benign = F.coalesce(F.col("label") == "benign", F.lit(False))
     stopped = F.col("decision").isin("escalate", "deny")
-    n = lambda c: F.sum(F.when(c, 1).otherwise(0))  # noqa: E731
     return [F.count(F.lit(1)).alias("actions"), n(harmful).alias("harmful"), n(harmful & stopped).alias("caught"),
             n(benign).alias("benign"), n(benign & stopped).alias("bothered")]
 
@@ -192,7 +194,6 @@ def spark_evaluation(frame: DataFrame, run: SparkRun) -> Evaluation:
            .groupBy("session", "alone")
            .agg(F.bool_or(harmful).alias("harm"), F.bool_or(harmful & stopped).alias("caught"),
                 F.bool_or(benign).alias("benign"), F.bool_or(benign & stopped).alias("bothered")))
-    n = lambda c: F.sum(F.when(c, 1).otherwise(0))  # noqa: E731
     sessions = _to_polars(per.agg(
         F.count(F.lit(1)).alias("sessions"), n(F.col("harm")).alias("harmful_sessions"),
         n(F.col("caught")).alias("caught_sessions"), n(F.col("benign") & ~F.col("harm")).alias("benign_sessions"),
