@@ -17,7 +17,8 @@ from gatekit.policy.semantics import JSON_SPACE, NUMBER_TYPES, NUMERIC_STRING, W
 from gatekit.policy.timezones import CYCLE_US, LOCAL_MAX_US, LOCAL_MIN_US, offsets
 from gatekit.policy.values import numeric_string
 
-__all__ = ["ERROR_DETAIL", "compile_sql", "json_number_sql", "json_pointer", "lit", "number_sql"]
+__all__ = ["ERROR_DETAIL", "compile_sql", "json_number_sql", "json_pointer", "lit", "local_offset_sql",
+           "local_range_sql", "local_time_sql", "number_sql", "tz_key_sql"]
 
 Sql = str
 _NUM_TYPES = "(" + ", ".join(f"'{t}'" for t in NUMBER_TYPES) + ")"
@@ -631,17 +632,11 @@ def tz_key_sql(name: str, ts_us: Sql = "epoch_us(ts)") -> Sql:
     return f"(CASE WHEN {ts_us} >= {cs} THEN {cs} + ({ts_us} - {cs}) % {CYCLE_US} ELSE {ts_us} END)"
 
 
-def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = None) -> Sql:
-    """The local TIMESTAMP in zone `name` of the instant `ts_us` (microseconds), from the pinned tzdata's
-    offsets (timezones.offsets), never DuckDB's ICU data, so SQL reads the local time `decide` reads. NULL
-    outside local years 1..9999 (no local time, as in decide). `key`: a column holding `tz_key_sql`.
-
-    The offset is a binary tree of CASEs over the zone's transitions (about ten comparisons a row). The
-    offset is constant for days around both ends of the range (checked), so the range is a test on `ts_us`.
-    """
-    zone = offsets(name)
-    rows = zone.rows
-    key = key or tz_key_sql(name, ts_us)
+def local_offset_sql(name: str, key: Sql) -> Sql:
+    """The UTC offset (microseconds) of zone `name` at the instant `key` (a `tz_key_sql` value), from the
+    pinned tzdata's offsets: a binary tree of CASEs over the zone's transitions (about ten comparisons a row).
+    Plain SQL (CASE, comparisons, integers), so every SQL dialect applies the same offsets."""
+    rows = offsets(name).rows
 
     def tree(lo: int, hi: int) -> str:
         if lo == hi:
@@ -649,12 +644,28 @@ def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = Non
         mid = (lo + hi + 1) // 2
         return f"(CASE WHEN {key} < {rows[mid][0]} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END)"
 
+    return tree(0, len(rows) - 1)
+
+
+def local_range_sql(name: str, ts_us: Sql) -> Sql:
+    """Whether the local time of `ts_us` in zone `name` falls in years 1..9999 (else there is none, as in
+    decide). The offset is constant for days around both ends of the range (checked), so the range is a
+    test on `ts_us`. Plain SQL, shared by every SQL dialect."""
+    zone = offsets(name)
     days = 2 * 86_400_000_000
     low, high = zone.offset_us(LOCAL_MIN_US), zone.offset_us(LOCAL_MAX_US)
     if (low, high) != (zone.offset_us(LOCAL_MIN_US + days), zone.offset_us(LOCAL_MAX_US - days)):
         raise AssertionError(f"time zone `{name}` changes offset at the ends of years 1..9999")
-    return (f"(CASE WHEN {ts_us} >= {LOCAL_MIN_US - low} AND {ts_us} < {LOCAL_MAX_US - high} "
-            f"THEN make_timestamp({ts_us} + {tree(0, len(rows) - 1)}) END)")
+    return f"({ts_us} >= {LOCAL_MIN_US - low} AND {ts_us} < {LOCAL_MAX_US - high})"
+
+
+def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = None) -> Sql:
+    """The local TIMESTAMP in zone `name` of the instant `ts_us` (microseconds), from the pinned tzdata's
+    offsets (timezones.offsets), never DuckDB's ICU data, so SQL reads the local time `decide` reads. NULL
+    outside local years 1..9999 (no local time, as in decide). `key`: a column holding `tz_key_sql`."""
+    key = key or tz_key_sql(name, ts_us)
+    return (f"(CASE WHEN {local_range_sql(name, ts_us)} "
+            f"THEN make_timestamp({ts_us} + {local_offset_sql(name, key)}) END)")
 
 
 def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:

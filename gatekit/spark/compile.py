@@ -22,6 +22,7 @@ from typing import Callable
 from gatekit.policy.conditions import WEEKDAYS, All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_MISMATCH, error_message
 from gatekit.policy.model import LEVEL, Policy, Rule
+from gatekit.policy.compile import local_offset_sql, local_range_sql, tz_key_sql
 from gatekit.policy.values import JSON_SPACE, NUMERIC_STRING, numeric_string
 
 __all__ = ["CODES", "LEAVES", "NODES", "Plan", "Val", "lit", "plan"]
@@ -31,6 +32,14 @@ _DAY_US = 86_400_000_000
 # Java regex, used only for this ASCII-only pattern (where it and RE2 agree), as a full match
 _NUMERIC_JAVA = r"\A(?:" + NUMERIC_STRING + r")\z"
 _INF = "CAST('Infinity' AS DOUBLE)"
+
+
+def local_time(name: str) -> tuple[Sql, Sql]:
+    """Two expressions over `ts_us`: the key of its UTC offset (`tzk_`, compile.tz_key_sql), then from it the
+    local time in microseconds (`lt_us`), from the pinned tzdata's offsets and the 400-year cycle exactly as
+    the DuckDB compiler applies them; NULL outside local years 1..9999 (the time fields are then missing)."""
+    return (tz_key_sql(name, "ts_us"),
+            f"(CASE WHEN {local_range_sql(name, 'ts_us')} THEN ts_us + {local_offset_sql(name, 'tzk_')} END)")
 
 
 def lit(text: str) -> Sql:
@@ -369,14 +378,16 @@ class _Query:
         if f.root == "time":
             self.uses_time = True
             part = f.path[0]
+            here = "(lt_us IS NOT NULL)"  # no local time outside years 1..9999: the time fields are missing
             day = f"((lt_us - pmod(lt_us, {_DAY_US})) div {_DAY_US})"
             if part == "hour":
-                return Val(t="'NUM'", n=f"CAST(pmod(lt_us, {_DAY_US}) div 3600000000 AS DOUBLE)", fixed="NUM")
+                return Val(t="'NUM'", n=f"CAST(pmod(lt_us, {_DAY_US}) div 3600000000 AS DOUBLE)", fixed="NUM",
+                           present=here)
             if part == "weekday":
                 days = " ".join(f"WHEN {i} THEN '{d}'" for i, d in enumerate(WEEKDAYS))
-                return Val(t="'VARCHAR'", s=f"(CASE pmod({day} + 3, 7) {days} END)", fixed="VARCHAR")
+                return Val(t="'VARCHAR'", s=f"(CASE pmod({day} + 3, 7) {days} END)", fixed="VARCHAR", present=here)
             return Val(t="'VARCHAR'", s=f"CAST(date_from_unix_date(CAST({day} AS INT)) AS STRING)",
-                       fixed="VARCHAR")
+                       fixed="VARCHAR", present=here)
         if f.name not in self.fields:
             self.fields[f.name] = (len(self.fields), f)
         i = self.fields[f.name][0]
