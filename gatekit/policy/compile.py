@@ -12,12 +12,14 @@ from typing import Callable
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_MISMATCH, error_message
 from gatekit.policy import semantics as sem
+from gatekit.policy import sqltests
+from gatekit.policy.sqltests import Pair, Test3
 from gatekit.policy.model import Policy, Rule
 from gatekit.policy.semantics import JSON_SPACE, NUMBER_TYPES, NUMERIC_STRING, WEEKDAYS
 from gatekit.policy.timezones import CYCLE_US, LOCAL_MAX_US, LOCAL_MIN_US, offsets
-from gatekit.policy.values import numeric_string
 
-__all__ = ["ERROR_DETAIL", "compile_sql", "json_number_sql", "json_pointer", "lit", "number_sql"]
+__all__ = ["ERROR_DETAIL", "compile_sql", "json_number_sql", "json_pointer", "lit", "local_offset_sql",
+           "local_range_sql", "local_time_sql", "number_sql", "tz_key_sql"]
 
 Sql = str
 _NUM_TYPES = "(" + ", ".join(f"'{t}'" for t in NUMBER_TYPES) + ")"
@@ -105,162 +107,56 @@ class Val:
         return f"({self.is_('VARCHAR')} AND COALESCE({self.snm} AND NOT isfinite({self.snv}), FALSE))"
 
 
-Pair = tuple[Sql, Sql]  # (value, error), both non-null booleans
 
 
-# ---- the tests: the semantics table (semantics.py) in SQL --------------------------------------------
-_TAGS = ((sem.BOOLEAN, "BOOLEAN"), (sem.LIST, "ARRAY"), (sem.OBJECT, "OBJECT"))
-_NUMS = frozenset({sem.NUMBER, sem.NAN, sem.HUGE})  # the kinds of a JSON number
+# ---- the tests: the semantics table (semantics.py) in DuckDB's SQL, through the shared walker (sqltests)
+class _DuckDB(sqltests.Dialect):
+    """DuckDB's SQL: its JSON list and object access and string functions."""
+
+    name = "duckdb"
+    FUNCTIONS = {"substring": "contains", "regex": "regexp_matches", "prefix": "starts_with", "suffix": "suffix"}
+
+    def lit(self, text: str) -> Sql:
+        return lit(text)
+
+    def array_length(self, v: Val) -> Sql:
+        return f"json_array_length({v.j})"
+
+    def element(self, v: Val, i: int) -> Val:
+        return Val.of_json(f"json_extract({v.j}, '$[{i}]')")
+
+    def elements(self, v: Val) -> Sql:
+        return f"CAST(json_extract({v.j}, '$[*]') AS JSON[])"
+
+    def keys(self, v: Val) -> Sql:
+        return f"json_keys({v.j})"
+
+    def exists(self, items: Sql, var: str, pred: Sql) -> Sql:
+        return f"COALESCE(list_bool_or(list_transform({items}, lambda {var}: {pred})), FALSE)"
+
+    def element_var(self, name: str) -> Val:
+        return Val.of_json(name)
+
+    def key_var(self, name: str) -> Val:
+        return Val.of_string(name)
 
 
-def kinds_sql(v: Val, kinds: frozenset[str]) -> Sql:
-    """Whether the value is of one of `kinds` (semantics.KINDS): the typed readings of its kind in SQL."""
-    parts = []
-    if kinds & sem.ABSENT:
-        assert kinds >= sem.ABSENT, "SQL reads a missing value and a JSON null alike"
-        parts.append(v.missing)
-    nums = kinds & _NUMS
-    if nums:
-        assert nums in (_NUMS, {sem.NUMBER}, {sem.NAN, sem.HUGE}), "NaN and a huge number read alike"
-        parts.append(v.is_("NUM") if nums == _NUMS else v.good if nums == {sem.NUMBER} else v.bad)
-    strs = kinds & sem.STRINGS
-    if strs:
-        parts.append(_STRING_KINDS[frozenset(strs)](v))
-    parts += [v.is_(tag) for k, tag in _TAGS if k in kinds]
-    return parts[0] if len(parts) == 1 else _any(parts)
-
-
-_STRING_KINDS: dict[frozenset[str], Callable[[Val], Sql]] = {
-    sem.STRINGS: lambda v: v.is_("VARCHAR"),
-    frozenset({sem.NUMERIC}): lambda v: v.str_num_ok,
-    frozenset({sem.OUT_OF_RANGE}): lambda v: v.str_num_bad,
-    frozenset({sem.STRING}): lambda v: f"({v.is_('VARCHAR')} AND NOT COALESCE({v.snm}, FALSE))",
-    frozenset({sem.NUMERIC, sem.OUT_OF_RANGE}): lambda v: f"({v.is_('VARCHAR')} AND COALESCE({v.snm}, FALSE))",
-    frozenset({sem.STRING, sem.OUT_OF_RANGE}): lambda v: f"({v.is_('VARCHAR')} AND NOT {v.str_num_ok})",
-    frozenset({sem.STRING, sem.NUMERIC}): lambda v: f"({v.is_('VARCHAR')} AND NOT {v.str_num_bad})",
-}
-
-
-def _guard(v: Val, kinds: frozenset[str], dont_care: frozenset[str] = frozenset()) -> Sql:
-    """`kinds_sql`, or its complement among present values when shorter; `dont_care` are kinds where the
-    answer does not matter (those that error: an erroring rule never matches)."""
-    direct = kinds_sql(v, kinds)
-    if kinds & sem.ABSENT:
-        return direct
-    rest = frozenset(sem.PRESENT) - kinds - dont_care
-    comp = f"(NOT {v.missing})" if not rest else f"(NOT {v.missing} AND NOT {kinds_sql(v, rest)})"
-    return comp if len(comp) < len(direct) else direct
-
-
-_CMP = {"eq": "=", "ne": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-Test3 = tuple[Sql, Sql, Sql]  # (value, error, the error's code when it errored)
-
-
-def _numeric(v: Val, kinds: frozenset[str], o: object, op: str, guard: Sql) -> Pair:
-    x = num(o if isinstance(o, float) else numeric_string(o))  # type: ignore[arg-type]
-    cmp = _CMP[op]
-    parts = [f"({v.good} AND {v.n} {cmp} {x})" if k == sem.NUMBER else f"({v.str_num_ok} AND {v.snv} {cmp} {x})"
-             for k in (sem.NUMBER, sem.NUMERIC) if k in kinds]
-    return (parts[0] if len(parts) == 1 else _any(parts)), "FALSE"
-
-
-def _list_equality(v: Val, kinds: frozenset[str], o: object, op: str, guard: Sql) -> Pair:
-    same = f"({v.is_('ARRAY')} AND json_array_length({v.j}) = {len(o)})"  # type: ignore[arg-type]
-    elems = [test_sql(Val.of_json(f"json_extract({v.j}, '$[{i}]')"), "eq", oi, _NO_FIELD)
-             for i, oi in enumerate(o)]  # type: ignore[arg-type]
-    errs = [e[1] for e in elems if e[1] != "FALSE"]
-    return _all([same] + [e[0] for e in elems]), (f"({same} AND {_any(errs)})" if errs else "FALSE")
-
-
-def _membership(v: Val, kinds: frozenset[str], o: object, op: str, guard: Sql) -> Pair:
-    parts = [test_sql(v, "eq", x, _NO_FIELD) for x in o]  # type: ignore[union-attr]
-    errs = [p[1] for p in parts if p[1] != "FALSE"]
-    return f"({guard} AND {_any([p[0] for p in parts])})", (_any(errs) if errs else "FALSE")
-
-
-def _over(items: Sql, var: Val, name: str) -> Callable[[Val, frozenset[str], object, str, Sql], Pair]:
-    def prim(v: Val, kinds: frozenset[str], o: object, op: str, guard: Sql) -> Pair:
-        xs = items.format(j=v.j)
-        xv, xe = test_sql(var, "eq", o, _NO_FIELD)[:2]
-        val = f"({guard} AND COALESCE(list_bool_or(list_transform({xs}, lambda {name}: {xv})), FALSE))"
-        err = (f"({guard} AND COALESCE(list_bool_or(list_transform({xs}, lambda {name}: {xe})), FALSE))"
-               if xe != "FALSE" else "FALSE")
-        return val, err
-    return prim
-
-
-def _fn(fn: str) -> Callable[[Val, frozenset[str], object, str, Sql], Pair]:
-    return lambda v, kinds, o, op, guard: (f"({guard} AND {fn}({v.s}, {lit(str(o))}))", "FALSE")
-
-
+DIALECT = _DuckDB()
 # primitive -> (value, its kinds, operand, op, the SQL guard of those kinds) -> (value, error)
 PRIMITIVES: dict[str, Callable[[Val, frozenset[str], object, str, Sql], Pair]] = {
-    "numeric compare": _numeric,
-    "string equality": lambda v, kinds, o, op, guard: (f"({guard} AND {v.s} = {lit(str(o))})", "FALSE"),
-    "boolean equality": lambda v, kinds, o, op, guard: (
-        f"({guard} AND {v.b} = {'TRUE' if o else 'FALSE'})", "FALSE"),
-    "list equality": _list_equality,
-    "membership": _membership,
-    "substring": _fn("contains"),
-    "element membership": _over("CAST(json_extract({j}, '$[*]') AS JSON[])", Val.of_json("x_"), "x_"),
-    "key membership": _over("json_keys({j})", Val.of_string("k_"), "k_"),
-    "regex": _fn("regexp_matches"),
-    "prefix": _fn("starts_with"),
-    "suffix": _fn("suffix"),
-    "date compare": lambda v, kinds, o, op, guard: (f"({guard} AND {v.s} {_CMP[op]} {lit(str(o))})", "FALSE"),
-    "amount": lambda v, kinds, o, op, guard: (
-        f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)", "FALSE"),
-    "zero": lambda v, kinds, o, op, guard: ("CAST(0 AS DOUBLE)", "FALSE"),
-}
-_NO_FIELD = Field("args", ("",))
-
-
-def _groups(row: dict[str, object]) -> dict[object, frozenset[str]]:
-    out: dict[object, set[str]] = {}
-    for k, cell in row.items():
-        out.setdefault(cell, set()).add(k)
-    return {c: frozenset(ks) for c, ks in out.items()}
+    name: (lambda name: lambda v, kinds, o, op, guard: DIALECT.primitive(name, v, kinds, o, op, guard))(name)
+    for name in sem.PRIMITIVES}
+_groups = sqltests.groups
+kinds_sql = sqltests.kinds_sql
 
 
 def _code(v: Val, errors: list[tuple[str, frozenset[str]]], nested: bool) -> Sql:
-    """The code of a test's error, given that it errored: its kind's cell, else a nested `eq`'s."""
-    codes = {c for c, _ in errors} | ({sem.nested_error()} if nested else set())
-    if len(codes) <= 1:
-        return lit(codes.pop() if codes else TYPE_MISMATCH)  # none: the test never errors
-    whens = [(kinds_sql(v, ks), c) for c, ks in errors]
-    last = lit(sem.nested_error()) if nested else lit(whens.pop()[1])
-    return "(CASE " + " ".join(f"WHEN {w} THEN {lit(c)}" for w, c in whens) + f" ELSE {last} END)"
+    return sqltests.code_sql(DIALECT, v, errors, nested)
 
 
 def test_sql(v: Val, op: str, o: object, f: Field) -> Test3:
-    """A test of the table on `v` as SQL: (value, error, the error's code), from the row of its operand."""
-    row = sem.cells(op, o, f.name)
-    if any(isinstance(c, sem.Prim) and c.negate for c in row.values()):  # ne, not_in: not the positive test
-        assert all(row[k] == sem.FALSE for k in sem.ABSENT)
-        positive = {k: (sem.FALSE if k in sem.ABSENT else c.negated())  # type: ignore[attr-defined]
-                    for k, c in row.items()}
-        val, err, code = _test_row(v, positive, o, op)
-        return f"(NOT {v.missing} AND NOT {val})", err, code
-    return _test_row(v, row, o, op)
-
-
-def _test_row(v: Val, row: dict[str, object], o: object, op: str) -> Test3:
-    groups = _groups(row)
-    errors = [(c.code, ks) for c, ks in groups.items() if isinstance(c, sem.Error)]
-    dont_care = frozenset().union(*(ks for _, ks in errors))
-    vals, nested = [], []
-    for cell, ks in groups.items():
-        if cell == sem.TRUE:
-            vals.append(_guard(v, ks, dont_care))
-        elif isinstance(cell, sem.Prim):
-            pv, pe = PRIMITIVES[cell.name](v, ks, o, op, _guard(v, ks, dont_care))
-            vals.append(pv)
-            if pe != "FALSE":
-                nested.append(pe)
-    errs = ([_guard(v, dont_care)] if dont_care else []) + nested
-    val = vals[0] if len(vals) == 1 else _any(vals)
-    err = "FALSE" if not errs else errs[0] if len(errs) == 1 else _any(errs)
-    return val, err, _code(v, errors, bool(nested))
+    """A test of the table on `v` as DuckDB SQL: (value, error, the error's code) (sqltests.test_sql)."""
+    return sqltests.test_sql(DIALECT, v, op, o, f)
 
 
 class DuckDBBackend:
@@ -534,23 +430,7 @@ class _Query:
         return f"(CASE WHEN lvl = 1 THEN (CASE {whens} END) END)"
 
 
-class _SqlLevels:
-    """semantics.LevelOps in SQL text."""
-
-    def lit(self, level: int) -> Sql:
-        return str(level)
-
-    def greatest(self, items: list[Sql]) -> Sql:
-        return f"GREATEST({', '.join(items)})"
-
-    def if_(self, cond: Sql, then: Sql, other: Sql) -> Sql:
-        return f"(CASE WHEN {cond} THEN {then} ELSE {other} END)"
-
-    def below(self, x: Sql, level: int) -> Sql:
-        return f"{x} < {level}"
-
-
-_SQL_LEVELS = _SqlLevels()
+_SQL_LEVELS = sqltests.SqlLevels()
 
 
 def _leaf(q: _Query, node: Test, rule: Rule, r: int) -> Pair:
@@ -631,17 +511,11 @@ def tz_key_sql(name: str, ts_us: Sql = "epoch_us(ts)") -> Sql:
     return f"(CASE WHEN {ts_us} >= {cs} THEN {cs} + ({ts_us} - {cs}) % {CYCLE_US} ELSE {ts_us} END)"
 
 
-def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = None) -> Sql:
-    """The local TIMESTAMP in zone `name` of the instant `ts_us` (microseconds), from the pinned tzdata's
-    offsets (timezones.offsets), never DuckDB's ICU data, so SQL reads the local time `decide` reads. NULL
-    outside local years 1..9999 (no local time, as in decide). `key`: a column holding `tz_key_sql`.
-
-    The offset is a binary tree of CASEs over the zone's transitions (about ten comparisons a row). The
-    offset is constant for days around both ends of the range (checked), so the range is a test on `ts_us`.
-    """
-    zone = offsets(name)
-    rows = zone.rows
-    key = key or tz_key_sql(name, ts_us)
+def local_offset_sql(name: str, key: Sql) -> Sql:
+    """The UTC offset (microseconds) of zone `name` at the instant `key` (a `tz_key_sql` value), from the
+    pinned tzdata's offsets: a binary tree of CASEs over the zone's transitions (about ten comparisons a row).
+    Plain SQL (CASE, comparisons, integers), so every SQL dialect applies the same offsets."""
+    rows = offsets(name).rows
 
     def tree(lo: int, hi: int) -> str:
         if lo == hi:
@@ -649,12 +523,28 @@ def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = Non
         mid = (lo + hi + 1) // 2
         return f"(CASE WHEN {key} < {rows[mid][0]} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END)"
 
+    return tree(0, len(rows) - 1)
+
+
+def local_range_sql(name: str, ts_us: Sql) -> Sql:
+    """Whether the local time of `ts_us` in zone `name` falls in years 1..9999 (else there is none, as in
+    decide). The offset is constant for days around both ends of the range (checked), so the range is a
+    test on `ts_us`. Plain SQL, shared by every SQL dialect."""
+    zone = offsets(name)
     days = 2 * 86_400_000_000
     low, high = zone.offset_us(LOCAL_MIN_US), zone.offset_us(LOCAL_MAX_US)
     if (low, high) != (zone.offset_us(LOCAL_MIN_US + days), zone.offset_us(LOCAL_MAX_US - days)):
         raise AssertionError(f"time zone `{name}` changes offset at the ends of years 1..9999")
-    return (f"(CASE WHEN {ts_us} >= {LOCAL_MIN_US - low} AND {ts_us} < {LOCAL_MAX_US - high} "
-            f"THEN make_timestamp({ts_us} + {tree(0, len(rows) - 1)}) END)")
+    return f"({ts_us} >= {LOCAL_MIN_US - low} AND {ts_us} < {LOCAL_MAX_US - high})"
+
+
+def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = None) -> Sql:
+    """The local TIMESTAMP in zone `name` of the instant `ts_us` (microseconds), from the pinned tzdata's
+    offsets (timezones.offsets), never DuckDB's ICU data, so SQL reads the local time `decide` reads. NULL
+    outside local years 1..9999 (no local time, as in decide). `key`: a column holding `tz_key_sql`."""
+    key = key or tz_key_sql(name, ts_us)
+    return (f"(CASE WHEN {local_range_sql(name, ts_us)} "
+            f"THEN make_timestamp({ts_us} + {local_offset_sql(name, key)}) END)")
 
 
 def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:

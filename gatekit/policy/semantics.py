@@ -358,6 +358,7 @@ class Backend(Protocol):
 BACKENDS: dict[str, str] = {
     "decide": "gatekit.policy._ops:BACKEND",
     "duckdb": "gatekit.policy.compile:BACKEND",
+    "spark": "gatekit.spark.compile:BACKEND",  # SQL text only: running it needs pyspark (gatekit.spark.engine)
 }
 
 

@@ -1,8 +1,9 @@
 """The Spark compiler: a policy as Spark SQL expressions over a DataFrame of actions, deciding every row.
 
 Mirrors gatekit/policy/compile.py (the DuckDB compiler) node for node and test for test: the same `Val` (a type
-tag and typed readings of one value), the same dispatch tables `LEAVES`, `CODES` and `NODES`, the same
-precedence, tiers and error details. What differs is the dialect:
+tag and typed readings of one value), the same dispatch tables `LEAVES` and `NODES`; the tests are built
+from the semantics table by the walker both SQL dialects share (gatekit/policy/sqltests.py), the precedence,
+tiers, window rule and margin are semantics.py's. What differs is the dialect:
 
 - a JSON value is a Spark VARIANT; its type tag comes from `schema_of_variant` (BIGINT, DECIMAL, DOUBLE ->
   number; 1e400 and 400-digit integers parse as an infinite DOUBLE, so they are bad numbers as in decide);
@@ -19,18 +20,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from gatekit.policy.conditions import WEEKDAYS, All, Any_, Cond, Field, Not, Test, Window
+from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_MISMATCH, error_message
-from gatekit.policy.model import LEVEL, Policy, Rule
-from gatekit.policy.values import JSON_SPACE, NUMERIC_STRING, numeric_string
+from gatekit.policy.model import Policy, Rule
+import gatekit.policy.semantics as sem
+import gatekit.policy.sqltests as sqltests
+from gatekit.policy.compile import local_offset_sql, local_range_sql, tz_key_sql
+from gatekit.policy.sqltests import Pair, Test3
+from gatekit.policy.semantics import JSON_SPACE, NUMERIC_STRING, WEEKDAYS
 
-__all__ = ["CODES", "LEAVES", "NODES", "Plan", "Val", "lit", "plan"]
+__all__ = ["BACKEND", "LEAVES", "NODES", "Plan", "Val", "lit", "local_time", "plan", "test_sql"]
 
 Sql = str
 _DAY_US = 86_400_000_000
 # Java regex, used only for this ASCII-only pattern (where it and RE2 agree), as a full match
 _NUMERIC_JAVA = r"\A(?:" + NUMERIC_STRING + r")\z"
 _INF = "CAST('Infinity' AS DOUBLE)"
+
+
+def local_time(name: str) -> tuple[Sql, Sql]:
+    """Two expressions over `ts_us`: the key of its UTC offset (`tzk_`, compile.tz_key_sql), then from it the
+    local time in microseconds (`lt_us`), from the pinned tzdata's offsets and the 400-year cycle exactly as
+    the DuckDB compiler applies them; NULL outside local years 1..9999 (the time fields are then missing)."""
+    return (tz_key_sql(name, "ts_us"),
+            f"(CASE WHEN {local_range_sql(name, 'ts_us')} THEN ts_us + {local_offset_sql(name, 'tzk_')} END)")
 
 
 def lit(text: str) -> Sql:
@@ -115,6 +128,10 @@ class Val:
         return f"COALESCE({self.t} IS NULL OR {self.t} = 'NULL', TRUE)"
 
     @property
+    def snm(self) -> Sql:  # the string has a JSON number's form (snv reads every such string, to inf if out of range)
+        return f"({self.snv} IS NOT NULL)"
+
+    @property
     def bad(self) -> Sql:
         if self.pre is not None:
             return "bad" + str(self.pre)
@@ -139,98 +156,76 @@ class Val:
         return f"({self.is_('VARCHAR')} AND COALESCE(NOT {_finite(self.snv)}, FALSE))"
 
 
-Pair = tuple[Sql, Sql]  # (value, error), both non-null booleans
 
 
-def _elements(v: Val) -> Sql:
-    return f"try_variant_get({v.j}, '$', 'array<variant>')"
+# ---- the tests: the semantics table (semantics.py) in Spark SQL, through the shared walker (sqltests) ----
+class _Spark(sqltests.Dialect):
+    """Spark SQL: VARIANT list and object access, its string functions, and RE2 through the Arrow UDF."""
+
+    name = "spark"
+    FUNCTIONS = {"substring": "contains", "prefix": "startswith", "suffix": "endswith"}
+
+    def lit(self, text: str) -> Sql:
+        return lit(text)
+
+    def array_length(self, v: Val) -> Sql:
+        return f"size({self.elements(v)})"
+
+    def element(self, v: Val, i: int) -> Val:
+        return Val.of_variant(f"try_variant_get({v.j}, '$[{i}]')")
+
+    def elements(self, v: Val) -> Sql:
+        return f"try_variant_get({v.j}, '$', 'array<variant>')"
+
+    def keys(self, v: Val) -> Sql:
+        return f"map_keys(try_variant_get({v.j}, '$', 'map<string,variant>'))"
+
+    def exists(self, items: Sql, var: str, pred: Sql) -> Sql:
+        return f"COALESCE(exists({items}, {var} -> {pred}), FALSE)"
+
+    def element_var(self, name: str) -> Val:
+        return Val.of_variant(name)
+
+    def key_var(self, name: str) -> Val:
+        return Val.of_string(name)
+
+    def p_regex(self, v: Val, kinds: frozenset[str], o: object, op: str, guard: Sql) -> Pair:
+        # RE2 search through the Arrow UDF; only string values reach it (the others are NULL: no Python work)
+        s = f"(CASE WHEN {v.is_('VARCHAR')} THEN {v.s} END)"
+        return f"({guard} AND COALESCE(gatekit_re2_search({s}, {lit(str(o))}), FALSE))", "FALSE"
 
 
-# ---- the tests -----------------------------------------------------------------------------------------
-def eq(v: Val, o: object) -> Pair:
-    if isinstance(o, tuple):
-        same = f"({v.is_('ARRAY')} AND size({_elements(v)}) = {len(o)})"
-        elems = [eq(Val.of_variant(f"try_variant_get({v.j}, '$[{i}]')"), oi) for i, oi in enumerate(o)]
-        return (_all([same] + [e[0] for e in elems]),
-                f"({v.bad} OR ({same} AND {_any([e[1] for e in elems])}))")
-    if o is True or o is False:
-        return f"({v.is_('BOOLEAN')} AND {v.b} = {'TRUE' if o else 'FALSE'})", v.bad
-    if isinstance(o, float):
-        return (f"(({v.good} AND {v.n} = {num(o)}) OR ({v.str_num_ok} AND {v.snv} = {num(o)}))",
-                f"({v.bad} OR {v.str_num_bad})")
-    assert isinstance(o, str)
-    parsed = numeric_string(o)
-    val = f"({v.is_('VARCHAR')} AND {v.s} = {lit(o)})"
-    if isinstance(parsed, float):
-        val = f"({val} OR ({v.good} AND {v.n} = {num(parsed)}))"
-    return val, v.bad
+DIALECT = _Spark()
 
 
-def _ne(v: Val, o: object, f: Field) -> Pair:
-    val, err = eq(v, o)
-    return f"(NOT {v.missing} AND NOT {val})", err
+def test_sql(v: Val, op: str, o: object, f: Field) -> Test3:
+    """A test of the table on `v` as Spark SQL: (value, error, the error's code) (sqltests.test_sql)."""
+    return sqltests.test_sql(DIALECT, v, op, o, f)
 
 
-def _order(cmp: str) -> Callable[[Val, object, Field], Pair]:
-    def test(v: Val, o: object, f: Field) -> Pair:
-        if f.name == "time.date":
-            return f"({v.s} {cmp} {lit(str(o))})", "FALSE"
-        x = num(o)  # type: ignore[arg-type]
-        val = f"(({v.good} AND {v.n} {cmp} {x}) OR ({v.str_num_ok} AND {v.snv} {cmp} {x}))"
-        err = (f"({v.bad} OR ({v.is_('VARCHAR')} AND NOT {v.str_num_ok}) OR {v.is_('BOOLEAN')} "
-               f"OR {v.is_('ARRAY')} OR {v.is_('OBJECT')})")
-        return val, err
-    return test
+test_sql.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
-def _in(v: Val, o: object, f: Field) -> Pair:
-    coll = f"({v.is_('ARRAY')} OR {v.is_('OBJECT')})"
-    parts = [eq(v, x) for x in o]  # type: ignore[union-attr]
-    return (f"(NOT {coll} AND {_any([p[0] for p in parts])})",
-            f"({coll} OR {v.bad} OR {_any([p[1] for p in parts])})")
+class SparkBackend:
+    """The `semantics.Backend` of the Spark compiler: Spark SQL expressions over VARIANT readings."""
+
+    name = "spark"
+
+    def is_kind(self, value: Val, kinds: frozenset[str]) -> Sql:
+        return sqltests.kinds_sql(value, frozenset(kinds))
+
+    def as_number(self, value: Val, kind: str) -> Sql:
+        return value.n if kind == sem.NUMBER else value.snv
+
+    def primitive(self, name: str, value: Val, kind: str, operand: object, op: str) -> Pair:
+        kinds = frozenset({kind})
+        return DIALECT.primitive(name, value, kinds, operand, op, sqltests.kinds_sql(value, kinds))
 
 
-def _not_in(v: Val, o: object, f: Field) -> Pair:
-    val, err = _in(v, o, f)
-    return f"(NOT {v.missing} AND NOT {val})", err
+BACKEND = SparkBackend()
 
 
-def _contains(v: Val, o: object, f: Field) -> Pair:
-    x = Val.of_variant("x_")
-    k = Val.of_string("k_")
-    xv, xe = eq(x, o)
-    kv, ke = eq(k, o)
-    elems = _elements(v)
-    keys = f"map_keys(try_variant_get({v.j}, '$', 'map<string,variant>'))"
-    in_str = f"({v.is_('VARCHAR')} AND contains({v.s}, {lit(o)}))" if isinstance(o, str) else "FALSE"
-    val = (f"({in_str} "
-           f"OR ({v.is_('ARRAY')} AND COALESCE(exists({elems}, x_ -> {xv}), FALSE)) "
-           f"OR ({v.is_('OBJECT')} AND COALESCE(exists({keys}, k_ -> {kv}), FALSE)))")
-    err = (f"({v.is_('NUM')} OR {v.is_('BOOLEAN')} "
-           f"OR ({v.is_('ARRAY')} AND COALESCE(exists({elems}, x_ -> {xe}), FALSE)) "
-           f"OR ({v.is_('OBJECT')} AND COALESCE(exists({keys}, k_ -> {ke}), FALSE)))")
-    return val, err
-
-
-def _string_test(fn: str) -> Callable[[Val, object, Field], Pair]:
-    def test(v: Val, o: object, f: Field) -> Pair:
-        return (f"({v.is_('VARCHAR')} AND {fn}({v.s}, {lit(str(o))}))",
-                f"(NOT {v.missing} AND NOT {v.is_('VARCHAR')})")
-    return test
-
-
-def _matches(v: Val, o: object, f: Field) -> Pair:
-    # RE2 search through the Arrow UDF; only string values reach it (the others are NULL: no Python work)
-    s = f"(CASE WHEN {v.is_('VARCHAR')} THEN {v.s} END)"
-    return (f"({v.is_('VARCHAR')} AND COALESCE(gatekit_re2_search({s}, {lit(str(o))}), FALSE))",
-            f"(NOT {v.missing} AND NOT {v.is_('VARCHAR')})")
-
-
-def _exists(v: Val, o: object, f: Field) -> Pair:
-    return (f"(NOT {v.missing})" if o else v.missing), "FALSE"
-
-
-# ---- the error codes (decision.py), from the kind of the value that errored, as _ops.py raises them ----
+# ---- the error details (decision.py): the code from the table, the message from the value's kind -------
 def _kind_sql(v: Val) -> Sql:
     if v.fixed is not None:
         return lit({"NUM": "number", "VARCHAR": "string"}[v.fixed])
@@ -238,35 +233,8 @@ def _kind_sql(v: Val) -> Sql:
             f"WHEN 'ARRAY' THEN 'list' ELSE 'object' END)")
 
 
-def _number_code(v: Val) -> Sql:
-    return (f"(CASE WHEN {v.bad} OR {v.str_num_bad} THEN {lit(BAD_NUMBER)} WHEN {v.is_('VARCHAR')} "
-            f"THEN {lit(NOT_A_NUMBER)} ELSE {lit(TYPE_MISMATCH)} END)")
-
-
-def _collection_code(v: Val) -> Sql:
-    return f"(CASE WHEN {v.is_('ARRAY')} OR {v.is_('OBJECT')} THEN {lit(TYPE_MISMATCH)} ELSE {lit(BAD_NUMBER)} END)"
-
-
-def _scalar_code(v: Val) -> Sql:
-    return f"(CASE WHEN {v.is_('NUM')} OR {v.is_('BOOLEAN')} THEN {lit(TYPE_MISMATCH)} ELSE {lit(BAD_NUMBER)} END)"
-
-
-CODES: dict[str, Callable[[Val], Sql]] = {
-    "eq": lambda v: lit(BAD_NUMBER),
-    "ne": lambda v: lit(BAD_NUMBER),
-    **{op: _number_code for op in ("gt", "gte", "lt", "lte")},
-    "in": _collection_code,
-    "not_in": _collection_code,
-    "contains": _scalar_code,
-    **{op: (lambda v: lit(TYPE_MISMATCH)) for op in ("matches", "startswith", "endswith")},
-    "exists": lambda v: lit(TYPE_MISMATCH),  # never errors
-    "sum": _number_code,
-}
-
-
-def error_detail(rule: Rule, field: Field, test: str, v: Val) -> Sql:
+def error_detail(rule: Rule, field: Field, test: str, v: Val, code: Sql) -> Sql:
     """The struct of decision.RuleError for a leaf that errored: the same code and message as decide."""
-    code = CODES[test](v)
     kind = _kind_sql(v)
     by_kind = " ".join(f"WHEN {lit(k)} THEN {lit(error_message(field.name, test, TYPE_MISMATCH, k))}"
                        for k in KIND_NAMES)
@@ -279,21 +247,9 @@ def error_detail(rule: Rule, field: Field, test: str, v: Val) -> Sql:
 
 ERROR_DETAIL = "STRUCT<rule: STRING, field: STRING, test: STRING, code: STRING, message: STRING>"
 
-LEAVES: dict[str, Callable[[Val, object, Field], Pair]] = {
-    "eq": lambda v, o, f: eq(v, o),
-    "ne": _ne,
-    "gt": _order(">"),
-    "gte": _order(">="),
-    "lt": _order("<"),
-    "lte": _order("<="),
-    "in": _in,
-    "not_in": _not_in,
-    "contains": _contains,
-    "matches": _matches,
-    "startswith": _string_test("startswith"),
-    "endswith": _string_test("endswith"),
-    "exists": _exists,
-}
+# op -> the test on one value as (value, error, code): every test of the table, one builder
+LEAVES: dict[str, Callable[[Val, object, Field], Test3]] = {
+    op: (lambda op: lambda v, o, f: test_sql(v, op, o, f))(op) for op in sem.TABLE if op != "sum"}
 
 
 # ---- reading a path of args / context ------------------------------------------------------------------
@@ -369,14 +325,16 @@ class _Query:
         if f.root == "time":
             self.uses_time = True
             part = f.path[0]
+            here = "(lt_us IS NOT NULL)"  # no local time outside years 1..9999: the time fields are missing
             day = f"((lt_us - pmod(lt_us, {_DAY_US})) div {_DAY_US})"
             if part == "hour":
-                return Val(t="'NUM'", n=f"CAST(pmod(lt_us, {_DAY_US}) div 3600000000 AS DOUBLE)", fixed="NUM")
+                return Val(t="'NUM'", n=f"CAST(pmod(lt_us, {_DAY_US}) div 3600000000 AS DOUBLE)", fixed="NUM",
+                           present=here)
             if part == "weekday":
                 days = " ".join(f"WHEN {i} THEN '{d}'" for i, d in enumerate(WEEKDAYS))
-                return Val(t="'VARCHAR'", s=f"(CASE pmod({day} + 3, 7) {days} END)", fixed="VARCHAR")
+                return Val(t="'VARCHAR'", s=f"(CASE pmod({day} + 3, 7) {days} END)", fixed="VARCHAR", present=here)
             return Val(t="'VARCHAR'", s=f"CAST(date_from_unix_date(CAST({day} AS INT)) AS STRING)",
-                       fixed="VARCHAR")
+                       fixed="VARCHAR", present=here)
         if f.name not in self.fields:
             self.fields[f.name] = (len(self.fields), f)
         i = self.fields[f.name][0]
@@ -415,7 +373,9 @@ class _Query:
         per = f", `{node.per}`" if node.per else ""
         log = "log_, " if self.grouped else ""
         part = f"PARTITION BY {log}tm{r}{per}"
-        frame = f"{part} ORDER BY ts_us RANGE BETWEEN {node.window_us - 1} PRECEDING AND CURRENT ROW"
+        # semantics' window rule: (ts - span, ts] in whole microseconds, ties by seq below
+        preceding = -sem.window_lower_bound(0, node.window_us) - 1
+        frame = f"{part} ORDER BY ts_us RANGE BETWEEN {preceding} PRECEDING AND CURRENT ROW"
         later = f"PARTITION BY {log}tm{r}{per}, ts_us ORDER BY seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
         cmp = ">" if node.op == "gt" else ">="
         key_ok = f"`{node.per}` IS NOT NULL" if node.per else "TRUE"
@@ -425,9 +385,12 @@ class _Query:
                                 f"AS DOUBLE) END AS w{k}")
             return self.leaf(r, f"({key_ok} AND COALESCE(w{k} {cmp} {t}, FALSE))", "FALSE", None)
         v = self.field(node.field)  # type: ignore[arg-type]
-        amount = f"(CASE WHEN {v.good} THEN {v.n} WHEN {v.str_num_ok} THEN {v.snv} ELSE CAST(0 AS DOUBLE) END)"
+        # the table's `sum` row: the usable kinds' readings (else 0), and the error of the others
+        reads = sqltests.groups(sem.TABLE["sum"]["field"])
+        usable_kinds = frozenset().union(*(ks for c, ks in reads.items() if isinstance(c, sem.Prim)))
+        amount = DIALECT.primitive("amount", v, usable_kinds, None, "sum", "TRUE")[0]
         # as compile.py: a windowed SUM decides every row further from the threshold than float rounding could
-        # move either sum (margin 8·(n+2)·2^-53·Σ|x|); the rows within it are summed exactly (sorted, then
+        # move either sum (semantics.sum_margin: SUM_MARGIN·(n+2)·2^-53·Σ|x|); the rows within it are summed exactly (sorted, then
         # added in ascending order) by the engine's range join, `x{k}`
         self.amounts.append(f"CASE WHEN tm{r} THEN {amount} END AS a{k}")
         self.windows.append(f"CASE WHEN tm{r} THEN sum(a{k}) OVER ({frame}) - "
@@ -435,13 +398,15 @@ class _Query:
         self.windows.append(f"CASE WHEN tm{r} THEN sum(abs(a{k})) OVER ({frame}) END AS mag{k}")
         self.windows.append(f"CASE WHEN tm{r} THEN count(1) OVER ({frame}) END AS cnt{k}")
         self.nears.append(f"(tm{r} AND NOT COALESCE({_finite(f'mag{k}')} AND {_finite(f'approx{k}')} AND "
-                            f"abs(approx{k} - {t}) > 8.0 * (cnt{k} + 2) * mag{k} * {2.0 ** -53!r}, FALSE)) "
+                            f"abs(approx{k} - {t}) > {float(sem.SUM_MARGIN)!r} * (cnt{k} + 2) * mag{k} * {2.0 ** -53!r}, FALSE)) "
                             f"AS near{k}")
         self.sums.append(SumJoin(k, r, node.per, node.window_us, node.threshold))
-        usable = f"({v.missing} OR {v.good} OR {v.str_num_ok})"
+        usable = sqltests.kinds_sql(v, usable_kinds)
+        code = sqltests.code_sql(DIALECT, v, [(c.code, ks) for c, ks in reads.items() if isinstance(c, sem.Error)],
+                                 False)
         total = f"COALESCE(x{k}, approx{k})"
         return self.leaf(r, f"({key_ok} AND COALESCE({total} {cmp} {t}, FALSE))", f"(NOT {usable})",
-                         error_detail(rule, node.field, "sum", v))  # type: ignore[arg-type]
+                         error_detail(rule, node.field, "sum", v, code))  # type: ignore[arg-type]
 
     def plan(self) -> Plan:
         p = self.policy
@@ -510,16 +475,13 @@ class _Query:
                 f"AS ARRAY<{ERROR_DETAIL}>) ELSE {empty} END)")
 
     def _decision(self) -> Sql:
+        """The decision's level: semantics.decision_level over the rule columns."""
         p = self.policy
-        levels = [f"CASE WHEN m{r} THEN {LEVEL[rule.action]} ELSE -1 END"
-                  for r, rule in enumerate(p.rules) if rule.enforced]
-        best = f"greatest(-1, {', '.join(levels)})" if levels else "-1"
-        base = f"(CASE WHEN {best} < 0 THEN {LEVEL[p.default]} ELSE {best} END)"
         errs = _any([f"e{r}" for r, rule in enumerate(p.rules) if rule.enforced])
-        return f"(CASE WHEN {errs} THEN greatest({base}, {LEVEL[p.on_error]}) ELSE {base} END)"
+        return sem.decision_level(_SQL_LEVELS, p, [(rule, f"m{r}") for r, rule in enumerate(p.rules)], errs)
 
     def _verdict(self) -> Sql:
-        return "(CASE lvl WHEN 0 THEN 'allow' WHEN 1 THEN 'escalate' ELSE 'deny' END)"
+        return "(CASE lvl " + " ".join(f"WHEN {sem.LEVEL[v]} THEN {lit(v)}" for v in sem.VERDICTS) + " END)"
 
     def _ids(self, prefix: str) -> Sql:
         empty = "CAST(array() AS ARRAY<STRING>)"
@@ -532,20 +494,23 @@ class _Query:
     def _tier(self) -> Sql:
         rank = self.policy.tier_rank()
         cands = sorted(((rank[rule.tier], r, rule) for r, rule in enumerate(self.policy.rules)
-                        if rule.enforced and rule.action == "escalate" and rule.tier is not None),
+                        if sem.strictest_tier(self.policy, [rule]) is not None),
                        key=lambda c: (c[0], c[1]))
         if not cands:
             return "CAST(NULL AS STRING)"
         whens = " ".join(f"WHEN m{r} THEN {lit(rule.tier)}" for _, r, rule in cands)
-        return f"(CASE WHEN lvl = 1 THEN (CASE {whens} END) END)"
+        return f"(CASE WHEN lvl = {sem.LEVEL['escalate']} THEN (CASE {whens} END) END)"
+
+
+_SQL_LEVELS = sqltests.SqlLevels()
 
 
 def _leaf(q: _Query, node: Test, rule: Rule, r: int) -> Pair:
     v = q.field(node.field)
     if node.op == "matches":
         q.uses_regex = True
-    val, err = LEAVES[node.op](v, node.operand, node.field)
-    return q.leaf(r, val, err, error_detail(rule, node.field, node.op, v) if err != "FALSE" else None)
+    val, err, code = LEAVES[node.op](v, node.operand, node.field)
+    return q.leaf(r, val, err, error_detail(rule, node.field, node.op, v, code) if err != "FALSE" else None)
 
 
 def _combine(q: _Query, node: All | Any_, rule: Rule, r: int) -> Pair:

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from gatekit.policy.model import Policy
-from gatekit.spark.compile import lit, plan
+from gatekit.spark.compile import local_time, plan
 
 __all__ = ["decide_frame", "normalise", "register_udfs"]
 
@@ -121,9 +121,10 @@ def normalise(frame: DataFrame, policy: Policy, by: str | None = None) -> DataFr
     if by is not None:
         cols.append(F.col(by).alias("log_"))
     out = frame.select(*cols)
-    # the local time: from_utc_timestamp shifts the instant by the zone's offset, whatever the session's zone
-    return out.withColumn("lt_us", F.expr(f"unix_micros(from_utc_timestamp(timestamp_micros(ts_us), "
-                                          f"{lit(policy.timezone)}))"))
+    # the local time from the pinned tzdata's offsets (gatekit.policy.timezones), never Java's tz data:
+    # NULL outside local years 1..9999, where the time fields are missing
+    key, local = local_time(policy.timezone)
+    return out.withColumn("tzk_", F.expr(key)).withColumn("lt_us", F.expr(local)).drop("tzk_")
 
 
 # ---- deciding ------------------------------------------------------------------------------------------

@@ -127,29 +127,45 @@ def run_both(policy: Policy, actions: Sequence[Mapping[str, Any]],
 
 
 # ---- Spark ----------------------------------------------------------------------------------------------
-def spark_many(policy: Policy, logs: Sequence[Sequence[Mapping[str, Any]]],
-               spark: Any) -> tuple[list[list[Outcome]], list[list[tuple[Detail, ...]]]]:
-    """The Spark backend's outcomes and error details for many logs at once (one Spark job; windows count
-    within each log), each in log order, over the same rows the DuckDB side reads (`rows`, JSON text args)."""
+def spark_batch(jobs: Sequence[tuple[Policy, Sequence[Sequence[Mapping[str, Any]]]]], spark: Any
+                ) -> list[tuple[list[list[Outcome]], list[list[tuple[Detail, ...]]]]]:
+    """The Spark backend's outcomes and error details for many policies, each over many logs, in ONE Spark
+    job (the decided frames of every policy unioned; windows count within each log), each log in log
+    order, over the same rows the DuckDB side reads (`rows`, JSON text args)."""
+    from pyspark.sql import functions as F
+
     from gatekit.spark import decide_frame
 
-    tables = []
-    for n, actions in enumerate(logs):
-        t = _arrow(actions)
-        tables.append(t.append_column("log", pa.array([n] * len(t), pa.int64())))
-    table = pa.concat_tables(tables) if tables else _arrow([]).append_column("log", pa.array([], pa.int64()))
-    frame = spark.createDataFrame(table)
-    got = decide_frame(policy, frame, by="log").select("log_", "seq", "decision", "rules", "errors", "tier",
-                                                       "error_details").collect()
-    out: list[list[Outcome]] = [[None] * len(actions) for actions in logs]  # type: ignore[list-item]
-    details: list[list[tuple[Detail, ...]]] = [[()] * len(actions) for actions in logs]
-    for row in got:
+    decided = []
+    for j, (policy, logs) in enumerate(jobs):
+        tables = []
+        for n, actions in enumerate(logs):
+            t = _arrow(actions)
+            tables.append(t.append_column("log", pa.array([n] * len(t), pa.int64())))
+        table = pa.concat_tables(tables) if tables else _arrow([]).append_column("log", pa.array([], pa.int64()))
+        frame = spark.createDataFrame(table)
+        decided.append(decide_frame(policy, frame, by="log").select(
+            F.lit(j).alias("job_"), "log_", "seq", "decision", "rules", "errors", "tier", "error_details"))
+    union = decided[0]
+    for d in decided[1:]:
+        union = union.unionByName(d)
+    results = [([[None] * len(actions) for actions in logs], [[()] * len(actions) for actions in logs])
+               for _, logs in jobs]
+    for row in union.collect():
+        out, details = results[row["job_"]]
         out[row["log_"]][row["seq"]] = (row["decision"], tuple(row["rules"] or ()), tuple(row["errors"] or ()),
                                         row["tier"])
         details[row["log_"]][row["seq"]] = tuple((e["rule"], e["field"], e["test"], e["code"], e["message"])
                                                  for e in (row["error_details"] or ()))
-    assert all(o is not None for log in out for o in log), "one row per action"
-    return out, details
+    assert all(o is not None for out, _ in results for log in out for o in log), "one row per action"
+    return results  # type: ignore[return-value]
+
+
+def spark_many(policy: Policy, logs: Sequence[Sequence[Mapping[str, Any]]],
+               spark: Any) -> tuple[list[list[Outcome]], list[list[tuple[Detail, ...]]]]:
+    """The Spark backend's outcomes and error details for many logs at once (one Spark job; see
+    `spark_batch`)."""
+    return spark_batch([(policy, logs)], spark)[0]
 
 
 def run_spark_many(policy: Policy, logs: Sequence[Sequence[Mapping[str, Any]]], spark: Any) -> list[list[Outcome]]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import gatekit.policy.compile as compile_mod
 from gatekit.metrics.evaluate import _recombine
-from gatekit.policy import parse_policy
+from gatekit.policy import parse_policy, policy_dict
 from gatekit.policy import semantics as sem
 from gatekit.policy._ops import PRIMITIVES as DECIDE_PRIMITIVES
 from gatekit.policy._ops import value_kind
@@ -23,7 +23,7 @@ from gatekit.policy.conditions import OPS
 from gatekit.policy.decide import evaluator
 from gatekit.policy.decision import RuleError
 
-from .harness import details_python, details_sql, run_python, run_sql
+from .harness import details_python, details_sql, run_python, run_sql, spark_batch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,8 +64,57 @@ def _policy(when: str) -> Any:
                         f"  - {{id: r, tool: t, action: deny, when: {when}}}\n")
 
 
+SUM_WHEN = "{sum: {field: args.v, window: 1h, gt: 4}}"
+
+
+def _key(policy: Any, actions: Any) -> str:
+    return json.dumps([policy_dict(policy), list(actions)], sort_keys=True, default=str)
+
+
+class _SparkRunner:
+    """Spark's runner: every policy this module decides (each row of the table on every kind of value, the
+    `sum` row on each value alone), in ONE Spark job the first time one is asked for; a job per cell would
+    take minutes. A policy not in that batch is decided on its own."""
+
+    def __init__(self) -> None:
+        self.session: Any = None  # the session-wide `spark` fixture, set by the tests that run backends
+        self.cache: dict[str, tuple[list[Any], list[Any]]] = {}
+
+    def _decide(self, jobs: list[tuple[Any, list[list[dict[str, Any]]]]]) -> None:
+        assert self.session is not None, "a test running the Spark backend takes the `spark` fixture"
+        for (policy, logs), (outs, details) in zip(jobs, spark_batch(jobs, self.session)):
+            for log, out, ds in zip(logs, outs, details):
+                self.cache[_key(policy, log)] = (out, ds)
+
+    def _get(self, policy: Any, actions: Any) -> tuple[list[Any], list[Any]]:
+        if not self.cache:
+            jobs = [(_policy(f"{{args.v: {{{row[0]}: {OPERANDS[row]}}}}}"), [ACTIONS]) for row in ROWS]
+            jobs.append((_policy(SUM_WHEN), [[a] for a in ACTIONS]))
+            self._decide(jobs)  # type: ignore[arg-type]
+        key = _key(policy, actions)
+        if key not in self.cache:
+            self._decide([(policy, [list(actions)])])
+        return self.cache[key]
+
+    def run(self, policy: Any, actions: Any) -> list[Any]:
+        return self._get(policy, actions)[0]
+
+    def details(self, policy: Any, actions: Any) -> list[Any]:
+        return self._get(policy, actions)[1]
+
+
+SPARK = _SparkRunner()
+
 # registered backend -> how a log is decided through it (outcomes, error details)
-RUNNERS = {"decide": (run_python, details_python), "duckdb": (run_sql, details_sql)}
+RUNNERS = {"decide": (run_python, details_python), "duckdb": (run_sql, details_sql),
+           "spark": (SPARK.run, SPARK.details)}
+
+
+@pytest.fixture
+def backends(spark: Any) -> dict[str, Any]:
+    """The runners of every registered backend (Spark's needs the session)."""
+    SPARK.session = spark
+    return RUNNERS
 
 
 def _outcomes(policy: Any, engine: str) -> list[tuple[str, Any]]:
@@ -93,7 +142,7 @@ def test_samples_are_their_kinds() -> None:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[f"{op}-{ok}" for op, ok in ROWS])
-def test_every_backend_gives_every_cell_of_the_table(row: tuple[str, str]) -> None:
+def test_every_backend_gives_every_cell_of_the_table(row: tuple[str, str], backends: dict[str, Any]) -> None:
     op, ok = row
     policy = _policy(f"{{args.v: {{{op}: {OPERANDS[row]}}}}}")
     test = policy.rules[0].when
@@ -118,8 +167,8 @@ def test_every_row_of_the_table_is_exercised() -> None:
     assert rows - dates == set(OPERANDS)
 
 
-def test_the_sum_row_on_every_backend() -> None:
-    policy = _policy("{sum: {field: args.v, window: 1h, gt: 4}}")
+def test_the_sum_row_on_every_backend(backends: dict[str, Any]) -> None:
+    policy = _policy(SUM_WHEN)
     cells = sem.TABLE["sum"]["field"]
     for engine in RUNNERS:
         # each action alone (a window of one call): its amount against the threshold
