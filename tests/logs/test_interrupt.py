@@ -26,6 +26,7 @@ LINES = 30_000
 # The child: `gatekit ingest LOG --db DB`, its store's connection wrapped so that `STEP` signals first.
 CHILD = textwrap.dedent("""
     import os, signal, sys, threading
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # see FOREGROUND
     import gatekit.logs.store as store_module
     from gatekit.cli import main
 
@@ -53,6 +54,12 @@ CHILD = textwrap.dedent("""
     sys.argv = ["gatekit", *sys.argv[1:]]
     main()
 """)
+
+
+# A command started in the background by a non-interactive shell (`cmd &`, as a CI script may start the test
+# run) inherits SIGINT ignored, and Python then leaves it ignored: Ctrl-C cannot reach a background job. The
+# children here stand for a command typed at a terminal, so they start with Python's own SIGINT handler.
+FOREGROUND = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +125,7 @@ def test_sigint_at_random_moments_of_an_ingest(tmp_path: Path, log: Path) -> Non
     rng = random.Random(16)
     for attempt in range(4):
         db = tmp_path / f"s{attempt}.duckdb"
-        child = subprocess.Popen([sys.executable, "-c", "from gatekit.cli import main; main()", "ingest", str(log),
+        child = subprocess.Popen([sys.executable, "-c", FOREGROUND + "from gatekit.cli import main; main()", "ingest", str(log),
                                   "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env=_env())
         deadline = time.monotonic() + 120
