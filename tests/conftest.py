@@ -65,7 +65,10 @@ def spark():  # type: ignore[no-untyped-def]
         "spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
         # tiny inputs and many distinct policies: compiling generated code costs more than it saves
         "spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-        "spark.driver.memory": "1g", "spark.sql.adaptive.enabled": "true",
+        # the driver keeps every query's plan for the UI's history even with the UI off: with the corpus,
+        # the Hypothesis runs and the metrics on one session (large generated plans) 1g ran out of heap
+        "spark.driver.memory": "3g", "spark.sql.ui.retainedExecutions": "20", "spark.ui.retainedJobs": "20",
+        "spark.ui.retainedStages": "20", "spark.sql.adaptive.enabled": "true",
         "spark.python.worker.reuse": "true"})
     yield s
     s.stop()
