@@ -141,6 +141,17 @@ def cli() -> None:
     """gatekit: decide which agent actions need a human, from evidence, then enforce the same policy."""
 
 
+
+def _catalog(path: Path | None) -> Any:
+    """The `--catalog` file loaded (None without one); a missing file says how to write it."""
+    if path is None:
+        return None
+    from gatekit.authoring import load_catalog
+
+    if not path.exists():
+        raise InputError(f"no catalog at `{path}`: write one with `gatekit catalog --db STORE --out {path}`")
+    return load_catalog(path)
+
 def _existing(db: Path) -> Path:
     """A store a command reads or adds a run to: it must exist (a typo must not leave an empty store behind)."""
     if not db.exists():
@@ -158,14 +169,7 @@ def validate(files: tuple[Path, ...], catalog_path: Path | None, as_json: bool, 
     """Check policy files; print every problem as FILE:LINE: message (warnings do not fail validation)."""
     from gatekit.policy import load_policy
 
-    catalog = None
-    if catalog_path is not None:
-        from gatekit.authoring import load_catalog
-
-        if not catalog_path.exists():
-            raise InputError(f"no catalog at `{catalog_path}`: write one with `gatekit catalog --db STORE --out "
-                             f"{catalog_path}`")
-        catalog = load_catalog(catalog_path)
+    catalog = _catalog(catalog_path)
     problems: list[Problem] = []
     warnings: list[Problem] = []
     for f in files:
@@ -965,14 +969,7 @@ def tune_cmd(db: Path, policy_path: Path, out: Path, max_bother: float | None, t
             raise InputError(f"`--holdout` is FIELD=VALUE (agent=MODEL), not `{holdout}`")
         held = (key, value)
     policy = load_policy(policy_path)
-    catalog = None
-    if catalog_path is not None:
-        from gatekit.authoring import load_catalog
-
-        if not catalog_path.exists():
-            raise InputError(f"no catalog at `{catalog_path}`: write one with `gatekit catalog --db STORE --out "
-                             f"{catalog_path}`")
-        catalog = load_catalog(catalog_path)
+    catalog = _catalog(catalog_path)
     with Store(_existing(db)) as store:
         with progress("tuning"):
             result = tune(store, policy, max_bother=max_bother, target=target, split=split, holdout=held,
