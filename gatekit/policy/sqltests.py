@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 from gatekit.policy import semantics as sem
 from gatekit.policy.conditions import Field
-from gatekit.policy.decision import TYPE_MISMATCH
+from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_MISMATCH, error_message
 from gatekit.policy.values import numeric_string
 
-__all__ = ["CMP", "Dialect", "Pair", "SqlLevels", "Test3", "any_", "all_", "code_sql", "groups", "kinds_sql",
-           "test_sql"]
+__all__ = ["CMP", "Dialect", "Pair", "SqlLevels", "Test3", "any_", "all_", "code_sql", "error_message_sql", "groups",
+           "kind_name_sql", "kinds_sql", "test_sql"]
 
 Sql = str
 Pair = tuple[Sql, Sql]  # (value, error), both non-null booleans
@@ -246,3 +246,21 @@ class SqlLevels:
 
     def below(self, x: Sql, level: int) -> Sql:
         return f"{x} < {level}"
+
+
+# ---- the error details (decision.py): the message from the code and the value's kind, in either dialect ----
+def kind_name_sql(v: Any, lit: Callable[[str], str]) -> str:
+    """The kind of the value `v` as error messages name it (number, string, boolean, list, object)."""
+    if v.fixed is not None:
+        return lit({"NUM": "number", "VARCHAR": "string"}[v.fixed])
+    return (f"(CASE {v.t} WHEN 'NUM' THEN 'number' WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' "
+            f"WHEN 'ARRAY' THEN 'list' ELSE 'object' END)")
+
+
+def error_message_sql(field: Field, test: str, v: Any, code: str, lit: Callable[[str], str]) -> str:
+    """decision.error_message as SQL: the same text decide gives for the code and the value's kind."""
+    by_kind = " ".join(f"WHEN {lit(k)} THEN {lit(error_message(field.name, test, TYPE_MISMATCH, k))}"
+                       for k in KIND_NAMES)
+    return (f"(CASE {code} WHEN {lit(BAD_NUMBER)} THEN {lit(error_message(field.name, test, BAD_NUMBER, ''))} "
+            f"WHEN {lit(NOT_A_NUMBER)} THEN {lit(error_message(field.name, test, NOT_A_NUMBER, ''))} "
+            f"ELSE (CASE {kind_name_sql(v, lit)} {by_kind} END) END)")

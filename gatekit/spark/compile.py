@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
-from gatekit.policy.decision import BAD_NUMBER, KIND_NAMES, NOT_A_NUMBER, TYPE_MISMATCH, error_message
 from gatekit.policy.model import Policy, Rule
 import gatekit.policy.semantics as sem
 import gatekit.policy.sqltests as sqltests
@@ -226,21 +225,9 @@ BACKEND = SparkBackend()
 
 
 # ---- the error details (decision.py): the code from the table, the message from the value's kind -------
-def _kind_sql(v: Val) -> Sql:
-    if v.fixed is not None:
-        return lit({"NUM": "number", "VARCHAR": "string"}[v.fixed])
-    return (f"(CASE {v.t} WHEN 'NUM' THEN 'number' WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' "
-            f"WHEN 'ARRAY' THEN 'list' ELSE 'object' END)")
-
-
 def error_detail(rule: Rule, field: Field, test: str, v: Val, code: Sql) -> Sql:
     """The struct of decision.RuleError for a leaf that errored: the same code and message as decide."""
-    kind = _kind_sql(v)
-    by_kind = " ".join(f"WHEN {lit(k)} THEN {lit(error_message(field.name, test, TYPE_MISMATCH, k))}"
-                       for k in KIND_NAMES)
-    message = (f"(CASE {code} WHEN {lit(BAD_NUMBER)} THEN {lit(error_message(field.name, test, BAD_NUMBER, ''))} "
-               f"WHEN {lit(NOT_A_NUMBER)} THEN {lit(error_message(field.name, test, NOT_A_NUMBER, ''))} "
-               f"ELSE (CASE {kind} {by_kind} END) END)")
+    message = sqltests.error_message_sql(field, test, v, code, lit)
     return (f"named_struct('rule', {lit(rule.id)}, 'field', {lit(field.name)}, 'test', {lit(test)}, "
             f"'code', {code}, 'message', {message})")
 
