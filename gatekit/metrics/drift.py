@@ -25,6 +25,7 @@ import polars as pl
 from gatekit.metrics.rates import records, rule_firing, wilson, with_time_keys
 from gatekit.policy import Policy
 from gatekit.policy.conditions import ORDER_OPS, Test, Window, leaves
+from gatekit.policy.timezones import zone
 from gatekit.policy.values import compile_re2
 from gatekit.run import Run
 
@@ -47,7 +48,7 @@ def _bounds(frame: pl.DataFrame, timezone: str) -> tuple[datetime, datetime] | N
     if frame.height == 0:
         return None
     lo, hi = frame.select(lo=pl.col("ts").min(), hi=pl.col("ts").max()).row(0)
-    tz = ZoneInfo(timezone)
+    tz = zone(timezone)
     start = lo.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
     end = hi.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     return start, end

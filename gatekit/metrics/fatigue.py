@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from gatekit.metrics.rates import records
+from gatekit.metrics.rates import local_time, records
 from gatekit.policy.dump import dump_yaml, number
 from gatekit.run import Run
 
@@ -53,7 +53,7 @@ class BusinessHours:
     timezone: str = "UTC"
 
     def local(self, ts: pl.Expr) -> pl.Expr:
-        return ts.dt.convert_time_zone(self.timezone)
+        return local_time(ts, self.timezone)
 
     def after_hours(self, ts: pl.Expr) -> pl.Expr:
         t = self.local(ts)

@@ -19,11 +19,12 @@ import polars as pl
 from gatekit.policy import Policy
 from gatekit.policy.conditions import WEEKDAYS
 from gatekit.policy.model import VERDICTS
+from gatekit.policy.timezones import CYCLE_US, offsets
 from gatekit.run import Run
 
 __all__ = [
     "BY_KEYS", "DECISIONS", "SMELL_THRESHOLD", "Z95", "RatesSummary", "decision_rates", "escalation_rate_by",
-    "rates_of_counts", "records", "routine_escalations", "routine_of_counts", "routine_tools", "rule_firing",
+    "local_time", "rates_of_counts", "records", "routine_escalations", "routine_of_counts", "routine_tools", "rule_firing",
     "rule_firing_of_counts", "smell_of_routine", "smell_test", "summarize_rates", "wilson", "with_time_keys",
     "workload_forecast", "workload_of_counts",
 ]
@@ -58,10 +59,25 @@ def wilson(successes: str | pl.Expr, total: str | pl.Expr, z: float = Z95) -> tu
     return lower.alias("lower"), upper.alias("upper")
 
 
+def local_time(ts: pl.Expr, timezone: str) -> pl.Expr:
+    """The naive local time of the instants `ts` in `timezone`, from the policy's one tz database (the pinned
+    `tzdata`, `gatekit.policy.timezones.offsets`), so an hour or a day here is the one a policy's `hour` or
+    `date` test reads. Not polars' own `convert_time_zone`: its zone data is another release (America/Vancouver
+    from late 2026 is an hour off)."""
+    table = offsets(timezone)
+    starts = pl.Series([start for start, _ in table.rows], dtype=pl.Int64)
+    shifts = pl.Series([shift for _, shift in table.rows], dtype=pl.Int64)
+    us = ts.dt.epoch("us")
+    key = pl.when(us < table.cycle_start_us).then(us).otherwise(
+        table.cycle_start_us + (us - table.cycle_start_us) % CYCLE_US)
+    row = pl.lit(starts).search_sorted(key, side="right").cast(pl.Int64) - 1  # the last row starting at or before
+    return (us + pl.lit(shifts).gather(row)).cast(pl.Datetime("us"))
+
+
 def with_time_keys(frame: FrameT, timezone: str = "UTC", keys: Sequence[str] = TIME_KEYS) -> FrameT:
     """`frame` plus `hour` (0-23), `weekday` (mon..sun), `day` and `week` (its Monday) of `ts` in `timezone`
-    (only those in `keys`)."""
-    local = pl.col("ts").dt.convert_time_zone(timezone)
+    (only those in `keys`), read as the policy reads local time (`local_time`)."""
+    local = local_time(pl.col("ts"), timezone)
     exprs = {
         "hour": local.dt.hour(),
         "weekday": local.dt.weekday().replace_strict(range(1, 8), WEEKDAYS, return_dtype=WEEKDAY),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from gatekit.run import approvals_frame, decisions_frame, load_run
 from gatekit.metrics.rates import (
     BY_KEYS, DECISIONS, Z95, decision_rates, escalation_rate_by, routine_escalations, routine_tools, rule_firing,
-    smell_test, summarize_rates, wilson, workload_forecast,
+    local_time, smell_test, summarize_rates, wilson, with_time_keys, workload_forecast,
 )
 from gatekit.policy import parse_policy
 
@@ -124,6 +124,36 @@ def test_time_keys_follow_the_timezone() -> None:
     assert decision_rates(frame, ["hour", "weekday", "day"])["hour"][0] == 22
     kolkata = decision_rates(frame, ["hour", "weekday", "day"], timezone="Asia/Kolkata")
     assert (kolkata["hour"][0], str(kolkata["weekday"][0]), str(kolkata["day"][0])) == (3, "sun", "2026-10-04")
+
+
+_ZONES = ["UTC", "America/Vancouver", "Europe/London", "Asia/Kolkata", "Australia/Lord_Howe", "America/Sao_Paulo",
+          "Pacific/Chatham", "Africa/Casablanca"]
+
+
+@given(st.lists(st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2400, 1, 1),
+                             timezones=st.just(timezone.utc)), min_size=1, max_size=50),
+       st.sampled_from(_ZONES))
+def test_local_time_is_the_policys_local_time(instants: list[datetime], name: str) -> None:
+    """Hours, days and business hours in the metrics read local time as decide does: the pinned tzdata."""
+    from gatekit.policy.timezones import zone
+
+    frame = pl.DataFrame({"ts": instants}, schema={"ts": pl.Datetime("us", "UTC")})
+    got = frame.select(local_time(pl.col("ts"), name)).to_series().to_list()
+    assert got == [t.astimezone(zone(name)).replace(tzinfo=None) for t in instants]
+
+
+def test_hours_in_a_zone_whose_rules_changed_recently_follow_the_pinned_database() -> None:
+    """America/Vancouver in late 2026: the pinned tzdata says UTC-7 where polars' own zone data says UTC-8;
+    the hour the report counts must be the hour a policy's `hour` test sees."""
+    from gatekit.policy import decide
+
+    at = datetime(2026, 12, 17, 20, 30, tzinfo=timezone.utc)
+    policy = parse_policy(json.dumps({"version": 1, "name": "h", "timezone": "America/Vancouver", "default": "allow",
+                                      "rules": [{"id": "at-13", "tool": "t", "action": "deny",
+                                                 "when": {"time.hour": 13}}]}))
+    seen = decide(policy, {"tool": "t", "ts": at.isoformat()}).decision
+    keyed = with_time_keys(pl.DataFrame({"ts": [at]}), "America/Vancouver", ("hour",))["hour"].item()
+    assert seen == "deny" and keyed == 13  # UTC-7: 13:30 local (polars' own data would say 12)
 
 
 def test_unknown_group_key_is_an_error() -> None:
