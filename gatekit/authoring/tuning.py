@@ -2,9 +2,10 @@
 
 The evidence is the store's labels (`harmful`/`benign`) or, with `target="reviews"`, the reviewers' past
 decisions (a call any reviewer denied counts as harmful, one only approved as benign). The actions are split
-into a train and a held-out part (by a hash of the session id, by time, or by a field's value); candidate
-changes are generated and greedily chosen on the train part only, then each chosen change is kept only if
-it does not hurt on the held-out part.
+into a train and a validation part (by a hash of the session id, or by time); candidate changes are generated
+and greedily chosen on the train part only, then each chosen change is kept only if it does not hurt on the
+validation part. With `holdout` (a field's value, `agent=MODEL`) those actions are left out of both and only
+scored: the held-out figures are of actions that shaped nothing.
 
 Every candidate is scored in memory: the base policy is replayed once (its rules' matches come from that
 run, windows included) and each candidate rule (never a window) is evaluated by the scalar evaluator over
@@ -19,8 +20,10 @@ Absence of harm is not evidence of safety. A change that stops gating calls (a r
 with positive evidence: the labelled train calls it releases bound their harm rate, with `CONFIDENCE`, below
 the break-even rate 1 / (1 + weight) (`harm_bound`, exact Clopper-Pearson), and a list of the harmful values
 seen (narrowing a rule, or a new rule) needs harm that repeated them (`unseen_harm`, Good-Turing, below the
-same rate). With a catalog, tools it tags high-risk (`HIGH_RISK`) that no rule gates start gated, as a prior
-the labels may overturn only through such a relaxation. docs/authoring.md explains both for a user's data.
+same rate). With a catalog, tools it tags high-risk (`HIGH_RISK`) that no rule gates start gated, and their
+calls are released only by an allowlist of identifiers always seen benign (payees, recipients, channels,
+domains), never by the base rate: an attacker picks the channel, so past benign traffic on it does not bound
+the next call's harm. docs/authoring.md explains the rules for a user's data.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ class Change:
     summary: str
     train_before: Counts
     train_after: Counts
-    heldout_before: Counts
+    heldout_before: Counts  # the validation part, which kept or dropped it
     heldout_after: Counts
     kept: bool
     released: tuple[int, int] | None = None  # a relaxation's evidence: (harmful, labelled) train calls it releases
@@ -113,7 +116,7 @@ class Change:
         return (f"tuned ({self.kind}): {self.summary}\n"
                 f"train: caught {tb.caught} -> {ta.caught} of {ta.harmful}, bothered {tb.bothered} -> {ta.bothered}"
                 f" of {ta.benign}\n"
-                f"held-out: caught {hb.caught} -> {ha.caught} of {ha.harmful}, bothered {hb.bothered} -> "
+                f"validation: caught {hb.caught} -> {ha.caught} of {ha.harmful}, bothered {hb.bothered} -> "
                 f"{ha.bothered} of {ha.benign}"
                 + ("" if self.released is None else
                    f"\nreleased on train: {self.released[1]} labelled calls, {self.released[0]} harmful: harm rate "
@@ -285,7 +288,7 @@ class _Engine:
         self.on_error = LEVEL[base.on_error]
         self.tiers = policy_dict(base).get("tiers")
         self._cache: dict[str, tuple[int, int, int]] = {}
-        self.guarded = 0  # the calls of guarded tools (`GUARDED`): released only by an allowlist
+        self.guarded = 0  # the calls of guarded tools (`HIGH_RISK`): released only by an allowlist
 
     def masks(self, rule: dict[str, Any], base_id: str | None = None) -> tuple[int, int, int]:
         """(matched, stopped: matched by a rule that escalates or denies, errored) of one rule document."""
@@ -386,7 +389,7 @@ class _Candidate:
     summary: str
     unseen: float = 0.0  # for a rule narrowed to the harmful values seen: the chance the next harm has another
     allowlist: bool = False  # it releases only values (or domains) always seen benign: the one relaxation of a
-    # guarded tool (`GUARDED`)
+    # guarded tool (`HIGH_RISK`)
 
 
 def _and(when: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
@@ -654,7 +657,7 @@ def _releases_safely(engine: _Engine, before: int, after: int, part: int, weight
     a tightening and needs no such evidence. A rule narrowed to the harmful values seen (`in`) releases every
     other value, so its evidence is also how often harm repeats a value: `unseen` (`unseen_harm`) must be
     below the same break-even rate (a value seen harmful once is no pattern). And the calls of a guarded tool
-    (`GUARDED`, from the catalog's tags) are released only by an allowlist: past calls bound the harm of the
+    (`HIGH_RISK`, from the catalog's tags) are released only by an allowlist: past calls bound the harm of the
     traffic seen, not of what an attacker chooses next."""
     released = before & ~after & part
     if not released:
@@ -708,9 +711,11 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
 
     `weight`: how many benign calls sent to a human one more harmful call caught is worth (it also sets the
     break-even harm rate a relaxation must bound its released calls below); `max_bother`: the largest bother
-    rate (benign calls stopped / benign calls) allowed on train; `holdout`: `(field, value)` (`agent`,
-    `session`, `user` or `tool`) to hold out the actions with that value instead of `split`; `catalog`: a
-    `Catalog` whose high-risk tools nothing gates start gated (`_prior_rules`).
+    rate (benign calls stopped / benign calls) allowed on train; `split`: how the validation part is drawn;
+    `holdout`: `(field, value)` (`agent`, `session`, `user` or `tool`): the actions with that value are left
+    out (never read to choose or keep a change) and are the held-out figures, `split` dividing the rest;
+    without it the held-out figures are the validation part's; `catalog`: a `Catalog` whose high-risk tools
+    nothing gates start gated (`_prior_rules`) and are released only by allowlists (`_releases_safely`).
 
     >>> tune(store, load_policy("notebooks/policies/agentdojo-naive.yaml"), holdout=("agent", "command-r"))
     """
@@ -753,7 +758,7 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
         base_state = new
     base_stop = engine.stopped(base_state)
     cands = _candidates(engine, [r for r, _ in base_state], train, base_stop, min_support, weight)
-    # greedy on train; a change the held-out part rejects is banned and the search is run again without it
+    # greedy on train; a change the validation part rejects is banned and the search is run again without it
     banned: set[int] = set()
     rejected: list[Change] = []
     frontier: list[dict[str, Any]] = []
@@ -788,7 +793,7 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
                   validation=split)
 
 
-_ROUNDS = 8  # searches on train, each without the changes the held-out part rejected before
+_ROUNDS = 8  # searches on train, each without the changes the validation part rejected before
 
 
 def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train: int, banned: set[int],
@@ -839,8 +844,8 @@ def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train:
 
 def _check(engine: _Engine, cands: list[_Candidate], base_state: _State, chosen: list[int], train: int, held: int,
            weight: float, max_bother: float | None) -> tuple[_State, list[Change | None]]:
-    """Apply the chosen changes in order, keeping each only if it does not hurt on held-out (it loses no
-    held-out catch and costs no more bother than its catch is worth there) and still helps on train."""
+    """Apply the chosen changes in order, keeping each only if it does not hurt on validation (`held`: it loses no
+    validation catch and costs no more bother than its catch is worth there) and still helps on train."""
     kept_state, changes = base_state, []
     for k in chosen:
         c = cands[k]
@@ -905,7 +910,9 @@ def _render(policy: Policy, state: _State, kept: list[Change]) -> str:
             f"only with positive evidence: the labelled train calls it releases bound their harm rate, at "
             f"{CONFIDENCE:.0%},",
             "below the break-even rate 1 / (1 + weight), and a list of harmful values saw harm repeat them.",
-            "Rules `catalog-*` gate tools the catalog tags high-risk (impact: high, irreversible)."]
+            "Rules `catalog-*` gate tools the catalog tags high-risk (impact: high, irreversible); such a tool's",
+            "calls were released only by an allowlist of identifiers always seen benign.",
+            "Each change was chosen on train and kept on validation (`validation:` below)."]
     for ch in removed:
         head += ch.comment().splitlines()
     out.yaml_set_start_comment("\n".join(head))
