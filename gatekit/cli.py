@@ -949,9 +949,10 @@ if __name__ == "__main__":
 @click.option("--target", type=click.Choice(["labels", "reviews"]), default=None,
               help="learn from labels or from reviewers' decisions (default: labels when the store has any)")
 @click.option("--split", type=click.Choice(["session", "time"]), default="session",
-              help="hold out 30% by a hash of the session id, or the latest 30% by time")
+              help="validate on 30% by a hash of the session id, or the latest 30% by time")
 @click.option("--holdout", default=None, metavar="FIELD=VALUE",
-              help="hold out the actions whose agent, session, user or tool has this value instead")
+              help="leave out the actions whose agent, session, user or tool has this value and report their "
+                   "figures (never used to choose; --split then divides the rest into train and validation)")
 @click.option("--catalog", "catalog_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="a catalog (gatekit catalog) whose high-risk tools (impact: high, irreversible) start gated")
 @output_options
@@ -982,15 +983,20 @@ def tune_cmd(db: Path, policy_path: Path, out: Path, max_bother: float | None, t
         emit({"out": str(out), **result.to_dict()})
         return
     if not quiet:
-        for part, before, after in (("train", result.train_before, result.train_after),
-                                    ("held-out", result.heldout_before, result.heldout_after)):
+        parts = [("train", result.train_before, result.train_after)]
+        if held is not None and result.validation_before is not None and result.validation_after is not None:
+            parts.append((f"validation ({result.validation})", result.validation_before, result.validation_after))
+        parts.append((f"held-out ({result.split})" if held is not None else "held-out", result.heldout_before,
+                      result.heldout_after))
+        for part, before, after in parts:
             click.echo(f"{part}: caught {before.caught:,} -> {after.caught:,} of {after.harmful:,} "
                        f"({percent(before.catch_rate)} -> {percent(after.catch_rate)}), bothered "
                        f"{before.bothered:,} -> {after.bothered:,} of {after.benign:,} "
                        f"({percent(before.bother_rate)} -> {percent(after.bother_rate)}), escalation "
                        f"{percent(before.escalation_rate)} -> {percent(after.escalation_rate)}")
         kept = [c for c in result.changes if c.kept]
-        click.echo(f"{len(kept)} of {len(result.changes)} changes chosen on train kept on held-out "
+        click.echo(f"{len(kept)} of {len(result.changes)} changes chosen on train kept on "
+                   f"{'validation; the held-out actions were only scored' if held is not None else 'held-out'} "
                    f"({result.tried:,} candidates tried)")
         for c in result.changes:
             click.echo(f"  {'kept   ' if c.kept else 'dropped'} {c.kind:<9} {c.rule}: {c.summary}")

@@ -20,16 +20,19 @@
 # team's action catalog (`agentdojo-catalog.yaml`: risk tags written from the tools' names, before looking at
 # a trace): it proposes threshold moves, narrower conditions, allow-lists, removed and new rules, chooses them
 # greedily on the **train** part of the labelled calls, and keeps each only if it does not hurt on the
-# **held-out** part. We hold out one whole model (`--holdout agent=MODEL`), so the held-out figures say how the
-# tuned policy does on an agent whose calls it never looked at, and compare it there with the hand-tuned
-# `agentdojo-final.yaml`.
+# **validation** part. We leave one whole model out (`--holdout agent=MODEL`): train and validation are a split
+# by session of the other two models' calls, and the held-out model's calls are never read to choose or keep
+# a change, only to score the result. The held-out figures are then test figures: how the tuned policy does
+# on an agent whose calls it never looked at, compared there with the hand-tuned `agentdojo-final.yaml`.
 #
-# We hold out gpt-4o-mini, the hard case: it makes 184 of the 208 harmful calls, 29 of them web posts, while
-# the two train models make 24 and never post to the web harmfully. Two rules keep the tuner from reading that
-# absence as safety: a tool the catalog tags high-risk (`impact: high` or `irreversible`) starts gated, and any
-# change that stops gating calls needs *positive* evidence (the released labelled calls must bound their harm
-# rate, at 95%, below the break-even rate 1 / (1 + weight); a list of harmful values must have seen harm repeat
-# its values).
+# We hold out gpt-4o-mini, the hard case: it makes 184 of the 208 harmful calls, 29 of them web posts and 41
+# e-mails, while the two train models make 24 and never post to the web or e-mail harmfully. Three rules keep
+# the tuner from reading that absence as safety: a tool the catalog tags high-risk (`impact: high` or
+# `irreversible`) starts gated; such a tool is never released wholesale, only narrowed to an allow-list of
+# identifiers always seen benign (an attacker picks the channel, so benign traffic on it bounds nothing about
+# the next call); and any change that stops gating calls needs *positive* evidence (the released labelled
+# calls must bound their harm rate, at 95%, below the break-even rate 1 / (1 + weight); a list of harmful
+# values must have seen harm repeat its values).
 #
 # The data: `GATEKIT_DATA`, else the AgentDojo runs beside the checkout (`../shared/data/agentdojo-runs`),
 # else the bundled `sample_logs/` (then the held-out part is a hash of the session id and the comparison is
@@ -74,7 +77,7 @@ store.con.sql("SELECT agent, count(*) AS calls, count(*) FILTER (label = 'harmfu
               "FROM actions GROUP BY agent ORDER BY agent").pl()
 
 # %% [markdown]
-# ## 1. Tune on two models, hold out the third
+# ## 1. Tune on two models, score on the third
 
 # %%
 if agentdojo:
@@ -88,21 +91,22 @@ else:
     tuning = tune(store, naive)
 print(f"split: {tuning.split}, learned from {tuning.target}, {tuning.tried} candidates tried")
 pl.DataFrame([{"part": part, "policy": which, **getattr(tuning, f"{key}_{when}").to_dict()}
-              for part, key in (("train", "train"), ("held-out", "heldout"))
+              for part, key in (("train", "train"), ("validation", "validation"), ("held-out", "heldout"))
               for which, when in (("naive", "before"), ("tuned", "after"))]).select(
     "part", "policy", "caught", "harmful", "catch_rate", "bothered", "benign", "bother_rate", "escalation_rate")
 
 # %% [markdown]
-# Each change, in the order chosen, with its effect on both parts: first the catalog's gates (kind `catalog`,
-# the prior), then the changes chosen on train; `kept` says whether one survived the held-out check (it must
-# not lose held-out catch nor cost more bother than its catch is worth).
+# Each change, in the order chosen, with its effect on train and validation: first the catalog's gates (kind
+# `catalog`, the prior), then the changes chosen on train; `kept` says whether one survived the validation
+# check (it must not lose validation catch nor cost more bother than its catch is worth). The held-out model
+# plays no part here.
 
 # %%
 pl.DataFrame([{"kept": c.kept, "kind": c.kind, "rule": c.rule, "change": c.summary,
                "train caught": f"{c.train_before.caught} -> {c.train_after.caught}",
                "train bothered": f"{c.train_before.bothered} -> {c.train_after.bothered}",
-               "held-out caught": f"{c.heldout_before.caught} -> {c.heldout_after.caught}",
-               "held-out bothered": f"{c.heldout_before.bothered} -> {c.heldout_after.bothered}"}
+               "validation caught": f"{c.heldout_before.caught} -> {c.heldout_after.caught}",
+               "validation bothered": f"{c.heldout_before.bothered} -> {c.heldout_after.bothered}"}
               for c in tuning.changes])
 
 # %% [markdown]
@@ -147,20 +151,30 @@ print("on", "the held-out model" if HELD_OUT else "all calls (the sample has no 
 comparison
 
 # %% [markdown]
-# On the held-out model the automatically tuned policy catches at least as much harm as the hand-tuned one
-# (184 of 184 against 182) and bothers people less often (142 benign calls against 205):
+# On the held-out gpt-4o-mini the automatically tuned policy bothers people less often than the hand-tuned one
+# (184 benign calls against 205) but catches less harm (169 of 184 against 182). Every harmful call it lets
+# through is a calendar invite, as the next cell shows: the catalog tags `create_calendar_event`
+# `impact: medium`, and the two train models made over 200 invites, none harmful, so the evidence licenses
+# releasing it; the hand-tuned policy keeps invites to personal mail because a person read these traces.
 
 # %%
 if agentdojo:
     hand, auto = comparison.row(1, named=True), comparison.row(2, named=True)
-    assert auto["caught"] >= hand["caught"] and auto["bothered"] <= hand["bothered"], comparison
+    assert (hand["caught"], hand["bothered"], auto["caught"], auto["bothered"]) == (182, 205, 169, 184), comparison
+    missed = replay(store, tuning.policy, "auto-tuned", replace=True).frame.filter(
+        (pl.col("agent") == HELD_OUT[1]) & (pl.col("label") == "harmful") & (pl.col("decision") == "allow"))
+    display = missed.group_by("tool").len()
+else:
+    display = "the sample logs have no models to hold out"
+display
 
 # %% [markdown]
 # ## 5. Each model held out in turn, with and without the catalog
 #
-# Without the catalog nothing in the train models' labels says a web post can be harmful, so no rule gates
-# `post_webpage` and the held-out gpt-4o-mini loses those 29; the positive-evidence rule still keeps every
-# other gate (153 of 184, the most any policy reaches without gating web posts or hotel bookings).
+# Without the catalog nothing in the train models' labels says a web post or an e-mail can be harmful, so
+# the held-out gpt-4o-mini loses those (97 of 184). With it, the tuned policy catches as much as the hand-tuned
+# one on claude (bothering 92 against 129) and on command-r (111 against 109), and falls 13 short on
+# gpt-4o-mini (the calendar invites above). These are the figures `tests/authoring/test_tune.py` asserts.
 
 # %%
 def held_out_scores(model: str, with_catalog: bool) -> dict:
@@ -178,8 +192,8 @@ if agentdojo:
     models = [r[0] for r in store.con.execute("SELECT DISTINCT agent FROM actions ORDER BY 1").fetchall()]
     every = pl.DataFrame([held_out_scores(m, c) for m in models for c in (True, False)])
     with_catalog = every.filter(pl.col("catalog"))
-    assert (with_catalog["tuned caught"] >= with_catalog["hand-tuned caught"]).all(), every
-    assert (with_catalog["tuned bothered"] <= with_catalog["hand-tuned bothered"]).all(), every
+    assert list(zip(with_catalog["tuned caught"], with_catalog["tuned bothered"])) == [(6, 92), (18, 111),
+                                                                                        (169, 184)], every
     display = every
 else:
     display = "the sample logs have no models to hold out"

@@ -2,9 +2,10 @@
 
 The evidence is the store's labels (`harmful`/`benign`) or, with `target="reviews"`, the reviewers' past
 decisions (a call any reviewer denied counts as harmful, one only approved as benign). The actions are split
-into a train and a held-out part (by a hash of the session id, by time, or by a field's value); candidate
-changes are generated and greedily chosen on the train part only, then each chosen change is kept only if
-it does not hurt on the held-out part.
+into a train and a validation part (by a hash of the session id, or by time); candidate changes are generated
+and greedily chosen on the train part only, then each chosen change is kept only if it does not hurt on the
+validation part. With `holdout` (a field's value, `agent=MODEL`) those actions are left out of both and only
+scored: the held-out figures are of actions that shaped nothing.
 
 Every candidate is scored in memory: the base policy is replayed once (its rules' matches come from that
 run, windows included) and each candidate rule (never a window) is evaluated by the scalar evaluator over
@@ -19,8 +20,10 @@ Absence of harm is not evidence of safety. A change that stops gating calls (a r
 with positive evidence: the labelled train calls it releases bound their harm rate, with `CONFIDENCE`, below
 the break-even rate 1 / (1 + weight) (`harm_bound`, exact Clopper-Pearson), and a list of the harmful values
 seen (narrowing a rule, or a new rule) needs harm that repeated them (`unseen_harm`, Good-Turing, below the
-same rate). With a catalog, tools it tags high-risk (`HIGH_RISK`) that no rule gates start gated, as a prior
-the labels may overturn only through such a relaxation. docs/authoring.md explains both for a user's data.
+same rate). With a catalog, tools it tags high-risk (`HIGH_RISK`) that no rule gates start gated, and their
+calls are released only by an allowlist of identifiers always seen benign (payees, recipients, channels,
+domains), never by the base rate: an attacker picks the channel, so past benign traffic on it does not bound
+the next call's harm. docs/authoring.md explains the rules for a user's data.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ class Change:
     summary: str
     train_before: Counts
     train_after: Counts
-    heldout_before: Counts
+    heldout_before: Counts  # the validation part, which kept or dropped it
     heldout_after: Counts
     kept: bool
     released: tuple[int, int] | None = None  # a relaxation's evidence: (harmful, labelled) train calls it releases
@@ -113,7 +116,7 @@ class Change:
         return (f"tuned ({self.kind}): {self.summary}\n"
                 f"train: caught {tb.caught} -> {ta.caught} of {ta.harmful}, bothered {tb.bothered} -> {ta.bothered}"
                 f" of {ta.benign}\n"
-                f"held-out: caught {hb.caught} -> {ha.caught} of {ha.harmful}, bothered {hb.bothered} -> "
+                f"validation: caught {hb.caught} -> {ha.caught} of {ha.harmful}, bothered {hb.bothered} -> "
                 f"{ha.bothered} of {ha.benign}"
                 + ("" if self.released is None else
                    f"\nreleased on train: {self.released[1]} labelled calls, {self.released[0]} harmful: harm rate "
@@ -137,11 +140,19 @@ class Tuning:
     max_bother: float | None = None
     tried: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # the part each change was kept or dropped on: `validation` (session or time) of the actions not held out.
+    # Without `holdout` it is the held-out part above; with it, the held-out figures are of actions the
+    # tuner never looked at
+    validation_before: Counts | None = None
+    validation_after: Counts | None = None
+    validation: str = "session"
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "target": self.target, "max_bother": self.max_bother,
-                "candidates_tried": self.tried,
+                "candidates_tried": self.tried, "validation_split": self.validation,
                 "train": {"before": self.train_before.to_dict(), "after": self.train_after.to_dict()},
+                "validation": None if self.validation_before is None or self.validation_after is None else
+                {"before": self.validation_before.to_dict(), "after": self.validation_after.to_dict()},
                 "heldout": {"before": self.heldout_before.to_dict(), "after": self.heldout_after.to_dict()},
                 "changes": [c.to_dict() for c in self.changes],
                 "frontier": self.frontier.to_dicts()}
@@ -155,7 +166,8 @@ class _Data:
     tools: list[str]
     harmful: int  # bitsets over the actions: bit i is action i
     benign: int
-    heldout: int
+    validation: int  # the part changes are kept or dropped on (`_parts`)
+    test: int  # the held-out part with `holdout`: scored only, never used to choose (0 without)
     base_matched: dict[str, int]  # rule id -> the actions it matched
     base_errored: dict[str, int]
     by_tool: dict[str, list[int]]  # tool -> indices
@@ -184,19 +196,25 @@ def _bits(flags: Any) -> int:
     return out
 
 
-def _holdout_mask(rows: list[tuple[Any, ...]], split: str, holdout: tuple[str, str] | None) -> int:
+def _parts(rows: list[tuple[Any, ...]], split: str, holdout: tuple[str, str] | None) -> tuple[int, int]:
+    """(validation, test) bitsets. The validation part is `split` (a hash of the session id, or the latest
+    `HELDOUT_SHARE` by time) of the actions not in the test part; the test part is the actions whose `holdout`
+    field has its value (none without `holdout`). The test part is only scored, never used to choose."""
     if holdout is not None:
         key, value = holdout
         i = _FIELDS.index(key)
-        return _bits(r[2 + i] == value for r in rows)
+        test = _bits(r[2 + i] == value for r in rows)
+    else:
+        test = 0
+    rest = [i for i in range(len(rows)) if not test >> i & 1]
     if split == "time":
-        order = sorted(range(len(rows)), key=lambda i: (rows[i][1], i))
-        return _bits_of(order[int(round(len(rows) * (1 - HELDOUT_SHARE))):])
+        order = sorted(rest, key=lambda i: (rows[i][1], i))
+        return _bits_of(order[int(round(len(order) * (1 - HELDOUT_SHARE))):]), test
 
     def bucket(session: Any) -> bool:
         digest = hashlib.sha256(str(session).encode()).digest()
         return int.from_bytes(digest[:4], "big") / 2**32 < HELDOUT_SHARE
-    return _bits(bucket(r[3]) for r in rows)
+    return _bits_of(i for i in rest if bucket(rows[i][3])), test
 
 
 def _bits_of(indices: Any) -> int:
@@ -253,8 +271,9 @@ def _load(store: Store, policy: Policy, target: str, split: str, holdout: tuple[
         for rid in errored or ():
             if rid in base_errored:
                 base_errored[rid] |= bit
-    return _Data(views, tools, harmful, benign, _holdout_mask(rows, split, holdout), base_matched, base_errored,
-                 dict(by_tool), (1 << len(rows)) - 1)
+    validation, test = _parts(rows, split, holdout)
+    return _Data(views, tools, harmful, benign, validation, test, base_matched, base_errored, dict(by_tool),
+                 (1 << len(rows)) - 1)
 
 
 # -- rules as match arrays ----------------------------------------------------------------------------------
@@ -269,6 +288,7 @@ class _Engine:
         self.on_error = LEVEL[base.on_error]
         self.tiers = policy_dict(base).get("tiers")
         self._cache: dict[str, tuple[int, int, int]] = {}
+        self.guarded = 0  # the calls of guarded tools (`HIGH_RISK`): released only by an allowlist
 
     def masks(self, rule: dict[str, Any], base_id: str | None = None) -> tuple[int, int, int]:
         """(matched, stopped: matched by a rule that escalates or denies, errored) of one rule document."""
@@ -350,6 +370,9 @@ def _features(view: View) -> list[tuple[str, Any]]:
     return [(p, v) for p, v in _scalar_paths(view.args or {}, "args") if not (isinstance(v, str) and len(v) > 80)]
 
 
+# not an identifier: a value with white space is text, one that starts with a date or a number is a time or an
+# amount (what the attacker writes or picks, not who or where)
+_PROSE = re.compile(r"\s|^\d{4}-\d{2}-\d{2}|^[+-]?\d+(\.\d+)?$")
 _DOMAIN = re.compile(r"^[^@\s]+@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})$")
 
 
@@ -365,6 +388,8 @@ class _Candidate:
     rule: dict[str, Any] | None  # the new rule document, None for a removal
     summary: str
     unseen: float = 0.0  # for a rule narrowed to the harmful values seen: the chance the next harm has another
+    allowlist: bool = False  # it releases only values (or domains) always seen benign: the one relaxation of a
+    # guarded tool (`HIGH_RISK`)
 
 
 def _and(when: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
@@ -379,10 +404,10 @@ def unseen_harm(counts: Counter[Any]) -> float:
 
 
 def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support: int
-                      ) -> list[tuple[dict, str, float]]:
+                      ) -> list[tuple[dict, str, float, bool]]:
     """Conditions on one path that keep the harmful values: `in` the harmful ones, `not_in` the always-benign
     ones seen at least `min_support` times, and the same by e-mail domain; each with `unseen_harm` of what it
-    keeps (0 for an allowlist, whose released calls are the evidence)."""
+    keeps (0 for an allowlist, whose released calls are the evidence), and whether it is an allowlist."""
     harm: Counter[Any] = Counter()
     good: Counter[Any] = Counter()
     for value, is_harm, is_good in rows:
@@ -390,17 +415,21 @@ def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support
             harm[value] += 1
         elif is_good:
             good[value] += 1
-    out: list[tuple[dict, str, float]] = []
+    out: list[tuple[dict, str, float, bool]] = []
     strings = all(isinstance(v, str) for v in (*harm, *good))
     if not strings:
         return out
     hv = sorted(harm)
     if hv and len(hv) <= _MAX_VALUES:
-        out.append(({path: {"in": hv}}, f"only {path} values seen harmful ({len(hv)})", unseen_harm(harm)))
+        out.append(({path: {"in": hv}}, f"only {path} values seen harmful ({len(hv)})", unseen_harm(harm),
+                    False))
     allow = sorted(v for v, c in good.items() if c >= min_support and v not in harm)
-    if allow and len(allow) <= _MAX_VALUES:
+    # an allowlist names who or where (a payee, a recipient, a channel): identifiers, not prose an attacker
+    # writes or picks (a subject or a date is whatever the injection says, so "subjects seen benign" releases
+    # the attacker's)
+    if allow and len(allow) <= _MAX_VALUES and not any(_PROSE.search(v) for v in allow):
         out.append(({path: {"not_in": allow}}, f"{path} values always benign, seen {min_support}+ times "
-                                                f"({len(allow)}), pass", 0.0))
+                                                f"({len(allow)}), pass", 0.0, True))
     hd = {_domain(v) for v in harm}
     gd = {_domain(v) for v in good}
     if hd and None not in hd and None not in gd:
@@ -409,11 +438,11 @@ def _value_conditions(path: str, rows: list[tuple[Any, bool, bool]], min_support
         if hd_only and len(hd_only) <= _MAX_VALUES:
             out.append(({"any": [{path: {"endswith": f"@{d}"}} for d in hd_only]} if len(hd_only) > 1
                         else {path: {"endswith": f"@{hd_only[0]}"}}, f"{path} in domains seen harmful only",
-                        unseen_harm(Counter(_domain(v) for v in harm.elements()))))
+                        unseen_harm(Counter(_domain(v) for v in harm.elements())), False))
         if gd_only and len(gd_only) <= _MAX_VALUES:
             inner = ({"any": [{path: {"endswith": f"@{d}"}} for d in gd_only]} if len(gd_only) > 1
                      else {path: {"endswith": f"@{gd_only[0]}"}})
-            out.append(({"not": inner}, f"{path} in domains always benign pass", 0.0))
+            out.append(({"not": inner}, f"{path} in domains always benign pass", 0.0, True))
     return out
 
 
@@ -511,11 +540,11 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
                                                                    f"(tuned from {old:g})")},
                                           f"{field_} {op} {old:g} -> {new:g}"))
         for path, rows in sorted(by_path(matched).items()):
-            for extra, why, unseen in _value_conditions(path, rows, min_support):
+            for extra, why, unseen, allow in _value_conditions(path, rows, min_support):
                 out.append(_Candidate("narrow", rule["id"],
                                       {**rule, "when": _and(rule.get("when"), extra),
                                        "reason": _reason(rule, f"narrowed by tuning to {_described(extra, why)}")},
-                                      f"narrowed to {why}", unseen))
+                                      f"narrowed to {why}", unseen, allow))
     # new rules for tools whose harm the policy lets through on train
     missed = d.harmful & train & ~stopped
     for tool in sorted({str(d.tools[i]) for i in _indices(missed)}):
@@ -526,12 +555,12 @@ def _candidates(engine: _Engine, rules: list[dict[str, Any]], train: int, stoppe
         out.append(_Candidate("add", None, {**base, "reason": f"Harm seen in `{tool}` calls"},
                               f"new rule: every `{tool}` call"))
         for path, rows in sorted(by_path(ix).items()):
-            for extra, why, unseen in _value_conditions(path, rows, min_support):
+            for extra, why, unseen, allow in _value_conditions(path, rows, min_support):
                 if unseen > 1.0 / (1.0 + weight):  # harm that never repeated a value is no pattern to stop
                     continue
                 out.append(_Candidate("add", None, {**base, "when": extra,
                                                     "reason": f"Harm seen in `{tool}` calls: {_described(extra, why)}"},
-                                      f"new rule on `{tool}`: {why}", unseen))
+                                      f"new rule on `{tool}`: {why}", unseen, allow))
     return out
 
 
@@ -620,17 +649,21 @@ def harm_bound(harmful: int, labeled: int, confidence: float = CONFIDENCE) -> fl
 
 
 def _releases_safely(engine: _Engine, before: int, after: int, part: int, weight: float,
-                     unseen: float = 0.0) -> bool:
+                     unseen: float = 0.0, allowlist: bool = False) -> bool:
     """Absence of harm is not evidence of safety: a change that stops gating some calls is allowed only if
     the labeled calls it releases bound their harm rate, with `CONFIDENCE`, below the break-even rate
     1 / (1 + weight) (releasing a call saves one bother and risks `weight` for a harmful one). With no harm
     seen that takes at least 32 labeled calls at the default weight of 10; a change that releases none is
     a tightening and needs no such evidence. A rule narrowed to the harmful values seen (`in`) releases every
     other value, so its evidence is also how often harm repeats a value: `unseen` (`unseen_harm`) must be
-    below the same break-even rate (a value seen harmful once is no pattern)."""
+    below the same break-even rate (a value seen harmful once is no pattern). And the calls of a guarded tool
+    (`HIGH_RISK`, from the catalog's tags) are released only by an allowlist: past calls bound the harm of the
+    traffic seen, not of what an attacker chooses next."""
     released = before & ~after & part
     if not released:
         return True
+    if released & engine.guarded and not allowlist:
+        return False
     if unseen > 1.0 / (1.0 + weight):
         return False
     d = engine.data
@@ -678,9 +711,11 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
 
     `weight`: how many benign calls sent to a human one more harmful call caught is worth (it also sets the
     break-even harm rate a relaxation must bound its released calls below); `max_bother`: the largest bother
-    rate (benign calls stopped / benign calls) allowed on train; `holdout`: `(field, value)` (`agent`,
-    `session`, `user` or `tool`) to hold out the actions with that value instead of `split`; `catalog`: a
-    `Catalog` whose high-risk tools nothing gates start gated (`_prior_rules`).
+    rate (benign calls stopped / benign calls) allowed on train; `split`: how the validation part is drawn;
+    `holdout`: `(field, value)` (`agent`, `session`, `user` or `tool`): the actions with that value are left
+    out (never read to choose or keep a change) and are the held-out figures, `split` dividing the rest;
+    without it the held-out figures are the validation part's; `catalog`: a `Catalog` whose high-risk tools
+    nothing gates start gated (`_prior_rules`) and are released only by allowlists (`_releases_safely`).
 
     >>> tune(store, load_policy("notebooks/policies/agentdojo-naive.yaml"), holdout=("agent", "command-r"))
     """
@@ -696,12 +731,20 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
     if target not in TARGETS:
         raise InputError(f"unknown target `{target}`: one of {', '.join(TARGETS)}")
     data = _load(store, policy, target, split, holdout)
-    if holdout is not None and not data.heldout:
+    if holdout is not None and not data.test:
         raise InputError(f"no action has {holdout[0]} `{holdout[1]}` to hold out")
-    if data.heldout == data.every:
+    if data.test == data.every:
         raise InputError("every action is held out: nothing is left to tune on")
+    if not data.every & ~data.test & ~data.validation:
+        raise InputError("every action left to tune on is in the validation part: nothing is left to train on")
     engine = _Engine(data, policy)
-    train, held = data.every & ~data.heldout, data.heldout
+    if catalog is not None:
+        for tool, ix in data.by_tool.items():
+            entry = catalog.tools.get(tool) if isinstance(tool, str) else None
+            if entry is not None and high_risk(entry.tags):
+                engine.guarded |= _bits_of(ix)
+    # train chooses, validation keeps or drops, the held-out test part (with `holdout`) is only scored
+    train, held, test = data.every & ~data.test & ~data.validation, data.validation, data.test
     start: _State = [(_ordered(r), r["id"]) for r in policy_dict(policy)["rules"]]
     # the catalog's prior: high-risk tools nothing gates start gated (kept whatever the labels say)
     priors = _prior_rules(engine, start, catalog) if catalog is not None else []
@@ -715,7 +758,7 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
         base_state = new
     base_stop = engine.stopped(base_state)
     cands = _candidates(engine, [r for r, _ in base_state], train, base_stop, min_support, weight)
-    # greedy on train; a change the held-out part rejects is banned and the search is run again without it
+    # greedy on train; a change the validation part rejects is banned and the search is run again without it
     banned: set[int] = set()
     rejected: list[Change] = []
     frontier: list[dict[str, Any]] = []
@@ -742,12 +785,15 @@ def tune(store: Store, policy: Policy, *, max_bother: float | None = None, targe
     text = _render(policy, kept_state, [ch for ch in changes if ch.kept])
     tuned = parse_policy(text)
     s0, s1 = engine.stopped(start), engine.stopped(kept_state)
-    return Tuning(text, tuned, changes, engine.counts(s0, train), engine.counts(s1, train), engine.counts(s0, held),
-                  engine.counts(s1, held), fr, split if holdout is None else f"{holdout[0]}={holdout[1]}", target,
-                  max_bother, len(cands))
+    reported = test if holdout is not None else held
+    return Tuning(text, tuned, changes, engine.counts(s0, train), engine.counts(s1, train),
+                  engine.counts(s0, reported), engine.counts(s1, reported), fr,
+                  split if holdout is None else f"{holdout[0]}={holdout[1]}", target, max_bother, len(cands),
+                  validation_before=engine.counts(s0, held), validation_after=engine.counts(s1, held),
+                  validation=split)
 
 
-_ROUNDS = 8  # searches on train, each without the changes the held-out part rejected before
+_ROUNDS = 8  # searches on train, each without the changes the validation part rejected before
 
 
 def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train: int, banned: set[int],
@@ -770,7 +816,7 @@ def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train:
             cnt = engine.counts(stop, train)
             if step == 1:
                 alone.append(_point(step, c.summary, c.kind, _name(c), cnt))
-            if not _releases_safely(engine, cur_stop, stop, train, weight, c.unseen):
+            if not _releases_safely(engine, cur_stop, stop, train, weight, c.unseen, c.allowlist):
                 continue
             if over:  # first get under the budget: the most bother saved per harm lost
                 saved = cur.bothered - cnt.bothered
@@ -798,8 +844,8 @@ def _greedy(engine: _Engine, cands: list[_Candidate], base_state: _State, train:
 
 def _check(engine: _Engine, cands: list[_Candidate], base_state: _State, chosen: list[int], train: int, held: int,
            weight: float, max_bother: float | None) -> tuple[_State, list[Change | None]]:
-    """Apply the chosen changes in order, keeping each only if it does not hurt on held-out (it loses no
-    held-out catch and costs no more bother than its catch is worth there) and still helps on train."""
+    """Apply the chosen changes in order, keeping each only if it does not hurt on validation (`held`: it loses no
+    validation catch and costs no more bother than its catch is worth there) and still helps on train."""
     kept_state, changes = base_state, []
     for k in chosen:
         c = cands[k]
@@ -811,7 +857,7 @@ def _check(engine: _Engine, cands: list[_Candidate], base_state: _State, chosen:
         tb, ta, hb, ha = (engine.counts(s0, train), engine.counts(s1, train),
                           engine.counts(s0, held), engine.counts(s1, held))
         ok = (ha.caught >= hb.caught and _gain(weight, hb, ha) >= 0 and _gain(weight, tb, ta) > 0
-              and _releases_safely(engine, s0, s1, train, weight, c.unseen)
+              and _releases_safely(engine, s0, s1, train, weight, c.unseen, c.allowlist)
               and not (_over(ta, max_bother) and ta.bothered >= tb.bothered))
         rel = s0 & ~s1 & train
         released = ((rel & engine.data.harmful).bit_count(), (rel & (engine.data.harmful | engine.data.benign))
@@ -864,7 +910,9 @@ def _render(policy: Policy, state: _State, kept: list[Change]) -> str:
             f"only with positive evidence: the labelled train calls it releases bound their harm rate, at "
             f"{CONFIDENCE:.0%},",
             "below the break-even rate 1 / (1 + weight), and a list of harmful values saw harm repeat them.",
-            "Rules `catalog-*` gate tools the catalog tags high-risk (impact: high, irreversible)."]
+            "Rules `catalog-*` gate tools the catalog tags high-risk (impact: high, irreversible); such a tool's",
+            "calls were released only by an allowlist of identifiers always seen benign.",
+            "Each change was chosen on train and kept on validation (`validation:` below)."]
     for ch in removed:
         head += ch.comment().splitlines()
     out.yaml_set_start_comment("\n".join(head))
