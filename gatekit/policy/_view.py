@@ -40,6 +40,18 @@ class View:
         self.ts_us = None if ts is None else (ts - _EPOCH) // _US
         self._local: Any = _UNSET
 
+    @classmethod
+    def of(cls, tool: Any, agent: Any, session: Any, user: Any, ts: datetime | None, args: Any,
+           context: Any) -> View:
+        """A view of fields already read, as `View(action)` would read them: `ts` an aware datetime (what
+        `read_ts` gives) or None. The gate builds its views so, once per call."""
+        view = cls.__new__(cls)
+        view.tool, view.agent, view.session, view.user = tool, agent, session, user
+        view.ts, view.args, view.context = ts, args, context
+        view.ts_us = None if ts is None else (ts - _EPOCH) // _US
+        view._local = _UNSET
+        return view
+
     def local(self, tz: ZoneInfo) -> datetime | None:
         """The local time in `tz`; None without a timestamp, or when it falls outside years 1..9999 (then the
         call has no local time: its `time.*` fields are missing, on every engine)."""
