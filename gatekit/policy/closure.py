@@ -69,208 +69,162 @@ def _reference(node: Cond, tz: ZoneInfo, rule: Rule) -> Fast:
     return ref
 
 
-def _dict_key(root: str, key: str) -> Callable[[View], Any]:
-    """A reader of `args.key` / `context.key`: the value, or `_ABSENT` (missing, or not a plain dict)."""
-    if root == "args":
-        def read(view: View) -> Any:
-            obj = view.args
-            return obj.get(key, _ABSENT) if type(obj) is dict else _ABSENT
-    else:
-        def read(view: View) -> Any:
-            obj = view.context
-            return obj.get(key, _ABSENT) if type(obj) is dict else _ABSENT
-    return read
+class _Source:
+    """The text of one tool's plan being generated, and the objects it names (K0, K1, ...).
 
-
-def _reader(field: Field, tz: ZoneInfo) -> Callable[[View], Any]:
-    """How this evaluator reads a field: the value, or something no fast path takes (then decide reads it).
-
-    Only an exact `str`, `float` or `int` is answered here; `_ABSENT`, None or anything else goes to decide.
+    Only names this module makes up go into the text; every operand, key, regex and decide fallback is an
+    object of the namespace, so nothing a policy says can become code.
     """
-    if field.root in ("args", "context") and len(field.path) == 1:
-        return _dict_key(field.root, field.path[0])  # not a plain dict (a subclass, say): decide reads it
-    if field.root in ("tool", "agent", "session", "user"):
-        return operator.attrgetter(field.root)
-    return getter(field, tz)
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {"_ABSENT": _ABSENT, "_INF": _INF, "_BIG": _BIG_INT, "dict": dict,
+                                      "str": str, "int": int, "float": float, "type": type}
+        self.roots: dict[str, str] = {}
+        self.count = 0
+
+    def const(self, value: Any) -> str:
+        name = f"K{len(self.names)}"
+        self.names[name] = value
+        return name
+
+    def var(self) -> str:
+        self.count += 1
+        return f"b{self.count}"
+
+    def line(self, text: str) -> None:
+        self.lines.append("        " + text)
+
+    def read(self, field: Field) -> str:
+        """A statement setting `v` to the field's value (or something only decide answers: `_ABSENT`...)."""
+        if field.root in ("args", "context") and len(field.path) == 1:
+            root = self.roots.get(field.root)
+            if root is None:  # read once per call: the root as a plain dict, or None (then decide reads it)
+                root = self.roots[field.root] = f"R_{field.root}"
+                self.lines.insert(0, f"        {root} = view.{field.root}\n"
+                                     f"        {root} = {root} if type({root}) is dict else None")
+            return f"v = {root}.get({self.const(field.path[0])}, _ABSENT) if {root} is not None else _ABSENT"
+        if field.root in ("tool", "agent", "session", "user"):
+            return f"v = view.{field.root}"
+        return f"v = {self.const(getter(field, self.tz))}(view)"
 
 
-def _test(node: Test, tz: ZoneInfo, rule: Rule) -> Fast:
-    ref = _reference(node, tz, rule)
+def _emit_test(node: Test, src: _Source, rule: Rule) -> str:
+    """Statements that set a fresh variable to the test's answer; decide's leaf for what they do not take."""
+    out = src.var()
+    ref = src.const(_reference(node, src.tz, rule))
     op, operand, field = node.op, node.operand, node.field
-    read = _reader(field, tz)
+    fallback = f"{out} = {ref}(view, hist)"
     if op == "matches":
         regex = compile_re2(operand)
         memo: dict[str, bool] = {}
 
-        def matches(view: View, hist: Windows) -> bool:
-            v = read(view)
-            if type(v) is str:
-                hit = memo.get(v)
-                if hit is None:
-                    hit = regex.search(v) is not None  # the table's `regex` primitive on a string
-                    if len(memo) < _MEMO and len(v) <= _MEMO_LEN:
-                        memo[v] = hit
-                return hit
-            return ref(view, hist)
-        return matches
-    if op in ("eq", "ne") and type(operand) is str:
-        want = op == "eq"
-
-        def equal(view: View, hist: Windows) -> bool:
-            v = read(view)
-            if type(v) is str:
-                return (v == operand) is want
-            return ref(view, hist)
-        return equal
-    if op in ("in", "not_in") and isinstance(operand, tuple) and all(type(x) is str for x in operand):
-        members, want = frozenset(operand), op == "in"
-
-        def member(view: View, hist: Windows) -> bool:
-            v = read(view)
-            if type(v) is str:
-                return (v in members) is want
-            return ref(view, hist)
-        return member
-    if op in ("gt", "gte", "lt", "lte") and field.name != "time.date" and type(operand) in (int, float):
-        x = operand  # compared as _ops.fast_test compares it (decide's answer on these values)
-        cmp = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
-
-        def order(view: View, hist: Windows) -> bool:
-            v = read(view)
-            t = type(v)
-            if t is float:
-                if -_INF < v < _INF:
-                    return cmp(v, x)
-            elif t is int and -_BIG_INT < v < _BIG_INT:
-                return cmp(float(v), x)
-            return ref(view, hist)
-        return order
-    if op in ("startswith", "endswith", "contains") and type(operand) is str:
-        method = {"startswith": str.startswith, "endswith": str.endswith, "contains": str.__contains__}[op]
-
-        def text(view: View, hist: Windows) -> bool:
-            v = read(view)
-            if type(v) is str:
-                return method(v, operand)
-            return ref(view, hist)
-        return text
-    return ref
+        def search(v: str) -> bool:  # the table's `regex` primitive on a plain string, remembered
+            hit = memo.get(v)
+            if hit is None:
+                hit = regex.search(v) is not None
+                if len(memo) < _MEMO and len(v) <= _MEMO_LEN:
+                    memo[v] = hit
+            return hit
+        fast = f"{src.const(search)}(v)"
+        guard = "type(v) is str"
+    elif op in ("eq", "ne") and type(operand) is str:
+        fast = f"v {'==' if op == 'eq' else '!='} {src.const(operand)}"
+        guard = "type(v) is str"
+    elif op in ("in", "not_in") and isinstance(operand, tuple) and all(type(x) is str for x in operand):
+        fast = f"v {'in' if op == 'in' else 'not in'} {src.const(frozenset(operand))}"
+        guard = "type(v) is str"
+    elif op in ("gt", "gte", "lt", "lte") and field.name != "time.date" and type(operand) in (int, float):
+        sym = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+        x = src.const(operand)  # compared as _ops.fast_test compares it (decide's answer on these values)
+        src.line(src.read(field))
+        src.line("t = type(v)")
+        src.line(f"if t is float and -_INF < v < _INF: {out} = v {sym} {x}")
+        src.line(f"elif t is int and -_BIG < v < _BIG: {out} = float(v) {sym} {x}")
+        src.line(f"else: {fallback}")
+        return out
+    elif op in ("startswith", "endswith", "contains") and type(operand) is str:
+        o = src.const(operand)
+        fast = f"v.{op}({o})" if op != "contains" else f"{o} in v"
+        guard = "type(v) is str"
+    else:
+        src.line(fallback)
+        return out
+    src.line(src.read(field))
+    src.line(f"if {guard}: {out} = {fast}")
+    src.line(f"else: {fallback}")
+    return out
 
 
-def _all(node: All | Any_, tz: ZoneInfo, rule: Rule) -> Fast:
-    parts = tuple(_fast(item, tz, rule) for item in node.items)
-    # every part is evaluated, as decide does: an error in any of them must reach decide
-    if isinstance(node, All):
-        if not parts:
-            return lambda view, hist: True
-        if len(parts) == 1:
-            return parts[0]
-        if len(parts) == 2:
-            a, b = parts
+def _emit_window(node: Window, src: _Source, rule: Rule) -> str:
+    out = src.var()  # the history does the work: decide's window test as it is
+    src.line(f"{out} = {src.const(_reference(node, src.tz, rule))}(view, hist)")
+    return out
 
-            def both(view: View, hist: Windows) -> bool:
-                x = a(view, hist)
-                return b(view, hist) and x
-            return both
 
-        def every(view: View, hist: Windows) -> bool:
-            value = True
-            for part in parts:
-                if not part(view, hist):
-                    value = False
-            return value
-        return every
+def _emit_all(node: All | Any_, src: _Source, rule: Rule) -> str:
+    # every part is computed first, as decide evaluates them all: an error in any of them reaches decide
+    parts = [_emit(item, src, rule) for item in node.items]
     if not parts:
-        return lambda view, hist: False
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        a, b = parts
-
-        def either(view: View, hist: Windows) -> bool:
-            x = a(view, hist)
-            return b(view, hist) or x
-        return either
-
-    def some(view: View, hist: Windows) -> bool:
-        value = False
-        for part in parts:
-            if part(view, hist):
-                value = True
-        return value
-    return some
+        return "True" if isinstance(node, All) else "False"
+    out = src.var()
+    src.line(f"{out} = " + (" and " if isinstance(node, All) else " or ").join(f"bool({p})" for p in parts))
+    return out
 
 
-def _not(node: Not, tz: ZoneInfo, rule: Rule) -> Fast:
-    inner = _fast(node.item, tz, rule)
-    return lambda view, hist: not inner(view, hist)
+def _emit_not(node: Not, src: _Source, rule: Rule) -> str:
+    inner = _emit(node.item, src, rule)
+    out = src.var()
+    src.line(f"{out} = not {inner}")
+    return out
 
 
-FAST: dict[type, Callable[[Any, ZoneInfo, Rule], Fast]] = {
-    Test: _test,
-    Window: _reference,  # the history does the work: decide's window test as it is
-    All: _all,
-    Any_: _all,
-    Not: _not,
+EMIT: dict[type, Callable[[Any, _Source, Rule], str]] = {
+    Test: _emit_test,
+    Window: _emit_window,
+    All: _emit_all,
+    Any_: _emit_all,
+    Not: _emit_not,
 }
+FAST = EMIT  # every node type has its generator (tests/policy/test_corpus.py checks the table is complete)
 
 
-def _fast(node: Cond, tz: ZoneInfo, rule: Rule) -> Fast:
-    return FAST[type(node)](node, tz, rule)
+def _emit(node: Cond, src: _Source, rule: Rule) -> str:
+    return EMIT[type(node)](node, src, rule)
 
 
-def _plan(reference: Evaluator, rules: list[tuple[Rule, Fast]]) -> Callable[[View, Windows], Decision]:
-    """One tool's decision: its rules' closures, and the decision of each set of matched rules, built once."""
-    slow = reference.evaluate
+def _plan(reference: Evaluator, rules: list[Rule], tz: ZoneInfo) -> Callable[[View, Windows], Decision]:
+    """One tool's decision, generated: its rules' tests inline, the decision of each set of matched rules
+    built once by decide's `_decision` and kept by bit mask; decide's evaluator on any error or fault."""
     if not rules:
         none = reference._decision([], [])
         return lambda view, hist: none
-    matched_of = [[r for i, (r, _) in enumerate(rules) if m >> i & 1] for m in range(1 << len(rules))] \
-        if len(rules) <= 8 else None
-    decisions: Any = [None] * (1 << len(rules)) if matched_of is not None else {}
-    conds = tuple((1 << i, cond) for i, (_, cond) in enumerate(rules))
+    small = len(rules) <= 8
+    decisions: Any = [None] * (1 << len(rules)) if small else {}
 
     def decided(mask: int) -> Decision:
-        matched = matched_of[mask] if matched_of is not None else [
-            r for i, (r, _) in enumerate(rules) if mask >> i & 1]
-        decision = reference._decision(matched, [])
-        if matched_of is not None or len(decisions) < 65536:
+        decision = reference._decision([r for i, r in enumerate(rules) if mask >> i & 1], [])
+        if small or len(decisions) < 65536:
             decisions[mask] = decision
         return decision
 
-    if len(rules) == 1:
-        (_, only), = conds
-        # decisions[0] and decisions[1], built on first use
-        def one(view: View, hist: Windows) -> Decision:
-            try:
-                mask = 1 if only(view, hist) else 0
-            except Exception:  # noqa: BLE001  an error or a fault: decide's evaluator, as it is
-                return slow(view, hist)
-            return decisions[mask] or decided(mask)
-        return one
-
-    if matched_of is not None:
-        def plan(view: View, hist: Windows) -> Decision:
-            mask = 0
-            try:
-                for bit, cond in conds:
-                    if cond(view, hist):
-                        mask |= bit
-            except Exception:  # noqa: BLE001  an error or a fault: decide's evaluator, as it is
-                return slow(view, hist)
-            return decisions[mask] or decided(mask)
-        return plan
-
-    def big(view: View, hist: Windows) -> Decision:
-        mask = 0
-        try:
-            for bit, cond in conds:
-                if cond(view, hist):
-                    mask |= bit
-        except Exception:  # noqa: BLE001
-            return slow(view, hist)
-        return decisions.get(mask) or decided(mask)
-    return big
+    src = _Source(tz)
+    bits = []
+    for i, rule in enumerate(rules):
+        bits.append(f"({1 << i} if {_emit(rule.when, src, rule)} else 0)")
+    src.names.update(slow=reference.evaluate, decided=decided, D=decisions)
+    lookup = "D[mask]" if small else "D.get(mask)"
+    text = ("def plan(view, hist):\n    try:\n" + "\n".join(src.lines) + "\n"
+            f"        mask = {' | '.join(bits)}\n"
+            "    except Exception:  # an error or a fault: decide's evaluator decides, as it would have\n"
+            "        return slow(view, hist)\n"
+            f"    return {lookup} or decided(mask)\n")
+    namespace = dict(src.names)
+    exec(compile(text, f"<gatekit closure plan: {len(rules)} rules>", "exec"), namespace)  # noqa: S102
+    plan = namespace["plan"]
+    plan.source = text  # for a reader (and tests): what this tool's calls run
+    return plan
 
 
 class ClosureEvaluator:
@@ -285,9 +239,10 @@ class ClosureEvaluator:
         self.policy = policy
         self.reference = evaluator(policy)
         self.windows = self.reference.windows
-        self._rules = [(r, compile_re2(r.tool_regex), _fast(r.when, tz, r)) for r in policy.rules]
+        self._tz = tz
+        self._rules = [(r, compile_re2(r.tool_regex)) for r in policy.rules]
         self._plans: dict[str, Callable[[View, Windows], Decision]] = {}
-        self._none = _plan(self.reference, [])
+        self._none = _plan(self.reference, [], tz)
 
     def plan(self, tool: Any) -> Callable[[View, Windows], Decision]:
         """The closure deciding calls of `tool` (built on first sight of the name)."""
@@ -295,7 +250,7 @@ class ClosureEvaluator:
             return self._none
         found = self._plans.get(tool)
         if found is None:
-            found = _plan(self.reference, [(r, c) for r, rx, c in self._rules if rx.fullmatch(tool) is not None])
+            found = _plan(self.reference, [r for r, rx in self._rules if rx.fullmatch(tool) is not None], self._tz)
             if len(self._plans) < _PLANS:
                 self._plans[tool] = found
         return found

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import gatekit.policy.closure as closure_mod
 from gatekit import Denied, Gate, decide, parse_policy
 from gatekit.enforce import Broker
 from gatekit.errors import StoreError
+from gatekit.policy.conditions import Test as TestNode
 
 from .conftest import POLICY
 
@@ -80,13 +83,17 @@ def test_an_exception_while_evaluating_gets_on_error_never_allow(policy, monkeyp
 def test_an_exception_inside_a_rule_gets_on_error(policy, monkeypatch) -> None:
     """A fault in a rule's closure hands the call to decide's evaluator (which decides it as it would have);
     a fault there too is that rule's internal error: the policy's on_error, never an allow."""
-    gate = Gate(policy)
-
     def boom(view: object, hist: object) -> None:
         raise KeyError("injected")
 
-    rule, regex, _ = gate._evaluator._rules[0]  # pay-100 (amount > 100): its closure faults
-    gate._evaluator._rules[0] = (rule, regex, boom)
+    def faulty(node: object, src: Any, rule: object) -> str:  # every generated test calls `boom`
+        out = src.var()
+        src.line(f"{out} = {src.const(boom)}(view, hist)")
+        return out
+
+    monkeypatch.setitem(closure_mod.EMIT, TestNode, faulty)
+    gate = Gate(policy)
+    rule = policy.rules[0]  # pay-100 (amount > 100)
     call = {"tool": "payment.send", "args": {"amount": 250}}
     want = decide(policy, call)  # decided by the reference: still the escalation decide gives
     assert (gate.check(call).decision, gate.check(call).rules) == (want.decision, want.rules) == ("escalate", (rule.id,))
