@@ -73,10 +73,20 @@ def pinned(call: dict) -> dict:
     return {name: call[name] for name in PINNED if name in call}
 
 
+class _DecidePath:
+    """decide's `Evaluator` where the gate asks for a tool's plan: every call through `evaluate`."""
+
+    def __init__(self, ev: Any) -> None:
+        self.windows, self.evaluate = ev.windows, ev.evaluate
+
+    def plan(self, tool: str) -> Callable[..., Any]:
+        return self.evaluate
+
+
 def reference_gate(path: Path) -> Gate:
     """A gate deciding with decide's evaluator (the path before the closure evaluator), all else the same."""
     gate = Gate(load_policy(path), mode="enforce")
-    gate._evaluator = evaluator(gate.policy)  # type: ignore[assignment]  # its windows are the closure's
+    gate._evaluator = _DecidePath(evaluator(gate.policy))  # type: ignore[assignment]  # the same windows
     return gate
 
 

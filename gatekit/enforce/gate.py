@@ -203,6 +203,7 @@ class Gate:
         self._variants = variants(self.policy)
         self._history = History(self._evaluator)
         self._windowed = bool(self._evaluator.windows)  # a policy without windows keeps no history
+        self._tools: dict[str, tuple[str | None, Callable[[View, Any], Decision]]] = {}
 
     # -- deciding -----------------------------------------------------------------------------------------
     def check(self, action: Action | Mapping[str, Any], **asserted: Any) -> Decision:
@@ -220,12 +221,16 @@ class Gate:
         except Exception as exc:  # noqa: BLE001  a call the gate cannot read is denied
             return None, Decision("deny", reasons=(f"malformed call: {exc}",), details=(f"gate: {exc}",))
         with self._lock:  # the variant check and the evaluator of one policy, even during a reload
-            variant = self._variants.of(view.tool)  # type: ignore[arg-type]  # a str: _view checked it
+            tool = view.tool
+            known = self._tools.get(tool)  # type: ignore[arg-type]  # a str: _view checked it
+            if known is None:
+                known = self._tool(tool)  # type: ignore[arg-type]
+            variant, plan = known
             if view.ts is None:  # stamped under the lock, so stamped calls arrive in time order
                 us = clock_us(self.clock)
                 view.ts, view.ts_us = from_us(us), us
             try:
-                decision = self._evaluator.evaluate(view, self._history)
+                decision = plan(view, self._history)
             except Exception as exc:  # noqa: BLE001  an evaluator bug must not become an allow
                 decision = Decision(self.policy.on_error, reasons=(f"could not evaluate the call: {exc}",),
                                     details=(f"gate: {type(exc).__name__}: {exc}",))
@@ -236,6 +241,14 @@ class Gate:
                 decision, decision="deny", tier=None,
                 reasons=(f"tool `{view.tool}` differs from `{variant}` only by case or Unicode form",))
         return view, decision
+
+    def _tool(self, tool: str) -> tuple[str | None, Callable[[View, Any], Decision]]:
+        """What the gate keeps per tool name: the policy's pattern it imitates (or None), and the evaluator's
+        plan for its calls (gatekit/policy/closure.py). Called under the lock."""
+        known = (self._variants.of(tool), self._evaluator.plan(tool))
+        if len(self._tools) < 65536:
+            self._tools[tool] = known
+        return known
 
     def _view(self, action: Action | Mapping[str, Any], asserted: Mapping[str, Any]) -> View:
         """The call as the policy sees it: the payload's tool and args; identity, context and time pinned."""
@@ -263,9 +276,11 @@ class Gate:
             agent = asserted.get("agent", defaults["agent"])
             session = asserted.get("session", defaults["session"])
             user = asserted.get("user", defaults["user"])
-        for name, value in (("agent", agent), ("session", session), ("user", user)):
-            if value is not None and type(value) is not str:
-                raise TypeError(f"`{name}` must be a string, not {value!r}")
+        if (agent is not None and type(agent) is not str or session is not None and type(session) is not str
+                or user is not None and type(user) is not str):
+            for name, value in (("agent", agent), ("session", session), ("user", user)):
+                if value is not None and type(value) is not str:
+                    raise TypeError(f"`{name}` must be a string, not {value!r}")
         if self.service is not None:
             agent = check_id(agent, "the call's agent") if agent is not None else None
             user = check_id(user, "the call's user") if user is not None else None
@@ -317,6 +332,7 @@ class Gate:
             self._history = History(ev, self._history)  # windows read the same way keep their counts
             self._evaluator, self._variants, self.policy = ev, variants(new), new
             self._windowed = bool(ev.windows)
+            self._tools = {}
             if not isinstance(source, Policy):
                 self.source = Path(source)
         self._record("reload", {"policy": new.name, "fingerprint": new.fingerprint}, None, required=False)

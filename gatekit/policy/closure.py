@@ -246,8 +246,8 @@ class ClosureEvaluator:
 
     def plan(self, tool: Any) -> Callable[[View, Windows], Decision]:
         """The closure deciding calls of `tool` (built on first sight of the name)."""
-        if type(tool) is not str:
-            return self._none
+        if type(tool) is not str:  # a str subclass is decide's to read; anything else matches no rule
+            return self.reference.evaluate if isinstance(tool, str) else self._none
         found = self._plans.get(tool)
         if found is None:
             found = _plan(self.reference, [r for r, rx in self._rules if rx.fullmatch(tool) is not None], self._tz)

@@ -69,14 +69,14 @@ def test_an_exception_while_evaluating_gets_on_error_never_allow(policy, monkeyp
     def boom(*args: object) -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(gate._evaluator, "evaluate", boom)
+    monkeypatch.setattr(gate._evaluator, "plan", lambda tool: boom)  # what the gate runs for every tool
     d = gate.check({"tool": "kb.search"})  # a call the policy allows
     assert d.decision == "escalate" and "injected" in d.reasons[0]  # the policy's on_error
     with pytest.raises(Denied):  # no broker to escalate to: denied
         gate.run({"tool": "kb.search"}, lambda a: 1)
 
     strict = Gate(parse_policy(POLICY.replace("on_error: escalate", "on_error: deny")))
-    monkeypatch.setattr(strict._evaluator, "evaluate", boom)
+    monkeypatch.setattr(strict._evaluator, "plan", lambda tool: boom)
     assert strict.check({"tool": "kb.search"}).decision == "deny"
 
 
