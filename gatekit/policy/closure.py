@@ -1,21 +1,26 @@
-"""The closure evaluator: a policy specialised, tool by tool, into plain Python closures (enforce mode's).
+"""The closure evaluator: a policy specialised, tool by tool, into one generated Python function (the gate's).
 
 `decide` (decide.py) is the reference scalar evaluator; this is the fourth evaluator, built for the gate's
 microsecond budget and held to the same corpus, the same semantics table and the same Hypothesis properties
 (tests/policy). What it does differently, and only for speed:
 
-- per tool name, a *plan*: the rules whose tool patterns match it (looked up once per name), each a closure
-  that returns a plain bool; the decision of each combination of matched rules is built once, by decide's
-  `_decision` (precedence, tiers and reasons are semantics.py's), and kept in a list indexed by a bit mask;
-- each test reads its field with a getter specialised for the field (a key of `args` or `context`, a top
-  field) and answers the common plain values (exact `str`, finite `float`, `int`) itself, with its operand
-  pre-typed; a regex answer is remembered per string (RE2 is pure, its call from Python is not cheap);
-- everything else, on every value: decide's own compiled leaf for that test (the table's cells), which is
-  also what answers when a value is missing, null, of another kind or hostile.
+- per tool name, a *plan*: one function generated for the rules whose tool patterns match that name (the
+  patterns are matched once per name), their tests inline, every test computed (decide evaluates every leaf
+  too), the decision of each set of matched rules built once by decide's `_decision` (precedence, tiers and
+  reasons are semantics.py's) and kept in a list indexed by a bit mask;
+- each test reads its field once per call (a key of `args` or `context` from a plain dict, a top field,
+  else decide's getter) and answers an exact `str`, a finite `float` or an `int` itself, its operand
+  pre-typed, the same answers as `_ops.fast_test` (decide's own shortcut); a regex's answer is remembered
+  per string (RE2 is pure; its call from Python is not cheap);
+- every other value (missing, null, another kind, a subclass, anything hostile) goes to decide's own
+  compiled leaf for that test: the table's cells.
 
-Errors are rare, so they are not built here: a test whose value errors (decide's leaf gives a `RuleError`)
-raises, and so does any unexpected exception; the whole call is then decided again by decide's `Evaluator`
-(the reference, with its own fail-closed handling of evaluator faults), so every error, message and code is
+The generated text holds only names this module makes up: operands, keys, regexes and fallbacks are objects
+of the plan's namespace, so nothing a policy says becomes code.
+
+Errors are rare, so none is built here: a test whose value errors (decide's leaf gives a `RuleError`)
+raises, as does any unexpected exception, and the plan hands the whole call to decide's `Evaluator` (the
+reference, with its own fail-closed handling of evaluator faults), so every error, message and code is
 decide's by construction. Conditions are pure (a window only reads the history), so deciding twice is safe.
 
 Core layer: pure Python, no duckdb, polars or pandas.
@@ -24,14 +29,12 @@ Core layer: pure Python, no duckdb, polars or pandas.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from gatekit.action import Action
-from gatekit.policy import semantics as sem
 from gatekit.policy._history import Windows
-from gatekit.policy._ops import DecideBackend, fast_test
+from gatekit.policy._ops import DecideBackend
 from gatekit.policy._view import View, getter
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy.decide import COMPILERS, Evaluator, Scan, evaluator
