@@ -116,6 +116,23 @@ def measure(path: Path, n: int, warmup: int) -> tuple[dict[str, list[float]], di
     return times, decisions, mismatches
 
 
+def cpu(path: Path, n: int, warmup: int) -> dict[str, float]:
+    """CPU µs per check (`process_time`, this process only: less moved by other load than wall time), each
+    path over the whole stream on its own, fresh gates."""
+    stream = calls(n + warmup)
+    asserted = [pinned(call) for call in stream]
+    out = {}
+    for name, gate in (("decide", reference_gate(path)), ("closure", Gate(load_policy(path), mode="enforce"))):
+        check = gate.check
+        for call, kw in zip(stream[:warmup], asserted[:warmup]):
+            check(call, **kw)
+        t0 = time.process_time()
+        for call, kw in zip(stream[warmup:], asserted[warmup:]):
+            check(call, **kw)
+        out[name] = (time.process_time() - t0) / n * 1e6
+    return out
+
+
 def parts(path: Path, n: int, warmup: int) -> dict[str, float]:
     """The p50 (µs) of each part of a check, each timed alone on the same calls."""
     gate = Gate(load_policy(path), mode="enforce")
@@ -162,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
           "twenty.yaml (20 rules)\n")
     print("| policy | Gate.check with | calls | p50 µs | p90 µs | p99 µs | p99.9 µs | mean µs | allow | escalate | deny |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    summary, bad, breakdown = [], 0, {}
+    summary, bad, breakdown, cpus = [], 0, {}, {}
     for label, path in (("no windows", NOWINDOW), ("2 windows", POLICY)):
         times, decisions, mismatches = measure(path, args.n, args.warmup)
         bad += mismatches
@@ -175,12 +192,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"{quantile(xs, .99):.2f} | {quantile(xs, .999):.2f} | {statistics.fmean(xs):.2f} | "
                   f"{decisions['allow']:,} | {decisions['escalate']:,} | {decisions['deny']:,} |")
         summary.append((label, p))
+        cpus[label] = cpu(path, args.n, args.warmup)
         breakdown[label] = parts(path, max(args.n // 5, 1000), min(args.warmup, 5000))
     print()
     for label, p in summary:
         print(f"{label}: p50 {p['decide'][0] / p['closure'][0]:.2f}x faster, p99 "
               f"{p['decide'][1] / p['closure'][1]:.2f}x (decide's evaluator / the closure evaluator, same run)")
     print(f"decisions that differ between the two paths: {bad}\n")
+    print("CPU per check (process_time over the timed calls, each path on its own):\n")
+    print("| policy | decide's evaluator µs | closure evaluator µs | ratio |")
+    print("|---|---:|---:|---:|")
+    for label, c in cpus.items():
+        print(f"| {label} | {c['decide']:.2f} | {c['closure']:.2f} | {c['decide'] / c['closure']:.2f}x |")
+    print()
     print("Where the time goes (each part timed alone on the same calls, p50 µs, the timer's cost included):\n")
     print("| part | no windows | 2 windows |")
     print("|---|---:|---:|")
