@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,26 @@ def test_a_hostile_context_value_never_allows() -> None:
     gate = Gate(parse_policy(HOSTILE_POLICY))
     assert gate.check({"tool": "kb.search"}, context={"env": _Hostile("prod")}).decision == "deny"
     assert gate.check({"tool": "kb.search"}, context={"env": _Raises()}).decision == "deny"
+
+
+def test_nothing_a_policy_says_becomes_code() -> None:
+    """The closure evaluator generates Python per tool: operands, keys and patterns are namespace objects,
+    never text, so a policy whose strings look like code decides as decide does and adds no code."""
+    nasty = "x\\n') or __import__('os').system('false') or ('"
+    policy = parse_policy(f"""
+version: 1
+name: nasty
+default: allow
+on_error: deny
+rules:
+  - {{id: a, tool: "*", action: deny, when: {{args.k: {{eq: {json.dumps(nasty)}}}}}}}
+  - {{id: b, tool: "*", action: escalate, when: {{{json.dumps("args." + nasty)}: {{in: [{json.dumps(nasty)}]}}}}}}
+  - {{id: c, tool: "*", action: escalate, when: {{args.k: {{startswith: {json.dumps(nasty)}}}}}}}
+""")
+    gate = Gate(policy)
+    for args in ({"k": nasty}, {nasty: nasty}, {"k": nasty + "tail"}, {"k": "plain"}):
+        call = {"tool": "t", "args": args}
+        got, want = gate.check(call), decide(policy, call)
+        assert (got.decision, got.rules, got.errors) == (want.decision, want.rules, want.errors)
+    source = gate._evaluator.plan("t").source
+    assert nasty not in source and "__import__" not in source and "system" not in source
