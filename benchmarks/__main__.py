@@ -5,6 +5,7 @@ headed by the exact command that produced them (BENCHMARKS.md is assembled from 
     python -m benchmarks scale --sizes 10k,100k,1M,10M   # replay vs the floor, whole process and API, RSS
     python -m benchmarks peers --n 20000           # per-decision throughput: decide, cedarpy, regopy (+ check)
     python -m benchmarks enforce --n 20000         # Gate.check vs cedarpy vs regopy latency, same requests
+    python -m benchmarks gate --n 100000           # Gate.check: the closure evaluator vs decide's, and its parts
     python -m benchmarks ingest --n 1000000        # gatekit ingest of JSONL and Parquet
     python -m benchmarks report --n 1000000        # the full report (benchmarks/report.py)
     python -m benchmarks dashboard                 # dashboard page render (benchmarks/dashboard.py, if present)

@@ -7,7 +7,8 @@ call timed alone (`perf_counter_ns`), GC on, engines interleaved call by call so
 machine hits all of them alike. `Gate.check` gets the call as a plain dict (its `ts`, agent, session, user and
 context also as the host's keyword assertions, which is what a gate decides on) and does all its own reading;
 Cedar and Rego get their request already built (the conversion is not timed: in their favour).
-Gate.check runs the policy without windows (what the peers run) and, separately, with its two windows.
+Gate.check runs the policy without windows (what the peers run) and, separately, with its two windows; a
+third gate runs the policy without windows on decide's evaluator (the path before gatekit/policy/closure.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def quantile(xs: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     from time import perf_counter_ns as timer
 
-    from benchmarks.gate import calls, pinned
+    from benchmarks.gate import calls, pinned, reference_gate
     from benchmarks.peers import Cedar, Rego, verdict
     from gatekit import Gate, load_policy
 
@@ -40,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     stream = calls(args.n + args.warmup)
     gate = Gate(load_policy(HERE / "policies" / "twenty-nowindow.yaml"), mode="enforce")
     gate_w = Gate(load_policy(HERE / "policies" / "twenty.yaml"), mode="enforce")
+    gate_ref = reference_gate(HERE / "policies" / "twenty-nowindow.yaml")  # decide's evaluator: the path before
     cedar, rego = Cedar(), Rego()
     creq = [cedar.request(c) for c in stream]
     rreq = [rego.request(c) for c in stream]
     asserted = [pinned(c) for c in stream]  # the host's, as Cedar's and Rego's requests are built untimed
-    names = ("Gate.check (no windows)", "Gate.check (2 window rules)", "cedarpy.is_authorized", "regopy query")
+    names = ("Gate.check (no windows)", "Gate.check (2 window rules)", "cedarpy.is_authorized", "regopy query",
+             "Gate.check (no windows), decide's evaluator")
     times: dict[str, list[float]] = {k: [] for k in names}
     mismatches = 0
     gc.collect()
@@ -53,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         gate_w.check(call, **asserted[i]); t2 = timer()  # noqa: E702
         c = cedar.authorize(creq[i]); t3 = timer()  # noqa: E702
         r = rego.authorize(rreq[i]); t4 = timer()  # noqa: E702
+        ref = gate_ref.check(call, **asserted[i]); t5 = timer()  # noqa: E702
         if i < args.warmup:
             continue
-        for k, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        for k, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             times[k].append(dt / 1000)
         want = d.decision
+        mismatches += ref != d
         if verdict(cedar.rules(c)) != want or r.results[0].expressions[0]["decision"] != want:
             mismatches += 1
     load = os.getloadavg()
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         xs = sorted(times[k])
         print(f"| {k} | {len(xs):,} | {quantile(xs, .5):.1f} | {quantile(xs, .9):.1f} | {quantile(xs, .99):.1f} | "
               f"{statistics.fmean(xs):.1f} | {quantile(xs, .5) / cedar_p50:.2f} |")
-    print(f"\ndecision mismatches between Gate.check (no windows), cedarpy and regopy: {mismatches}")
+    print(f"\ndecision mismatches between Gate.check (no windows), cedarpy, regopy and decide's evaluator: {mismatches}")
     return 1 if mismatches else 0
 
 

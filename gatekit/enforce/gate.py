@@ -31,7 +31,8 @@ from gatekit.enforce.quorum import Tally, tally
 from gatekit.enforce.receipts import Receipts, clock_us, from_us
 from gatekit.errors import ApprovalError
 from gatekit.policy import Decision, Policy, load_policy
-from gatekit.policy.decide import History, View, evaluator
+from gatekit.policy.closure import closure
+from gatekit.policy.decide import History, View
 from gatekit.policy.names import variants
 
 __all__ = ["MODES", "Denied", "Gate", "Pending"]
@@ -105,6 +106,7 @@ class _Reporter:
 _SHOWN = ("action_id", "ts", "agent", "session", "user", "tool", "args", "context")
 _IDENTITY = ("agent", "session", "user")
 PINNED = ("ts", "agent", "session", "user", "context")  # the gate's, never the payload's
+_PINNED_KEYS = frozenset(PINNED)
 
 
 class Denied(ApprovalError):
@@ -197,9 +199,11 @@ class Gate:
         self._scope: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(f"gatekit-scope-{id(self)}",
                                                                                      default={})
         self._lock = threading.Lock()
-        self._evaluator = evaluator(self.policy)
+        self._evaluator = closure(self.policy)  # decide's meaning, specialised (gatekit/policy/closure.py)
         self._variants = variants(self.policy)
         self._history = History(self._evaluator)
+        self._windowed = bool(self._evaluator.windows)  # a policy without windows keeps no history
+        self._tools: dict[str, tuple[str | None, Callable[[View, Any], Decision]]] = {}
 
     # -- deciding -----------------------------------------------------------------------------------------
     def check(self, action: Action | Mapping[str, Any], **asserted: Any) -> Decision:
@@ -217,29 +221,45 @@ class Gate:
         except Exception as exc:  # noqa: BLE001  a call the gate cannot read is denied
             return None, Decision("deny", reasons=(f"malformed call: {exc}",), details=(f"gate: {exc}",))
         with self._lock:  # the variant check and the evaluator of one policy, even during a reload
-            variant = self._variants.of(view.tool)
+            tool = view.tool
+            known = self._tools.get(tool)  # type: ignore[arg-type]  # a str: _view checked it
+            if known is None:
+                known = self._tool(tool)  # type: ignore[arg-type]
+            variant, plan = known
             if view.ts is None:  # stamped under the lock, so stamped calls arrive in time order
                 us = clock_us(self.clock)
                 view.ts, view.ts_us = from_us(us), us
             try:
-                decision = self._evaluator.evaluate(view, self._history)
+                decision = plan(view, self._history)
             except Exception as exc:  # noqa: BLE001  an evaluator bug must not become an allow
                 decision = Decision(self.policy.on_error, reasons=(f"could not evaluate the call: {exc}",),
                                     details=(f"gate: {type(exc).__name__}: {exc}",))
-            self._history.add(view)
+            if self._windowed:
+                self._history.add(view)
         if variant is not None:
             decision = dataclasses.replace(
                 decision, decision="deny", tier=None,
                 reasons=(f"tool `{view.tool}` differs from `{variant}` only by case or Unicode form",))
         return view, decision
 
+    def _tool(self, tool: str) -> tuple[str | None, Callable[[View, Any], Decision]]:
+        """What the gate keeps per tool name: the policy's pattern it imitates (or None), and the evaluator's
+        plan for its calls (gatekit/policy/closure.py). Called under the lock."""
+        known = (self._variants.of(tool), self._evaluator.plan(tool))
+        if len(self._tools) < 65536:
+            self._tools[tool] = known
+        return known
+
     def _view(self, action: Action | Mapping[str, Any], asserted: Mapping[str, Any]) -> View:
         """The call as the policy sees it: the payload's tool and args; identity, context and time pinned."""
-        unknown = set(asserted) - set(PINNED)
-        if unknown:
+        if asserted and not _PINNED_KEYS.issuperset(asserted):
+            unknown = set(asserted) - _PINNED_KEYS
             raise TypeError(f"unknown call assertions: {sorted(unknown)} (use {', '.join(PINNED)})")
-        get = action.__getattribute__ if isinstance(action, Action) else action.get
-        tool, args = get("tool"), get("args")
+        if isinstance(action, Action):
+            tool, args = action.tool, action.args
+        else:
+            get = action.get
+            tool, args = get("tool"), get("args")
         if type(tool) is not str or not tool:
             raise TypeError(f"`tool` must be a non-empty string, not {tool!r}")
         if args is None:
@@ -247,18 +267,32 @@ class Gate:
         elif not isinstance(args, dict):
             raise TypeError(f"`args` must be an object, not {type(args).__name__}")
         scope = self._scope.get()
-        pinned: dict[str, Any] = {"tool": tool, "args": args}
-        for name in _IDENTITY:
-            value = asserted[name] if name in asserted else scope.get(name, self.defaults[name])
-            if value is not None and type(value) is not str:
-                raise TypeError(f"`{name}` must be a string, not {value!r}")
-            if value is not None and self.service is not None and name in ("agent", "user"):
-                value = check_id(value, f"the call's {name}")
-            pinned[name] = value
-        context = {**self.context, **scope.get("context", {}), **(asserted.get("context") or {})}
-        pinned["context"] = context
-        pinned["ts"] = read_ts(asserted.get("ts"))
-        return View(pinned)
+        defaults = self.defaults
+        if scope:
+            agent = asserted.get("agent", scope.get("agent", defaults["agent"]))
+            session = asserted.get("session", scope.get("session", defaults["session"]))
+            user = asserted.get("user", scope.get("user", defaults["user"]))
+        else:
+            agent = asserted.get("agent", defaults["agent"])
+            session = asserted.get("session", defaults["session"])
+            user = asserted.get("user", defaults["user"])
+        if (agent is not None and type(agent) is not str or session is not None and type(session) is not str
+                or user is not None and type(user) is not str):
+            for name, value in (("agent", agent), ("session", session), ("user", user)):
+                if value is not None and type(value) is not str:
+                    raise TypeError(f"`{name}` must be a string, not {value!r}")
+        if self.service is not None:
+            agent = check_id(agent, "the call's agent") if agent is not None else None
+            user = check_id(user, "the call's user") if user is not None else None
+        extra = asserted.get("context")
+        if scope or self.context:
+            context = {**self.context, **scope.get("context", {}), **(extra or {})}
+        else:
+            context = {**extra} if extra else {}
+        ts = asserted.get("ts")
+        if ts is not None and (type(ts) is not datetime or ts.tzinfo is None):
+            ts = read_ts(ts)
+        return View.of(tool, agent, session, user, ts, args, context)
 
     @staticmethod
     def claimed(action: Action | Mapping[str, Any], view: View) -> dict[str, Any]:
@@ -293,10 +327,12 @@ class Gate:
         if source is None:
             raise ValueError("this gate was given a Policy object: pass the new policy to reload")
         new = source if isinstance(source, Policy) else load_policy(source)  # PolicyError: nothing changes
-        ev = evaluator(new)
+        ev = closure(new)
         with self._lock:
             self._history = History(ev, self._history)  # windows read the same way keep their counts
             self._evaluator, self._variants, self.policy = ev, variants(new), new
+            self._windowed = bool(ev.windows)
+            self._tools = {}
             if not isinstance(source, Policy):
                 self.source = Path(source)
         self._record("reload", {"policy": new.name, "fingerprint": new.fingerprint}, None, required=False)

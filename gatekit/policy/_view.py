@@ -7,7 +7,7 @@ field compiles to a getter that returns the value, or `_ABSENT` when it is missi
 from __future__ import annotations
 
 import operator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
@@ -16,7 +16,6 @@ from gatekit.policy.conditions import WEEKDAYS, Field
 from gatekit.policy.values import _ABSENT
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
 _UNSET = object()
 
 
@@ -37,8 +36,20 @@ class View:
         if ts is not None and type(ts) is not datetime or ts is not None and ts.tzinfo is None:
             ts = read_ts(ts)  # text or epoch seconds, as ingest reads them (InputError otherwise)
         self.ts = ts
-        self.ts_us = None if ts is None else (ts - _EPOCH) // _US
+        self.ts_us = None if ts is None else _us(ts)
         self._local: Any = _UNSET
+
+    @classmethod
+    def of(cls, tool: Any, agent: Any, session: Any, user: Any, ts: datetime | None, args: Any,
+           context: Any) -> View:
+        """A view of fields already read, as `View(action)` would read them: `ts` an aware datetime (what
+        `read_ts` gives) or None. The gate builds its views so, once per call."""
+        view = cls.__new__(cls)
+        view.tool, view.agent, view.session, view.user = tool, agent, session, user
+        view.ts, view.args, view.context = ts, args, context
+        view.ts_us = None if ts is None else _us(ts)
+        view._local = _UNSET
+        return view
 
     def local(self, tz: ZoneInfo) -> datetime | None:
         """The local time in `tz`; None without a timestamp, or when it falls outside years 1..9999 (then the
@@ -49,6 +60,13 @@ class View:
             except OverflowError:
                 self._local = None
         return self._local
+
+
+def _us(ts: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime: `(ts - epoch) // 1 µs`, without timedelta division
+    (a timedelta is normalised: 0 <= seconds < 86400, 0 <= microseconds < 10^6, so the sum is exact)."""
+    d = ts - _EPOCH
+    return d.days * 86_400_000_000 + d.seconds * 1_000_000 + d.microseconds
 
 
 def _path_get(root: Any, path: tuple[str, ...]) -> Any:

@@ -357,6 +357,7 @@ class Backend(Protocol):
 # backend name -> "module:attribute" of its `Backend`: a new engine is one module and one line here
 BACKENDS: dict[str, str] = {
     "decide": "gatekit.policy._ops:BACKEND",
+    "closure": "gatekit.policy.closure:BACKEND",  # the gate's: decide specialised per tool (closure.py)
     "duckdb": "gatekit.policy.compile:BACKEND",
     "spark": "gatekit.spark.compile:BACKEND",  # SQL text only: running it needs pyspark (gatekit.spark.engine)
 }

@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from gatekit.action import parse_ts
+from gatekit.policy.closure import closure_log
 from gatekit.policy.compile import compile_sql
 from gatekit.policy.decide import decide_log
 from gatekit.policy.model import Policy
@@ -64,6 +65,16 @@ def details_python(policy: Policy, actions: Sequence[Mapping[str, Any]]) -> list
     """`Decision.error_details` of every action, as tuples."""
     return [tuple((e.rule, e.field, e.test, e.code, e.message) for e in d.error_details)
             for d in decide_log(policy, list(actions))]
+
+
+def run_closure(policy: Policy, actions: Sequence[Mapping[str, Any]]) -> list[Outcome]:
+    """The closure evaluator's outcomes (gatekit/policy/closure.py: the gate's), windows over the log."""
+    return [(d.decision, tuple(d.rules), tuple(d.errors), d.tier) for d in closure_log(policy, list(actions))]
+
+
+def details_closure(policy: Policy, actions: Sequence[Mapping[str, Any]]) -> list[tuple[Detail, ...]]:
+    return [tuple((e.rule, e.field, e.test, e.code, e.message) for e in d.error_details)
+            for d in closure_log(policy, list(actions))]
 
 
 def _arrow(actions: Sequence[Mapping[str, Any]]) -> pa.Table:

@@ -19,6 +19,7 @@ from gatekit.action import parse_ts
 from gatekit.policy import Policy, parse_policy
 from gatekit.policy._history import History
 from gatekit.policy._view import View
+from gatekit.policy.closure import closure, closure_log
 from gatekit.policy.decide import decide_log, evaluator
 from gatekit.policy.model import VERDICTS
 
@@ -332,13 +333,34 @@ def test_a_gate_history_counts_like_the_log(doc: dict[str, Any], log: list[dict[
     log = sorted(log, key=lambda a: parse_ts(a["ts"]))  # stable: equal instants keep their log order
     _show(doc, log)
     policy = to_policy(doc)
-    ev = evaluator(policy)
-    history = History(ev)
-    live = []
+    ev, fast = evaluator(policy), closure(policy)
+    history, fast_history = History(ev), History(fast)
+    live, fast_live = [], []
     for action in log:
         view = View(action)
         live.append(ev.evaluate(view, history))
         history.add(view)
+        view = View(action)
+        fast_live.append(fast.evaluate(view, fast_history))  # the gate's evaluator on the gate's history
+        fast_history.add(view)
     replay = decide_log(policy, log)
     for i, (a, b) in enumerate(zip(live, replay)):
         assert (a.decision, a.rules, a.errors, a.tier) == (b.decision, b.rules, b.errors, b.tier), f"action {i}"
+    assert fast_live == live
+
+
+@_SETTINGS
+@given(doc=st.one_of(policy_dicts(), window_policies()), log=st.one_of(logs, dense_logs()))
+def test_the_closure_evaluator_decides_as_decide(doc: dict[str, Any], log: list[dict[str, Any]]) -> None:
+    """The gate's closure evaluator gives decide's Decision, field for field (reasons, tiers, error details)."""
+    _show(doc, log)
+    policy = to_policy(doc)
+    assert closure_log(policy, log) == decide_log(policy, log)
+
+
+@given(ts=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()))
+def test_a_views_microseconds_are_the_timedelta_division(ts: datetime) -> None:
+    """`View` reads `ts_us` without dividing timedeltas (it is on the gate's hot path): the same integer."""
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert View({"tool": "t", "ts": ts}).ts_us == (ts - epoch) // timedelta(microseconds=1)
+    assert View.of("t", None, None, None, ts, {}, {}).ts_us == View({"tool": "t", "ts": ts}).ts_us

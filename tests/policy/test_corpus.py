@@ -15,12 +15,13 @@ from gatekit.policy.conditions import Test as TestNode
 from gatekit.policy.decision import CODES, INTERNAL_ERROR
 
 from .corpus import CASES_DIR, Case, load_all, load_file
-from .harness import details_python, details_sql, run_python, run_sql, spark_many
+from .harness import details_closure, details_python, details_sql, run_closure, run_python, run_sql, spark_many
 
 # `gatekit.policy.decide` the attribute is the function the package re-exports; these are the modules
 decide_mod = importlib.import_module("gatekit.policy.decide")
 ops_mod = importlib.import_module("gatekit.policy._ops")
 compile_mod = importlib.import_module("gatekit.policy.compile")
+closure_mod = importlib.import_module("gatekit.policy.closure")
 # the Spark compiler writes SQL text only (no pyspark import), so its tables are checked without Spark
 spark_compile_mod = importlib.import_module("gatekit.spark.compile")
 
@@ -38,6 +39,17 @@ def test_decide(case: Case) -> None:
     assert got == case.expect, (
         f"decide disagrees with the corpus in {case.id}\nactions:\n{_show(case.raw_actions)}\n"
         f"expected:\n{_show(case.expect)}\ndecide:\n{_show(got)}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_closure(case: Case) -> None:
+    """The gate's closure evaluator: the corpus's outcomes, and decide's very error details."""
+    got = run_closure(case.policy, case.actions)
+    assert got == case.expect, (
+        f"the closure evaluator disagrees with the corpus in {case.id}\nactions:\n{_show(case.raw_actions)}\n"
+        f"expected:\n{_show(case.expect)}\nclosure:\n{_show(got)}")
+    if any(o[2] for o in case.expect):
+        assert details_closure(case.policy, case.actions) == details_python(case.policy, case.actions)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -172,7 +184,7 @@ def test_test_tables_are_complete() -> None:
     assert set(ops_mod.TESTS) == set(compile_mod.LEAVES) == set(spark_compile_mod.LEAVES) == set(conditions.OPS)
     assert set(semantics.TABLE) == set(conditions.OPS) | {"sum"}
     assert set(ops_mod.PRIMITIVES) == set(compile_mod.PRIMITIVES) == set(semantics.PRIMITIVES)
-    assert set(semantics.BACKENDS) >= {"decide", "duckdb", "spark"}
+    assert set(semantics.BACKENDS) >= {"decide", "closure", "duckdb", "spark"}
     # both SQL dialects build every test from the table with the one walker (gatekit/policy/sqltests.py):
     # each needs every primitive, its own (FUNCTIONS, a method) or the walker's plain-SQL one
     for dialect in (compile_mod.DIALECT, spark_compile_mod.DIALECT):
@@ -187,5 +199,6 @@ def test_node_tables_are_complete() -> None:
                 if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj is not conditions.Field}
     assert node_types == declared, "conditions.Cond must list every node type"
     assert set(decide_mod.COMPILERS) == node_types
+    assert set(closure_mod.FAST) == node_types
     assert set(compile_mod.NODES) == node_types
     assert set(spark_compile_mod.NODES) == node_types

@@ -23,7 +23,7 @@ from gatekit.policy.conditions import OPS
 from gatekit.policy.decide import evaluator
 from gatekit.policy.decision import RuleError
 
-from .harness import details_python, details_sql, run_python, run_sql, spark_batch
+from .harness import details_closure, details_python, details_sql, run_closure, run_python, run_sql, spark_batch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,8 +106,8 @@ class _SparkRunner:
 SPARK = _SparkRunner()
 
 # registered backend -> how a log is decided through it (outcomes, error details)
-RUNNERS = {"decide": (run_python, details_python), "duckdb": (run_sql, details_sql),
-           "spark": (SPARK.run, SPARK.details)}
+RUNNERS = {"decide": (run_python, details_python), "closure": (run_closure, details_closure),
+           "duckdb": (run_sql, details_sql), "spark": (SPARK.run, SPARK.details)}
 
 
 @pytest.fixture
