@@ -42,6 +42,7 @@ from gatekit.policy.values import parse_duration
 from gatekit.server.audit import Verification
 from gatekit.server.ledger import Ledger
 from gatekit.server.registry import Principal, Refusal, Registry
+from gatekit.server.store import for_update
 
 PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN = (
     "pending", "approved", "denied", "timed_out", "expired", "revoked", "executed", "withdrawn")
@@ -136,12 +137,13 @@ class Service:
         def redecide(con: Any, now: int, audit: list) -> None:
             audit.append(("policy", {"policy": new.name, "fingerprint": new.fingerprint,
                                      "previous": old.fingerprint}, None))
-            for row in con.execute("SELECT * FROM requests WHERE status IN (?, ?)", OPEN).fetchall():
+            for row in con.execute("SELECT * FROM requests WHERE status IN (?, ?) ORDER BY id" + for_update(con),
+                                   OPEN).fetchall():
                 req = _row(con, row)
                 if self._settle(con, req, now, audit):
                     continue
                 self._redecide(con, req, now, audit)
-        self._write(redecide)
+        self._write(redecide, order="r:")  # open requests in id order
 
     def _redecide(self, con: Any, req: dict[str, Any], now: int, audit: list) -> None:
         action = json.loads(req["action"])
@@ -227,6 +229,8 @@ class Service:
                           "fingerprint", 409)
 
         def file(con: Any, now: int, audit: list) -> str:
+            # one agent's submissions one at a time (on any replica), so its count of waiting ones holds
+            con.execute("SELECT 1 FROM principals WHERE id = ?" + for_update(con), (agent.id,)).fetchall()
             waiting = con.execute("SELECT count(*) FROM requests WHERE agent = ? AND status = ? AND expires_at > ?",
                                   (agent.id, PENDING, now)).fetchone()[0]
             if waiting >= self.max_pending:
@@ -254,7 +258,7 @@ class Service:
             if status == DENIED:
                 audit.append(("deny", {"request_id": rid, "by": "policy", "note": note}, rid))
             return rid
-        rid = self._write(file)
+        rid = self._write(file, order="a:" + agent.id)
         return self.get(agent, rid)
 
     def get(self, who: Principal, request_id: str) -> dict[str, Any]:
@@ -292,9 +296,10 @@ class Service:
 
         def settle(con: Any, now: int, audit: list) -> int:
             rows = con.execute("SELECT * FROM requests WHERE (status = ? AND expires_at <= ?) OR "
-                               "(status = ? AND approved_until <= ?)", (PENDING, now, APPROVED, now)).fetchall()
+                               "(status = ? AND approved_until <= ?) ORDER BY id" + for_update(con),
+                               (PENDING, now, APPROVED, now)).fetchall()
             return sum(self._settle(con, _row(con, r), now, audit) for r in rows)
-        return self._write(settle)
+        return self._write(settle, order="r:")  # requests in id order
 
     def _settled(self, request_id: str) -> dict[str, Any]:
         with self.store.read() as con:
@@ -302,7 +307,7 @@ class Service:
         if req["status"] in OPEN and self._due(req, self.now_us()):
             def settle(con: Any, now: int, audit: list) -> None:
                 self._settle(con, self._load(con, request_id), now, audit)
-            self._write(settle)
+            self._write(settle, order="r:" + request_id)
             with self.store.read() as con:
                 req = self._load(con, request_id)
         return req
@@ -411,7 +416,7 @@ class Service:
                 self._approve(con, self._load(con, request_id), now, audit, ttl_us=span)
             elif self._quorum(req["votes"], req["approvals"], required):
                 self._approve(con, req, now, audit)
-        self._write(cast)
+        self._write(cast, order="r:" + request_id)
         return self.get(reviewer, request_id)
 
     @staticmethod
@@ -502,7 +507,7 @@ class Service:
             audit.append(("consume", {"request_id": req["id"], "by": who.id, "key": key, "nonce": claims.nonce,
                                       "digest": req["digest"]}, req["id"]))
             return _view(self._load(con, req["id"]), owner=True)
-        return self._write(use)
+        return self._write(use, order="r:" + claims.request_id)
 
     def withdraw(self, agent: Principal, request_id: str, reason: Any = None) -> dict[str, Any]:
         """The requesting agent no longer wants the call (its client gave up): nothing will run for it."""
@@ -518,7 +523,7 @@ class Service:
                 return
             if req["status"] in OPEN:
                 self._finish(con, req, WITHDRAWN, now, audit, note=note)
-        self._write(pull)
+        self._write(pull, order="r:" + str(request_id))
         return self.get(agent, request_id)
 
     def outcome(self, agent: Principal, request_id: str, outcome: Any, error: Any = None) -> None:
@@ -534,13 +539,14 @@ class Service:
             con.execute("UPDATE requests SET outcome = ? WHERE id = ?", (outcome, request_id))
             audit.append(("outcome", {"request_id": request_id, "outcome": outcome,
                                       "error": str(error)[:500] if error else None}, request_id))
-        self._write(record)
+        self._write(record, order="r:" + str(request_id))
 
     # -- rows --------------------------------------------------------------------------------------------
     def _load(self, con: Any, request_id: Any) -> dict[str, Any]:
         if not isinstance(request_id, str):
             raise Refusal("a request id is a string", "bad_request", 400)
-        row = con.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        # in a write, locked until its commit: another write to this request waits, then sees this one's
+        row = con.execute("SELECT * FROM requests WHERE id = ?" + for_update(con), (request_id,)).fetchone()
         if row is None:
             raise Refusal(f"no request `{request_id}`", "unknown_request", 404)
         return _row(con, row)
