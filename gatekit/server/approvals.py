@@ -51,6 +51,7 @@ OPEN = (PENDING, APPROVED)
 FINAL = (DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN)
 MIN_REASON = 10  # a break-glass reason shorter than this is not a reason
 MAX_PENDING = 100  # open requests one agent may have waiting: more would bury everyone else's for reviewers
+LIST_MAX = 1000  # requests in one list (the oldest first): a reviewer's page at most
 
 
 class Service:
@@ -267,12 +268,15 @@ class Service:
         self._may_see(who, req)
         return _view(req, owner=who.kind == "agent")
 
-    def list(self, who: Principal, status: str | None = PENDING) -> list[dict[str, Any]]:
-        """Requests, oldest first: every request for a reviewer, its own for an agent."""
+    def list(self, who: Principal, status: str | None = PENDING, limit: int = LIST_MAX) -> list[dict[str, Any]]:
+        """Requests, oldest first, at most `limit` (1 to 1000: a page): every request for a reviewer, its
+        own for an agent."""
         if who.kind == "executor":
             raise Refusal("an executor credential lists nothing", "forbidden", 403)
         if status is not None and status not in STATUSES:
             raise Refusal(f"unknown status `{status}`", "bad_request", 400)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_MAX:
+            raise Refusal(f"`limit` is a whole number from 1 to {LIST_MAX}", "bad_request", 400)
         self.expire()
         where, args = [], []
         if status is not None:
@@ -282,9 +286,9 @@ class Service:
             where.append("agent = ?")
             args.append(who.id)
         sql = "SELECT * FROM requests" + (" WHERE " + " AND ".join(where) if where else "") + \
-            " ORDER BY requested_at, id LIMIT 1000"
+            f" ORDER BY requested_at, id LIMIT {limit}"
         with self.store.read() as con:
-            return [_view(_row(con, r), owner=who.kind == "agent") for r in con.execute(sql, args).fetchall()]
+            return [_view(r, owner=who.kind == "agent") for r in _rows(con, con.execute(sql, args).fetchall())]
 
     def expire(self) -> int:
         """Settle every request whose time is up; returns how many changed."""
@@ -555,17 +559,33 @@ class Service:
 _REQUEST_COLUMNS: tuple[str, ...] = ()
 
 
+_VOTE = ("reviewer", "role", "decision", "reason", "evidence", "at", "break_glass")
+
+
 def _row(con: Any, row: Any) -> dict[str, Any]:
+    return _rows(con, [row])[0]
+
+
+def _rows(con: Any, rows: list[Any]) -> list[dict[str, Any]]:
+    """Request rows as dicts with their votes: one query for the votes of all of them (a page of a list)."""
     global _REQUEST_COLUMNS
     if not _REQUEST_COLUMNS:
         # from the cursor, so on any store (both stores' schemas come from one text: one column order)
         _REQUEST_COLUMNS = tuple(d[0] for d in con.execute("SELECT * FROM requests WHERE 1 = 0").description)
-    req = dict(zip(_REQUEST_COLUMNS, row))
-    req["timeout_cap_us"] = json.loads(req["gate"]).get("timeout_cap_us")
-    req["votes"] = [dict(zip(("reviewer", "role", "decision", "reason", "evidence", "at", "break_glass"), v))
-                    for v in con.execute("SELECT reviewer, role, decision, reason, evidence, at, break_glass "
-                                         "FROM votes WHERE request_id = ? ORDER BY at, reviewer", (req["id"],))]
-    return req
+    reqs = []
+    for row in rows:
+        req = dict(zip(_REQUEST_COLUMNS, row))
+        req["timeout_cap_us"] = json.loads(req["gate"]).get("timeout_cap_us")
+        req["votes"] = []
+        reqs.append(req)
+    by_id = {req["id"]: req for req in reqs}
+    ids = list(by_id)
+    for start in range(0, len(ids), 500):  # SQLite's oldest builds take 999 parameters
+        chunk = ids[start:start + 500]
+        for rid, *vote in con.execute("SELECT request_id, " + ", ".join(_VOTE) + " FROM votes WHERE request_id IN ("
+                                      + ", ".join("?" * len(chunk)) + ") ORDER BY at, reviewer", chunk):
+            by_id[rid]["votes"].append(dict(zip(_VOTE, vote)))
+    return reqs
 
 
 def _view(req: dict[str, Any], *, owner: bool) -> dict[str, Any]:
