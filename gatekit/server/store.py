@@ -114,10 +114,12 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def for_update(con: Any) -> str:
+def for_update(con: Any, of: str | None = None) -> str:
     """What a write appends to a SELECT of the rows it decides on: a row lock where writes overlap
-    (PostgreSQL's `FOR UPDATE`), nothing on SQLite (its write transaction is the only writer) or in a read."""
-    return getattr(con, "for_update", "")
+    (PostgreSQL's `FOR UPDATE`, of the table `of` names in a join), nothing on SQLite (its write transaction
+    is the only writer) or in a read."""
+    lock = getattr(con, "for_update", "")
+    return f"{lock} OF {of}" if lock and of else lock
 
 
 def open_store(url: str | None, state: str | Path, **options: Any) -> Store:
