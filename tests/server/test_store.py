@@ -348,7 +348,7 @@ def test_an_agents_cap_on_waiting_requests_holds_across_replicas(store_url: str 
             bot = replicas[0].authenticate(replicas[0].registry.add("agent", f"bot{round_}"))
             answers: list[str] = []
 
-            def submit(i: int) -> None:
+            def submit(i: int, bot: Any = bot, answers: list[str] = answers) -> None:
                 try:
                     replicas[i % 2].submit(bot, {"action": {"tool": "payment.send", "args": {"amount": 500, "i": i}}})
                     answers.append("ok")
@@ -379,9 +379,9 @@ def test_racing_writes_of_every_kind_on_two_replicas_leave_a_chain_that_matches_
                 for n in range(6):
                     req = one.submit(bots[i], {"action": {"tool": "payment.send", "args": {"amount": 500, "n": n}}})
                     if n % 3 == 2:  # withdrawn on one replica while a vote races it on the other
-                        threads = [threading.Thread(target=lambda: _quietly(one.withdraw, bots[i], req["id"])),
-                                   threading.Thread(target=lambda: _quietly(
-                                       other.vote, reviewer, req["id"], "approve", evidence=req["digest"]))]
+                        threads = [threading.Thread(target=_quietly, args=(one.withdraw, bots[i], req["id"])),
+                                   threading.Thread(target=_quietly, args=(other.vote, reviewer, req["id"], "approve"),
+                                                    kwargs={"evidence": req["digest"]})]
                         for t in threads:
                             t.start()
                         for t in threads:
