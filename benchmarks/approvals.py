@@ -8,8 +8,9 @@ the middle (and restarted, as a supervisor would).
 
 Each agent process runs `--calls` concurrent gates' worth of calls, each call a `payment.send` of $500 (the
 `standard` tier: one approval), unique by its `args.call`, filed with `Gate.submit` and run with
-`Pending.run` (wait, verify the token, consume it, run, report the outcome). Reviewers list what is pending
-and approve their share. Clients reach the replicas as through a load balancer (benchmarks spread them, and
+`Pending.run` (wait, verify the token, consume it, run, report the outcome). Reviewers read the oldest page
+of pending requests (`PAGE`, 20, as a reviewer's screen would show them, not every request each round) and
+approve their share of it. Clients reach the replicas as through a load balancer (benchmarks spread them, and
 a client whose replica is down moves to the next; a submission is sent again only if it never left).
 
 Reported: submissions a second (acknowledged by the service, over the whole run, the kill included),
@@ -37,6 +38,39 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests/server/ holds the cluster and replica helpers
     sys.path.insert(0, str(ROOT))
+
+
+PAGE = 20  # what a reviewer reads per round: the oldest page of pending requests, as a reviewer's screen shows
+
+
+def process_cpu(pid: int | None, children: bool = False) -> float:
+    """CPU seconds (user + system) a live process used (Linux `/proc`); `children`: with its reaped children's
+    and its live children's (a PostgreSQL postmaster and its backends). 0 where it cannot be read."""
+    if pid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    used = int(fields[11]) + int(fields[12])
+    if children:
+        used += int(fields[13]) + int(fields[14])
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                f = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(f[1]) == pid:
+                used += int(f[11]) + int(f[12])
+    return used / tick
+
+
+def own_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -97,10 +131,12 @@ def agent_process(args: argparse.Namespace) -> None:
                     out["denied"] += 1
 
     lanes = [threading.Thread(target=calls, args=(i + args.index,)) for i in range(args.calls)]
+    cpu = own_cpu()
     for t in lanes:
         t.start()
     for t in lanes:
         t.join()
+    out["cpu"] = own_cpu() - cpu
     Path(args.out).write_text(json.dumps(out))
 
 
@@ -116,10 +152,11 @@ def reviewer_process(args: argparse.Namespace) -> None:
     decided: dict[str, float] = {}
     Path(args.ready).touch()
     _wait_for_go(Path(args.go))
+    cpu = own_cpu()
     done = Path(args.done)
     while True:
         try:
-            waiting = [r for r in client.list() if zlib.crc32(r["id"].encode()) % args.of == args.index]
+            waiting = [r for r in client.list(limit=PAGE) if zlib.crc32(r["id"].encode()) % args.of == args.index]
         except ServiceError:
             time.sleep(0.05)
             continue
@@ -134,7 +171,7 @@ def reviewer_process(args: argparse.Namespace) -> None:
                 decided[r["id"]] = time.monotonic()
             except ServiceError:
                 pass  # decided already (a retried vote), or the replica died: listed again next round
-    Path(args.out).write_text(json.dumps(decided))
+    Path(args.out).write_text(json.dumps({"decided": decided, "cpu": own_cpu() - cpu}))
 
 
 # ---- the run -------------------------------------------------------------------------------------------
@@ -174,20 +211,27 @@ def run(store: str, replicas: int, agents: int, reviewers: int, duration: float,
         start = time.monotonic() + 0.5
         (work / "go.tmp").write_text(json.dumps([start, start + duration]))
         (work / "go.tmp").rename(go)  # whole, or not there: a worker never reads half of it
+        service_cpu = -sum(process_cpu(s.process.pid if s.process else None) for s in served)
+        pg = cluster.pid if store == "postgresql" else None
+        pg_cpu = -process_cpu(pg, children=True)
         killed = None
         if kill:
             time.sleep(max(0.0, start + duration / 2 - time.monotonic()))
             victim = served[-1]
+            service_cpu += process_cpu(victim.process.pid if victim.process else None)
             victim.kill()
             killed = time.monotonic() - start
             time.sleep(1.0)
             victim.start()  # a supervisor's restart (systemd Restart=always)
+            service_cpu -= process_cpu(victim.process.pid if victim.process else None)
         agent_procs = procs[:agents]
         for p in agent_procs:
             p.wait(timeout=duration + 180)
         done.touch()
         for p in procs[agents:]:
             p.wait(timeout=120)
+        service_cpu += sum(process_cpu(s.process.pid if s.process else None) for s in served)
+        pg_cpu += process_cpu(pg, children=True)
         if any(p.returncode for p in procs):
             raise RuntimeError(f"benchmark workers failed: {[p.returncode for p in procs]}")
         acked: dict[str, str] = {}
@@ -195,6 +239,7 @@ def run(store: str, replicas: int, agents: int, reviewers: int, duration: float,
         submit: list[float] = []
         times: dict[str, tuple[float, float]] = {}
         denied = refused = 0
+        agent_cpu = reviewer_cpu = 0.0
         for i in range(agents):
             out = json.loads((work / f"agent-{i}.json").read_text())
             acked.update(out["acked"])
@@ -204,9 +249,12 @@ def run(store: str, replicas: int, agents: int, reviewers: int, duration: float,
             times.update({k: tuple(v) for k, v in out["times"].items()})
             denied += out["denied"]
             refused += out["refused"]
+            agent_cpu += out["cpu"]
         decided: dict[str, float] = {}
         for i in range(reviewers):
-            decided.update(json.loads((work / f"reviewer-{i}.json").read_text()))
+            out = json.loads((work / f"reviewer-{i}.json").read_text())
+            decided.update(out["decided"])
+            reviewer_cpu += out["cpu"]
         to_decision = [decided[r] - t[0] for r, t in times.items() if r in decided]
         to_run = [t[1] - decided[r] for r, t in times.items() if r in decided]
         counts = census(census_of, acked, ran)
@@ -217,7 +265,11 @@ def run(store: str, replicas: int, agents: int, reviewers: int, duration: float,
                 "submit_p99": quantile(submit, .99), "decision_p50": quantile(to_decision, .5),
                 "decision_p99": quantile(to_decision, .99), "run_p50": quantile(to_run, .5),
                 "run_p99": quantile(to_run, .99), "not_filed": refused, "denied": denied,
-                "verified": all(v == 0 for v in verified), **counts}
+                "verified": all(v == 0 for v in verified),
+                # CPU per acknowledged submission (ms): what the machine's cores paid, whatever else ran on them
+                "cpu_ms": {k: v * 1000 / max(1, len(acked)) for k, v in (
+                    ("agents", agent_cpu), ("reviewers", reviewer_cpu), ("service", service_cpu),
+                    ("postgresql", pg_cpu))}, **counts}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -274,17 +326,19 @@ def _print(results: list[dict[str, Any]], argv: list[str]) -> None:
     print(f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     print("| store | replicas | agents x calls | reviewers | submissions/s | submit p50 / p99 ms | "
           "submit-to-decision p50 / p99 ms | decision-to-run p50 / p99 ms | kill -9 at s | lost | duplicated | "
-          "double-consumed | failed closed | chain |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "double-consumed | failed closed | chain | CPU ms per submission: agents / reviewers / service / PostgreSQL |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in results:
         ms = lambda a, b: f"{r[a] * 1000:.1f} / {r[b] * 1000:.1f}"
         killed = f"{r['killed_at']:.1f}" if r["killed_at"] is not None else "-"
         print(f"| {r['store']} | {r['replicas']} | {r['agents']} x {r['calls']} | {r['reviewers']} | "
               f"{r['per_second']:.0f} | {ms('submit_p50', 'submit_p99')} | {ms('decision_p50', 'decision_p99')} | "
               f"{ms('run_p50', 'run_p99')} | {killed} | {r['lost']} | {r['duplicated']} | {r['double_consumed']} | "
-              f"{r['failed_closed'] + r['not_filed']} | {'verifies' if r['verified'] else 'DOES NOT VERIFY'} |")
+              f"{r['failed_closed'] + r['not_filed']} | {'verifies' if r['verified'] else 'DOES NOT VERIFY'} | "
+              + " / ".join(f"{v:.1f}" for v in r["cpu_ms"].values()) + " |")
     print("\nfailed closed: calls whose gate denied them (not filed while a replica was down, or filed and not "
-          "finished); none ran.")
+          "finished); none ran. CPU: user + system seconds of each kind of process over the run, per submission "
+          "(PostgreSQL: its postmaster and backends; the service: every replica, the killed one until its kill).")
 
 
 def _worker(argv: list[str]) -> int:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import ssl
-import urllib.error
+import threading
+import time
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from gatekit.errors import ApprovalError
@@ -37,15 +38,19 @@ class ServiceError(ApprovalError):
         return self.status is None and self.code == "unreachable" or self.status in (502, 503, 504)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an error: following it would send the credential to wherever it points."""
-
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
-        return None
+IDLE = 4.0  # seconds a kept-alive connection is reused after its last answer (uvicorn closes idle ones at 5)
 
 
 class ApprovalsClient:
-    """Talks to `gatekit serve` with one credential. `timeout` is seconds per HTTP call."""
+    """Talks to `gatekit serve` with one credential. `timeout` is seconds per HTTP call.
+
+    Each thread keeps its connection to the service open between calls (HTTP keep-alive): no TCP (and TLS)
+    handshake per call. A kept connection is used again only if the service has not closed it (checked
+    before sending) and it was idle less than `IDLE` seconds, so a request is never sent on a connection
+    the service is closing; a failure after sending is reported, never silently sent again (a submission
+    may have been filed). Redirects are not followed (the credential would go wherever they point), and no
+    proxy is used.
+    """
 
     def __init__(self, url: str, credential: str, *, timeout: float = 10.0, cafile: str | None = None) -> None:
         parts = urllib.parse.urlsplit(url)
@@ -56,41 +61,84 @@ class ApprovalsClient:
         self.url = url.rstrip("/")
         self.credential = credential
         self.timeout = timeout
-        handlers: list[Any] = [urllib.request.ProxyHandler({}), _NoRedirect()]  # no proxy, no redirect
-        if parts.scheme == "https":
-            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
-        self._opener = urllib.request.build_opener(*handlers)
+        self._tls = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
+        self._local = threading.local()  # per thread: {url: (connection, when its last answer ended)}
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """Why this thread's last call failed to get an answer (`ConnectionRefusedError`: nothing was sent)."""
+        return getattr(self._local, "error", None)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float | None = None,
              auth: bool = True) -> Any:
         data = None if body is None else json.dumps(body, allow_nan=False).encode("utf-8")
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Accept", "application/json")
+        headers = {"Accept": "application/json"}
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            headers["Content-Type"] = "application/json"
         if auth:
-            request.add_header("Authorization", f"Bearer {self.credential}")
+            headers["Authorization"] = f"Bearer {self.credential}"
+        self._local.error = None
+        con = None
         try:
-            with self._opener.open(request, timeout=timeout or self.timeout) as response:
-                raw = response.read(8 << 20)
-        except urllib.error.HTTPError as exc:
+            con = self._connection(timeout or self.timeout)
+            con.request(method, urllib.parse.urlsplit(self.url).path + path, body=data, headers=headers)
+            response = con.getresponse()
+            raw = response.read(8 << 20)
+            if response.will_close or not response.isclosed():  # closing, or more than we read: not reusable
+                self._drop(con)
+            else:
+                self._keep(con)
+        except (OSError, ValueError, http.client.IncompleteRead) as exc:
+            self._local.error = exc
+            self._drop(con)
+            raise ServiceError(f"cannot reach the approvals service at {self.url}: {exc}", "unreachable") from None
+        except http.client.HTTPException as exc:  # not HTTP at all (a bad status line, an endless header)
+            self._local.error = exc
+            self._drop(con)
+            raise ServiceError(f"the approvals service at {self.url} does not speak HTTP: {type(exc).__name__}",
+                               "garbage") from None
+        if response.status >= 300:  # a redirect is an answer too: not followed
             try:
-                detail = json.loads(exc.read(1 << 16) or b"null")
+                detail = json.loads(raw[:1 << 16] or b"null")
             except ValueError:
                 detail = None
             if isinstance(detail, dict) and isinstance(detail.get("error"), str):
-                raise ServiceError(detail["error"], str(detail.get("code") or "refused"), exc.code) from None
-            raise ServiceError(f"the approvals service answered HTTP {exc.code}", "garbage", exc.code) from None
-        except (urllib.error.URLError, OSError, ValueError, http.client.IncompleteRead) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ServiceError(f"cannot reach the approvals service at {self.url}: {reason}", "unreachable") from None
-        except http.client.HTTPException as exc:  # not HTTP at all (a bad status line, an endless header)
-            raise ServiceError(f"the approvals service at {self.url} does not speak HTTP: {type(exc).__name__}",
-                               "garbage") from None
+                raise ServiceError(detail["error"], str(detail.get("code") or "refused"), response.status)
+            raise ServiceError(f"the approvals service answered HTTP {response.status}", "garbage", response.status)
         try:
             return json.loads(raw)
         except ValueError:
             raise ServiceError("the approvals service answered something that is not JSON", "garbage") from None
+
+    # -- connections -------------------------------------------------------------------------------------
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        kept = getattr(self._local, "kept", None)
+        if kept is None:
+            kept = self._local.kept = {}
+        con, since = kept.pop(self.url, (None, 0.0))
+        if con is not None and (time.monotonic() - since > IDLE or _closed(con)):
+            con.close()
+            con = None
+        if con is None:
+            parts = urllib.parse.urlsplit(self.url)
+            host, port = parts.hostname or "", parts.port
+            if self._tls is not None:
+                con = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+            else:
+                con = http.client.HTTPConnection(host, port, timeout=timeout)
+        else:
+            con.timeout = timeout
+            if con.sock is not None:
+                con.sock.settimeout(timeout)
+        return con
+
+    def _keep(self, con: http.client.HTTPConnection) -> None:
+        self._local.kept[self.url] = (con, time.monotonic())
+
+    @staticmethod
+    def _drop(con: http.client.HTTPConnection | None) -> None:
+        if con is not None:
+            con.close()
 
     # -- what gates do -----------------------------------------------------------------------------------
     def public_key(self) -> dict[str, Any]:
@@ -123,8 +171,10 @@ class ApprovalsClient:
                   {"outcome": outcome, "error": error})
 
     # -- what reviewers do -------------------------------------------------------------------------------
-    def list(self, status: str = "pending") -> list[dict[str, Any]]:
-        found = self._object(self.call("GET", f"/v1/requests?status={urllib.parse.quote(status)}")).get("requests")
+    def list(self, status: str = "pending", limit: int | None = None) -> list[dict[str, Any]]:
+        """The requests with `status` (`all`: any), oldest first: at most `limit` (1-1000, default 1000)."""
+        query = f"status={urllib.parse.quote(status)}" + (f"&limit={int(limit)}" if limit is not None else "")
+        found = self._object(self.call("GET", f"/v1/requests?{query}")).get("requests")
         if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
             raise ServiceError("the approvals service answered a malformed list", "garbage")
         return found
@@ -151,3 +201,18 @@ class ApprovalsClient:
         if not isinstance(value.get("id"), str) or not isinstance(value.get("status"), str):
             raise ServiceError("the approvals service answered a request without `id` and `status`", "garbage")
         return value
+
+
+def _closed(con: http.client.HTTPConnection) -> bool:
+    """Whether a kept connection was closed by the service (or sent something unasked): readable while idle."""
+    if con.sock is None:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(con.sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows): select() does
+        try:
+            return bool(select.select([con.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True

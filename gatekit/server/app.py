@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatekit.enforce.tokens import public_key_text
 from gatekit.errors import GatekitError
-from gatekit.server.approvals import PENDING, Principal, Refusal, Service
+from gatekit.server.approvals import LIST_MAX, PENDING, Principal, Refusal, Service
 from gatekit.server.waiters import Waiters
 
 log = logging.getLogger("gatekit.server")
@@ -161,7 +161,10 @@ class _Api:
 
     def list(self, request: Request, who: Principal) -> Response:
         status = request.query_params.get("status", "pending")
-        return JSONResponse({"requests": self.service.list(who, None if status == "all" else status)})
+        limit = request.query_params.get("limit", str(LIST_MAX))
+        if not (limit.isascii() and limit.isdigit()) or len(limit) > 4:
+            raise Refusal(f"`limit` is a whole number from 1 to {LIST_MAX}", "bad_request", 400)
+        return JSONResponse({"requests": self.service.list(who, None if status == "all" else status, int(limit))})
 
     async def get(self, request: Request) -> Response:
         """One request; with `?wait=S`, once it is no longer pending or S seconds have passed. A long poll

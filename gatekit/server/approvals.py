@@ -42,6 +42,7 @@ from gatekit.policy.values import parse_duration
 from gatekit.server.audit import Verification
 from gatekit.server.ledger import Ledger
 from gatekit.server.registry import Principal, Refusal, Registry
+from gatekit.server.store import for_update
 
 PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN = (
     "pending", "approved", "denied", "timed_out", "expired", "revoked", "executed", "withdrawn")
@@ -50,6 +51,7 @@ OPEN = (PENDING, APPROVED)
 FINAL = (DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN)
 MIN_REASON = 10  # a break-glass reason shorter than this is not a reason
 MAX_PENDING = 100  # open requests one agent may have waiting: more would bury everyone else's for reviewers
+LIST_MAX = 1000  # requests in one list (the oldest first): a reviewer's page at most
 
 
 class Service:
@@ -136,12 +138,13 @@ class Service:
         def redecide(con: Any, now: int, audit: list) -> None:
             audit.append(("policy", {"policy": new.name, "fingerprint": new.fingerprint,
                                      "previous": old.fingerprint}, None))
-            for row in con.execute("SELECT * FROM requests WHERE status IN (?, ?)", OPEN).fetchall():
+            for row in con.execute("SELECT * FROM requests WHERE status IN (?, ?) ORDER BY id" + for_update(con),
+                                   OPEN).fetchall():
                 req = _row(con, row)
                 if self._settle(con, req, now, audit):
                     continue
                 self._redecide(con, req, now, audit)
-        self._write(redecide)
+        self._write(redecide, order="r:")  # open requests in id order
 
     def _redecide(self, con: Any, req: dict[str, Any], now: int, audit: list) -> None:
         action = json.loads(req["action"])
@@ -227,6 +230,8 @@ class Service:
                           "fingerprint", 409)
 
         def file(con: Any, now: int, audit: list) -> str:
+            # one agent's submissions one at a time (on any replica), so its count of waiting ones holds
+            con.execute("SELECT 1 FROM principals WHERE id = ?" + for_update(con), (agent.id,)).fetchall()
             waiting = con.execute("SELECT count(*) FROM requests WHERE agent = ? AND status = ? AND expires_at > ?",
                                   (agent.id, PENDING, now)).fetchone()[0]
             if waiting >= self.max_pending:
@@ -254,7 +259,7 @@ class Service:
             if status == DENIED:
                 audit.append(("deny", {"request_id": rid, "by": "policy", "note": note}, rid))
             return rid
-        rid = self._write(file)
+        rid = self._write(file, order="a:" + agent.id)
         return self.get(agent, rid)
 
     def get(self, who: Principal, request_id: str) -> dict[str, Any]:
@@ -263,12 +268,15 @@ class Service:
         self._may_see(who, req)
         return _view(req, owner=who.kind == "agent")
 
-    def list(self, who: Principal, status: str | None = PENDING) -> list[dict[str, Any]]:
-        """Requests, oldest first: every request for a reviewer, its own for an agent."""
+    def list(self, who: Principal, status: str | None = PENDING, limit: int = LIST_MAX) -> list[dict[str, Any]]:
+        """Requests, oldest first, at most `limit` (1 to 1000: a page): every request for a reviewer, its
+        own for an agent."""
         if who.kind == "executor":
             raise Refusal("an executor credential lists nothing", "forbidden", 403)
         if status is not None and status not in STATUSES:
             raise Refusal(f"unknown status `{status}`", "bad_request", 400)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_MAX:
+            raise Refusal(f"`limit` is a whole number from 1 to {LIST_MAX}", "bad_request", 400)
         self.expire()
         where, args = [], []
         if status is not None:
@@ -278,9 +286,9 @@ class Service:
             where.append("agent = ?")
             args.append(who.id)
         sql = "SELECT * FROM requests" + (" WHERE " + " AND ".join(where) if where else "") + \
-            " ORDER BY requested_at, id LIMIT 1000"
+            f" ORDER BY requested_at, id LIMIT {limit}"
         with self.store.read() as con:
-            return [_view(_row(con, r), owner=who.kind == "agent") for r in con.execute(sql, args).fetchall()]
+            return [_view(r, owner=who.kind == "agent") for r in _rows(con, con.execute(sql, args).fetchall())]
 
     def expire(self) -> int:
         """Settle every request whose time is up; returns how many changed."""
@@ -292,20 +300,29 @@ class Service:
 
         def settle(con: Any, now: int, audit: list) -> int:
             rows = con.execute("SELECT * FROM requests WHERE (status = ? AND expires_at <= ?) OR "
-                               "(status = ? AND approved_until <= ?)", (PENDING, now, APPROVED, now)).fetchall()
+                               "(status = ? AND approved_until <= ?) ORDER BY id" + for_update(con),
+                               (PENDING, now, APPROVED, now)).fetchall()
             return sum(self._settle(con, _row(con, r), now, audit) for r in rows)
-        return self._write(settle)
+        return self._write(settle, order="r:")  # requests in id order
 
     def _settled(self, request_id: str) -> dict[str, Any]:
-        with self.store.read() as con:
-            req = self._load(con, request_id)
+        req = self._peek(request_id)
         if req["status"] in OPEN and self._due(req, self.now_us()):
             def settle(con: Any, now: int, audit: list) -> None:
                 self._settle(con, self._load(con, request_id), now, audit)
-            self._write(settle)
-            with self.store.read() as con:
-                req = self._load(con, request_id)
+            self._write(settle, order="r:" + request_id)
+            req = self._peek(request_id)
         return req
+
+    def _peek(self, request_id: Any) -> dict[str, Any]:
+        """A request and its votes as they are now: one statement, its own snapshot (a read's three
+        round trips are two more than one row needs)."""
+        if not isinstance(request_id, str):
+            raise Refusal("a request id is a string", "bad_request", 400)
+        if not _REQUEST_COLUMNS:
+            with self.store.read() as con:
+                return self._load(con, request_id)
+        return _joined(request_id, self.store.query(_LOAD, (request_id,)))
 
     @staticmethod
     def _due(req: dict[str, Any], now: int) -> bool:
@@ -411,7 +428,7 @@ class Service:
                 self._approve(con, self._load(con, request_id), now, audit, ttl_us=span)
             elif self._quorum(req["votes"], req["approvals"], required):
                 self._approve(con, req, now, audit)
-        self._write(cast)
+        self._write(cast, order="r:" + request_id)
         return self.get(reviewer, request_id)
 
     @staticmethod
@@ -502,7 +519,7 @@ class Service:
             audit.append(("consume", {"request_id": req["id"], "by": who.id, "key": key, "nonce": claims.nonce,
                                       "digest": req["digest"]}, req["id"]))
             return _view(self._load(con, req["id"]), owner=True)
-        return self._write(use)
+        return self._write(use, order="r:" + claims.request_id)
 
     def withdraw(self, agent: Principal, request_id: str, reason: Any = None) -> dict[str, Any]:
         """The requesting agent no longer wants the call (its client gave up): nothing will run for it."""
@@ -518,7 +535,7 @@ class Service:
                 return
             if req["status"] in OPEN:
                 self._finish(con, req, WITHDRAWN, now, audit, note=note)
-        self._write(pull)
+        self._write(pull, order="r:" + str(request_id))
         return self.get(agent, request_id)
 
     def outcome(self, agent: Principal, request_id: str, outcome: Any, error: Any = None) -> None:
@@ -534,32 +551,69 @@ class Service:
             con.execute("UPDATE requests SET outcome = ? WHERE id = ?", (outcome, request_id))
             audit.append(("outcome", {"request_id": request_id, "outcome": outcome,
                                       "error": str(error)[:500] if error else None}, request_id))
-        self._write(record)
+        self._write(record, order="r:" + str(request_id))
 
     # -- rows --------------------------------------------------------------------------------------------
     def _load(self, con: Any, request_id: Any) -> dict[str, Any]:
         if not isinstance(request_id, str):
             raise Refusal("a request id is a string", "bad_request", 400)
-        row = con.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-        if row is None:
-            raise Refusal(f"no request `{request_id}`", "unknown_request", 404)
-        return _row(con, row)
+        _columns(con)
+        # in a write, locked until its commit: another write to this request waits, then sees this one's
+        return _joined(request_id, con.execute(_LOAD + for_update(con, of="r"), (request_id,)).fetchall())
 
 
 _REQUEST_COLUMNS: tuple[str, ...] = ()
 
 
+_VOTE = ("reviewer", "role", "decision", "reason", "evidence", "at", "break_glass")
+
+
 def _row(con: Any, row: Any) -> dict[str, Any]:
+    return _rows(con, [row])[0]
+
+
+def _columns(con: Any) -> tuple[str, ...]:
     global _REQUEST_COLUMNS
     if not _REQUEST_COLUMNS:
         # from the cursor, so on any store (both stores' schemas come from one text: one column order)
         _REQUEST_COLUMNS = tuple(d[0] for d in con.execute("SELECT * FROM requests WHERE 1 = 0").description)
+    return _REQUEST_COLUMNS
+
+
+# one request with its votes in one statement: the request's columns, then a vote's (none: NULLs)
+_LOAD = ("SELECT r.*, " + ", ".join(f"v.{c}" for c in _VOTE) + " FROM requests r LEFT JOIN votes v ON "
+         "v.request_id = r.id WHERE r.id = ? ORDER BY v.at, v.reviewer")
+
+
+def _joined(request_id: str, rows: list[Any]) -> dict[str, Any]:
+    """The request `_LOAD` read (one row per vote), as `_rows` makes it."""
+    if not rows:
+        raise Refusal(f"no request `{request_id}`", "unknown_request", 404)
+    n = len(_REQUEST_COLUMNS)
+    req = _request(rows[0][:n])
+    req["votes"] = [dict(zip(_VOTE, row[n:])) for row in rows if row[n] is not None]
+    return req
+
+
+def _request(row: Any) -> dict[str, Any]:
     req = dict(zip(_REQUEST_COLUMNS, row))
     req["timeout_cap_us"] = json.loads(req["gate"]).get("timeout_cap_us")
-    req["votes"] = [dict(zip(("reviewer", "role", "decision", "reason", "evidence", "at", "break_glass"), v))
-                    for v in con.execute("SELECT reviewer, role, decision, reason, evidence, at, break_glass "
-                                         "FROM votes WHERE request_id = ? ORDER BY at, reviewer", (req["id"],))]
+    req["votes"] = []
     return req
+
+
+def _rows(con: Any, rows: list[Any]) -> list[dict[str, Any]]:
+    """Request rows as dicts with their votes: one query for the votes of all of them (a page of a list)."""
+    _columns(con)
+    reqs = [_request(row) for row in rows]
+    by_id = {req["id"]: req for req in reqs}
+    ids = list(by_id)
+    for start in range(0, len(ids), 500):  # SQLite's oldest builds take 999 parameters
+        chunk = ids[start:start + 500]
+        for rid, *vote in con.execute("SELECT request_id, " + ", ".join(_VOTE) + " FROM votes WHERE request_id IN ("
+                                      + ", ".join("?" * len(chunk)) + ") ORDER BY at, reviewer", chunk):
+            by_id[rid]["votes"].append(dict(zip(_VOTE, vote)))
+    return reqs
 
 
 def _view(req: dict[str, Any], *, owner: bool) -> dict[str, Any]:

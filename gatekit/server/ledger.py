@@ -27,8 +27,8 @@ Audit = list[tuple[str, dict[str, Any], "str | None"]]
 class _Write:
     """One `Ledger.write` waiting for, or done by, a group commit."""
 
-    def __init__(self, fn: Callable[[Any, int, Audit], Any]) -> None:
-        self.fn = fn
+    def __init__(self, fn: Callable[[Any, int, Audit], Any], order: str = "") -> None:
+        self.fn, self.order = fn, order
         self.queued = self.done = False
         self.value: Any = None
         self.failure: ApprovalError | None = None  # the fn's refusal: committed, then raised to its caller
@@ -81,8 +81,11 @@ class Ledger:
     def now_us(self) -> int:
         return round(self.clock() * 1_000_000)
 
-    def write(self, fn: Callable[[Any, int, Audit], Any]) -> Any:
+    def write(self, fn: Callable[[Any, int, Audit], Any], order: str = "") -> Any:
         """Run `fn(con, now, audit)` in one transaction; what it put in `audit` is chained and checkpointed.
+
+        `order` names the row `fn` locks first (`for_update`), so a batch locks its rows in one order
+        (`a:` an agent, `r:` a request): two replicas' batches never wait on each other in a cycle.
 
         An `ApprovalError` raised by `fn` still commits what `fn` did before it (a request found timed out,
         a refusal recorded), then propagates. Nothing is answered before it is committed.
@@ -96,7 +99,7 @@ class Ledger:
         """
         if getattr(self._local, "writing", False):
             raise RuntimeError("Ledger.write called from inside a write: use the connection it was given")
-        job = _Write(fn)
+        job = _Write(fn, order)
         while True:
             with self._turn:
                 if not job.queued:
@@ -145,8 +148,8 @@ class Ledger:
         chained: list[tuple[str, dict[str, Any], str | None, int]] = []
         with self.store.transaction() as con:
             now = 0
-            for job in batch:
-                now = self.now_us()  # once the write lock is held: time in the chain follows its order
+            for job in sorted(batch, key=lambda j: j.order):  # rows locked in one order (stable otherwise)
+                now = self.now_us()
                 entries: Audit = []
                 try:
                     job.value = job.fn(con, now, entries)
@@ -155,6 +158,7 @@ class Ledger:
                 chained += [(kind, body, rid, now) for kind, body, rid in entries]
             if not chained:
                 return None
+            self.store.lock_chain(con)  # the chain's tail has one writer (across replicas): from here to commit
             point = self.chain.checkpoint(con, now, self.chain.extend(con, chained))
             self.store.changed(con, [rid for *_, rid, _ in chained if rid is not None])
         return point

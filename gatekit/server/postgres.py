@@ -5,11 +5,16 @@ and the service's SQL is the same text on both (upserts with `ON CONFLICT`, no `
 the cursor). What differs is here and only here: `?` becomes `%s`, the schema's integers are 64-bit and the
 column named `user` is quoted.
 
-Every write transaction begins by taking one transaction-scoped advisory lock, so writes from all replicas
-are serialised: the audit chain's `seq = last + 1` never forks, and a vote, a token's issue and its consume
-see every write committed before them. Reads are snapshots (`REPEATABLE READ, READ ONLY`) and run in
-parallel. A killed replica's transaction is rolled back by the server when its connection drops, and its
-lock goes with it.
+Write transactions run at READ COMMITTED, and the replicas' writes overlap: a write locks the rows it
+decides on (`SELECT ... FOR UPDATE` on the request it votes on, consumes or settles, on the agent whose
+pending requests it counts), so two writes to one request run one after the other and the second sees
+what the first committed. Only the chain's tail is one writer: `lock_chain` takes one transaction-scoped
+advisory lock just before the entries are appended (read the head, insert, sign the checkpoint, commit),
+so `seq = last + 1` never forks, and the chain's order of two writes to one request is the order their
+row locks gave them (the second appends after the first committed). Nothing takes a row lock after the
+advisory lock, so the two kinds of lock never wait on each other in a cycle. Reads are snapshots
+(`REPEATABLE READ, READ ONLY`) and run in parallel. A killed replica's transaction is rolled back by the
+server when its connection drops, and its locks go with it.
 
 Each write transaction also `NOTIFY`s the ids of the requests it changed; `listen(callback)` runs a thread
 that `LISTEN`s and hands them to the callback, which is how a replica's long polls hear a vote cast on
@@ -69,10 +74,12 @@ def placeholders(sql: str) -> str:
 
 
 class Connection:
-    """A psycopg connection as the service uses one: `execute(sql, params)` with `?` placeholders."""
+    """A psycopg connection as the service uses one: `execute(sql, params)` with `?` placeholders.
+    `for_update` is what a write appends to a SELECT of the rows it decides on (nothing in a read)."""
 
-    def __init__(self, con: Any) -> None:
+    def __init__(self, con: Any, *, writing: bool = False) -> None:
         self._con = con
+        self.for_update = " FOR UPDATE" if writing else ""
         self.changed: list[str] = []  # the requests this transaction changed, to NOTIFY at its commit
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
@@ -168,10 +175,16 @@ class PostgresStore:
     # -- the seam ----------------------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One write transaction, serialised with every replica's by the advisory lock; committed when the
-        block ends normally, rolled back on any error."""
-        with self._session(f"BEGIN; SELECT pg_advisory_xact_lock({LOCK})") as con:  # one round trip
+        """One write transaction (READ COMMITTED: each statement sees what committed before it, a row lock
+        waited for sees the row as its holder left it); committed when the block ends normally, rolled back
+        on any error. Its chain entries are appended under `lock_chain`."""
+        with self._session("BEGIN ISOLATION LEVEL READ COMMITTED", writing=True) as con:
             yield con
+
+    def lock_chain(self, con: Connection) -> None:
+        """Inside a write transaction, right before its entries are appended: wait for the chain's one
+        writer lock (every replica's), held until the commit."""
+        con.execute(f"SELECT pg_advisory_xact_lock({LOCK})")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -191,7 +204,7 @@ class PostgresStore:
             raise StoreError(f"cannot reach the approvals store `{self.where}`: {_reason(exc)}") from None
 
     @contextmanager
-    def _session(self, *begin: str) -> Iterator[Connection]:
+    def _session(self, *begin: str, writing: bool = False) -> Iterator[Connection]:
         failure = f"the approvals store `{self.where}` failed"
         try:
             pooled = self.pool.connection()
@@ -203,7 +216,7 @@ class PostgresStore:
             try:
                 for statement in begin:
                     raw.execute(statement)
-                con = Connection(raw)
+                con = Connection(raw, writing=writing)
                 yield con
                 raw.execute(_commit(con.changed))
                 ok = True

@@ -45,8 +45,11 @@ def serve(state: Path, policy: Path, *, host: str = "127.0.0.1", port: int = 847
     shown = f"[{host}]" if ":" in host else host
     url = f"{scheme}://{shown}:{bound}"
     app = create_app(service, origin=url, allowed_hosts=allowed_hosts, secure_cookies=certfile is not None)
+    # "auto": httptools' parser and uvloop when installed (the `server` extra's uvicorn[standard]: about half
+    # the CPU per request of the pure-Python h11 and asyncio), else those
     config = uvicorn.Config(app, log_level="warning", ssl_certfile=str(certfile) if certfile else None,
-                            ssl_keyfile=str(keyfile) if keyfile else None, access_log=False, server_header=False)
+                            ssl_keyfile=str(keyfile) if keyfile else None, access_log=False, server_header=False,
+                            loop="auto", http="auto")
     echo(url)
     sys.stdout.flush()
     # uvicorn shuts down on SIGTERM, then raises it again to die by it; an operator's stop is a clean exit

@@ -109,8 +109,17 @@ class Store(Protocol):
     def read(self) -> Any: ...
     def query(self, sql: str, params: Any = ()) -> list[Any]: ...
     def changed(self, con: Any, request_ids: Iterable[str]) -> None: ...
+    def lock_chain(self, con: Any) -> None: ...
     def listen(self, callback: Callable[[str | None], None]) -> Callable[[], None]: ...
     def close(self) -> None: ...
+
+
+def for_update(con: Any, of: str | None = None) -> str:
+    """What a write appends to a SELECT of the rows it decides on: a row lock where writes overlap
+    (PostgreSQL's `FOR UPDATE`, of the table `of` names in a join), nothing on SQLite (its write transaction
+    is the only writer) or in a read."""
+    lock = getattr(con, "for_update", "")
+    return f"{lock} OF {of}" if lock and of else lock
 
 
 def open_store(url: str | None, state: str | Path, **options: Any) -> Store:
@@ -223,6 +232,9 @@ class SQLiteStore:
     def changed(self, con: Any, request_ids: Iterable[str]) -> None:
         """Inside a write transaction: these requests changed; listeners hear it once it commits."""
         self._local.changed.extend(request_ids)
+
+    def lock_chain(self, con: Any) -> None:
+        """Nothing to wait for: a `BEGIN IMMEDIATE` transaction is the only writer from its start."""
 
     def listen(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         """Call `callback(request_id)` after each commit, in this process, for the requests it changed

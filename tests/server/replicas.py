@@ -8,7 +8,6 @@ Each replica has its own state directory holding a copy of the first one's signi
 from __future__ import annotations
 
 import shutil
-import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +30,6 @@ def start_replicas(root: Path, store: str, n: int = 2, policy: str = POLICY,
     return replicas
 
 
-class _Recording:
-    """The client's opener, remembering why the last request failed."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.last = inner, None
-
-    def open(self, request: Any, timeout: float) -> Any:
-        self.last = None
-        try:
-            return self.inner.open(request, timeout=timeout)
-        except BaseException as exc:
-            self.last = exc
-            raise
-
-
 class FailoverClient(ApprovalsClient):
     """An `ApprovalsClient` over several replicas: when the one in use cannot be reached, the next one.
 
@@ -58,7 +42,6 @@ class FailoverClient(ApprovalsClient):
     def __init__(self, urls: list[str], credential: str, **kwargs: Any) -> None:
         super().__init__(urls[0], credential, **kwargs)
         self.urls = [u.rstrip("/") for u in urls]
-        self._opener = _Recording(self._opener)  # type: ignore[assignment]
         self.failovers = 0
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float | None = None,
@@ -67,8 +50,7 @@ class FailoverClient(ApprovalsClient):
             try:
                 return super().call(method, path, body, timeout=timeout, auth=auth)
             except ServiceError as exc:
-                last = self._opener.last  # type: ignore[attr-defined]
-                refused = isinstance(last, urllib.error.URLError) and isinstance(last.reason, ConnectionRefusedError)
+                refused = isinstance(self.last_error, ConnectionRefusedError)
                 again = method != "POST" or path != "/v1/requests"
                 if exc.code != "unreachable" or not (refused or again) or attempt == len(self.urls) - 1:
                     raise

@@ -940,3 +940,89 @@ def test_the_client_does_not_follow_a_redirect_with_its_credential(tmp_path: Pat
         assert seen == ["Bearer gk_a_secret"]  # asked once, never followed to /elsewhere
     finally:
         server.shutdown()
+
+
+class _KeptAlive:
+    """An HTTP/1.1 server answering every GET with a pending request; it counts the connections it accepted
+    and the POSTs it read, and can be told to drop connections (a restart, an idle close) or to drop a POST
+    after reading it (a crash mid-answer)."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.connections = 0
+        self.posts: list[bytes] = []
+        self.close_next = False
+        self.break_posts = False
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                outer.connections += 1
+                super().setup()
+
+            def do_GET(self) -> None:  # noqa: N802
+                body = json.dumps({"id": "req-1", "status": "pending"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if outer.close_next:
+                    outer.close_next = False
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                outer.posts.append(self.rfile.read(int(self.headers["Content-Length"])))
+                if outer.break_posts:
+                    self.close_connection = True  # read it, answer nothing
+                    return
+                self.do_GET()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_the_client_keeps_its_connection_and_replaces_one_the_service_closed() -> None:
+    fake = _KeptAlive()
+    try:
+        client = ApprovalsClient(fake.url, "gk_a_secret")
+        for _ in range(5):
+            assert client.get("req-1")["status"] == "pending"
+        assert fake.connections == 1  # one handshake for five calls
+        fake.close_next = True  # the service closes the connection after this answer (restart, idle timeout)
+        client.get("req-1")
+        time.sleep(0.05)
+        assert client.get("req-1")["status"] == "pending"  # a new connection, no error
+        assert fake.connections == 2
+        seen: list[int] = []  # each thread its own connection
+
+        def other() -> None:
+            client.get("req-1")
+            seen.append(fake.connections)
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(timeout=10)
+        assert seen == [3]
+    finally:
+        fake.server.shutdown()
+
+
+def test_a_submission_that_broke_after_it_was_sent_on_a_kept_connection_is_not_sent_again() -> None:
+    fake = _KeptAlive()
+    try:
+        client = ApprovalsClient(fake.url, "gk_a_secret")
+        client.get("req-1")  # the connection is kept
+        fake.break_posts = True
+        error = refusal(lambda: client.submit({"action": {"tool": "payment.send"}}))
+        assert error.code == "unreachable" and error.transient
+        assert len(fake.posts) == 1  # sent once: it may have been filed, so the gate fails closed
+    finally:
+        fake.server.shutdown()

@@ -251,9 +251,9 @@ def test_text_no_database_can_hold_is_refused_alike(store_url: str | None, state
 
 
 # ---- many writers: replicas in one process, on one store ----------------------------------------------
-def _replicas(store_url: str | None, state: Path, n: int = 2) -> list[Service]:
+def _replicas(store_url: str | None, state: Path, n: int = 2, **options: Any) -> list[Service]:
     """`n` services on one store and one key: each its own store connection(s), as replicas are."""
-    first = service(state, store_url)
+    first = service(state, store_url, **options)
     others = []
     for i in range(1, n):
         own = state.parent / f"replica-{i}"
@@ -262,9 +262,9 @@ def _replicas(store_url: str | None, state: Path, n: int = 2) -> list[Service]:
             shutil.copy(state / name, own / name)
         (own / "policy.yaml").write_text(POLICY)
         if store_url is None:  # one SQLite file: a second process on the same state directory
-            svc = Service(Ledger(state, store=opened(None, state)), state.parent / "policy.yaml")
+            svc = Service(Ledger(state, store=opened(None, state)), state.parent / "policy.yaml", **options)
         else:
-            svc = Service(Ledger(own, store=opened(store_url, own)), own / "policy.yaml")
+            svc = Service(Ledger(own, store=opened(store_url, own)), own / "policy.yaml", **options)
         svc.start()
         others.append(svc)
     return [first, *others]
@@ -337,6 +337,77 @@ def test_racing_votes_and_consumes_across_replicas_count_once(store_url: str | N
     finally:
         for r in replicas:
             r.ledger.close()
+
+
+def test_an_agents_cap_on_waiting_requests_holds_across_replicas(store_url: str | None, state: Path) -> None:
+    # each replica counts the agent's waiting requests in its own transaction: without a lock on the agent,
+    # submissions racing on two replicas would each count the others' uncommitted ones as absent
+    replicas = _replicas(store_url, state, max_pending=3)
+    try:
+        for round_ in range(4):
+            bot = replicas[0].authenticate(replicas[0].registry.add("agent", f"bot{round_}"))
+            answers: list[str] = []
+
+            def submit(i: int, bot: Any = bot, answers: list[str] = answers) -> None:
+                try:
+                    replicas[i % 2].submit(bot, {"action": {"tool": "payment.send", "args": {"amount": 500, "i": i}}})
+                    answers.append("ok")
+                except Refusal as exc:
+                    answers.append(exc.code)
+            _race(submit, 12)
+            assert answers.count("ok") == 3 and set(answers) == {"ok", "too_many_pending"}, (round_, answers)
+        assert all(r.verify().ok for r in replicas)
+    finally:
+        for r in replicas:
+            r.ledger.close()
+
+
+def test_racing_writes_of_every_kind_on_two_replicas_leave_a_chain_that_matches_the_store(
+        store_url: str | None, state: Path) -> None:
+    # the chain's order of two writes to one request must be the order they happened in: the audit's
+    # replay of the chain (submit, vote, approve, token, consume, outcome, withdraw) must end where the rows are
+    replicas = _replicas(store_url, state)
+    try:
+        reg = replicas[0].registry
+        bots = [replicas[0].authenticate(reg.add("agent", f"bot{i}")) for i in range(4)]
+        reviewer = replicas[0].authenticate(reg.add("reviewer", "rev"))
+        errors: list[BaseException] = []
+
+        def life(i: int) -> None:
+            one, other = replicas[i % 2], replicas[(i + 1) % 2]
+            try:
+                for n in range(6):
+                    req = one.submit(bots[i], {"action": {"tool": "payment.send", "args": {"amount": 500, "n": n}}})
+                    if n % 3 == 2:  # withdrawn on one replica while a vote races it on the other
+                        threads = [threading.Thread(target=_quietly, args=(one.withdraw, bots[i], req["id"])),
+                                   threading.Thread(target=_quietly, args=(other.vote, reviewer, req["id"], "approve"),
+                                                    kwargs={"evidence": req["digest"]})]
+                        for t in threads:
+                            t.start()
+                        for t in threads:
+                            t.join(timeout=60)
+                        continue
+                    other.vote(reviewer, req["id"], "approve", evidence=req["digest"])
+                    token = one.get(bots[i], req["id"])["token"]
+                    other.consume(bots[i], token, f"key-{i}-{n}-0")
+                    one.outcome(bots[i], req["id"], "executed")
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+        _race(life, len(bots))
+        assert not errors, errors
+        for r in replicas:
+            result = r.verify()
+            assert result.ok, result.problems
+    finally:
+        for r in replicas:
+            r.ledger.close()
+
+
+def _quietly(fn: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except Refusal:
+        pass
 
 
 def _race(fn: Any, n: int) -> None:
