@@ -12,6 +12,7 @@ import time
 from datetime import datetime, timezone
 
 from gatekit.errors import StoreError
+from gatekit.logs import shred
 from gatekit.logs.store import Store
 from gatekit.policy.compile import ERROR_DETAIL, compile_sql, lit
 from gatekit.policy.model import Policy
@@ -52,13 +53,17 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
     if run_row(store, name) is not None and not replace:
         raise StoreError(f"run `{name}` already exists: pick another --name or pass --replace")
     started = time.perf_counter()
+    # the paths the policy reads as typed columns: shredded now if not yet (a store opened read-only
+    # keeps what is shredded, and the compiler reads the rest from the JSON)
+    paths = shred.policy_paths(policy)
+    shreds = shred.shredded(store, paths) if store.read_only else shred.shred(store, paths) if paths else None
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM decisions WHERE run = ?", [name])
         con.execute("DELETE FROM runs WHERE name = ?", [name])
         con.execute("INSERT INTO decisions (run, seq, action_id, decision, rules, errors, tier, error_details) "
                     f"SELECT {lit(name)}, seq, action_id, decision, rules, errors, tier, error_details "
-                    f"FROM ({compile_sql(policy)})")
+                    f"FROM ({compile_sql(policy, shredded=shreds)})")
         counts = decision_counts(store, name)
         seconds = time.perf_counter() - started
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -6,8 +6,8 @@ compiles to two SQL booleans, its value and whether it errored; a rule errors wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field as dc_field
+from typing import Callable, Mapping, Sequence
 
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy import semantics as sem
@@ -17,8 +17,9 @@ from gatekit.policy.model import Policy, Rule
 from gatekit.policy.semantics import JSON_SPACE, NUMBER_TYPES, NUMERIC_STRING, WEEKDAYS
 from gatekit.policy.timezones import CYCLE_US, LOCAL_MAX_US, LOCAL_MIN_US, offsets
 
-__all__ = ["ERROR_DETAIL", "compile_sql", "json_number_sql", "json_pointer", "lit", "local_offset_sql",
-           "local_range_sql", "local_time_sql", "number_sql", "tz_key_sql"]
+__all__ = ["ERROR_DETAIL", "SHRED_COLUMNS", "Shredded", "compile_sql", "fields_read", "json_number_sql",
+           "json_pointer", "lit", "local_offset_sql", "local_range_sql", "local_time_sql", "number_sql",
+           "shred_sql", "tz_key_sql"]
 
 Sql = str
 _NUM_TYPES = "(" + ", ".join(f"'{t}'" for t in NUMBER_TYPES) + ")"
@@ -196,8 +197,9 @@ LEAVES: dict[str, Callable[[Val, object, Field], Test3]] = {
 class _Query:
     """Collects the columns a policy needs, then writes the query in layers (fields, typed, windows, rules)."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, shredded: Shredded | None = None) -> None:
         self.policy = policy
+        self.shredded = shredded
         self.fields: dict[str, tuple[int, Field]] = {}
         self.windows: list[Sql] = []
         self.uses_time = False
@@ -308,9 +310,14 @@ class _Query:
         # One JSON parse per document: every path of a root in one call, then index the list. A value is
         # read only on rows whose tool some rule reading it matches: elsewhere no rule looks at it.
         guard = lambda rules: _any([f"tm{r}" for r in sorted(rules)])  # noqa: E731
+        # a field shredded into typed columns (gatekit/logs/shred.py) is read from them, not from the JSON
+        sh = self.shredded
+        shred_cols = {i: sh.columns[(f.root, json_pointer(f.path))] for i, f in self.fields.values()
+                      if sh is not None and (f.root, json_pointer(f.path)) in sh.columns}
+        parsed = {i: f for i, f in self.fields.values() if i not in shred_cols}
         fcols = []
         for root in ("args", "context"):
-            mine = [(i, f) for i, f in self.fields.values() if f.root == root]
+            mine = [(i, f) for i, f in parsed.items() if f.root == root]
             if not mine:
                 continue
             readers = set().union(*(self.users[i] for i, _ in mine))
@@ -318,12 +325,12 @@ class _Query:
             fcols.append(f"CASE WHEN {guard(readers)} THEN json_extract({root}, [{paths}]) END AS {root}_")
         jcols = []
         for root in ("args", "context"):
-            mine = [(i, f) for i, f in self.fields.values() if f.root == root]
+            mine = [(i, f) for i, f in parsed.items() if f.root == root]
             jcols += [f"CASE WHEN {guard(self.users[i])} THEN {root}_[{k + 1}] END AS j{i}"
                       for k, (i, _) in enumerate(mine)]
         # typed readings in layers, each computed once and only for values of its kind (CASE is lazy)
         tcols, ncols, scols = [], [], []
-        for i, _ in self.fields.values():
+        for i in parsed:
             jv = Val.of_json(f"j{i}")
             tcols.append(f"{jv.t} AS t{i}")
             ncols += [f"CASE WHEN t{i} = 'NUM' THEN {jv.n} END AS n{i}",
@@ -336,8 +343,12 @@ class _Query:
         # the local time from the pinned tzdata's offsets: the offset's key in f0, the local time in f
         tzk = [f"{tz_key_sql(p.timezone)} AS tzk_"] if self.uses_time else []
         lt = [f"{local_time_sql(p.timezone, 'ts_us', 'tzk_')} AS lt_"] if self.uses_time else []
+        # the shredded columns under the names the JSON layers would give them (t, n, s, b, j, snv)
+        shcols = [f"sh_.{c}_{suffix} AS {name}{i}" for i, c in shred_cols.items()
+                  for suffix, name in zip(SHRED_COLUMNS, ("t", "n", "s", "b", "j", "snv"))]
         layer0 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"', "args", "context",
-                            "epoch_us(ts) AS ts_us"] + tzk + tms)
+                            "epoch_us(ts) AS ts_us"] + tzk + tms + shcols)
+        join = f" JOIN {sh.table} sh_ USING (seq)" if shred_cols and sh is not None else ""
         layer1 = ", ".join(["* EXCLUDE (args, context)"] + lt + fcols)
         layer2b = ", ".join(["*"] + ncols)
         layer2c = ", ".join(["*"] + scols)
@@ -361,7 +372,7 @@ class _Query:
         # every typed column) where each reader needs a few columns of some rows
         nm = "NOT MATERIALIZED " if self.windows else ""
         return (f"WITH src AS {nm}({source}),\n"
-                f"f0 AS {nm}(SELECT {layer0} FROM src),\n"
+                f"f0 AS {nm}(SELECT {layer0} FROM src{join}),\n"
                 f"f AS {nm}(SELECT {layer1} FROM f0),\n"
                 f"g0 AS {nm}(SELECT * {', ' if jcols else ''}{', '.join(jcols)} FROM f),\n"
                 f"g1 AS {nm}(SELECT *, {', '.join(tcols) if tcols else 'NULL AS no_fields_'} FROM g0),\n"
@@ -534,11 +545,64 @@ def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = Non
             f"THEN make_timestamp({ts_us} + {local_offset_sql(name, key)}) END)")
 
 
-def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:
+def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions", shredded: Shredded | None = None) -> Sql:
     """The query deciding every row of `source` (which needs the store's action columns).
 
     It returns `seq, action_id, decision, rules, errors, tier, error_details`, one row per action;
     `error_details` is a list of structs (rule, field, test, code, message), one per errored rule, as
-    `Decision.error_details` holds them.
+    `Decision.error_details` holds them. With `shredded`, the fields it holds are read from its typed
+    columns (joined by `seq`: it must hold every row of `source`), the others from the JSON.
     """
-    return _Query(policy).sql(source)
+    return _Query(policy, shredded).sql(source)
+
+
+# ---- shredding: a path's typed readings, computed once and stored (gatekit/logs/shred.py) ---------------
+# The suffixes of a shredded path's columns: its type tag, its number, its string, its boolean, its JSON
+# (lists and objects only) and its numeric-string value: exactly the readings the query's JSON layers
+# compute for a field (`t`, `n`, `s`, `b`, `j`, `snv` above), so either way a test reads the same values.
+SHRED_COLUMNS = ("t", "n", "s", "b", "j", "v")
+
+
+@dataclass(frozen=True)
+class Shredded:
+    """Which fields a side table holds as typed columns: (root, JSON pointer) -> its columns' prefix."""
+
+    table: str
+    columns: Mapping[tuple[str, str], str] = dc_field(default_factory=dict)
+
+
+def fields_read(policy: Policy) -> list[Field]:
+    """The `args` and `context` fields the compiled policy reads (tests and windows), in first-read order."""
+    q = _Query(policy)
+    q.sql("SELECT * FROM actions")
+    return [f for _, f in q.fields.values()]
+
+
+def shred_sql(paths: Sequence[tuple[str, str, str]], source: Sql) -> Sql:
+    """`SELECT seq, <typed columns>` over `source` (with `seq`, `args`, `context`) for each (root, JSON
+    pointer, prefix) of `paths`: the columns `SHRED_COLUMNS` as `<prefix>_<suffix>`, computed by the same
+    expressions as the query's JSON layers (one parse per document for all paths of a root)."""
+    ext = [f"json_extract({root}, [{', '.join(lit(p) for r, p, _ in paths if r == root)}]) AS {root}_"
+           for root in ("args", "context") if any(r == root for r, _, _ in paths)]
+    place = {root: 0 for root in ("args", "context")}
+    jcols = []
+    for root, _, c in paths:
+        place[root] += 1
+        jcols.append(f"{root}_[{place[root]}] AS {c}_x")
+    tcols = [f"{Val.of_json(f'{c}_x').t} AS {c}_t" for _, _, c in paths]
+    ncols = []
+    for _, _, c in paths:
+        jv = Val.of_json(f"{c}_x")
+        ncols += [f"CASE WHEN {c}_t = 'NUM' THEN {jv.n} END AS {c}_n",
+                  f"CASE WHEN {c}_t = 'VARCHAR' THEN {jv.s} END AS {c}_s",
+                  f"CASE WHEN {c}_t = 'BOOLEAN' THEN {jv.b} END AS {c}_b",
+                  f"CASE WHEN {c}_t IN ('ARRAY', 'OBJECT') THEN {c}_x END AS {c}_j"]
+    vcols = [f"CASE WHEN regexp_full_match({c}_s, {lit(NUMERIC_STRING)}) THEN "
+             f"TRY_CAST(trim({c}_s, {lit(JSON_SPACE)}) AS DOUBLE) END AS {c}_v" for _, _, c in paths]
+    keep = ", ".join(f"{c}_{x}" for _, _, c in paths for x in SHRED_COLUMNS)
+    return (f"WITH x0_ AS (SELECT seq, {', '.join(ext)} FROM ({source})),\n"
+            f"x1_ AS (SELECT seq, {', '.join(jcols)} FROM x0_),\n"
+            f"x2_ AS (SELECT *, {', '.join(tcols)} FROM x1_),\n"
+            f"x3_ AS (SELECT *, {', '.join(ncols)} FROM x2_),\n"
+            f"x4_ AS (SELECT *, {', '.join(vcols)} FROM x3_)\n"
+            f"SELECT seq, {keep} FROM x4_")
