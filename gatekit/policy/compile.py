@@ -109,6 +109,32 @@ class Val:
 
 
 
+@dataclass(frozen=True)
+class ShreddedVal(Val):
+    """A field read from its shredded columns (`shred_sql`), where each typed reading is non-null exactly
+    when the value has its kind: a kind test is then a null test, cheaper than comparing the type tag."""
+
+    def is_(self, tag: str) -> Sql:
+        reading = {"NUM": self.n, "VARCHAR": self.s, "BOOLEAN": self.b}.get(tag)
+        return f"({reading} IS NOT NULL)" if reading is not None else super().is_(tag)
+
+    @property
+    def bad(self) -> Sql:
+        return f"COALESCE(NOT isfinite({self.n}), FALSE)"
+
+    @property
+    def good(self) -> Sql:
+        return f"COALESCE(isfinite({self.n}), FALSE)"
+
+    @property
+    def str_num_ok(self) -> Sql:
+        return f"COALESCE(isfinite({self.snv}), FALSE)"
+
+    @property
+    def str_num_bad(self) -> Sql:
+        return f"COALESCE(NOT isfinite({self.snv}), FALSE)"
+
+
 # ---- the tests: the semantics table (semantics.py) in DuckDB's SQL, through the shared walker (sqltests)
 class _DuckDB(sqltests.Dialect):
     """DuckDB's SQL: its JSON list and object access and string functions."""
@@ -203,6 +229,7 @@ class _Query:
         self.fields: dict[str, tuple[int, Field]] = {}
         self.windows: list[Sql] = []
         self.uses_time = False
+        self.time_users: set[int] = set()  # the rules that read time.*
         self.users: dict[int, set[int]] = {}  # field index -> the rules that read it
         self.current = -1  # the rule being compiled
         self.leaf_errors: dict[int, list[tuple[Sql, Sql]]] = {}  # rule -> (error, detail) per leaf, in order
@@ -212,6 +239,7 @@ class _Query:
             return Val.of_string(f'"{f.root}"')
         if f.root == "time":
             self.uses_time = True
+            self.time_users.add(self.current)
             part = f.path[0]
             here = "(lt_ IS NOT NULL)"  # no local time outside years 1..9999: the time fields are missing
             if part == "hour":
@@ -225,7 +253,9 @@ class _Query:
             self.fields[f.name] = (len(self.fields), f)
         i = self.fields[f.name][0]
         self.users.setdefault(i, set()).add(self.current)
-        return Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snm=f"(snv{i} IS NOT NULL)", snv=f"snv{i}")
+        sh = self.shredded
+        kind = ShreddedVal if sh is not None and (f.root, json_pointer(f.path)) in sh.columns else Val
+        return kind(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snm=f"(snv{i} IS NOT NULL)", snv=f"snv{i}")
 
     def tool_match(self, rule: Rule) -> Sql:
         if all(not any(c in t for c in "*?[") for t in rule.tools):
@@ -342,7 +372,9 @@ class _Query:
         tms = [f"{self.tool_match(rule)} AS tm{r}" for r, rule in enumerate(p.rules)]
         # the local time from the pinned tzdata's offsets: the offset's key in f0, the local time in f
         tzk = [f"{tz_key_sql(p.timezone)} AS tzk_"] if self.uses_time else []
-        lt = [f"{local_time_sql(p.timezone, 'ts_us', 'tzk_')} AS lt_"] if self.uses_time else []
+        # (only on the rows whose tool a rule reading it matches: elsewhere no rule reads it)
+        lt = [f"CASE WHEN {guard(self.time_users)} THEN {local_time_sql(p.timezone, 'ts_us', 'tzk_')} END AS lt_"
+              ] if self.uses_time else []
         # the shredded columns under the names the JSON layers would give them (t, n, s, b, j, snv)
         shcols = [f"sh_.{c}_{suffix} AS {name}{i}" for i, c in shred_cols.items()
                   for suffix, name in zip(SHRED_COLUMNS, ("t", "n", "s", "b", "j", "snv"))]
@@ -355,18 +387,19 @@ class _Query:
         wctes = "".join(f"w{k}_ AS ({q}),\n" for k, q in enumerate(self.windows))
         layer3 = "SELECT g.*" + "".join(f", w{k}_.w{k}" for k in range(len(self.windows))) + " FROM g" + \
             "".join(f" LEFT JOIN w{k}_ ON w{k}_.seq = g.seq" for k in range(len(self.windows)))
-        rcols = []
+        ecols, rcols = [], []
         for r, (rule, val, err) in enumerate(rules):
             # CASE, not AND: DuckDB evaluates both sides of an AND in a projection, but a CASE branch only
-            # on the rows that take it, so a rule's tests run only where its tool matched
-            rcols.append(f"(CASE WHEN tm{r} THEN COALESCE({err}, TRUE) ELSE FALSE END) AS e{r}")
-            rcols.append(f"(CASE WHEN tm{r} THEN NOT COALESCE({err}, TRUE) AND COALESCE({val}, FALSE) "
-                         f"ELSE FALSE END) AS m{r}")
+            # on the rows that take it, so a rule's tests run only where its tool matched; the match reads
+            # the error column of the layer before (the error's SQL is computed once, not again in m)
+            ecols.append(f"(CASE WHEN tm{r} THEN COALESCE({err}, TRUE) ELSE FALSE END) AS e{r}")
+            rcols.append(f"(CASE WHEN tm{r} AND NOT e{r} THEN COALESCE({val}, FALSE) ELSE FALSE END) AS m{r}")
+        layer4e = ", ".join(["*"] + ecols)
         layer4 = ", ".join(["*"] + rcols)
         # the rule columns and why each errored rule errored: the first leaf (document order) that errored,
         # as decide reports it, read from the typed columns below, built on the rows with an error only
         layer5 = ", ".join(["seq", "action_id"] + [f"e{r}, m{r}" for r in range(len(p.rules))]
-                           + [f"{self._details(rules)} AS error_details"])
+                           + [f"{self._best()} AS best_", f"{self._details(rules)} AS error_details"])
         # `g` is read by the main query and by every window sub-query: NOT MATERIALIZED (it and the layers
         # under it), or DuckDB materialises a whole layer of every row (GBs at 10M rows: the args JSON, or
         # every typed column) where each reader needs a few columns of some rows
@@ -380,7 +413,8 @@ class _Query:
                 f"g AS {nm}(SELECT {layer2c} FROM g2),\n"
                 f"{wctes}"
                 f"w AS ({layer3}),\n"
-                f"r0 AS (SELECT {layer4} FROM w),\n"
+                f"r0e AS (SELECT {layer4e} FROM w),\n"
+                f"r0 AS (SELECT {layer4} FROM r0e),\n"
                 f"r AS (SELECT {layer5} FROM r0),\n"
                 f"d AS (SELECT seq, action_id, {self._decision()} AS lvl, r.* EXCLUDE (seq, action_id) FROM r)\n"
                 f"SELECT seq, action_id, {self._verdict()} AS decision, {self._ids('m')} AS rules, "
@@ -398,11 +432,16 @@ class _Query:
         some = _any([f"e{r}" for r in range(len(rules))])
         return f"(CASE WHEN {some} THEN [x_ FOR x_ IN [{', '.join(items)}] IF x_ IS NOT NULL] ELSE {empty} END)"
 
+    def _best(self) -> Sql:
+        """The strictest deciding match's level (semantics.best_level), a column of its own: the decision's
+        level reads it twice or more."""
+        return sem.best_level(_SQL_LEVELS, [(rule, f"m{r}") for r, rule in enumerate(self.policy.rules)])
+
     def _decision(self) -> Sql:
-        """The decision's level: semantics.decision_level over the rule columns."""
+        """The decision's level: semantics.decision_level over the rule columns (its best level in `best_`)."""
         p = self.policy
         errs = _any([f"e{r}" for r, rule in enumerate(p.rules) if rule.enforced])
-        return sem.decision_level(_SQL_LEVELS, p, [(rule, f"m{r}") for r, rule in enumerate(p.rules)], errs)
+        return sem.level_of(_SQL_LEVELS, "best_", errs, p)
 
     def _verdict(self) -> Sql:
         return "(CASE lvl " + " ".join(f"WHEN {sem.LEVEL[v]} THEN {lit(v)}" for v in sem.VERDICTS) + " END)"
