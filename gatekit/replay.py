@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 
 from gatekit.errors import StoreError
-from gatekit.logs import shred
+from gatekit.logs.shred import policy_paths, shred, shredded
 from gatekit.logs.store import Store
 from gatekit.policy.compile import ERROR_DETAIL, compile_sql, lit
 from gatekit.policy.model import Policy
@@ -55,8 +55,8 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
     started = time.perf_counter()
     # the paths the policy reads as typed columns: shredded now if not yet (a store opened read-only
     # keeps what is shredded, and the compiler reads the rest from the JSON)
-    paths = shred.policy_paths(policy)
-    shreds = shred.shredded(store, paths) if store.read_only else shred.shred(store, paths) if paths else None
+    paths = policy_paths(policy)
+    shreds = shredded(store, paths) if store.read_only else shred(store, paths) if paths else None
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM decisions WHERE run = ?", [name])
