@@ -8,7 +8,8 @@ contender as its own fresh process, one after the other, so every peak RSS is th
 - `gatekit replay` (the CLI, whole process: interpreter start, imports, policy load, replay, exit), twice:
   *first* on a store with no shred (`gatekit/logs/shred.py`: the replay shreds the paths the policy reads,
   one pass over the JSON, then decides from the typed columns), and *shredded*, the replay after it;
-- the in-process API, `replay(store, policy)`, timed around the call (`python -m benchmarks.scale api`);
+- the in-process API, `replay(store, policy)`, timed around the call (`python -m benchmarks.scale api`),
+  reading the JSON (`shred_paths=False`, replay as it was before shredding) and reading the shred;
 - the floor, `python -m benchmarks.floor` (typed columns, and `--json-columns` on the stored JSON).
 
 Each with and without the two window rules. Ratios are taken within the same size, minutes apart.
@@ -112,7 +113,9 @@ def contenders(db: Path) -> dict[str, list[str]]:
                "--name", f"bench-{kind}", "--replace", "--quiet"]
         out[f"gatekit replay, first ({kind})"] = cli  # after UNSHRED: shreds, then decides
         out[f"gatekit replay, shredded ({kind})"] = cli
-        out[f"API replay() ({kind})"] = [py, "-m", "benchmarks.scale", "api", "--db", str(db), "--policy", str(policy)]
+        api = [py, "-m", "benchmarks.scale", "api", "--db", str(db), "--policy", str(policy)]
+        out[f"API replay(), JSON ({kind})"] = [*api, "--json"]  # no shred: what replay did before shredding
+        out[f"API replay(), shredded ({kind})"] = api
     return out
 
 
@@ -136,6 +139,7 @@ def api(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", required=True)
     ap.add_argument("--policy", required=True)
+    ap.add_argument("--json", action="store_true", help="read the JSON, not the shred")
     args = ap.parse_args(argv)
     from gatekit.logs.store import Store
     from gatekit.policy import load_policy
@@ -144,7 +148,7 @@ def api(argv: list[str]) -> None:
     policy = load_policy(args.policy)
     with Store(args.db) as s:
         t = time.perf_counter()
-        r = replay(s, policy, "bench-api", replace=True)
+        r = replay(s, policy, "bench-api", replace=True, shred_paths=not args.json)
         secs = time.perf_counter() - t
     print(json.dumps({"seconds": secs, "actions": r.actions, "deny": r.deny, "escalate": r.escalate,
                       "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -40,8 +40,12 @@ def ensure_schema(store: Store) -> None:
     store.con.execute(ERROR_DETAILS)
 
 
-def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bool = False) -> Run:
-    """Decide every stored action with `policy` and store the result as run `name`."""
+def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bool = False,
+           shred_paths: bool = True) -> Run:
+    """Decide every stored action with `policy` and store the result as run `name`.
+
+    The paths the policy reads are shredded first (gatekit/logs/shred.py) and read as typed columns;
+    `shred_paths=False` reads the JSON and leaves the store's shred as it is (the same decisions)."""
     ensure_schema(store)
     now = datetime.now(timezone.utc)
     if name is None:
@@ -56,7 +60,8 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
     # the paths the policy reads as typed columns: shredded now if not yet (a store opened read-only
     # keeps what is shredded, and the compiler reads the rest from the JSON)
     paths = policy_paths(policy)
-    shreds = shredded(store, paths) if store.read_only else shred(store, paths) if paths else None
+    shreds = (None if not shred_paths or not paths else shredded(store, paths) if store.read_only
+              else shred(store, paths))
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM decisions WHERE run = ?", [name])

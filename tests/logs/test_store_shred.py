@@ -189,3 +189,12 @@ def test_a_shred_with_only_some_paths_is_read_for_those(store: Store, tmp_path: 
     assert "'/amount'" not in sql and "'/to'" in sql  # amount from the shred, the rest from the JSON
     rows = store.con.execute(f"SELECT decision, rules, errors, tier FROM ({sql}) ORDER BY seq").fetchall()
     assert [(d, tuple(r), tuple(e), t) for d, r, e, t in rows] == [e[:4] for e in _expected(POLICY_A, calls)]
+
+
+def test_replay_without_shredding_reads_the_json_and_decides_the_same(store: Store, tmp_path: Path) -> None:
+    calls = _calls(0, 30)
+    _ingest(store, tmp_path / "a.jsonl", calls)
+    replay(store, parse_policy(POLICY_A), name="json", shred_paths=False)
+    assert shred.shredded(store) is None, "shred_paths=False shredded"
+    replay(store, parse_policy(POLICY_A), name="shredded")
+    assert _stored(store, "json") == _stored(store, "shredded") == _expected(POLICY_A, calls)
