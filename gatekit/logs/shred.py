@@ -27,7 +27,13 @@ from typing import Iterable
 import duckdb
 
 from gatekit.logs.store import Store
-from gatekit.policy.compile import SHRED_COLUMNS, Shredded, fields_read, json_pointer, shred_sql
+from gatekit.policy.compile import (
+    SHRED_COLUMNS,
+    Shredded,
+    fields_read,
+    json_pointer,
+    shred_sql,
+)
 from gatekit.policy.model import Policy
 
 __all__ = ["PATHS_TABLE", "TABLE", "policy_paths", "shred", "shred_new_rows", "shredded"]

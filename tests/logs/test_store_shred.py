@@ -14,8 +14,8 @@ from gatekit.logs import shred
 from gatekit.logs.ingest import ingest
 from gatekit.logs.store import Store
 from gatekit.policy import parse_policy
-from gatekit.policy.decide import decide_log
 from gatekit.policy.compile import compile_sql
+from gatekit.policy.decide import decide_log
 from gatekit.replay import replay
 
 POLICY_A = """
