@@ -5,8 +5,11 @@
 For each size, one store (benchmarks/synth.py, built once and kept in benchmarks/out/), then each
 contender as its own fresh process, one after the other, so every peak RSS is that process's own:
 
-- `gatekit replay` (the CLI, whole process: interpreter start, imports, policy load, replay, exit);
-- the in-process API, `replay(store, policy)`, timed around the call (`python -m benchmarks.scale api`);
+- `gatekit replay` (the CLI, whole process: interpreter start, imports, policy load, replay, exit), twice:
+  *first* on a store with no shred (`gatekit/logs/shred.py`: the replay shreds the paths the policy reads,
+  one pass over the JSON, then decides from the typed columns), and *shredded*, the replay after it;
+- the in-process API, `replay(store, policy)`, timed around the call (`python -m benchmarks.scale api`),
+  reading the JSON (`shred_paths=False`, replay as it was before shredding) and reading the shred;
 - the floor, `python -m benchmarks.floor` (typed columns, and `--json-columns` on the stored JSON).
 
 Each with and without the two window rules. Ratios are taken within the same size, minutes apart.
@@ -78,8 +81,11 @@ class Measure:
     inner: float | None = None  # the time it reports for the work itself (API call, floor query)
 
 
-def run(cmd: list[str]) -> Measure:
-    """Run `cmd` as a process; wall time and its own peak RSS (wait4), and the time it printed, if any."""
+def run(cmd: list[str], before: list[str] | None = None) -> Measure:
+    """Run `cmd` as a process; wall time and its own peak RSS (wait4), and the time it printed, if any.
+    `before`: a process run first, untimed (dropping the shred for a first replay)."""
+    if before:
+        subprocess.run(before, check=True, stdout=subprocess.DEVNULL)
     t = time.perf_counter()
     with open(os.devnull, "wb") as devnull:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=devnull)
@@ -103,10 +109,29 @@ def contenders(db: Path) -> dict[str, list[str]]:
         w = ["--window"] if kind == "window" else []
         out[f"floor, typed ({kind})"] = [py, "-m", "benchmarks.floor", "--db", str(db), *w]
         out[f"floor, JSON ({kind})"] = [py, "-m", "benchmarks.floor", "--db", str(db), "--json-columns", *w]
-        out[f"gatekit replay ({kind})"] = [py, "-m", "gatekit.cli", "replay", "--db", str(db), "--policy", str(policy),
-                                           "--name", f"bench-{kind}", "--replace", "--quiet"]
-        out[f"API replay() ({kind})"] = [py, "-m", "benchmarks.scale", "api", "--db", str(db), "--policy", str(policy)]
+        cli = [py, "-m", "gatekit.cli", "replay", "--db", str(db), "--policy", str(policy),
+               "--name", f"bench-{kind}", "--replace", "--quiet"]
+        out[f"gatekit replay, first ({kind})"] = cli  # after UNSHRED: shreds, then decides
+        out[f"gatekit replay, shredded ({kind})"] = cli
+        api = [py, "-m", "benchmarks.scale", "api", "--db", str(db), "--policy", str(policy)]
+        out[f"API replay(), JSON ({kind})"] = [*api, "--json"]  # no shred: what replay did before shredding
+        out[f"API replay(), shredded ({kind})"] = api
     return out
+
+
+def unshred(argv: list[str]) -> None:
+    """Drop the store's shred (its side tables), so the next replay shreds from the JSON again."""
+    import duckdb
+
+    from gatekit.logs.shred import PATHS_TABLE, TABLE
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", required=True)
+    con = duckdb.connect(ap.parse_args(argv).db)
+    con.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    con.execute(f"DROP TABLE IF EXISTS {PATHS_TABLE}")
+    con.execute("CHECKPOINT")
+    con.close()
 
 
 def api(argv: list[str]) -> None:
@@ -114,6 +139,7 @@ def api(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", required=True)
     ap.add_argument("--policy", required=True)
+    ap.add_argument("--json", action="store_true", help="read the JSON, not the shred")
     args = ap.parse_args(argv)
     from gatekit.logs.store import Store
     from gatekit.policy import load_policy
@@ -122,7 +148,7 @@ def api(argv: list[str]) -> None:
     policy = load_policy(args.policy)
     with Store(args.db) as s:
         t = time.perf_counter()
-        r = replay(s, policy, "bench-api", replace=True)
+        r = replay(s, policy, "bench-api", replace=True, shred_paths=not args.json)
         secs = time.perf_counter() - t
     print(json.dumps({"seconds": secs, "actions": r.actions, "deny": r.deny, "escalate": r.escalate,
                       "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -132,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["api"]:
         api(argv[1:])
+        return 0
+    if argv[:1] == ["unshred"]:
+        unshred(argv[1:])
         return 0
     if argv[:1] == ["build"]:
         build(argv[1:])
@@ -160,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, cmd in contenders(db).items():
             if only and not any(o in name for o in only):
                 continue
-            m = results[name] = min((run(cmd) for _ in range(args.repeat)), key=lambda x: x.seconds)
+            before = [sys.executable, "-m", "benchmarks.scale", "unshred", "--db", str(db)] if ", first" in name else None
+            m = results[name] = min((run(cmd, before) for _ in range(args.repeat)), key=lambda x: x.seconds)
             kind = "window" if "(window)" in name else "nowindow"
             floor = results.get(f"floor, typed ({kind})")
             ratio = f"{m.seconds / floor.seconds:.2f}x" if floor and not name.startswith("floor, typed") else ""

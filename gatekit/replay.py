@@ -12,6 +12,7 @@ import time
 from datetime import datetime, timezone
 
 from gatekit.errors import StoreError
+from gatekit.logs.shred import policy_paths, shred, shredded
 from gatekit.logs.store import Store
 from gatekit.policy.compile import ERROR_DETAIL, compile_sql, lit
 from gatekit.policy.model import Policy
@@ -39,8 +40,12 @@ def ensure_schema(store: Store) -> None:
     store.con.execute(ERROR_DETAILS)
 
 
-def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bool = False) -> Run:
-    """Decide every stored action with `policy` and store the result as run `name`."""
+def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bool = False,
+           shred_paths: bool = True) -> Run:
+    """Decide every stored action with `policy` and store the result as run `name`.
+
+    The paths the policy reads are shredded first (gatekit/logs/shred.py) and read as typed columns;
+    `shred_paths=False` reads the JSON and leaves the store's shred as it is (the same decisions)."""
     ensure_schema(store)
     now = datetime.now(timezone.utc)
     if name is None:
@@ -52,13 +57,18 @@ def replay(store: Store, policy: Policy, name: str | None = None, *, replace: bo
     if run_row(store, name) is not None and not replace:
         raise StoreError(f"run `{name}` already exists: pick another --name or pass --replace")
     started = time.perf_counter()
+    # the paths the policy reads as typed columns: shredded now if not yet (a store opened read-only
+    # keeps what is shredded, and the compiler reads the rest from the JSON)
+    paths = policy_paths(policy)
+    shreds = (None if not shred_paths or not paths else shredded(store, paths) if store.read_only
+              else shred(store, paths))
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM decisions WHERE run = ?", [name])
         con.execute("DELETE FROM runs WHERE name = ?", [name])
         con.execute("INSERT INTO decisions (run, seq, action_id, decision, rules, errors, tier, error_details) "
                     f"SELECT {lit(name)}, seq, action_id, decision, rules, errors, tier, error_details "
-                    f"FROM ({compile_sql(policy)})")
+                    f"FROM ({compile_sql(policy, shredded=shreds)})")
         counts = decision_counts(store, name)
         seconds = time.perf_counter() - started
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

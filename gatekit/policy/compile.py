@@ -6,8 +6,8 @@ compiles to two SQL booleans, its value and whether it errored; a rule errors wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field as dc_field
+from typing import Callable, Mapping, Sequence
 
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy import semantics as sem
@@ -17,8 +17,9 @@ from gatekit.policy.model import Policy, Rule
 from gatekit.policy.semantics import JSON_SPACE, NUMBER_TYPES, NUMERIC_STRING, WEEKDAYS
 from gatekit.policy.timezones import CYCLE_US, LOCAL_MAX_US, LOCAL_MIN_US, offsets
 
-__all__ = ["ERROR_DETAIL", "compile_sql", "json_number_sql", "json_pointer", "lit", "local_offset_sql",
-           "local_range_sql", "local_time_sql", "number_sql", "tz_key_sql"]
+__all__ = ["ERROR_DETAIL", "SHRED_COLUMNS", "Shredded", "compile_sql", "fields_read", "json_number_sql",
+           "json_pointer", "lit", "local_offset_sql", "local_range_sql", "local_time_sql", "number_sql",
+           "shred_sql", "tz_key_sql"]
 
 Sql = str
 _NUM_TYPES = "(" + ", ".join(f"'{t}'" for t in NUMBER_TYPES) + ")"
@@ -106,6 +107,32 @@ class Val:
         return f"({self.is_('VARCHAR')} AND COALESCE({self.snm} AND NOT isfinite({self.snv}), FALSE))"
 
 
+
+
+@dataclass(frozen=True)
+class ShreddedVal(Val):
+    """A field read from its shredded columns (`shred_sql`), where each typed reading is non-null exactly
+    when the value has its kind: a kind test is then a null test, cheaper than comparing the type tag."""
+
+    def is_(self, tag: str) -> Sql:
+        reading = {"NUM": self.n, "VARCHAR": self.s, "BOOLEAN": self.b}.get(tag)
+        return f"({reading} IS NOT NULL)" if reading is not None else super().is_(tag)
+
+    @property
+    def bad(self) -> Sql:
+        return f"COALESCE(NOT isfinite({self.n}), FALSE)"
+
+    @property
+    def good(self) -> Sql:
+        return f"COALESCE(isfinite({self.n}), FALSE)"
+
+    @property
+    def str_num_ok(self) -> Sql:
+        return f"COALESCE(isfinite({self.snv}), FALSE)"
+
+    @property
+    def str_num_bad(self) -> Sql:
+        return f"COALESCE(NOT isfinite({self.snv}), FALSE)"
 
 
 # ---- the tests: the semantics table (semantics.py) in DuckDB's SQL, through the shared walker (sqltests)
@@ -196,11 +223,13 @@ LEAVES: dict[str, Callable[[Val, object, Field], Test3]] = {
 class _Query:
     """Collects the columns a policy needs, then writes the query in layers (fields, typed, windows, rules)."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, shredded: Shredded | None = None) -> None:
         self.policy = policy
+        self.shredded = shredded
         self.fields: dict[str, tuple[int, Field]] = {}
         self.windows: list[Sql] = []
         self.uses_time = False
+        self.time_users: set[int] = set()  # the rules that read time.*
         self.users: dict[int, set[int]] = {}  # field index -> the rules that read it
         self.current = -1  # the rule being compiled
         self.leaf_errors: dict[int, list[tuple[Sql, Sql]]] = {}  # rule -> (error, detail) per leaf, in order
@@ -210,6 +239,7 @@ class _Query:
             return Val.of_string(f'"{f.root}"')
         if f.root == "time":
             self.uses_time = True
+            self.time_users.add(self.current)
             part = f.path[0]
             here = "(lt_ IS NOT NULL)"  # no local time outside years 1..9999: the time fields are missing
             if part == "hour":
@@ -223,7 +253,9 @@ class _Query:
             self.fields[f.name] = (len(self.fields), f)
         i = self.fields[f.name][0]
         self.users.setdefault(i, set()).add(self.current)
-        return Val(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snm=f"(snv{i} IS NOT NULL)", snv=f"snv{i}")
+        sh = self.shredded
+        kind = ShreddedVal if sh is not None and (f.root, json_pointer(f.path)) in sh.columns else Val
+        return kind(t=f"t{i}", n=f"n{i}", s=f"s{i}", b=f"b{i}", j=f"j{i}", snm=f"(snv{i} IS NOT NULL)", snv=f"snv{i}")
 
     def tool_match(self, rule: Rule) -> Sql:
         if all(not any(c in t for c in "*?[") for t in rule.tools):
@@ -308,9 +340,14 @@ class _Query:
         # One JSON parse per document: every path of a root in one call, then index the list. A value is
         # read only on rows whose tool some rule reading it matches: elsewhere no rule looks at it.
         guard = lambda rules: _any([f"tm{r}" for r in sorted(rules)])  # noqa: E731
+        # a field shredded into typed columns (gatekit/logs/shred.py) is read from them, not from the JSON
+        sh = self.shredded
+        shred_cols = {i: sh.columns[(f.root, json_pointer(f.path))] for i, f in self.fields.values()
+                      if sh is not None and (f.root, json_pointer(f.path)) in sh.columns}
+        parsed = {i: f for i, f in self.fields.values() if i not in shred_cols}
         fcols = []
         for root in ("args", "context"):
-            mine = [(i, f) for i, f in self.fields.values() if f.root == root]
+            mine = [(i, f) for i, f in parsed.items() if f.root == root]
             if not mine:
                 continue
             readers = set().union(*(self.users[i] for i, _ in mine))
@@ -318,12 +355,12 @@ class _Query:
             fcols.append(f"CASE WHEN {guard(readers)} THEN json_extract({root}, [{paths}]) END AS {root}_")
         jcols = []
         for root in ("args", "context"):
-            mine = [(i, f) for i, f in self.fields.values() if f.root == root]
+            mine = [(i, f) for i, f in parsed.items() if f.root == root]
             jcols += [f"CASE WHEN {guard(self.users[i])} THEN {root}_[{k + 1}] END AS j{i}"
                       for k, (i, _) in enumerate(mine)]
         # typed readings in layers, each computed once and only for values of its kind (CASE is lazy)
         tcols, ncols, scols = [], [], []
-        for i, _ in self.fields.values():
+        for i in parsed:
             jv = Val.of_json(f"j{i}")
             tcols.append(f"{jv.t} AS t{i}")
             ncols += [f"CASE WHEN t{i} = 'NUM' THEN {jv.n} END AS n{i}",
@@ -335,33 +372,40 @@ class _Query:
         tms = [f"{self.tool_match(rule)} AS tm{r}" for r, rule in enumerate(p.rules)]
         # the local time from the pinned tzdata's offsets: the offset's key in f0, the local time in f
         tzk = [f"{tz_key_sql(p.timezone)} AS tzk_"] if self.uses_time else []
-        lt = [f"{local_time_sql(p.timezone, 'ts_us', 'tzk_')} AS lt_"] if self.uses_time else []
+        # (only on the rows whose tool a rule reading it matches: elsewhere no rule reads it)
+        lt = [f"CASE WHEN {guard(self.time_users)} THEN {local_time_sql(p.timezone, 'ts_us', 'tzk_')} END AS lt_"
+              ] if self.uses_time else []
+        # the shredded columns under the names the JSON layers would give them (t, n, s, b, j, snv)
+        shcols = [f"sh_.{c}_{suffix} AS {name}{i}" for i, c in shred_cols.items()
+                  for suffix, name in zip(SHRED_COLUMNS, ("t", "n", "s", "b", "j", "snv"))]
         layer0 = ", ".join(["seq", "action_id", '"tool"', '"agent"', '"session"', '"user"', "args", "context",
-                            "epoch_us(ts) AS ts_us"] + tzk + tms)
+                            "epoch_us(ts) AS ts_us"] + tzk + tms + shcols)
+        join = f" JOIN {sh.table} sh_ USING (seq)" if shred_cols and sh is not None else ""
         layer1 = ", ".join(["* EXCLUDE (args, context)"] + lt + fcols)
         layer2b = ", ".join(["*"] + ncols)
         layer2c = ", ".join(["*"] + scols)
         wctes = "".join(f"w{k}_ AS ({q}),\n" for k, q in enumerate(self.windows))
         layer3 = "SELECT g.*" + "".join(f", w{k}_.w{k}" for k in range(len(self.windows))) + " FROM g" + \
             "".join(f" LEFT JOIN w{k}_ ON w{k}_.seq = g.seq" for k in range(len(self.windows)))
-        rcols = []
+        ecols, rcols = [], []
         for r, (rule, val, err) in enumerate(rules):
             # CASE, not AND: DuckDB evaluates both sides of an AND in a projection, but a CASE branch only
-            # on the rows that take it, so a rule's tests run only where its tool matched
-            rcols.append(f"(CASE WHEN tm{r} THEN COALESCE({err}, TRUE) ELSE FALSE END) AS e{r}")
-            rcols.append(f"(CASE WHEN tm{r} THEN NOT COALESCE({err}, TRUE) AND COALESCE({val}, FALSE) "
-                         f"ELSE FALSE END) AS m{r}")
+            # on the rows that take it, so a rule's tests run only where its tool matched; the match reads
+            # the error column of the layer before (the error's SQL is computed once, not again in m)
+            ecols.append(f"(CASE WHEN tm{r} THEN COALESCE({err}, TRUE) ELSE FALSE END) AS e{r}")
+            rcols.append(f"(CASE WHEN tm{r} AND NOT e{r} THEN COALESCE({val}, FALSE) ELSE FALSE END) AS m{r}")
+        layer4e = ", ".join(["*"] + ecols)
         layer4 = ", ".join(["*"] + rcols)
         # the rule columns and why each errored rule errored: the first leaf (document order) that errored,
         # as decide reports it, read from the typed columns below, built on the rows with an error only
         layer5 = ", ".join(["seq", "action_id"] + [f"e{r}, m{r}" for r in range(len(p.rules))]
-                           + [f"{self._details(rules)} AS error_details"])
+                           + [f"{self._best()} AS best_", f"{self._details(rules)} AS error_details"])
         # `g` is read by the main query and by every window sub-query: NOT MATERIALIZED (it and the layers
         # under it), or DuckDB materialises a whole layer of every row (GBs at 10M rows: the args JSON, or
         # every typed column) where each reader needs a few columns of some rows
         nm = "NOT MATERIALIZED " if self.windows else ""
         return (f"WITH src AS {nm}({source}),\n"
-                f"f0 AS {nm}(SELECT {layer0} FROM src),\n"
+                f"f0 AS {nm}(SELECT {layer0} FROM src{join}),\n"
                 f"f AS {nm}(SELECT {layer1} FROM f0),\n"
                 f"g0 AS {nm}(SELECT * {', ' if jcols else ''}{', '.join(jcols)} FROM f),\n"
                 f"g1 AS {nm}(SELECT *, {', '.join(tcols) if tcols else 'NULL AS no_fields_'} FROM g0),\n"
@@ -369,7 +413,8 @@ class _Query:
                 f"g AS {nm}(SELECT {layer2c} FROM g2),\n"
                 f"{wctes}"
                 f"w AS ({layer3}),\n"
-                f"r0 AS (SELECT {layer4} FROM w),\n"
+                f"r0e AS (SELECT {layer4e} FROM w),\n"
+                f"r0 AS (SELECT {layer4} FROM r0e),\n"
                 f"r AS (SELECT {layer5} FROM r0),\n"
                 f"d AS (SELECT seq, action_id, {self._decision()} AS lvl, r.* EXCLUDE (seq, action_id) FROM r)\n"
                 f"SELECT seq, action_id, {self._verdict()} AS decision, {self._ids('m')} AS rules, "
@@ -387,11 +432,16 @@ class _Query:
         some = _any([f"e{r}" for r in range(len(rules))])
         return f"(CASE WHEN {some} THEN [x_ FOR x_ IN [{', '.join(items)}] IF x_ IS NOT NULL] ELSE {empty} END)"
 
+    def _best(self) -> Sql:
+        """The strictest deciding match's level (semantics.best_level), a column of its own: the decision's
+        level reads it twice or more."""
+        return sem.best_level(_SQL_LEVELS, [(rule, f"m{r}") for r, rule in enumerate(self.policy.rules)])
+
     def _decision(self) -> Sql:
-        """The decision's level: semantics.decision_level over the rule columns."""
+        """The decision's level: semantics.decision_level over the rule columns (its best level in `best_`)."""
         p = self.policy
         errs = _any([f"e{r}" for r, rule in enumerate(p.rules) if rule.enforced])
-        return sem.decision_level(_SQL_LEVELS, p, [(rule, f"m{r}") for r, rule in enumerate(p.rules)], errs)
+        return sem.level_of(_SQL_LEVELS, "best_", errs, p)
 
     def _verdict(self) -> Sql:
         return "(CASE lvl " + " ".join(f"WHEN {sem.LEVEL[v]} THEN {lit(v)}" for v in sem.VERDICTS) + " END)"
@@ -534,11 +584,64 @@ def local_time_sql(name: str, ts_us: Sql = "epoch_us(ts)", key: Sql | None = Non
             f"THEN make_timestamp({ts_us} + {local_offset_sql(name, key)}) END)")
 
 
-def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions") -> Sql:
+def compile_sql(policy: Policy, source: Sql = "SELECT * FROM actions", shredded: Shredded | None = None) -> Sql:
     """The query deciding every row of `source` (which needs the store's action columns).
 
     It returns `seq, action_id, decision, rules, errors, tier, error_details`, one row per action;
     `error_details` is a list of structs (rule, field, test, code, message), one per errored rule, as
-    `Decision.error_details` holds them.
+    `Decision.error_details` holds them. With `shredded`, the fields it holds are read from its typed
+    columns (joined by `seq`: it must hold every row of `source`), the others from the JSON.
     """
-    return _Query(policy).sql(source)
+    return _Query(policy, shredded).sql(source)
+
+
+# ---- shredding: a path's typed readings, computed once and stored (gatekit/logs/shred.py) ---------------
+# The suffixes of a shredded path's columns: its type tag, its number, its string, its boolean, its JSON
+# (lists and objects only) and its numeric-string value: exactly the readings the query's JSON layers
+# compute for a field (`t`, `n`, `s`, `b`, `j`, `snv` above), so either way a test reads the same values.
+SHRED_COLUMNS = ("t", "n", "s", "b", "j", "v")
+
+
+@dataclass(frozen=True)
+class Shredded:
+    """Which fields a side table holds as typed columns: (root, JSON pointer) -> its columns' prefix."""
+
+    table: str
+    columns: Mapping[tuple[str, str], str] = dc_field(default_factory=dict)
+
+
+def fields_read(policy: Policy) -> list[Field]:
+    """The `args` and `context` fields the compiled policy reads (tests and windows), in first-read order."""
+    q = _Query(policy)
+    q.sql("SELECT * FROM actions")
+    return [f for _, f in q.fields.values()]
+
+
+def shred_sql(paths: Sequence[tuple[str, str, str]], source: Sql) -> Sql:
+    """`SELECT seq, <typed columns>` over `source` (with `seq`, `args`, `context`) for each (root, JSON
+    pointer, prefix) of `paths`: the columns `SHRED_COLUMNS` as `<prefix>_<suffix>`, computed by the same
+    expressions as the query's JSON layers (one parse per document for all paths of a root)."""
+    ext = [f"json_extract({root}, [{', '.join(lit(p) for r, p, _ in paths if r == root)}]) AS {root}_"
+           for root in ("args", "context") if any(r == root for r, _, _ in paths)]
+    place = {root: 0 for root in ("args", "context")}
+    jcols = []
+    for root, _, c in paths:
+        place[root] += 1
+        jcols.append(f"{root}_[{place[root]}] AS {c}_x")
+    tcols = [f"{Val.of_json(f'{c}_x').t} AS {c}_t" for _, _, c in paths]
+    ncols = []
+    for _, _, c in paths:
+        jv = Val.of_json(f"{c}_x")
+        ncols += [f"CASE WHEN {c}_t = 'NUM' THEN {jv.n} END AS {c}_n",
+                  f"CASE WHEN {c}_t = 'VARCHAR' THEN {jv.s} END AS {c}_s",
+                  f"CASE WHEN {c}_t = 'BOOLEAN' THEN {jv.b} END AS {c}_b",
+                  f"CASE WHEN {c}_t IN ('ARRAY', 'OBJECT') THEN {c}_x END AS {c}_j"]
+    vcols = [f"CASE WHEN regexp_full_match({c}_s, {lit(NUMERIC_STRING)}) THEN "
+             f"TRY_CAST(trim({c}_s, {lit(JSON_SPACE)}) AS DOUBLE) END AS {c}_v" for _, _, c in paths]
+    keep = ", ".join(f"{c}_{x}" for _, _, c in paths for x in SHRED_COLUMNS)
+    return (f"WITH x0_ AS (SELECT seq, {', '.join(ext)} FROM ({source})),\n"
+            f"x1_ AS (SELECT seq, {', '.join(jcols)} FROM x0_),\n"
+            f"x2_ AS (SELECT *, {', '.join(tcols)} FROM x1_),\n"
+            f"x3_ AS (SELECT *, {', '.join(ncols)} FROM x2_),\n"
+            f"x4_ AS (SELECT *, {', '.join(vcols)} FROM x3_)\n"
+            f"SELECT seq, {keep} FROM x4_")

@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from gatekit.action import parse_ts
+from gatekit.logs import shred
 from gatekit.policy.closure import closure_log
 from gatekit.policy.compile import compile_sql
 from gatekit.policy.decide import decide_log
@@ -93,33 +94,37 @@ def _arrow(actions: Sequence[Mapping[str, Any]]) -> pa.Table:
 
 
 def run_sql(policy: Policy, actions: Sequence[Mapping[str, Any]],
-            con: duckdb.DuckDBPyConnection | None = None) -> list[Outcome]:
-    """The compiled query's outcomes over a fresh `actions` table holding `actions` (loaded from Arrow)."""
-    got = _query(policy, actions, con, "seq, action_id, decision, rules, errors, tier")
+            con: duckdb.DuckDBPyConnection | None = None, shredded: bool = False) -> list[Outcome]:
+    """The compiled query's outcomes over a fresh `actions` table holding `actions` (loaded from Arrow);
+    with `shredded`, the policy's paths are shredded first (gatekit/logs/shred.py) and read from there."""
+    got = _query(policy, actions, con, "seq, action_id, decision, rules, errors, tier", shredded)
     return [(d, tuple(rs or ()), tuple(es or ()), tier) for _, _, d, rs, es, tier in got]
 
 
 def details_sql(policy: Policy, actions: Sequence[Mapping[str, Any]],
-                con: duckdb.DuckDBPyConnection | None = None) -> list[tuple[Detail, ...]]:
+                con: duckdb.DuckDBPyConnection | None = None, shredded: bool = False) -> list[tuple[Detail, ...]]:
     """The compiled query's `error_details` of every action, as tuples."""
-    got = _query(policy, actions, con, "seq, error_details")
+    got = _query(policy, actions, con, "seq, error_details", shredded)
     return [tuple((e["rule"], e["field"], e["test"], e["code"], e["message"]) for e in (ds or ()))
             for _, ds in got]
 
 
 def _query(policy: Policy, actions: Sequence[Mapping[str, Any]], con: duckdb.DuckDBPyConnection | None,
-           columns: str) -> list[tuple[Any, ...]]:
+           columns: str, shredded: bool = False) -> list[tuple[Any, ...]]:
     own = con is None
     con = con or duckdb.connect(":memory:")
     try:
         con.execute("DROP TABLE IF EXISTS actions")
+        con.execute(f"DROP TABLE IF EXISTS {shred.TABLE}")  # a shred of another test's actions
+        con.execute(f"DROP TABLE IF EXISTS {shred.PATHS_TABLE}")
         con.execute(_TABLE)
         con.register("actions_in", _arrow(actions))
         try:
             con.execute("INSERT INTO actions SELECT * FROM actions_in")  # VARCHAR -> JSON validates the text
         finally:
             con.unregister("actions_in")
-        got = con.execute(f"SELECT {columns} FROM ({compile_sql(policy)}) ORDER BY seq").fetchall()
+        shreds = shred.shred(con, shred.policy_paths(policy)) if shredded else None
+        got = con.execute(f"SELECT {columns} FROM ({compile_sql(policy, shredded=shreds)}) ORDER BY seq").fetchall()
     finally:
         if own:
             con.close()
@@ -128,13 +133,14 @@ def _query(policy: Policy, actions: Sequence[Mapping[str, Any]], con: duckdb.Duc
 
 
 def run_both(policy: Policy, actions: Sequence[Mapping[str, Any]],
-             con: duckdb.DuckDBPyConnection | None = None) -> tuple[list[Outcome], list[Outcome]]:
+             con: duckdb.DuckDBPyConnection | None = None, shredded: bool = False
+             ) -> tuple[list[Outcome], list[Outcome]]:
     """Both evaluators' outcomes for every action: `(decide_log, compile_sql)`.
 
     The store cannot hold a call without a timestamp, so the SQL side gives such a call DEFAULT_TS while
     `decide` sees none: cases that read `time.*` or windows must give every action a `ts`.
     """
-    return run_python(policy, actions), run_sql(policy, actions, con)
+    return run_python(policy, actions), run_sql(policy, actions, con, shredded)
 
 
 # ---- Spark ----------------------------------------------------------------------------------------------

@@ -242,17 +242,22 @@ def _check_invariants(name: str, policy: Policy, outcomes: list) -> None:
         assert tier is None or (decision == "escalate" and tier in policy.tiers), name
 
 
+# the SQL reading the JSON, and reading the policy's paths shredded into typed columns (logs/shred.py)
+PATHS = pytest.mark.parametrize("path", ["json", "shredded"])
+
+
+@PATHS
 @_SETTINGS
 @given(doc=policy_dicts(), log=logs)
-def test_evaluators_agree(con, doc: dict[str, Any], log: list[dict[str, Any]]) -> None:
+def test_evaluators_agree(con, path: str, doc: dict[str, Any], log: list[dict[str, Any]]) -> None:
     _show(doc, log)
     policy = to_policy(doc)
-    py, sql = run_both(policy, log, con)
+    py, sql = run_both(policy, log, con, path == "shredded")
     for i, (p, s) in enumerate(zip(py, sql)):
         assert p == s, f"action {i}: decide {p} != sql {s}"
     _check_invariants("sql", policy, sql)
     if any(p[2] for p in py):  # and the same structured errors (rule, field, test, code, message)
-        assert details_python(policy, log) == details_sql(policy, log, con)
+        assert details_python(policy, log) == details_sql(policy, log, con, path == "shredded")
 
 
 # The laws below are checked on `decide`: test_evaluators_agree holds the SQL to the same outcomes over the
@@ -317,11 +322,12 @@ def dense_logs(draw: st.DrawFn) -> list[dict[str, Any]]:
     return log
 
 
+@PATHS
 @_SETTINGS
 @given(doc=window_policies(), log=dense_logs())
-def test_windows_agree(con, doc: dict[str, Any], log: list[dict[str, Any]]) -> None:
+def test_windows_agree(con, path: str, doc: dict[str, Any], log: list[dict[str, Any]]) -> None:
     _show(doc, log)
-    py, sql = run_both(to_policy(doc), log, con)
+    py, sql = run_both(to_policy(doc), log, con, path == "shredded")
     for i, (p, s) in enumerate(zip(py, sql)):
         assert p == s, f"action {i}: decide {p} != sql {s}"
 

@@ -52,9 +52,11 @@ def test_closure(case: Case) -> None:
         assert details_closure(case.policy, case.actions) == details_python(case.policy, case.actions)
 
 
+@pytest.mark.parametrize("path", ["json", "shredded"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_sql(case: Case) -> None:
-    got = run_sql(case.policy, case.actions)
+def test_sql(case: Case, path: str) -> None:
+    """The compiled SQL reading the JSON, and reading the paths shredded into typed columns."""
+    got = run_sql(case.policy, case.actions, shredded=path == "shredded")
     assert got == case.expect, (
         f"the compiled SQL disagrees with the corpus in {case.id}\nactions:\n{_show(case.raw_actions)}\n"
         f"expected:\n{_show(case.expect)}\nsql:\n{_show(got)}")
@@ -82,10 +84,12 @@ def test_spark(case: Case, spark) -> None:
 ERRORING = [case for case in CASES if any(o[2] for o in case.expect)]
 
 
+@pytest.mark.parametrize("path", ["json", "shredded"])
 @pytest.mark.parametrize("case", ERRORING, ids=[c.id for c in ERRORING])
-def test_error_details_agree(case: Case) -> None:
+def test_error_details_agree(case: Case, path: str) -> None:
     """Both evaluators report the same structured error (rule, field, test, code, message) per errored rule."""
-    py, sql = details_python(case.policy, case.actions), details_sql(case.policy, case.actions)
+    py = details_python(case.policy, case.actions)
+    sql = details_sql(case.policy, case.actions, shredded=path == "shredded")
     assert py == sql, f"error details differ in {case.id}\ndecide:\n{_show(py)}\nsql:\n{_show(sql)}"
     for outcome, details in zip(case.expect, py):
         assert tuple(d[0] for d in details) == outcome[2], "one detail per errored rule, in the order of `errors`"

@@ -270,7 +270,8 @@ def _decide(policy: Any, matched: list[bool], errored: list[bool]) -> tuple[str,
 def _sql(policy: Any, matched: list[bool], errored: list[bool]) -> tuple[str, str | None]:
     q = compile_mod._Query(policy)
     cols = ", ".join([f"{m} AS m{r}" for r, m in enumerate(matched)] + [f"{e} AS e{r}" for r, e in enumerate(errored)])
-    return _CON.execute(f"WITH r AS (SELECT {cols}), d AS (SELECT {q._decision()} AS lvl, * FROM r) "
+    return _CON.execute(f"WITH r0 AS (SELECT {cols}), r AS (SELECT *, {q._best()} AS best_ FROM r0), "
+                        f"d AS (SELECT {q._decision()} AS lvl, * FROM r) "
                         f"SELECT {q._verdict()}, {q._tier()} FROM d").fetchone()
 
 
