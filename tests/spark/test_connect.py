@@ -33,7 +33,7 @@ rules:
   - {id: big-payment, tool: payment.send, action: escalate, tier: standard, when: {args.amount: {gt: 100}}}
   - {id: odd-memo, tool: payment.send, action: deny, when: {args.memo: {matches: "^x$"}}}
   - {id: glob, tool: "pay?ent.*", action: escalate, tier: standard, when: {time.hour: {lt: 12}}}
-  - {id: burst, tool: "payment.*", action: deny, when: {rate: {window: 1m, per: agent, gt: 2}}}
+  - {id: burst, tool: "payment.*", action: deny, when: {rate: {window: 2h, per: agent, gt: 1}}}
   - {id: volume, tool: payment.send, action: deny, when: {sum: {field: args.amount, per: agent, window: 1h, gt: 600}}}
 """
 
