@@ -359,7 +359,10 @@ class _Query:
         self.k += 1
         per = f", `{node.per}`" if node.per else ""
         log = "log_, " if self.grouped else ""
-        part = f"PARTITION BY {log}tm{r}{per}"
+        # the rows of other tools never count: each is a partition of its own, so that its (unused) frame is
+        # one row and not every row of the window's span (Spark recomputes a sliding frame's aggregate)
+        solo = f", CASE WHEN NOT tm{r} THEN seq END"
+        part = f"PARTITION BY {log}tm{r}{per}{solo}"
         # semantics' window rule: (ts - span, ts] in whole microseconds, ties by seq below
         preceding = -sem.window_lower_bound(0, node.window_us) - 1
         frame = f"{part} ORDER BY ts_us RANGE BETWEEN {preceding} PRECEDING AND CURRENT ROW"

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import pyarrow as pa
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -150,12 +151,16 @@ def _sum_join(frame: DataFrame, s: Any, grouped: bool) -> DataFrame:
     return frame.join(exact, frame["seq"] == exact["n_seq"], "left").drop("n_seq")
 
 
-def decide_frame(policy: Policy, frame: DataFrame, *, by: str | None = None) -> DataFrame:
+def decide_frame(policy: Policy, frame: DataFrame, *, by: str | None = None,
+                 held: list[DataFrame] | None = None) -> DataFrame:
     """Decide every action of `frame`: `seq, action_id, decision, rules, errors, tier, error_details`.
 
     >>> decide_frame(load_policy("policy.yaml"), spark.read.parquet("actions/")).groupBy("decision").count()
 
     `by` names a column telling apart many logs decided at once (windows count within each; kept as `log_`).
+    `held`: when given, a policy with `sum` windows has its frame before the exact-sum joins persisted (and
+    appended to `held`, for the caller to unpersist once the result is written) instead of computed again
+    from the input for each join.
     """
     p = plan(policy, grouped=by is not None)
     spark = frame.sparkSession
@@ -163,6 +168,11 @@ def decide_frame(policy: Policy, frame: DataFrame, *, by: str | None = None) -> 
     out = normalise(frame, policy, by)
     for layer in p.layers[:p.windows_at]:
         out = out.selectExpr(*layer)
+    if p.sums and held is not None:
+        # the sum joins read this frame three times (the rows, a window's calls, the rows near its threshold):
+        # kept once rather than computed again from the input for each; the caller unpersists it
+        out = out.persist(StorageLevel.MEMORY_AND_DISK)
+        held.append(out)
     for s in p.sums:
         out = _sum_join(out, s, p.grouped)
     for layer in p.layers[p.windows_at:]:

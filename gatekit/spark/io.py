@@ -202,8 +202,13 @@ def replay_spark(spark: SparkSession, policy: Policy, path: str, out: str) -> Re
     start = time.perf_counter()
     actions = read_actions(spark, path)
     good = actions.where("reason IS NULL").drop("raw", "reason")
-    decided = decide_frame(policy, good)
-    decided.select(*OUTPUT, "error_details").write.mode("overwrite").parquet(out)
+    held: list[DataFrame] = []
+    decided = decide_frame(policy, good, held=held)
+    try:
+        decided.select(*OUTPUT, "error_details").write.mode("overwrite").parquet(out)
+    finally:
+        for frame in held:
+            frame.unpersist()
     bad = actions.where("reason IS NOT NULL").selectExpr("seq.f AS file", "raw", "reason")
     written = spark.read.parquet(out)
     counts = {r["decision"]: r["count"] for r in written.groupBy("decision").count().collect()}
