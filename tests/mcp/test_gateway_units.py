@@ -150,3 +150,21 @@ def test_the_sdks_tracing_middleware_runs_only_for_a_traced_request_when_no_trac
         type(sdk).__call__ = sdk_call
     assert len(seen) == 2 and calls == [seen[1]]  # both handled; only the traced one through the SDK's span
     assert _traced(spy) is spy  # any other middleware is left as it is
+
+
+def test_the_gateway_runs_on_uvloop_when_it_is_installed_and_on_asyncio_when_not(monkeypatch):
+    import asyncio
+    import sys
+
+    import anyio
+    import uvloop
+
+    from gatekit.mcp.commands import _loop_options
+
+    async def loop_type() -> type:
+        return type(asyncio.get_running_loop())
+
+    assert issubclass(anyio.run(loop_type, backend_options=_loop_options()), uvloop.Loop)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed: asyncio's own loop, no error
+    assert _loop_options() == {}
+    assert not issubclass(anyio.run(loop_type, backend_options=_loop_options()), uvloop.Loop)
