@@ -90,11 +90,13 @@ def test_replay_over_spark_connect_equals_duckdb(connect_server: str, tmp_path: 
     logs.write_text("\n".join(json.dumps(a) for a in acts) + "\n")
     (tmp_path / "policy.yaml").write_text(POLICY)
     out = tmp_path / "decisions"
-    code, stdout, err = gatekit_cli("replay", "--engine", "spark", "--spark-remote", connect_server,
-                                    "--input", str(logs), "--policy", str(tmp_path / "policy.yaml"),
-                                    "--out", str(out), "--json", "--quiet")
-    assert code == 0, err
-    assert json.loads(stdout)["actions"] == len(acts)
+    # its own process, as a user runs it: pyspark refuses a remote session beside the suite's classic one
+    done = subprocess.run([sys.executable, "-m", "gatekit.cli", "replay", "--engine", "spark", "--spark-remote",
+                           connect_server, "--input", str(logs), "--policy", str(tmp_path / "policy.yaml"),
+                           "--out", str(out), "--json", "--quiet"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["actions"] == len(acts)
     got = duckdb.connect().execute(f"SELECT action_id, decision, rules, errors, tier FROM "
                                    f"read_parquet('{out}/*.parquet') ORDER BY action_id").fetchall()
 
