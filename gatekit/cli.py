@@ -15,8 +15,8 @@ from gatekit.enforce.receipts import ChainError
 from gatekit.errors import (ApprovalError, GatekitError, InputError, LogFormatError, PolicyError, Problem,
                             StoreError)
 from gatekit.numbers import count, percent
-from gatekit.options import (db_option, emit, note, only_run, output_options, policy_option, progress,
-                             run_option, sweep_option, write_text)
+from gatekit.options import (db_option, emit, memory_limit_option, note, only_run, output_options, policy_option,
+                             progress, run_option, sweep_option, write_text)
 
 # exit codes, one per error branch (README: 1 a check failed: a tampered audit chain, a failing policy test, a
 # CI gate that does not hold; 2 usage, 3 policy, 4 store, 5 log file, 6 approval, 7 anything else: a missing
@@ -410,28 +410,35 @@ _ENGINES = ("duckdb", "spark")
 @policy_option()
 @click.option("--engine", type=click.Choice(_ENGINES), default="duckdb", show_default=True,
               help="duckdb: replay the store; spark: replay --input on Apache Spark into the --out directory")
-@click.option("--input", "input_path", help="--engine spark: action records (JSON Lines or Parquet, a file or a "
-              "directory, any path Spark reads)")
+@click.option("--input", "input_path", help="action records to decide without a store, into the --out directory "
+              "(--engine duckdb: Parquet files; --engine spark: JSON Lines or Parquet, any path Spark reads)")
 @click.option("--spark-master", help="--engine spark: the cluster's master URL (default local[*])")
 @click.option("--spark-remote", help="--engine spark: a Spark Connect URL (sc://host:15002)")
 @click.option("--name", help="run name (default: policy name and time)")
 @click.option("--replace", is_flag=True, help="overwrite a run of the same name")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="also write rows to .parquet/.jsonl (--engine spark: the output directory, Parquet)")
+              help="also write rows to .parquet/.jsonl (with --input: the output directory, Parquet)")
+@memory_limit_option
 @output_options
 def replay(db: Path | None, policy_path: Path, engine: str, input_path: str | None, spark_master: str | None,
-           spark_remote: str | None, name: str | None, replace: bool, out: Path | None, as_json: bool,
-           quiet: bool) -> None:
-    """Replay the stored actions through a policy (shadow mode) and store the run; with --engine spark,
-    decide the action records at --input on Spark and write the decisions to --out."""
+           spark_remote: str | None, name: str | None, replace: bool, out: Path | None, memory_limit: str | None,
+           as_json: bool, quiet: bool) -> None:
+    """Replay the stored actions through a policy (shadow mode) and store the run; with --input, decide the
+    action records in those files (Parquet with DuckDB, out of core; or on Apache Spark) into --out."""
     if engine == "spark":
+        if memory_limit is not None:
+            raise InputError("`--memory-limit` is for `--engine duckdb` (Spark's memory is its own settings: "
+                             "spark.driver.memory, spark.executor.memory)")
         _replay_spark(policy_path, input_path, out, spark_master, spark_remote, db, name, as_json)
         return
-    for flag, value in (("--input", input_path), ("--spark-master", spark_master), ("--spark-remote", spark_remote)):
+    for flag, value in (("--spark-master", spark_master), ("--spark-remote", spark_remote)):
         if value is not None:
             raise InputError(f"`{flag}` needs `--engine spark`")
+    if input_path is not None:
+        _replay_files(policy_path, input_path, out, memory_limit, db, name, replace, as_json)
+        return
     if db is None:
-        raise InputError("missing `--db` (the action store; or `--engine spark --input PATH`)")
+        raise InputError("missing `--db` (the action store; or `--input PATH --out DIR`: Parquet files)")
     if out and out.is_dir():
         raise InputError(f"cannot write `{out}`: it is a directory (use a .parquet or .jsonl file name)")
     from gatekit.logs.store import Store
@@ -442,7 +449,7 @@ def replay(db: Path | None, policy_path: Path, engine: str, input_path: str | No
     if out and out.suffix not in _OUT_SUFFIXES:
         raise InputError(f"cannot write `{out}`: use a .parquet or .jsonl file name")
     policy = load_policy(policy_path)
-    with Store(_existing(db)) as store:
+    with Store(_existing(db), memory_limit=memory_limit) as store:
         actions = store.count_actions()
         if actions == 0:
             raise StoreError(f"the store `{db}` has no actions: run `gatekit ingest FILES --db {db}` first")
@@ -457,6 +464,40 @@ def replay(db: Path | None, policy_path: Path, engine: str, input_path: str | No
     _print_run(run)
     if out:
         note(f"wrote {out}")
+
+
+def _replay_files(policy_path: Path, input_path: str, out: Path | None, memory_limit: str | None,
+                  db: Path | None, name: str | None, replace: bool, as_json: bool) -> None:
+    from gatekit.policy import load_policy
+
+    for flag, value in (("--db", db), ("--name", name), ("--replace", replace or None)):
+        if value is not None:
+            raise InputError(f"`{flag}` is for a replay of the store: `--input` reads files and writes `--out`")
+    if out is None:
+        raise InputError("`--input` needs `--out DIR` (the decisions are written there as Parquet)")
+    policy = load_policy(policy_path)
+    from gatekit.lake import replay_files
+
+    with progress(f"replaying `{input_path}` through `{policy.name}`"):
+        result = replay_files(policy, input_path, out, memory_limit=memory_limit)
+    if as_json:
+        emit(result.to_dict())
+        return
+    _print_files("replay", policy.name, result)
+
+
+def _print_files(engine: str, policy_name: str, result: Any) -> None:
+    click.echo(f"{engine}: policy `{policy_name}` over {result.actions:,} actions in {result.seconds:.2f}s")
+    for d in ("allow", "escalate", "deny"):
+        share = result.decisions[d] / result.actions if result.actions else 0.0
+        click.echo(f"  {d:<9}{result.decisions[d]:>10,}  {percent(share):>6}")
+    if result.errored:
+        click.echo(f"  {result.errored:,} actions hit a rule that could not be evaluated (they get `on_error`)")
+    if result.quarantined:
+        click.echo(f"  {result.quarantined:,} records quarantined (in {result.out}/_quarantine):")
+        for reason, n in result.reasons[:5]:
+            click.echo(f"    {n:>8,}  {reason}")
+    note(f"wrote {result.out}")
 
 
 def _replay_spark(policy_path: Path, input_path: str | None, out: Path | None, master: str | None,
@@ -491,17 +532,7 @@ def _replay_spark(policy_path: Path, input_path: str | None, out: Path | None, m
     if as_json:
         emit(result.to_dict())
         return
-    click.echo(f"spark replay: policy `{policy.name}` over {result.actions:,} actions in {result.seconds:.2f}s")
-    for d in ("allow", "escalate", "deny"):
-        share = result.decisions[d] / result.actions if result.actions else 0.0
-        click.echo(f"  {d:<9}{result.decisions[d]:>10,}  {percent(share):>6}")
-    if result.errored:
-        click.echo(f"  {result.errored:,} actions hit a rule that could not be evaluated (they get `on_error`)")
-    if result.quarantined:
-        click.echo(f"  {result.quarantined:,} records quarantined (in {out}/_quarantine):")
-        for reason, n in result.reasons[:5]:
-            click.echo(f"    {n:>8,}  {reason}")
-    note(f"wrote {out}")
+    _print_files("spark replay", policy.name, result)
 
 
 def _print_run(run: Any) -> None:
@@ -579,16 +610,20 @@ def runs_delete(ctx: click.Context, name: str, db: Path | None, as_json: bool, q
               "for --policy (read instead of deciding again)")
 @click.option("--spark-master", help="--engine spark: the cluster's master URL (default local[*])")
 @click.option("--spark-remote", help="--engine spark: a Spark Connect URL (sc://host:15002)")
+@memory_limit_option
 @output_options
 def report(db: Path | None, run_name: str | None, against: str | None, sweep: tuple[str, str] | None,
            html_out: Path | None, engine: str, input_path: str | None, policy_path: Path | None,
-           decisions_path: str | None, spark_master: str | None, spark_remote: str | None, as_json: bool,
-           quiet: bool) -> None:
+           decisions_path: str | None, spark_master: str | None, spark_remote: str | None,
+           memory_limit: str | None, as_json: bool, quiet: bool) -> None:
     """Everything the run would have done: decisions, workload, drift, reviewers, controls, labels (with
     --engine spark: decisions, workload, labels and A against B, computed in Spark)."""
     from gatekit.report import render_html, render_text
 
     if engine == "spark":
+        if memory_limit is not None:
+            raise InputError("`--memory-limit` is for `--engine duckdb` (Spark's memory is its own settings: "
+                             "spark.driver.memory, spark.executor.memory)")
         rep = _report_spark(db, run_name, sweep, input_path, policy_path, against, decisions_path, spark_master,
                             spark_remote)
     else:
@@ -598,7 +633,7 @@ def report(db: Path | None, run_name: str | None, against: str | None, sweep: tu
                 raise InputError(f"`{flag}` needs `--engine spark`")
         if db is None:
             raise InputError("missing `--db` (the action store; or `--engine spark --input PATH --policy FILE`)")
-        rep = _report_duckdb(db, run_name, against, sweep)
+        rep = _report_duckdb(db, run_name, against, sweep, memory_limit)
     data = rep.to_dict()
     if html_out:
         write_text(html_out, render_html(rep, data))
@@ -609,12 +644,13 @@ def report(db: Path | None, run_name: str | None, against: str | None, sweep: tu
         click.echo(render_text(rep))
 
 
-def _report_duckdb(db: Path, run_name: str | None, against: str | None, sweep: tuple[str, str] | None) -> Any:
+def _report_duckdb(db: Path, run_name: str | None, against: str | None, sweep: tuple[str, str] | None,
+                   memory_limit: str | None = None) -> Any:
     from gatekit.logs.store import Store
     from gatekit.report import build_report
     from gatekit.run import list_runs
 
-    with Store(db, read_only=True) as store:
+    with Store(db, read_only=True, memory_limit=memory_limit) as store:
         run_name = only_run(run_name, [r.name for r in list_runs(store)])
         with progress(f"reporting on `{run_name}`") as update:
             return build_report(store, run_name, against=against, sweep=tuple(sweep) if sweep else None,

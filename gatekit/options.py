@@ -104,6 +104,25 @@ def server_option(f: F) -> F:
                         help="the approvals service (gatekit serve); your credential comes from GATEKIT_TOKEN")(f)
 
 
+def _memory_limit(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from gatekit.errors import InputError
+    from gatekit.logs.store import check_memory_limit  # only when given: the CLI starts without DuckDB
+
+    try:
+        return check_memory_limit(value)
+    except InputError as e:
+        raise click.BadParameter(str(e).removeprefix(f"bad memory limit `{value}`: ")) from None
+
+
+def memory_limit_option(f: F) -> F:
+    """`--memory-limit SIZE` (`4GB`): DuckDB's memory limit for the command's queries; what does not fit
+    spills to disk (the store's `<file>.tmp`, or beside `--out`)."""
+    return click.option("--memory-limit", callback=_memory_limit, metavar="SIZE",
+                        help="hold DuckDB under this much memory (4GB, 512MiB); the rest spills to disk")(f)
+
+
 def output_options(f: F) -> F:
     """`--json` and `--quiet`, given to the command as `as_json` and `quiet` and kept for `progress`/`note`."""
     def remember(key: str) -> Callable[[click.Context, click.Parameter, bool], bool]:

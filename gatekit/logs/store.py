@@ -6,6 +6,7 @@ opening retries for a few seconds when the file is locked instead of failing at 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from types import TracebackType
@@ -15,13 +16,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gatekit.errors import StoreError
+from gatekit.errors import InputError, StoreError
 from gatekit.logs._interrupts import held_interrupts
 
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["ACTION_BATCH", "QUARANTINE_BATCH", "SCHEMA_VERSION", "Store"]
+__all__ = ["ACTION_BATCH", "QUARANTINE_BATCH", "SCHEMA_VERSION", "Store", "check_memory_limit", "limit_memory"]
 
 SCHEMA_VERSION = "1"
 
@@ -80,13 +81,18 @@ class Store:
     ...     store.count_actions()
     """
 
-    def __init__(self, path: str | Path, read_only: bool = False, *, timeout: float = _LOCK_TIMEOUT) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False, *, timeout: float = _LOCK_TIMEOUT,
+                 memory_limit: str | None = None) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        if memory_limit is not None:
+            check_memory_limit(memory_limit)
         if read_only and not self.path.exists():
             raise StoreError(f"no store at `{path}`: run `gatekit ingest` first")
         self.con = _connect(self.path, read_only, timeout)
         try:
+            if memory_limit is not None:
+                limit_memory(self.con, memory_limit)
             if read_only:
                 self._check_schema()
             else:
@@ -229,6 +235,27 @@ def _as_arrow(batch: pa.Table | pl.DataFrame) -> pa.Table:
     if isinstance(batch, pa.Table):
         return batch
     return batch.to_arrow()
+
+
+# what `--memory-limit` takes: a number and a unit, as DuckDB's `memory_limit` reads it
+_MEMORY_LIMIT = re.compile(r"^\s*[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
+def check_memory_limit(text: str) -> str:
+    """`text` (stripped) when DuckDB reads it as a size (`4GB`, `512MiB`); InputError otherwise."""
+    if not _MEMORY_LIMIT.match(text):
+        raise InputError(f"bad memory limit `{text}`: use a number and a unit, such as `4GB` or `512MiB`")
+    return text.strip()
+
+
+def limit_memory(con: duckdb.DuckDBPyConnection, limit: str, temp_directory: str | Path | None = None) -> None:
+    """Hold `con`'s queries under `limit` (DuckDB's buffer manager; what does not fit spills to
+    `temp_directory`, by default `<store>.tmp` beside a file store), with the order of inserted rows not
+    kept (what lets the big operators spill; no query here depends on it)."""
+    con.execute(f"SET memory_limit = '{check_memory_limit(limit)}'")
+    con.execute("SET preserve_insertion_order = false")
+    if temp_directory is not None:
+        con.execute("SET temp_directory = ?", [str(temp_directory)])
 
 
 def _connect(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
