@@ -5,7 +5,7 @@ microsecond budget and held to the same corpus, the same semantics table and the
 (tests/policy). What it does differently, and only for speed:
 
 - per tool name, a *plan*: one function generated for the rules whose tool patterns match that name (the
-  patterns are matched once per name), their tests inline, every test computed (decide evaluates every leaf
+  patterns are matched once per name; names matching the same rules share one plan), their tests inline, every test computed (decide evaluates every leaf
   too), the decision of each set of matched rules built once by decide's `_decision` (precedence, tiers and
   reasons are semantics.py's) and kept in a list indexed by a bit mask;
 - each test reads its field once per call (a key of `args` or `context` from a plain dict, a top field,
@@ -21,7 +21,8 @@ of the plan's namespace, so nothing a policy says becomes code.
 Errors are rare, so none is built here: a test whose value errors (decide's leaf gives a `RuleError`)
 raises, as does any unexpected exception, and the plan hands the whole call to decide's `Evaluator` (the
 reference, with its own fail-closed handling of evaluator faults), so every error, message and code is
-decide's by construction. Conditions are pure (a window only reads the history), so deciding twice is safe.
+decide's by construction; should decide's second reading not see the error the closure saw (a value that
+answers differently each time it is read), that error still counts (`_fault`). Conditions are pure (a window only reads the history), so deciding twice is safe.
 
 Core layer: pure Python, no duckdb, polars or pandas.
 """
@@ -271,15 +272,23 @@ class ClosureEvaluator:
         self._tz = tz
         self._rules = [(r, compile_re2(r.tool_regex)) for r in policy.rules]
         self._plans: dict[str, Callable[[View, Windows], Decision]] = {}
+        # one plan per set of matching rules, shared by every tool name that set matches: a caller making
+        # up tool names (under a `*` rule, say) costs a pattern match each, not a generated function each
+        self._by_rules: dict[tuple[int, ...], Callable[[View, Windows], Decision]] = {}
         self._none = _plan(self.reference, [], tz)
 
     def plan(self, tool: Any) -> Callable[[View, Windows], Decision]:
-        """The closure deciding calls of `tool` (built on first sight of the name)."""
+        """The closure deciding calls of `tool` (built on first sight of the set of rules it matches)."""
         if type(tool) is not str:  # a str subclass is decide's to read; anything else matches no rule
             return self.reference.evaluate if isinstance(tool, str) else self._none
         found = self._plans.get(tool)
         if found is None:
-            found = _plan(self.reference, [r for r, rx in self._rules if rx.fullmatch(tool) is not None], self._tz)
+            matched = tuple(i for i, (r, rx) in enumerate(self._rules) if rx.fullmatch(tool) is not None)
+            found = self._by_rules.get(matched)
+            if found is None:
+                found = _plan(self.reference, [self._rules[i][0] for i in matched], self._tz)
+                if len(self._by_rules) < _PLANS:
+                    self._by_rules[matched] = found
             if len(self._plans) < _PLANS:
                 self._plans[tool] = found
         return found

@@ -269,3 +269,31 @@ def test_a_stateful_value_keeps_decides_error_details() -> None:
     assert "internal error" in d.error_details[0].message
     plain = {"tool": "pay.send", "args": {"to": "mallory"}}
     assert decide_closure(policy, plain) == decide(policy, plain)
+
+
+# ---- made-up tool names: no generated function each ----------------------------------------------------
+def test_made_up_tool_names_share_one_plan() -> None:
+    """An agent making up tool names under a `*` rule used to cost a generated, compiled function each
+    (about 40 KiB and milliseconds per name, and past the 65536 names remembered, a compile per call): names
+    matching the same rules now share one plan, and decide still agrees on each."""
+    policy = parse_policy("""
+version: 1
+name: star
+default: allow
+on_error: deny
+rules:
+  - {id: any, tool: "*", action: deny, when: {args.q: {matches: "drop$"}}}
+  - {id: pay, tool: "pay.*", action: escalate, when: {args.amount: {gt: 100}}}
+""")
+    ev = closure(policy)
+    plans = {id(ev.plan(f"made.up.{i}")) for i in range(300)}
+    assert len(plans) == 1
+    assert ev.plan("pay.x") is ev.plan("pay.y") is not ev.plan("made.up.0")
+    assert len(ev._by_rules) == 2
+    gate = Gate(policy)
+    for i, args in enumerate([{"q": "x drop"}, {"q": "keep"}, {"amount": 500}, {"amount": 5}, {}]):
+        for tool in (f"made.up.{i}", f"pay.{i}"):
+            call = {"tool": tool, "args": args}
+            assert decide_closure(policy, call) == decide(policy, call)
+            got, want = gate.check(call), decide(policy, call)
+            assert (got.decision, got.rules, got.errors) == (want.decision, want.rules, want.errors)
