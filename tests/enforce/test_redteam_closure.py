@@ -297,3 +297,31 @@ rules:
             assert decide_closure(policy, call) == decide(policy, call)
             got, want = gate.check(call), decide(policy, call)
             assert (got.decision, got.rules, got.errors) == (want.decision, want.rules, want.errors)
+
+
+# ---- windows fed out of time order (clock skew, a host replaying with asserted times) -------------------
+@settings(_SETTINGS, max_examples=80)
+@given(doc=window_policies(), log=st.lists(py_actions(windowed=True), min_size=1, max_size=8))
+def test_a_gate_fed_calls_out_of_time_order_counts_the_calls_before(doc: dict[str, Any],
+                                                                   log: list[dict[str, Any]]) -> None:
+    """Calls reach the gate in any time order (a skewed clock, a host asserting `ts`): each is decided on
+    the calls the gate saw before it, as decide decides it with those as its history (its window frame
+    keeps those in (ts - window, ts]); a later timestamp seen earlier never leaks into an earlier call."""
+    _note(doc, log)
+    policy = to_policy(doc)
+    gate = Gate(policy)
+    seen: list[dict[str, Any]] = []
+    for action in log:
+        who = {k: action[k] if type(action.get(k)) is str else None for k in ("agent", "session", "user")}
+        ctx = action.get("context") if type(action.get("context")) is dict else None
+        plain = {**action, **who, "context": ctx}
+        got = gate.check({"tool": action["tool"], "args": action["args"]}, ts=action["ts"], context=ctx, **who)
+        if any(r.startswith("malformed call") for r in got.reasons):
+            continue  # args the gate cannot read (not an object): denied, and not counted
+        want = decide(policy, plain, seen)
+        seen.append(plain)
+        if got.reasons and " only by case or Unicode form" in got.reasons[0]:
+            assert got.decision == "deny"  # a look-alike of a rule's tool: denied (and counted), by design
+            continue
+        assert (got.decision, got.rules, got.errors, got.tier) == (want.decision, want.rules, want.errors,
+                                                                  want.tier), (got, want)
