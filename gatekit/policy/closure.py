@@ -5,7 +5,7 @@ microsecond budget and held to the same corpus, the same semantics table and the
 (tests/policy). What it does differently, and only for speed:
 
 - per tool name, a *plan*: one function generated for the rules whose tool patterns match that name (the
-  patterns are matched once per name), their tests inline, every test computed (decide evaluates every leaf
+  patterns are matched once per name; names matching the same rules share one plan), their tests inline, every test computed (decide evaluates every leaf
   too), the decision of each set of matched rules built once by decide's `_decision` (precedence, tiers and
   reasons are semantics.py's) and kept in a list indexed by a bit mask;
 - each test reads its field once per call (a key of `args` or `context` from a plain dict, a top field,
@@ -21,7 +21,8 @@ of the plan's namespace, so nothing a policy says becomes code.
 Errors are rare, so none is built here: a test whose value errors (decide's leaf gives a `RuleError`)
 raises, as does any unexpected exception, and the plan hands the whole call to decide's `Evaluator` (the
 reference, with its own fail-closed handling of evaluator faults), so every error, message and code is
-decide's by construction. Conditions are pure (a window only reads the history), so deciding twice is safe.
+decide's by construction; should decide's second reading not see the error the closure saw (a value that
+answers differently each time it is read), that error still counts (`_fault`). Conditions are pure (a window only reads the history), so deciding twice is safe.
 
 Core layer: pure Python, no duckdb, polars or pandas.
 """
@@ -38,8 +39,8 @@ from gatekit.policy._ops import DecideBackend
 from gatekit.policy._view import View, getter
 from gatekit.policy.conditions import All, Any_, Cond, Field, Not, Test, Window
 from gatekit.policy.decide import COMPILERS, Evaluator, Scan, evaluator
-from gatekit.policy.decision import Decision
-from gatekit.policy.model import Policy, Rule
+from gatekit.policy.decision import INTERNAL_ERROR, Decision, RuleError
+from gatekit.policy.model import LEVEL, Policy, Rule
 from gatekit.policy.timezones import zone
 from gatekit.policy.values import _ABSENT, compile_re2
 
@@ -56,8 +57,9 @@ _PLANS = 65536  # tool names remembered (as decide's candidate cache)
 class _Slow(Exception):
     """A test met a value it leaves to decide (an error): the call is decided by decide's evaluator."""
 
-
-_SLOW = _Slow()
+    def __init__(self, error: RuleError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _reference(node: Cond, tz: ZoneInfo, rule: Rule) -> Fast:
@@ -67,9 +69,32 @@ def _reference(node: Cond, tz: ZoneInfo, rule: Rule) -> Fast:
     def ref(view: View, hist: Windows) -> bool:
         value, err = run(view, hist)
         if err is not None:
-            raise _SLOW
+            raise _Slow(err)
         return value
     return ref
+
+
+def _fault(reference: Evaluator, rules: list[Rule]) -> Callable[[View, Windows, int, Exception], Decision]:
+    """What a plan does when rule `i`'s code raised: decide's evaluator decides the call, and when decide
+    does not see that rule error (a value that answered differently the second time it was read: a str
+    subclass whose `__eq__` raises once, say; or a fault of the closure itself), the error the closure saw
+    still counts: the stricter of decide's decision and the one with that error. Never an allow that a
+    single evaluation would have denied."""
+    by_id = {r.id: r for r in rules}
+    order = {r.id: i for i, r in enumerate(rules)}
+
+    def fault(view: View, hist: Windows, i: int, exc: Exception) -> Decision:
+        decided = reference.evaluate(view, hist)
+        rule = rules[i]
+        if rule.id in decided.errors or any(e not in by_id for e in decided.errors + decided.rules):
+            return decided
+        seen = exc.error if isinstance(exc, _Slow) else RuleError(
+            rule.id, "", "", INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+        errors = sorted([(by_id[e.rule], e) for e in decided.error_details] + [(rule, seen)],
+                        key=lambda pair: order[pair[0].id])
+        strict = reference._decision([by_id[r] for r in decided.rules if r != rule.id], errors)
+        return strict if LEVEL[strict.decision] > LEVEL[decided.decision] else decided
+    return fault
 
 
 class _Source:
@@ -215,13 +240,15 @@ def _plan(reference: Evaluator, rules: list[Rule], tz: ZoneInfo) -> Callable[[Vi
     src = _Source(tz)
     bits = []
     for i, rule in enumerate(rules):
+        if i:
+            src.line(f"ri = {i}")  # which rule's code is running, for `fault`
         bits.append(f"({1 << i} if {_emit(rule.when, src, rule)} else 0)")
-    src.names.update(slow=reference.evaluate, decided=decided, D=decisions)
+    src.names.update(fault=_fault(reference, rules), decided=decided, D=decisions)
     lookup = "D[mask]" if small else "D.get(mask)"
-    text = ("def plan(view, hist):\n    try:\n" + "\n".join(src.lines) + "\n"
+    text = ("def plan(view, hist):\n    ri = 0\n    try:\n" + "\n".join(src.lines) + "\n"
             f"        mask = {' | '.join(bits)}\n"
-            "    except Exception:  # an error or a fault: decide's evaluator decides, as it would have\n"
-            "        return slow(view, hist)\n"
+            "    except Exception as exc:  # an error or a fault: decide's evaluator decides (see _fault)\n"
+            "        return fault(view, hist, ri, exc)\n"
             f"    return {lookup} or decided(mask)\n")
     namespace = dict(src.names)
     exec(compile(text, f"<gatekit closure plan: {len(rules)} rules>", "exec"), namespace)  # noqa: S102
@@ -245,15 +272,23 @@ class ClosureEvaluator:
         self._tz = tz
         self._rules = [(r, compile_re2(r.tool_regex)) for r in policy.rules]
         self._plans: dict[str, Callable[[View, Windows], Decision]] = {}
+        # one plan per set of matching rules, shared by every tool name that set matches: a caller making
+        # up tool names (under a `*` rule, say) costs a pattern match each, not a generated function each
+        self._by_rules: dict[tuple[int, ...], Callable[[View, Windows], Decision]] = {}
         self._none = _plan(self.reference, [], tz)
 
     def plan(self, tool: Any) -> Callable[[View, Windows], Decision]:
-        """The closure deciding calls of `tool` (built on first sight of the name)."""
+        """The closure deciding calls of `tool` (built on first sight of the set of rules it matches)."""
         if type(tool) is not str:  # a str subclass is decide's to read; anything else matches no rule
             return self.reference.evaluate if isinstance(tool, str) else self._none
         found = self._plans.get(tool)
         if found is None:
-            found = _plan(self.reference, [r for r, rx in self._rules if rx.fullmatch(tool) is not None], self._tz)
+            matched = tuple(i for i, (r, rx) in enumerate(self._rules) if rx.fullmatch(tool) is not None)
+            found = self._by_rules.get(matched)
+            if found is None:
+                found = _plan(self.reference, [self._rules[i][0] for i in matched], self._tz)
+                if len(self._by_rules) < _PLANS:
+                    self._by_rules[matched] = found
             if len(self._plans) < _PLANS:
                 self._plans[tool] = found
         return found

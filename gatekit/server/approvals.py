@@ -374,6 +374,12 @@ class Service:
         self.maybe_reload()
 
         def cast(con: Any, now: int, audit: list) -> None:
+            if for_update(con) and isinstance(request_id, str):
+                # PostgreSQL: the row lock first, its votes after. `_load`'s join takes its snapshot before
+                # it waits for the lock, so a vote another replica committed meanwhile would be missing from
+                # the votes it returns (a second vote of one reviewer then broke the primary key instead of
+                # being refused; a quorum counted from them would miss a vote)
+                con.execute("SELECT 1 FROM requests WHERE id = ?" + for_update(con), (request_id,)).fetchall()
             req = self._load(con, request_id)
             if self._settle(con, req, now, audit):
                 req = self._load(con, request_id)
