@@ -24,6 +24,7 @@ from gatekit.errors import StoreError
 KIND = "gatekit-approvals"
 SCHEMA_VERSION = 1
 FILENAME = "approvals.sqlite"
+TAIL = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"  # the chain's last entry
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -109,7 +110,8 @@ class Store(Protocol):
     def read(self) -> Any: ...
     def query(self, sql: str, params: Any = ()) -> list[Any]: ...
     def changed(self, con: Any, request_ids: Iterable[str]) -> None: ...
-    def lock_chain(self, con: Any) -> None: ...
+    def lock_chain(self, con: Any) -> tuple[int, str] | None: ...
+    def defer(self, con: Any, sql: str, params: Any = ()) -> None: ...
     def listen(self, callback: Callable[[str | None], None]) -> Callable[[], None]: ...
     def close(self) -> None: ...
 
@@ -233,8 +235,15 @@ class SQLiteStore:
         """Inside a write transaction: these requests changed; listeners hear it once it commits."""
         self._local.changed.extend(request_ids)
 
-    def lock_chain(self, con: Any) -> None:
-        """Nothing to wait for: a `BEGIN IMMEDIATE` transaction is the only writer from its start."""
+    def lock_chain(self, con: Any) -> tuple[int, str] | None:
+        """The chain's last `(seq, hash)` (None: empty). Nothing to wait for: a `BEGIN IMMEDIATE`
+        transaction is the only writer from its start."""
+        return con.execute(TAIL).fetchone()
+
+    def defer(self, con: Any, sql: str, params: Any = ()) -> None:
+        """Run `sql` in this write transaction (PostgreSQL sends it with the commit; here there is no
+        round trip to save)."""
+        con.execute(sql, params)
 
     def listen(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         """Call `callback(request_id)` after each commit, in this process, for the requests it changed
