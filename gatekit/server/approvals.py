@@ -43,7 +43,7 @@ from gatekit.policy.values import parse_duration
 from gatekit.server.audit import Verification
 from gatekit.server.ledger import Ledger
 from gatekit.server.registry import Principal, Refusal, Registry
-from gatekit.server.store import for_update
+from gatekit.server.store import for_update, in_turn
 
 PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN = (
     "pending", "approved", "denied", "timed_out", "expired", "revoked", "executed", "withdrawn")
@@ -232,9 +232,10 @@ class Service:
 
         def file(con: Any, now: int, audit: list) -> str:
             # one agent's submissions one at a time (on any replica), so its count of waiting ones holds
-            con.execute("SELECT 1 FROM principals WHERE id = ?" + for_update(con), (agent.id,)).fetchall()
-            waiting = con.execute("SELECT count(*) FROM requests WHERE agent = ? AND status = ? AND expires_at > ?",
-                                  (agent.id, PENDING, now)).fetchone()[0]
+            # (the lock, then the count: in one message on PostgreSQL, the count read once the lock is held)
+            waiting = in_turn(con, ("SELECT 1 FROM principals WHERE id = ?" + for_update(con), (agent.id,)),
+                              ("SELECT count(*) FROM requests WHERE agent = ? AND status = ? AND expires_at > ?",
+                               (agent.id, PENDING, now))).fetchone()[0]
             if waiting >= self.max_pending:
                 raise Refusal(f"agent `{agent.id}` already has {waiting} requests waiting for reviewers: wait for "
                               "them to be decided", "too_many_pending", 429)

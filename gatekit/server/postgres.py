@@ -108,6 +108,18 @@ class Connection:
             pass
         return cursor
 
+    def in_turn(self, statements: Iterable[tuple[str, Iterable[Any]]]) -> Any:
+        """Several statements in one message (values bound client-side); the cursor holds the last one's rows."""
+        parts, params = [] if self._begin is None else [self._begin], []
+        self._begin = None
+        for sql, values in statements:
+            parts.append(placeholders(sql))
+            params += tuple(values)
+        cursor = _client_cursor(self._con).execute("; ".join(parts), params)
+        while cursor.nextset():
+            pass
+        return cursor
+
     def finish(self) -> None:
         """Send the deferred statements, the NOTIFY of the requests changed and the COMMIT, in one message
         (if any statement fails, the ones after it, the COMMIT included, do not run)."""

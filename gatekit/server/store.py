@@ -124,6 +124,19 @@ def for_update(con: Any, of: str | None = None) -> str:
     return f"{lock} OF {of}" if lock and of else lock
 
 
+def in_turn(con: Any, *statements: tuple[str, Any]) -> Any:
+    """Run `(sql, params)` statements one after the other in `con`'s transaction; the cursor of the last.
+    PostgreSQL sends them in one message (each still takes its own snapshot at READ COMMITTED: one after a
+    row lock sees what committed before the lock was had)."""
+    run = getattr(con, "in_turn", None)
+    if run is not None:
+        return run(statements)
+    cursor = None
+    for sql, params in statements:
+        cursor = con.execute(sql, params)
+    return cursor
+
+
 def open_store(url: str | None, state: str | Path, **options: Any) -> Store:
     """The store a `--store` URL names: `postgresql://...` (or `postgres://`), else the state directory's
     SQLite file (`None`, `sqlite` or `sqlite:`)."""
