@@ -415,8 +415,7 @@ class Service:
             if decision == "approve" and not break_glass and not standing.seat_for(chosen):
                 raise Refusal(_not_counting(reviewer, request_id, chosen, standing), "vote_not_counted")
             vote = (request_id, reviewer.id, chosen, decision, reason, evidence, now, int(break_glass))
-            con.execute("INSERT INTO votes (request_id, reviewer, role, decision, reason, evidence, at, break_glass) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", vote)
+            cast_vote = (_INSERT_VOTE, vote)  # sent with the request's UPDATE when there is one: one round trip
             audit.append(("break_glass" if break_glass else "vote", {
                 "request_id": request_id, "reviewer": reviewer.id, "role": chosen, "decision": decision,
                 "reason": reason, "evidence": evidence, "requested_at": req["requested_at"],
@@ -424,12 +423,13 @@ class Service:
             # the votes as a read would now return them (ordered by time, then reviewer), without the read
             req["votes"] = sorted([*req["votes"], dict(zip(_VOTE, vote[1:]))], key=lambda v: (v["at"], v["reviewer"]))
             if decision == "deny":
-                return self._finish(con, req, DENIED, now, audit,
+                return self._finish(con, req, DENIED, now, audit, before=cast_vote,
                                     note=f"denied by {reviewer.id}" + (f": {reason}" if reason else ""))
             if break_glass:
-                return self._approve(con, req, now, audit, ttl_us=span, glass=True)
+                return self._approve(con, req, now, audit, ttl_us=span, glass=True, before=cast_vote)
             if self._quorum(req["votes"], req["approvals"], required):
-                return self._approve(con, req, now, audit)
+                return self._approve(con, req, now, audit, before=cast_vote)
+            con.execute(*cast_vote)
             return req
         # the request as this write left it (its rows as the UPDATE returned them): no second read
         return _view(self._write(cast, order="r:" + request_id), owner=False)
@@ -439,7 +439,7 @@ class Service:
         return tally(votes, approvals, roles).met
 
     def _approve(self, con: Any, req: dict[str, Any], now: int, audit: list, ttl_us: int | None = None,
-                 glass: bool = False) -> dict[str, Any]:
+                 glass: bool = False, before: tuple[str, tuple[Any, ...]] | None = None) -> dict[str, Any]:
         """Approve (`glass`: by break-glass, flagged, for at most `ttl_us`) and issue the token: one UPDATE."""
         ttl = min(req["approval_ttl_us"], ttl_us) if ttl_us else req["approval_ttl_us"]
         audit.append(("approve", {"request_id": req["id"], "approved_until": now + ttl,
@@ -450,7 +450,7 @@ class Service:
         return _returning(con, f"UPDATE requests SET status = ?, decided_at = ?, approved_until = ?, token = ?, "
                                f"nonce = ?, fingerprint = ?{flags} WHERE id = ?",
                           (APPROVED, now, now + ttl, token, claims.nonce, self.policy.fingerprint, req["id"]),
-                          req["id"], req["votes"])
+                          req["id"], req["votes"], before)
 
     def _issue(self, con: Any, req: dict[str, Any], now: int, audit: list, reissue: bool = False) -> None:
         claims, token = self._token(req, req["approved_until"], now, audit, reissue)
@@ -469,10 +469,10 @@ class Service:
         return claims, token
 
     def _finish(self, con: Any, req: dict[str, Any], status: str, now: int, audit: list, note: str,
-                by: str | None = None) -> dict[str, Any]:
-        """End `req` as `status`; returns it as the UPDATE left it."""
+                by: str | None = None, before: tuple[str, tuple[Any, ...]] | None = None) -> dict[str, Any]:
+        """End `req` as `status` (`before`: a statement to run first); returns it as the UPDATE left it."""
         done = _returning(con, "UPDATE requests SET status = ?, decided_at = coalesce(decided_at, ?), note = ? "
-                               "WHERE id = ?", (status, now, note, req["id"]), req["id"], req["votes"])
+                               "WHERE id = ?", (status, now, note, req["id"]), req["id"], req["votes"], before)
         kind = {DENIED: "deny", TIMED_OUT: "timeout", EXPIRED: "timeout", REVOKED: "revoke",
                 WITHDRAWN: "withdraw"}[status]
         audit.append((kind, {"request_id": req["id"], "status": status, "note": note,
@@ -560,11 +560,16 @@ class Service:
             raise Refusal("an outcome is `executed` or `failed`", "bad_request", 400)
 
         def record(con: Any, now: int, audit: list) -> None:
-            req = self._load(con, request_id)
-            self._may_see(agent, req)
-            if agent.kind != "agent" or req["status"] != EXECUTED or req["outcome"] is not None:
+            if not isinstance(request_id, str):
+                raise Refusal("a request id is a string", "bad_request", 400)
+            # the checks in the UPDATE's WHERE (its row lock waited for, READ COMMITTED checks them again on
+            # the row as its holder left it): one statement; only a refusal reads the request, to say why
+            changed = agent.kind == "agent" and con.execute(
+                "UPDATE requests SET outcome = ? WHERE id = ? AND agent = ? AND status = ? AND outcome IS NULL",
+                (outcome, request_id, agent.id, EXECUTED)).rowcount == 1
+            if not changed:
+                self._may_see(agent, self._load(con, request_id))
                 raise Refusal(f"request `{request_id}` has no outcome to record", "not_consumed")
-            con.execute("UPDATE requests SET outcome = ? WHERE id = ?", (outcome, request_id))
             audit.append(("outcome", {"request_id": request_id, "outcome": outcome,
                                       "error": str(error)[:500] if error else None}, request_id))
         self._write(record, order="r:" + str(request_id))
@@ -632,15 +637,17 @@ def _rows(con: Any, rows: list[Any]) -> list[dict[str, Any]]:
     return reqs
 
 
-def _returning(con: Any, sql: str, params: tuple[Any, ...], request_id: str, votes: list[dict[str, Any]]
-               ) -> dict[str, Any]:
-    """Run an INSERT or UPDATE of the request `request_id`; returns the request as it left it, with `votes`
-    (`RETURNING *`: the row in the same statement; read again where SQLite is older than 3.35)."""
+def _returning(con: Any, sql: str, params: tuple[Any, ...], request_id: str, votes: list[dict[str, Any]],
+               before: tuple[str, tuple[Any, ...]] | None = None) -> dict[str, Any]:
+    """Run an INSERT or UPDATE of the request `request_id` (after `before`, in the same message on
+    PostgreSQL); returns the request as it left it, with `votes` (`RETURNING *`: the row in the same
+    statement; read again where SQLite is older than 3.35)."""
     _columns(con)
+    first = (before,) if before else ()
     if _RETURNS or not isinstance(con, sqlite3.Connection):
-        rows = con.execute(sql + " RETURNING *", params).fetchall()
+        rows = in_turn(con, *first, (sql + " RETURNING *", params)).fetchall()
     else:
-        con.execute(sql, params)
+        in_turn(con, *first, (sql, params))
         rows = con.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchall()
     if len(rows) != 1:
         raise Refusal(f"no request `{request_id}`", "unknown_request", 404)
@@ -649,6 +656,8 @@ def _returning(con: Any, sql: str, params: tuple[Any, ...], request_id: str, vot
     return req
 
 
+_INSERT_VOTE = ("INSERT INTO votes (request_id, reviewer, role, decision, reason, evidence, at, break_glass) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 _RETURNS = sqlite3.sqlite_version_info >= (3, 35)  # PostgreSQL has RETURNING; SQLite from 3.35
 
 

@@ -212,6 +212,33 @@ def test_what_a_write_answers_is_what_a_read_then_shows(store_url: str | None, s
         svc.ledger.close()
 
 
+def test_an_outcome_is_recorded_once_by_the_agent_after_its_consume(store_url: str | None, state: Path) -> None:
+    svc = service(state, store_url)
+    try:
+        reg = svc.registry
+        bot, other = (svc.authenticate(reg.add("agent", name)) for name in ("bot", "other"))
+        alice = svc.authenticate(reg.add("reviewer", "alice"))
+        req = svc.submit(bot, {"action": {"tool": "payment.send", "args": {"amount": 500}}})
+
+        def refused(who: Any, rid: str = req["id"]) -> str:
+            with pytest.raises(Refusal) as err:
+                svc.outcome(who, rid, "executed")
+            return err.value.code
+
+        assert refused(bot) == "not_consumed"  # pending: nothing ran
+        svc.vote(alice, req["id"], "approve", evidence=req["digest"])
+        assert refused(bot) == "not_consumed"  # approved, not consumed
+        svc.consume(bot, svc.get(bot, req["id"])["token"], "k-00000001")
+        assert refused(other) == "unknown_request" and refused(alice) == "not_consumed"
+        assert refused(bot, "req-nope") == "unknown_request"
+        svc.outcome(bot, req["id"], "failed", "boom")
+        assert refused(bot) == "not_consumed"  # once
+        assert svc.get(bot, req["id"])["outcome"] == "failed"
+        assert svc.verify().ok
+    finally:
+        svc.ledger.close()
+
+
 def test_a_read_is_a_snapshot(store: Store, store_url: str | None, state: Path) -> None:
     other = opened(store_url, state)
     try:
