@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import select
-import socket
 import ssl
 import threading
 import time
@@ -127,10 +126,6 @@ class ApprovalsClient:
                 con = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
             else:
                 con = http.client.HTTPConnection(host, port, timeout=timeout)
-            con.connect()
-            # http.client writes a request's headers and its body apart: without this, the body may wait
-            # for the service to acknowledge the headers (Nagle's algorithm)
-            con.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
             con.timeout = timeout
             if con.sock is not None:
