@@ -172,25 +172,31 @@ class _Api:
         and reads the store again only when the store says the request changed."""
         from starlette.concurrency import run_in_threadpool
 
-        who = await run_in_threadpool(self.principal, request)
-        if who is None:
-            return _unauthenticated()
+        start = time.monotonic()
         rid = request.path_params["rid"]
-        wait = request.query_params.get("wait")
-        if wait is None:
-            return JSONResponse(await run_in_threadpool(self.service.get, who, rid))
-        try:
-            seconds = float(wait)
-        except ValueError:
-            return error("`wait` is a number of seconds", "bad_request", 400)
-        deadline = time.monotonic() + max(0.0, min(seconds, 30.0))
         with self.waiters.watch(rid) as woken:  # before the read: a change after it still wakes this poll
+            # the credential and the first read in one trip to a worker thread
+            who, view = await run_in_threadpool(self._authed_get, request, rid)
+            if who is None:
+                return _unauthenticated()
+            wait = request.query_params.get("wait")
+            if wait is None:
+                return JSONResponse(view)
+            try:
+                seconds = float(wait)
+            except ValueError:
+                return error("`wait` is a number of seconds", "bad_request", 400)
+            deadline = start + max(0.0, min(seconds, 30.0))
             while True:
-                view = await run_in_threadpool(self.service.get, who, rid)
                 left = deadline - time.monotonic()
                 if view["status"] != PENDING or left <= 0:
                     return JSONResponse(view)
                 await woken.wait(min(left, REREAD))
+                view = await run_in_threadpool(self.service.get, who, rid)
+
+    def _authed_get(self, request: Request, rid: str) -> tuple[Principal | None, Any]:
+        who = self.principal(request)
+        return (who, None) if who is None else (who, self.service.get(who, rid))
 
     def vote(self, request: Request, who: Principal) -> Response:
         body = _body(request)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from gatekit.policy.values import parse_duration
 from gatekit.server.audit import Verification
 from gatekit.server.ledger import Ledger
 from gatekit.server.registry import Principal, Refusal, Registry
-from gatekit.server.store import for_update
+from gatekit.server.store import for_update, in_turn
 
 PENDING, APPROVED, DENIED, TIMED_OUT, EXPIRED, REVOKED, EXECUTED, WITHDRAWN = (
     "pending", "approved", "denied", "timed_out", "expired", "revoked", "executed", "withdrawn")
@@ -231,9 +232,10 @@ class Service:
 
         def file(con: Any, now: int, audit: list) -> str:
             # one agent's submissions one at a time (on any replica), so its count of waiting ones holds
-            con.execute("SELECT 1 FROM principals WHERE id = ?" + for_update(con), (agent.id,)).fetchall()
-            waiting = con.execute("SELECT count(*) FROM requests WHERE agent = ? AND status = ? AND expires_at > ?",
-                                  (agent.id, PENDING, now)).fetchone()[0]
+            # (the lock, then the count: in one message on PostgreSQL, the count read once the lock is held)
+            waiting = in_turn(con, ("SELECT 1 FROM principals WHERE id = ?" + for_update(con), (agent.id,)),
+                              ("SELECT count(*) FROM requests WHERE agent = ? AND status = ? AND expires_at > ?",
+                               (agent.id, PENDING, now))).fetchone()[0]
             if waiting >= self.max_pending:
                 raise Refusal(f"agent `{agent.id}` already has {waiting} requests waiting for reviewers: wait for "
                               "them to be decided", "too_many_pending", 429)
@@ -242,25 +244,25 @@ class Service:
             rid = "req-" + secrets.token_hex(12)
             status = DENIED if decision.decision == "deny" else PENDING
             note = ("the service's policy denies this call: " + "; ".join(decision.reasons)) if status == DENIED else None
-            con.execute(
-                'INSERT INTO requests (id, status, agent, "user", session, tool, action, digest, claimed, gate, rules, '
-                "reasons, tier, approvals, roles, approval_ttl_us, fingerprint, requested_at, expires_at, decided_at, "
-                "note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            req = _returning(
+                con, 'INSERT INTO requests (id, status, agent, "user", session, tool, action, digest, claimed, gate, '
+                "rules, reasons, tier, approvals, roles, approval_ttl_us, fingerprint, requested_at, expires_at, "
+                "decided_at, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (rid, status, agent.id, action["user"], action["session"], action["tool"], strict_json(action), digest,
                  json.dumps(claimed, default=repr), json.dumps({**gate, "timeout_cap_us": cap}),
                  json.dumps(list(decision.rules) or gate.get("rules") or []),
                  json.dumps(list(decision.reasons) if decision.decision != "allow" else gate.get("reasons") or []),
                  need.tier, need.approvals, json.dumps(list(need.roles)), need.ttl_us, self.policy.fingerprint, now,
-                 now + need.timeout_us, now if status == DENIED else None, note))
+                 now + need.timeout_us, now if status == DENIED else None, note), rid, [])
             audit.append(("submit", {"request_id": rid, "agent": agent.id, "digest": digest, "action": action,
                                      "claimed": claimed, "gate": gate, "service_decision": decision.to_dict(),
                                      "tier": need.tier, "approvals": need.approvals, "roles": list(need.roles),
                                      "approval_ttl_us": need.ttl_us, "expires_at": now + need.timeout_us}, rid))
             if status == DENIED:
                 audit.append(("deny", {"request_id": rid, "by": "policy", "note": note}, rid))
-            return rid
-        rid = self._write(file, order="a:" + agent.id)
-        return self.get(agent, rid)
+            return req
+        # the request as filed (the row the INSERT returned): no second read
+        return _view(self._write(file, order="a:" + agent.id), owner=True)
 
     def get(self, who: Principal, request_id: str) -> dict[str, Any]:
         """One request, settled (timed out or expired if its time is up), as `who` may see it."""
@@ -373,7 +375,7 @@ class Service:
                 raise Refusal(f"break-glass duration: {exc}", "bad_request", 400) from exc
         self.maybe_reload()
 
-        def cast(con: Any, now: int, audit: list) -> None:
+        def cast(con: Any, now: int, audit: list) -> dict[str, Any]:
             if for_update(con) and isinstance(request_id, str):
                 # PostgreSQL: the row lock first, its votes after. `_load`'s join takes its snapshot before
                 # it waits for the lock, so a vote another replica committed meanwhile would be missing from
@@ -400,10 +402,9 @@ class Service:
                 if earlier["decision"] == "approve" and decision == "deny":
                     # a reviewer may take back an approval while the request is open, as a deny: a veto any
                     # reviewer holds anyway. Their approve stays on the record, the deny is a new audit entry.
-                    self._finish(con, req, DENIED, now, audit, by=reviewer.id,
-                                 note=f"denied by {reviewer.id}, who had approved it earlier"
-                                      + (f": {reason}" if reason else ""))
-                    return
+                    return self._finish(con, req, DENIED, now, audit, by=reviewer.id,
+                                        note=f"denied by {reviewer.id}, who had approved it earlier"
+                                             + (f": {reason}" if reason else ""))
                 raise Refusal(f"`{reviewer.id}` has already voted on request `{request_id}` (a vote is final; "
                               "an approval can still be taken back by denying while the request is pending)",
                               "already_voted")
@@ -419,55 +420,70 @@ class Service:
                               reviewer.roles[0] if reviewer.roles else None)
             if decision == "approve" and not break_glass and not standing.seat_for(chosen):
                 raise Refusal(_not_counting(reviewer, request_id, chosen, standing), "vote_not_counted")
-            con.execute("INSERT INTO votes (request_id, reviewer, role, decision, reason, evidence, at, break_glass) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (request_id, reviewer.id, chosen, decision, reason,
-                                                            evidence, now, int(break_glass)))
+            vote = (request_id, reviewer.id, chosen, decision, reason, evidence, now, int(break_glass))
+            cast_vote = (_INSERT_VOTE, vote)  # sent with the request's UPDATE when there is one: one round trip
             audit.append(("break_glass" if break_glass else "vote", {
                 "request_id": request_id, "reviewer": reviewer.id, "role": chosen, "decision": decision,
                 "reason": reason, "evidence": evidence, "requested_at": req["requested_at"],
                 **({"duration_us": span} if span else {})}, request_id))
-            req = self._load(con, request_id)
+            # the votes as a read would now return them (ordered by time, then reviewer), without the read
+            req["votes"] = sorted([*req["votes"], dict(zip(_VOTE, vote[1:]))], key=lambda v: (v["at"], v["reviewer"]))
             if decision == "deny":
-                self._finish(con, req, DENIED, now, audit, note=f"denied by {reviewer.id}" + (f": {reason}" if reason else ""))
-            elif break_glass:
-                con.execute("UPDATE requests SET break_glass = 1, flagged = 1 WHERE id = ?", (request_id,))
-                self._approve(con, self._load(con, request_id), now, audit, ttl_us=span)
-            elif self._quorum(req["votes"], req["approvals"], required):
-                self._approve(con, req, now, audit)
-        self._write(cast, order="r:" + request_id)
-        return self.get(reviewer, request_id)
+                return self._finish(con, req, DENIED, now, audit, before=cast_vote,
+                                    note=f"denied by {reviewer.id}" + (f": {reason}" if reason else ""))
+            if break_glass:
+                return self._approve(con, req, now, audit, ttl_us=span, glass=True, before=cast_vote)
+            if self._quorum(req["votes"], req["approvals"], required):
+                return self._approve(con, req, now, audit, before=cast_vote)
+            con.execute(*cast_vote)
+            return req
+        # the request as this write left it (its rows as the UPDATE returned them): no second read
+        return _view(self._write(cast, order="r:" + request_id), owner=False)
 
     @staticmethod
     def _quorum(votes: list[dict[str, Any]], approvals: int, roles: Any) -> bool:
         return tally(votes, approvals, roles).met
 
-    def _approve(self, con: Any, req: dict[str, Any], now: int, audit: list, ttl_us: int | None = None) -> None:
+    def _approve(self, con: Any, req: dict[str, Any], now: int, audit: list, ttl_us: int | None = None,
+                 glass: bool = False, before: tuple[str, tuple[Any, ...]] | None = None) -> dict[str, Any]:
+        """Approve (`glass`: by break-glass, flagged, for at most `ttl_us`) and issue the token: one UPDATE."""
         ttl = min(req["approval_ttl_us"], ttl_us) if ttl_us else req["approval_ttl_us"]
-        con.execute("UPDATE requests SET status = ?, decided_at = ?, approved_until = ? WHERE id = ?",
-                    (APPROVED, now, now + ttl, req["id"]))
         audit.append(("approve", {"request_id": req["id"], "approved_until": now + ttl,
                                   "approved_by": [v["reviewer"] for v in req["votes"] if v["decision"] == "approve"],
                                   "break_glass": bool(ttl_us)}, req["id"]))
-        self._issue(con, self._load(con, req["id"]), now, audit)
+        claims, token = self._token(req, now + ttl, now, audit)
+        flags = ", break_glass = 1, flagged = 1" if glass else ""
+        return _returning(con, f"UPDATE requests SET status = ?, decided_at = ?, approved_until = ?, token = ?, "
+                               f"nonce = ?, fingerprint = ?{flags} WHERE id = ?",
+                          (APPROVED, now, now + ttl, token, claims.nonce, self.policy.fingerprint, req["id"]),
+                          req["id"], req["votes"], before)
 
     def _issue(self, con: Any, req: dict[str, Any], now: int, audit: list, reissue: bool = False) -> None:
-        claims = Approval(req["id"], req["digest"], req["agent"], self.policy.fingerprint, req["approved_until"],
-                          secrets.token_hex(16), now, self.key_id)
-        token = sign_approval(self.key, claims)
+        claims, token = self._token(req, req["approved_until"], now, audit, reissue)
         con.execute("UPDATE requests SET token = ?, nonce = ?, fingerprint = ? WHERE id = ?",
                     (token, claims.nonce, self.policy.fingerprint, req["id"]))
+
+    def _token(self, req: dict[str, Any], until: int, now: int, audit: list, reissue: bool = False
+               ) -> tuple[Approval, str]:
+        """A signed approval of `req` until `until` (microseconds), and its audit entry."""
+        claims = Approval(req["id"], req["digest"], req["agent"], self.policy.fingerprint, until,
+                          secrets.token_hex(16), now, self.key_id)
+        token = sign_approval(self.key, claims)
         audit.append(("token", {"request_id": req["id"], "nonce": claims.nonce, "digest": claims.digest,
                                 "agent": claims.agent, "fingerprint": claims.fingerprint, "expires": claims.expires_us,
                                 "reissued": reissue}, req["id"]))
+        return claims, token
 
     def _finish(self, con: Any, req: dict[str, Any], status: str, now: int, audit: list, note: str,
-                by: str | None = None) -> None:
-        con.execute("UPDATE requests SET status = ?, decided_at = coalesce(decided_at, ?), note = ? WHERE id = ?",
-                    (status, now, note, req["id"]))
+                by: str | None = None, before: tuple[str, tuple[Any, ...]] | None = None) -> dict[str, Any]:
+        """End `req` as `status` (`before`: a statement to run first); returns it as the UPDATE left it."""
+        done = _returning(con, "UPDATE requests SET status = ?, decided_at = coalesce(decided_at, ?), note = ? "
+                               "WHERE id = ?", (status, now, note, req["id"]), req["id"], req["votes"], before)
         kind = {DENIED: "deny", TIMED_OUT: "timeout", EXPIRED: "timeout", REVOKED: "revoke",
                 WITHDRAWN: "withdraw"}[status]
         audit.append((kind, {"request_id": req["id"], "status": status, "note": note,
                              **({"by": by} if by else {})}, req["id"]))
+        return done
 
     # -- tokens ------------------------------------------------------------------------------------------
     def consume(self, who: Principal, token: Any, key: Any, action: Mapping[str, Any] | None = None
@@ -520,11 +536,11 @@ class Service:
                 raise refuse(f"the approval for `{req['id']}` was given under another policy", "fingerprint")
             if claims.digest != req["digest"] or action_digest(json.loads(req["action"])) != req["digest"]:
                 raise refuse(f"request `{req['id']}` does not match its approval: refusing", "action")
-            con.execute("UPDATE requests SET status = ?, consumed_at = ?, consumed_by = ?, consume_key = ? "
-                        "WHERE id = ?", (EXECUTED, now, who.id, key, req["id"]))
+            used = _returning(con, "UPDATE requests SET status = ?, consumed_at = ?, consumed_by = ?, consume_key = ? "
+                                   "WHERE id = ?", (EXECUTED, now, who.id, key, req["id"]), req["id"], req["votes"])
             audit.append(("consume", {"request_id": req["id"], "by": who.id, "key": key, "nonce": claims.nonce,
                                       "digest": req["digest"]}, req["id"]))
-            return _view(self._load(con, req["id"]), owner=True)
+            return _view(used, owner=True)
         return self._write(use, order="r:" + claims.request_id)
 
     def withdraw(self, agent: Principal, request_id: str, reason: Any = None) -> dict[str, Any]:
@@ -550,11 +566,16 @@ class Service:
             raise Refusal("an outcome is `executed` or `failed`", "bad_request", 400)
 
         def record(con: Any, now: int, audit: list) -> None:
-            req = self._load(con, request_id)
-            self._may_see(agent, req)
-            if agent.kind != "agent" or req["status"] != EXECUTED or req["outcome"] is not None:
+            if not isinstance(request_id, str):
+                raise Refusal("a request id is a string", "bad_request", 400)
+            # the checks in the UPDATE's WHERE (its row lock waited for, READ COMMITTED checks them again on
+            # the row as its holder left it): one statement; only a refusal reads the request, to say why
+            changed = agent.kind == "agent" and con.execute(
+                "UPDATE requests SET outcome = ? WHERE id = ? AND agent = ? AND status = ? AND outcome IS NULL",
+                (outcome, request_id, agent.id, EXECUTED)).rowcount == 1
+            if not changed:
+                self._may_see(agent, self._load(con, request_id))
                 raise Refusal(f"request `{request_id}` has no outcome to record", "not_consumed")
-            con.execute("UPDATE requests SET outcome = ? WHERE id = ?", (outcome, request_id))
             audit.append(("outcome", {"request_id": request_id, "outcome": outcome,
                                       "error": str(error)[:500] if error else None}, request_id))
         self._write(record, order="r:" + str(request_id))
@@ -620,6 +641,30 @@ def _rows(con: Any, rows: list[Any]) -> list[dict[str, Any]]:
                                       + ", ".join("?" * len(chunk)) + ") ORDER BY at, reviewer", chunk):
             by_id[rid]["votes"].append(dict(zip(_VOTE, vote)))
     return reqs
+
+
+def _returning(con: Any, sql: str, params: tuple[Any, ...], request_id: str, votes: list[dict[str, Any]],
+               before: tuple[str, tuple[Any, ...]] | None = None) -> dict[str, Any]:
+    """Run an INSERT or UPDATE of the request `request_id` (after `before`, in the same message on
+    PostgreSQL); returns the request as it left it, with `votes` (`RETURNING *`: the row in the same
+    statement; read again where SQLite is older than 3.35)."""
+    _columns(con)
+    first = (before,) if before else ()
+    if _RETURNS or not isinstance(con, sqlite3.Connection):
+        rows = in_turn(con, *first, (sql + " RETURNING *", params)).fetchall()
+    else:
+        in_turn(con, *first, (sql, params))
+        rows = con.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchall()
+    if len(rows) != 1:
+        raise Refusal(f"no request `{request_id}`", "unknown_request", 404)
+    req = _request(rows[0])
+    req["votes"] = votes
+    return req
+
+
+_INSERT_VOTE = ("INSERT INTO votes (request_id, reviewer, role, decision, reason, evidence, at, break_glass) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_RETURNS = sqlite3.sqlite_version_info >= (3, 35)  # PostgreSQL has RETURNING; SQLite from 3.35
 
 
 def _view(req: dict[str, Any], *, owner: bool) -> dict[str, Any]:

@@ -26,6 +26,9 @@ GENESIS = "sha256:" + "0" * 64
 KINDS = ("submit", "vote", "approve", "deny", "timeout", "token", "consume", "refuse", "revoke", "requirements",
          "break_glass", "outcome", "principal", "policy", "start", "withdraw", "login", "logout")
 _CHECKPOINT = b"gatekit-checkpoint-v1\n"
+_CHECKPOINT_INSERT = ("INSERT INTO checkpoints (count, head, at, key_id, signature) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT (count) DO UPDATE SET head = excluded.head, at = excluded.at, "
+                      "key_id = excluded.key_id, signature = excluded.signature")
 
 
 def entry_hash(prev: str, kind: str, request_id: str | None, body: str) -> str:
@@ -78,11 +81,21 @@ class Chain:
     def extend(self, con: Any, entries: list[tuple[str, dict[str, Any], str | None, int]]) -> tuple[int, str]:
         """Append `(kind, body, request_id, at)` entries in order: one read of the head, one INSERT (a batch
         of writes is chained at once). Returns the new `(count, head)`."""
+        row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        sql, values, last = self.entries(entries, row)
+        if entries:
+            con.execute(sql, values)
+        return last
+
+    @staticmethod
+    def entries(entries: list[tuple[str, dict[str, Any], str | None, int]], tail: Any
+                ) -> tuple[str, list[Any], tuple[int, str]]:
+        """The INSERT that appends `entries` after `tail` (the last `(seq, hash)`, None for an empty
+        chain), its values, and the new `(count, head)`."""
         for kind, *_ in entries:
             if kind not in KINDS:
                 raise ValueError(f"unknown audit kind `{kind}`")
-        row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (row[0], row[1]) if row else (0, GENESIS)
+        seq, prev = (tail[0], tail[1]) if tail else (0, GENESIS)
         values: list[Any] = []
         for kind, body, request_id, at in entries:
             text = canonical_json({"kind": kind, "at": at, **body})
@@ -90,23 +103,33 @@ class Chain:
             seq += 1
             values += (seq, kind, request_id, text, prev, digest)
             prev = digest
+        sql = "INSERT INTO audit (seq, kind, request_id, body, prev, hash) VALUES " + \
+            ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(entries))
+        return sql, values, (seq, prev)
+
+    def close(self, con: Any, store: Any, entries: list[tuple[str, dict[str, Any], str | None, int]], at: int,
+              tail: Any) -> Checkpoint:
+        """Append `entries` after `tail` and sign the checkpoint that closes them, both through
+        `store.defer` (PostgreSQL sends them with the commit: one round trip)."""
+        sql, values, (count, head) = self.entries(entries, tail)
         if entries:
-            con.execute("INSERT INTO audit (seq, kind, request_id, body, prev, hash) VALUES "
-                        + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(entries)), values)
-        return seq, prev
+            store.defer(con, sql, values)
+        point = self.sign(count, head, at)
+        store.defer(con, _CHECKPOINT_INSERT, (count, head, at, self.key_id, point.signature))
+        return point
+
+    def sign(self, count: int, head: str, at: int) -> Checkpoint:
+        signature = b64encode(self.private_key.sign(checkpoint_body(count, head, at, self.key_id)))
+        return Checkpoint(count, head, at, self.key_id, signature)
 
     def checkpoint(self, con: Any, at: int, last: tuple[int, str] | None = None) -> Checkpoint:
         """Sign `(count, head)` now (`last`: as `extend` returned it, else read); call last in the transaction."""
         if last is None:
             row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             last = (row[0], row[1]) if row else (0, GENESIS)
-        count, head = last
-        signature = b64encode(self.private_key.sign(checkpoint_body(count, head, at, self.key_id)))
-        con.execute("INSERT INTO checkpoints (count, head, at, key_id, signature) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (count) DO UPDATE SET head = excluded.head, at = excluded.at, "
-                    "key_id = excluded.key_id, signature = excluded.signature",
-                    (count, head, at, self.key_id, signature))
-        return Checkpoint(count, head, at, self.key_id, signature)
+        point = self.sign(*last, at)
+        con.execute(_CHECKPOINT_INSERT, (point.count, point.head, at, self.key_id, point.signature))
+        return point
 
     def exported(self, checkpoint: Checkpoint) -> None:
         """Append a committed checkpoint to the export file (flushed to disk)."""

@@ -158,8 +158,8 @@ class Ledger:
                 chained += [(kind, body, rid, now) for kind, body, rid in entries]
             if not chained:
                 return None
-            self.store.lock_chain(con)  # the chain's tail has one writer (across replicas): from here to commit
-            point = self.chain.checkpoint(con, now, self.chain.extend(con, chained))
+            # the chain's tail has one writer (across replicas): from here to commit
+            point = self.chain.close(con, self.store, chained, now, self.store.lock_chain(con))
             self.store.changed(con, [rid for *_, rid, _ in chained if rid is not None])
         return point
 

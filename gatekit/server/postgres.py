@@ -9,8 +9,8 @@ Write transactions run at READ COMMITTED, and the replicas' writes overlap: a wr
 decides on (`SELECT ... FOR UPDATE` on the request it votes on, consumes or settles, on the agent whose
 pending requests it counts), so two writes to one request run one after the other and the second sees
 what the first committed. Only the chain's tail is one writer: `lock_chain` takes one transaction-scoped
-advisory lock just before the entries are appended (read the head, insert, sign the checkpoint, commit),
-so `seq = last + 1` never forks, and the chain's order of two writes to one request is the order their
+advisory lock just before the entries are appended (the head read in the same message, the checkpoint
+signed, the entries and checkpoint inserted in the COMMIT's message), so `seq = last + 1` never forks, and the chain's order of two writes to one request is the order their
 row locks gave them (the second appends after the first committed). Nothing takes a row lock after the
 advisory lock, so the two kinds of lock never wait on each other in a cycle. Reads are snapshots
 (`REPEATABLE READ, READ ONLY`) and run in parallel. A killed replica's transaction is rolled back by the
@@ -36,7 +36,7 @@ from functools import lru_cache
 from typing import Any
 
 from gatekit.errors import StoreError
-from gatekit.server.store import KIND, MIGRATIONS, SCHEMA_VERSION
+from gatekit.server.store import KIND, MIGRATIONS, SCHEMA_VERSION, TAIL
 
 log = logging.getLogger("gatekit.server")
 LOCK = 0x6761746B69740001  # pg_advisory_xact_lock key: "gatekit" + 1, the approvals store's write lock
@@ -75,15 +75,77 @@ def placeholders(sql: str) -> str:
 
 class Connection:
     """A psycopg connection as the service uses one: `execute(sql, params)` with `?` placeholders.
-    `for_update` is what a write appends to a SELECT of the rows it decides on (nothing in a read)."""
+    `for_update` is what a write appends to a SELECT of the rows it decides on (nothing in a read).
 
-    def __init__(self, con: Any, *, writing: bool = False) -> None:
+    Round trips are what a statement costs here (psycopg spends 80-100 µs of CPU on each), so a transaction
+    sends its `BEGIN` with its first statement, and the statements `defer`red to its end (the chain's
+    entries and checkpoint) with its `NOTIFY` and `COMMIT`: one simple-protocol message each, its values
+    bound by psycopg's client-side cursor (libpq's quoting). In READ COMMITTED every statement of such a
+    message takes its own snapshot, so one sent after a lock sees what committed before the lock was had.
+    """
+
+    def __init__(self, con: Any, *, writing: bool = False, begin: str | None = None) -> None:
         self._con = con
+        self._begin = begin  # not sent yet: goes with the first statement
         self.for_update = " FOR UPDATE" if writing else ""
         self.changed: list[str] = []  # the requests this transaction changed, to NOTIFY at its commit
+        self.deferred: list[tuple[str, tuple[Any, ...]]] = []  # statements sent with the COMMIT
+
+    @property
+    def begun(self) -> bool:
+        return self._begin is None
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self._con.execute(placeholders(sql), tuple(params))
+        """Run `sql` (several statements, `;`-separated, only without parameters); the cursor holds the last
+        statement's rows."""
+        params = tuple(params)
+        if self._begin is not None:
+            sql, self._begin = f"{self._begin}; {sql}", None
+            cursor = _client_cursor(self._con).execute(placeholders(sql), params)
+        else:
+            cursor = self._con.execute(placeholders(sql), params)
+        while cursor.nextset():
+            pass
+        return cursor
+
+    def in_turn(self, statements: Iterable[tuple[str, Iterable[Any]]]) -> Any:
+        """Several statements in one message (values bound client-side); the cursor holds the last one's rows."""
+        parts, params = [] if self._begin is None else [self._begin], []
+        self._begin = None
+        for sql, values in statements:
+            parts.append(placeholders(sql))
+            params += tuple(values)
+        cursor = _client_cursor(self._con).execute("; ".join(parts), params)
+        while cursor.nextset():
+            pass
+        return cursor
+
+    def finish(self) -> None:
+        """Send the deferred statements, the NOTIFY of the requests changed and the COMMIT, in one message
+        (if any statement fails, the ones after it, the COMMIT included, do not run)."""
+        if not self.begun and not (self.deferred or self.changed):
+            return  # nothing was sent, nothing to send: nothing to commit
+        parts: list[str] = [] if self.begun else [str(self._begin)]
+        self._begin = None
+        params: list[Any] = []
+        for sql, values in self.deferred:
+            parts.append(placeholders(sql))
+            params += values
+        if self.changed:
+            payload = ",".join(dict.fromkeys(self.changed))
+            parts.append(f"NOTIFY {CHANNEL}, %s")
+            params.append(payload if len(payload) <= PAYLOAD_MAX else "*")
+        parts.append("COMMIT")
+        if params:
+            _client_cursor(self._con).execute("; ".join(parts), params)
+        else:
+            self._con.execute("; ".join(parts))
+
+
+def _client_cursor(con: Any) -> Any:
+    from psycopg import ClientCursor
+
+    return ClientCursor(con)
 
 
 def shown(url: str) -> str:
@@ -181,10 +243,15 @@ class PostgresStore:
         with self._session("BEGIN ISOLATION LEVEL READ COMMITTED", writing=True) as con:
             yield con
 
-    def lock_chain(self, con: Connection) -> None:
+    def lock_chain(self, con: Connection) -> tuple[int, str] | None:
         """Inside a write transaction, right before its entries are appended: wait for the chain's one
-        writer lock (every replica's), held until the commit."""
-        con.execute(f"SELECT pg_advisory_xact_lock({LOCK})")
+        writer lock (every replica's), held until the commit; returns the chain's last `(seq, hash)` (None:
+        empty), read once the lock is held (the same message: the read's snapshot is taken after the lock)."""
+        return con.execute(f"SELECT pg_advisory_xact_lock({LOCK}); {TAIL}").fetchone()
+
+    def defer(self, con: Connection, sql: str, params: Iterable[Any] = ()) -> None:
+        """Inside a write transaction: run `sql` at its end, sent with the COMMIT (nothing reads it before)."""
+        con.deferred.append((sql, tuple(params)))
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -194,7 +261,7 @@ class PostgresStore:
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         """The rows of one statement, in autocommit (a statement is its own snapshot): one round trip where
-        `read()` takes three. Every authenticated request reads its principal this way."""
+        `read()` takes two. Every authenticated request reads its principal this way."""
         try:
             with self.pool.connection() as raw:
                 return Connection(raw).execute(sql, params).fetchall()
@@ -204,7 +271,7 @@ class PostgresStore:
             raise StoreError(f"cannot reach the approvals store `{self.where}`: {_reason(exc)}") from None
 
     @contextmanager
-    def _session(self, *begin: str, writing: bool = False) -> Iterator[Connection]:
+    def _session(self, begin: str, writing: bool = False) -> Iterator[Connection]:
         failure = f"the approvals store `{self.where}` failed"
         try:
             pooled = self.pool.connection()
@@ -212,18 +279,16 @@ class PostgresStore:
         except Exception as exc:  # noqa: BLE001  PoolTimeout, OperationalError: unreachable
             raise StoreError(f"cannot reach the approvals store `{self.where}`: {_reason(exc)}") from None
         ok = False
+        con = Connection(raw, writing=writing, begin=begin)  # BEGIN goes with its first statement
         try:
             try:
-                for statement in begin:
-                    raw.execute(statement)
-                con = Connection(raw, writing=writing)
                 yield con
-                raw.execute(_commit(con.changed))
+                con.finish()
                 ok = True
             except self._errors as exc:
                 raise StoreError(f"{failure}: {_reason(exc)}") from exc
             finally:
-                if not ok:
+                if not ok and con.begun:
                     try:
                         raw.execute("ROLLBACK")
                     except Exception:  # noqa: BLE001  a dead connection: the pool replaces it
@@ -274,18 +339,6 @@ class PostgresStore:
         for thread in self._listeners:
             thread.join(timeout=5)
         self.pool.close()
-
-
-def _commit(changed: list[str]) -> Any:
-    """COMMIT, preceded by the NOTIFY of the requests the transaction changed (delivered only if it commits),
-    in one round trip. Request ids are the service's own (`req-` and hex), quoted as literals all the same."""
-    if not changed:
-        return "COMMIT"
-    from psycopg import sql
-
-    payload = ",".join(dict.fromkeys(changed))
-    return sql.SQL("NOTIFY {}, {}; COMMIT").format(sql.Identifier(CHANNEL),
-                                                   sql.Literal(payload if len(payload) <= PAYLOAD_MAX else "*"))
 
 
 def _reason(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from gatekit.errors import StoreError
 KIND = "gatekit-approvals"
 SCHEMA_VERSION = 1
 FILENAME = "approvals.sqlite"
+TAIL = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"  # the chain's last entry
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -109,7 +110,8 @@ class Store(Protocol):
     def read(self) -> Any: ...
     def query(self, sql: str, params: Any = ()) -> list[Any]: ...
     def changed(self, con: Any, request_ids: Iterable[str]) -> None: ...
-    def lock_chain(self, con: Any) -> None: ...
+    def lock_chain(self, con: Any) -> tuple[int, str] | None: ...
+    def defer(self, con: Any, sql: str, params: Any = ()) -> None: ...
     def listen(self, callback: Callable[[str | None], None]) -> Callable[[], None]: ...
     def close(self) -> None: ...
 
@@ -120,6 +122,19 @@ def for_update(con: Any, of: str | None = None) -> str:
     is the only writer) or in a read."""
     lock = getattr(con, "for_update", "")
     return f"{lock} OF {of}" if lock and of else lock
+
+
+def in_turn(con: Any, *statements: tuple[str, Any]) -> Any:
+    """Run `(sql, params)` statements one after the other in `con`'s transaction; the cursor of the last.
+    PostgreSQL sends them in one message (each still takes its own snapshot at READ COMMITTED: one after a
+    row lock sees what committed before the lock was had)."""
+    run = getattr(con, "in_turn", None)
+    if run is not None:
+        return run(statements)
+    cursor = None
+    for sql, params in statements:
+        cursor = con.execute(sql, params)
+    return cursor
 
 
 def open_store(url: str | None, state: str | Path, **options: Any) -> Store:
@@ -233,8 +248,15 @@ class SQLiteStore:
         """Inside a write transaction: these requests changed; listeners hear it once it commits."""
         self._local.changed.extend(request_ids)
 
-    def lock_chain(self, con: Any) -> None:
-        """Nothing to wait for: a `BEGIN IMMEDIATE` transaction is the only writer from its start."""
+    def lock_chain(self, con: Any) -> tuple[int, str] | None:
+        """The chain's last `(seq, hash)` (None: empty). Nothing to wait for: a `BEGIN IMMEDIATE`
+        transaction is the only writer from its start."""
+        return con.execute(TAIL).fetchone()
+
+    def defer(self, con: Any, sql: str, params: Any = ()) -> None:
+        """Run `sql` in this write transaction (PostgreSQL sends it with the commit; here there is no
+        round trip to save)."""
+        con.execute(sql, params)
 
     def listen(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
         """Call `callback(request_id)` after each commit, in this process, for the requests it changed

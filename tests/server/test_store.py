@@ -151,6 +151,94 @@ def test_a_transaction_commits_whole_or_not_at_all(store: Store) -> None:
     assert keys == {"c": "2"}
 
 
+def test_statements_sent_together_or_at_the_commit_commit_whole_or_not_at_all(store: Store) -> None:
+    """What PostgreSQL sends in one message (`in_turn`; `defer`red to the COMMIT's message) is atomic with
+    the rest of the transaction: a failing one commits nothing of it, the statements after it included."""
+    from gatekit.server.store import in_turn
+
+    with pytest.raises(StoreError), store.transaction() as con:
+        con.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("a", "1"))
+        store.defer(con, "INSERT INTO meta (key, value) VALUES (?, ?)", ("kind", "duplicate key"))
+        store.defer(con, "INSERT INTO meta (key, value) VALUES (?, ?)", ("b", "1"))
+    with pytest.raises(StoreError), store.transaction() as con:
+        in_turn(con, ("INSERT INTO meta (key, value) VALUES (?, ?)", ("c", "1")),
+                ("INSERT INTO meta (key, value) VALUES (?, ?)", ("kind", "duplicate key")))
+    with store.transaction() as con:  # the first statement of a transaction, and values that need quoting
+        first = in_turn(con, ("INSERT INTO meta (key, value) VALUES (?, ?)", ("d", "it's 100% 'quoted' ?")),
+                        ("SELECT value FROM meta WHERE key = ?", ("d",))).fetchall()
+        store.defer(con, "INSERT INTO meta (key, value) VALUES (?, ?)", ("e", "\\ ; COMMIT; --"))
+    assert first == [("it's 100% 'quoted' ?",)]
+    with store.read() as con:
+        keys = dict(con.execute("SELECT key, value FROM meta WHERE key IN (?, ?, ?, ?, ?)",
+                                ("a", "b", "c", "d", "e")).fetchall())
+    assert keys == {"d": "it's 100% 'quoted' ?", "e": "\\ ; COMMIT; --"}
+
+
+def test_what_a_write_answers_is_what_a_read_then_shows(store_url: str | None, state: Path) -> None:
+    """Submit, vote and consume answer the request as their own statements left it (no read after the
+    write): the same view a read right after returns, for every way a vote ends."""
+    svc = service(state, store_url)
+    try:
+        reg = svc.registry
+        bot = svc.authenticate(reg.add("agent", "bot"))
+        alice = svc.authenticate(reg.add("reviewer", "alice", ("finance",), break_glass=True))
+        wendy = svc.authenticate(reg.add("reviewer", "wendy", ("security",)))
+
+        def filed(amount: int) -> dict[str, Any]:
+            view = svc.submit(bot, {"action": {"tool": "payment.send", "args": {"amount": amount}}})
+            assert view == svc.get(bot, view["id"])
+            return view
+
+        one = filed(500)
+        approved = svc.vote(alice, one["id"], "approve", evidence=one["digest"])
+        assert approved["status"] == "approved" and approved == svc.get(alice, one["id"])
+        done = svc.consume(bot, svc.get(bot, one["id"])["token"], "k-00000001")
+        assert done["status"] == "executed" and done == svc.get(bot, one["id"])
+        two = filed(20000)  # two approvals with roles: the first is recorded, the request stays pending
+        first = svc.vote(wendy, two["id"], "approve", evidence=two["digest"])
+        assert first["status"] == "pending" and len(first["votes"]) == 1 and first == svc.get(wendy, two["id"])
+        taken_back = svc.vote(wendy, two["id"], "deny", evidence=two["digest"], reason="changed my mind")
+        assert taken_back["status"] == "denied" and taken_back == svc.get(wendy, two["id"])
+        three = filed(500)
+        denied = svc.vote(wendy, three["id"], "deny", evidence=three["digest"], reason="no")
+        assert denied["status"] == "denied" and denied == svc.get(wendy, three["id"])
+        four = filed(20000)
+        glass = svc.vote(alice, four["id"], "approve", evidence=four["digest"], break_glass=True,
+                         reason="the payroll run is stuck", duration="10m")
+        assert glass["status"] == "approved" and glass["break_glass"] and glass["flagged"]
+        assert glass == svc.get(alice, four["id"])
+        assert svc.verify().ok
+    finally:
+        svc.ledger.close()
+
+
+def test_an_outcome_is_recorded_once_by_the_agent_after_its_consume(store_url: str | None, state: Path) -> None:
+    svc = service(state, store_url)
+    try:
+        reg = svc.registry
+        bot, other = (svc.authenticate(reg.add("agent", name)) for name in ("bot", "other"))
+        alice = svc.authenticate(reg.add("reviewer", "alice"))
+        req = svc.submit(bot, {"action": {"tool": "payment.send", "args": {"amount": 500}}})
+
+        def refused(who: Any, rid: str = req["id"]) -> str:
+            with pytest.raises(Refusal) as err:
+                svc.outcome(who, rid, "executed")
+            return err.value.code
+
+        assert refused(bot) == "not_consumed"  # pending: nothing ran
+        svc.vote(alice, req["id"], "approve", evidence=req["digest"])
+        assert refused(bot) == "not_consumed"  # approved, not consumed
+        svc.consume(bot, svc.get(bot, req["id"])["token"], "k-00000001")
+        assert refused(other) == "unknown_request" and refused(alice) == "not_consumed"
+        assert refused(bot, "req-nope") == "unknown_request"
+        svc.outcome(bot, req["id"], "failed", "boom")
+        assert refused(bot) == "not_consumed"  # once
+        assert svc.get(bot, req["id"])["outcome"] == "failed"
+        assert svc.verify().ok
+    finally:
+        svc.ledger.close()
+
+
 def test_a_read_is_a_snapshot(store: Store, store_url: str | None, state: Path) -> None:
     other = opened(store_url, state)
     try:
