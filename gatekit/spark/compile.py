@@ -40,9 +40,23 @@ _INF = "CAST('Infinity' AS DOUBLE)"
 def local_time(name: str) -> tuple[Sql, Sql]:
     """Two expressions over `ts_us`: the key of its UTC offset (`tzk_`, compile.tz_key_sql), then from it the
     local time in microseconds (`lt_us`), from the pinned tzdata's offsets and the 400-year cycle exactly as
-    the DuckDB compiler applies them; NULL outside local years 1..9999 (the time fields are then missing)."""
+    the DuckDB compiler applies them; NULL outside local years 1..9999 (the time fields are then missing).
+    The second is a whole expression (a column of its own), with no parentheses around the tree: Spark's
+    parser looks ahead from each `(` to its `)`, and the tree is tens of kilobytes."""
     return (tz_key_sql(name, "ts_us"),
-            f"(CASE WHEN {local_range_sql(name, 'ts_us')} THEN ts_us + {local_offset_sql(name, 'tzk_')} END)")
+            f"CASE WHEN {local_range_sql(name, 'ts_us')} THEN ts_us + {_unparenthesised(local_offset_sql(name, 'tzk_'))} END")
+
+
+def _unparenthesised(tree: Sql) -> Sql:
+    """compile.local_offset_sql's tree of CASEs without the parentheses around each CASE (CASE ... END
+    delimits itself). Spark's parser is exponential in nested parentheses: the first parse of a zone's tree
+    (862 leaves and ten levels for Europe/Berlin) in a fresh JVM took 76 s with them and 2 s without (on a
+    loaded machine), and every replay paid it. The tree holds only CASE, WHEN, comparisons of `tzk_` with integers, THEN, ELSE
+    and END, so the only parentheses are those two."""
+    out = tree.replace("(CASE WHEN ", "CASE WHEN ").replace(" END)", " END")
+    if "(" in out or ")" in out:
+        raise AssertionError("the offset tree holds parentheses of its own")
+    return out
 
 
 def lit(text: str) -> Sql:
@@ -294,7 +308,11 @@ class _Query:
         self.policy = policy
         self.grouped = grouped
         self.fields: dict[str, tuple[int, Field]] = {}
-        self.windows: list[Sql] = []
+        # per window, a layer of its frame's aggregates (one shuffle: its partition), then a layer of the later
+        # calls at the same instant (the same shuffle: the two layers must be adjacent, as another window's
+        # shuffle in between would undo the partitioning)
+        self.windows: list[list[Sql]] = []
+        self.totals: list[Sql] = []  # a layer after those: the frame's aggregate less the later calls'
         self.amounts: list[Sql] = []  # a layer before the windows: the summed amount of each sum window
         self.nears: list[Sql] = []  # a layer after them: the rows whose sum is too near its threshold
         self.sums: list[SumJoin] = []
@@ -361,18 +379,24 @@ class _Query:
         log = "log_, " if self.grouped else ""
         # the rows of other tools never count: each is a partition of its own, so that its (unused) frame is
         # one row and not every row of the window's span (Spark recomputes a sliding frame's aggregate)
-        solo = f", CASE WHEN NOT tm{r} THEN seq END"
-        part = f"PARTITION BY {log}tm{r}{per}{solo}"
+        # (a column of its own, computed before the windows, so that both windows below name the same
+        # attribute and the second reuses the first one's shuffle)
+        self.amounts.append(f"CASE WHEN NOT tm{r} THEN seq END AS solo{k}")
+        part = f"PARTITION BY {log}tm{r}{per}, solo{k}"
         # semantics' window rule: (ts - span, ts] in whole microseconds, ties by seq below
         preceding = -sem.window_lower_bound(0, node.window_us) - 1
         frame = f"{part} ORDER BY ts_us RANGE BETWEEN {preceding} PRECEDING AND CURRENT ROW"
-        later = f"PARTITION BY {log}tm{r}{per}, ts_us ORDER BY seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
+        # the frame's partition and the instant: its keys extend the frame's, so Spark's hash partitioning of
+        # the frame's rows already clusters these and no second shuffle runs (solo is NULL on the rule's rows,
+        # so the groups there are the rule's calls per key at one instant)
+        later = f"{part}, ts_us ORDER BY seq ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
         cmp = ">" if node.op == "gt" else ">="
         key_ok = f"`{node.per}` IS NOT NULL" if node.per else "TRUE"
         t = num(node.threshold)
         if node.kind == "rate":
-            self.windows.append(f"CASE WHEN tm{r} THEN CAST(count(1) OVER ({frame}) - count(1) OVER ({later}) "
-                                f"AS DOUBLE) END AS w{k}")
+            self.windows += [[f"CASE WHEN tm{r} THEN count(1) OVER ({frame}) END AS wf{k}"],
+                             [f"CASE WHEN tm{r} THEN count(1) OVER ({later}) END AS wl{k}"]]
+            self.totals.append(f"CAST(wf{k} - wl{k} AS DOUBLE) AS w{k}")
             return self.leaf(r, f"({key_ok} AND COALESCE(w{k} {cmp} {t}, FALSE))", "FALSE", None)
         v = self.field(node.field)  # type: ignore[arg-type]
         # the table's `sum` row: the usable kinds' readings (else 0), and the error of the others
@@ -383,10 +407,11 @@ class _Query:
         # move either sum (semantics.sum_margin: SUM_MARGIN·(n+2)·2^-53·Σ|x|); the rows within it are summed exactly (sorted, then
         # added in ascending order) by the engine's range join, `x{k}`
         self.amounts.append(f"CASE WHEN tm{r} THEN {amount} END AS a{k}")
-        self.windows.append(f"CASE WHEN tm{r} THEN sum(a{k}) OVER ({frame}) - "
-                            f"COALESCE(sum(a{k}) OVER ({later}), CAST(0 AS DOUBLE)) END AS approx{k}")
-        self.windows.append(f"CASE WHEN tm{r} THEN sum(abs(a{k})) OVER ({frame}) END AS mag{k}")
-        self.windows.append(f"CASE WHEN tm{r} THEN count(1) OVER ({frame}) END AS cnt{k}")
+        self.windows += [[f"CASE WHEN tm{r} THEN sum(a{k}) OVER ({frame}) END AS sf{k}",
+                          f"CASE WHEN tm{r} THEN sum(abs(a{k})) OVER ({frame}) END AS mag{k}",
+                          f"CASE WHEN tm{r} THEN count(1) OVER ({frame}) END AS cnt{k}"],
+                         [f"CASE WHEN tm{r} THEN sum(a{k}) OVER ({later}) END AS sl{k}"]]
+        self.totals.append(f"CASE WHEN tm{r} THEN sf{k} - COALESCE(sl{k}, CAST(0 AS DOUBLE)) END AS approx{k}")
         self.nears.append(f"(tm{r} AND NOT COALESCE({_finite(f'mag{k}')} AND {_finite(f'approx{k}')} AND "
                             f"abs(approx{k} - {t}) > {float(sem.SUM_MARGIN)!r} * (cnt{k} + 2) * mag{k} * {2.0 ** -53!r}, FALSE)) "
                             f"AS near{k}")
@@ -432,7 +457,8 @@ class _Query:
                       f"{v.str_num_ok} AS sok{i}", f"{v.str_num_bad} AS sbad{i}"]
         layer4b = ["*"] + flags
         layer5a = ["*"] + self.amounts
-        layer5b = ["*"] + self.windows
+        layers5b = [tuple(["*"] + w) for w in self.windows]
+        layer5b3 = ["*"] + self.totals
         layer5c = ["*"] + self.nears
         rcols = []
         for r, (rule, val, err) in enumerate(rules):
@@ -447,9 +473,9 @@ class _Query:
         layer9 = ["seq"] + (["log_"] if self.grouped else []) + ["action_id", f"{self._verdict()} AS decision", f"{self._ids('m')} AS rules",
                   f"{self._ids('e')} AS errors", f"{self._tier()} AS tier", "error_details"]
         layers = (tuple(layer0), tuple(layer1), tuple(layer2), tuple(layer3), tuple(layer4), tuple(layer4b),
-                  tuple(layer5a), tuple(layer5b), tuple(layer5c), tuple(layer6a), tuple(layer6), tuple(layer7),
+                  tuple(layer5a), *layers5b, tuple(layer5b3), tuple(layer5c), tuple(layer6a), tuple(layer6), tuple(layer7),
                   tuple(layer8), tuple(layer9))
-        return Plan(layers, 9, tuple(self.sums), self.uses_regex, self.uses_time, self.grouped)
+        return Plan(layers, 9 + len(layers5b), tuple(self.sums), self.uses_regex, self.uses_time, self.grouped)
 
     def _details(self, rules: list[tuple[Rule, Sql, Sql]]) -> Sql:
         empty = f"CAST(array() AS ARRAY<{ERROR_DETAIL}>)"
