@@ -22,15 +22,13 @@ import anyio.to_thread
 
 from gatekit.errors import GatekitError, InputError
 from gatekit.mcp.gateway import Gateway
-from gatekit.mcp.stdio import wire
+from gatekit.mcp.stdio import message_streams, wire
 
 THREADS = 64  # blocking gate work (approvals long-polls, broker writes): one thread per waiting call
 
 
 async def serve_stdio(gateway: Gateway) -> None:
     """Serve one client on this process's stdin and stdout until it closes them."""
-    from mcp.server.stdio import stdio_server
-
     _widen_threads()
     async with anyio.create_task_group() as tg:
         await _start_upstream(gateway, tg)
@@ -38,7 +36,8 @@ async def serve_stdio(gateway: Gateway) -> None:
             server = gateway.build()
             tg.start_soon(_stop_with_upstream, gateway, tg.cancel_scope)
             tg.start_soon(_stop_on_signal, tg.cancel_scope)
-            async with wire() as (stdin, stdout), stdio_server(stdin=stdin, stdout=stdout) as (read, write):
+            async with wire() as (stdin, stdout):
+                read, write = message_streams(stdin, stdout)
                 await server.run(read, write, server.create_initialization_options(gateway.notification_options()))
         tg.cancel_scope.cancel()
     _raise_failure(gateway)

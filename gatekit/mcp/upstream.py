@@ -24,6 +24,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import Implementation
 
 from gatekit.errors import GatekitError
+from gatekit.mcp.stdio import ChildProcess
 
 logger = logging.getLogger("gatekit.mcp")
 
@@ -113,7 +114,8 @@ class Upstream:
             try:
                 # the callbacks declare sampling, elicitation and roots to the server: its requests are relayed
                 # to the client whose call they belong to, which answers them (or the gateway refuses them)
-                async with Client(self.target, mode="legacy", client_info=self.client_info, cache=None,
+                target = ChildProcess(self.target) if isinstance(self.target, StdioServerParameters) else self.target
+                async with Client(target, mode="legacy", client_info=self.client_info, cache=None,
                                   message_handler=self._message, sampling_callback=self._sampling,
                                   elicitation_callback=self._elicitation,
                                   list_roots_callback=self._list_roots) as client:
