@@ -14,7 +14,9 @@ checked) and forwards. Contenders, each its own processes, all started before ti
 - **HTTP, gateway**: the client over HTTP to `gatekit mcp proxy --listen`, which holds the same server over HTTP
   (`--upstream`);
 - **HTTP, gateway, stdio upstream**: the client over HTTP to a listening gateway that holds its own server over
-  stdio (against *HTTP, direct*: the HTTP hop is the same, the gateway's upstream hop is stdio).
+  stdio (against *HTTP, direct*: the HTTP hop is the same, the gateway's upstream hop is stdio);
+- **HTTP, gateway, JSON responses** and **HTTP, gateway, stdio upstream, JSON responses**: the same two with
+  `--json-response` (one JSON body per request instead of an SSE stream).
 
 With `--baseline DIR` (another checkout, e.g. the commit before a change), its gateway joins the same run as
 *stdio, gateway (baseline)*, *HTTP, gateway (baseline)* and *HTTP, gateway, stdio upstream (baseline)*, so a change is measured side by side.
@@ -109,6 +111,10 @@ async def _run(args: argparse.Namespace, log: Path) -> tuple[dict[str, list[floa
         children.append(http_gateway)
         http_stdio_gateway = _Child([*proxy, "--listen", "127.0.0.1:0", "--", *server])
         children.append(http_stdio_gateway)
+        json_gateway = _Child([*proxy, "--listen", "127.0.0.1:0", "--json-response", "--upstream", http_server.url])
+        children.append(json_gateway)
+        json_stdio_gateway = _Child([*proxy, "--listen", "127.0.0.1:0", "--json-response", "--", *server])
+        children.append(json_stdio_gateway)
         targets: dict[str, Any] = {
             "stdio, direct": StdioServerParameters(command=server[0], args=server[1:]),
             "stdio, gateway": StdioServerParameters(command=proxy[0], args=[*proxy[1:], "--", *server]),
@@ -117,6 +123,8 @@ async def _run(args: argparse.Namespace, log: Path) -> tuple[dict[str, list[floa
             "HTTP, direct": http_server.url,
             "HTTP, gateway": http_gateway.url,
             "HTTP, gateway, stdio upstream": http_stdio_gateway.url,
+            "HTTP, gateway, JSON responses": json_gateway.url,
+            "HTTP, gateway, stdio upstream, JSON responses": json_stdio_gateway.url,
         }
         if args.baseline is not None:  # the same gateway commands, run from the other checkout
             base = Path(args.baseline).resolve()
@@ -132,7 +140,9 @@ async def _run(args: argparse.Namespace, log: Path) -> tuple[dict[str, list[floa
         # whose CPU each contender measures: the process the client talks to (the HTTP server is also the HTTP
         # gateways' upstream, so its CPU is not one contender's)
         pids: dict[str, int | None] = {"HTTP, direct": None, "HTTP, gateway": http_gateway.popen.pid,
-                                       "HTTP, gateway, stdio upstream": http_stdio_gateway.popen.pid}
+                                       "HTTP, gateway, stdio upstream": http_stdio_gateway.popen.pid,
+                                       "HTTP, gateway, JSON responses": json_gateway.popen.pid,
+                                       "HTTP, gateway, stdio upstream, JSON responses": json_stdio_gateway.popen.pid}
         if args.baseline is not None:
             pids["HTTP, gateway (baseline)"] = base_http.popen.pid
             pids["HTTP, gateway, stdio upstream (baseline)"] = base_http_stdio.popen.pid

@@ -44,10 +44,15 @@ async def serve_stdio(gateway: Gateway) -> None:
 
 
 async def serve_http(gateway: Gateway, host: str, port: int, *, echo: Callable[[str], Any] = print,
-                     allow_remote: bool = False, path: str = "/mcp") -> None:
+                     allow_remote: bool = False, path: str = "/mcp", json_response: bool = False) -> None:
     """Serve Streamable HTTP at `http://host:port/mcp`; `echo` gets that URL once the socket is bound.
 
     Loopback only unless `allow_remote` (the gateway has no client authentication of its own).
+    `json_response` answers each request with one JSON body (the SDK's JSON response mode) instead of an SSE
+    stream: no stream and its tasks per request, and the SDK's client reads the whole body, so it keeps its
+    connection (it closes an SSE response unread to its end, which drops the connection). A JSON body
+    carries only the response: the progress of a call waiting for approval is not sent, and what the
+    upstream asks the client during a call (sampling, elicitation, roots) is refused with an error.
     """
     import uvicorn
 
@@ -71,7 +76,7 @@ async def serve_http(gateway: Gateway, host: str, port: int, *, echo: Callable[[
         await _start_upstream(gateway, tg)
         if gateway.upstream.client is not None:
             server = gateway.build()
-            app = server.streamable_http_app(streamable_http_path=path, host=host)
+            app = server.streamable_http_app(streamable_http_path=path, host=host, json_response=json_response)
             # a call waiting for approval holds its request open: on SIGTERM wait briefly, then cancel it
             # (which withdraws its approval request) rather than wait for a reviewer
             config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,

@@ -19,6 +19,7 @@ from mcp.shared.message import SessionMessage
 from gatekit.mcp import upstream as upstream_module
 from gatekit.mcp.stdio import ChildProcess, message_streams
 from gatekit.mcp.upstream import KeepAlive, http_transport
+from tests.mcp.conftest import World, http_gateway, session, text
 from tests.mcp.toolserver import server as toolserver
 
 PING = '{"jsonrpc":"2.0","id":7,"method":"ping"}\n'
@@ -205,3 +206,27 @@ def test_a_post_body_that_does_not_end_is_closed_after_the_drain_limit(monkeypat
 
     took = anyio.run(main)
     assert closed == [True] and 0.05 < took < 1.0
+
+
+def test_with_json_responses_calls_are_answered_with_json_bodies_and_an_escalated_one_still_runs(
+        world: World, portal: Any) -> None:
+    """`--json-response`: one JSON body per request (so the client keeps its connection); allowed, denied and
+    escalated calls behave as with SSE, except that the wait for approval sends no progress."""
+    with http_gateway(world, "json", "--json-response") as (process, marker, log):
+        raw = httpx2.post(process.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}},
+            headers={"accept": "application/json, text/event-stream"})
+        assert raw.headers["content-type"].startswith("application/json")
+        assert raw.json()["result"]["serverInfo"]["name"] == "toolserver"
+        with session(portal, process.url, name="json", marker=marker, log=log, mode="legacy") as s:
+            assert text(s.call("echo", {"text": "hi json"})) == "hi json"
+            assert s.call("pay", {"amount": 5, "recipient": "EVIL"}).is_error
+            recipient = "ACME-json"
+            vote = world.reviewer.vote_when_filed(recipient)
+            result = s.call("pay", {"amount": 250, "recipient": recipient}, progress=True)
+            assert not result.is_error and text(result) == f"paid 250.00 to {recipient}"
+            vote.result(timeout=5)
+            assert s.progress == []  # a JSON body carries the response only
+            assert [r[0] for r in s.ran()] == ["echo", "pay"]
+            [line] = s.logged(tool="pay", args__recipient=recipient)
+            assert (line["decision"], line["outcome"]) == ("escalate", "executed")
