@@ -14,10 +14,12 @@ checked) and forwards. Contenders, each its own processes, all started before ti
 - **HTTP, gateway**: the client over HTTP to `gatekit mcp proxy --listen`, which holds the same server over HTTP
   (`--upstream`);
 - **HTTP, gateway, stdio upstream**: the client over HTTP to a listening gateway that holds its own server over
-  stdio (against *HTTP, direct*: the HTTP hop is the same, the gateway's upstream hop is stdio).
+  stdio (against *HTTP, direct*: the HTTP hop is the same, the gateway's upstream hop is stdio);
+- **HTTP, gateway, JSON responses** and **HTTP, gateway, stdio upstream, JSON responses**: the same two with
+  `--json-response` (one JSON body per request instead of an SSE stream).
 
 With `--baseline DIR` (another checkout, e.g. the commit before a change), its gateway joins the same run as
-*stdio, gateway (baseline)* and *HTTP, gateway (baseline)*, so a change is measured side by side.
+*stdio, gateway (baseline)*, *HTTP, gateway (baseline)* and *HTTP, gateway, stdio upstream (baseline)*, so a change is measured side by side.
 
 Each call is timed alone (`perf_counter`) in the client. On Linux the table also has the CPU time per call of
 the process the client talks to (the gateway; for *stdio, direct*, the server), from `/proc/PID/stat` over the
@@ -109,6 +111,10 @@ async def _run(args: argparse.Namespace, log: Path) -> tuple[dict[str, list[floa
         children.append(http_gateway)
         http_stdio_gateway = _Child([*proxy, "--listen", "127.0.0.1:0", "--", *server])
         children.append(http_stdio_gateway)
+        json_gateway = _Child([*proxy, "--listen", "127.0.0.1:0", "--json-response", "--upstream", http_server.url])
+        children.append(json_gateway)
+        json_stdio_gateway = _Child([*proxy, "--listen", "127.0.0.1:0", "--json-response", "--", *server])
+        children.append(json_stdio_gateway)
         targets: dict[str, Any] = {
             "stdio, direct": StdioServerParameters(command=server[0], args=server[1:]),
             "stdio, gateway": StdioServerParameters(command=proxy[0], args=[*proxy[1:], "--", *server]),
@@ -117,6 +123,8 @@ async def _run(args: argparse.Namespace, log: Path) -> tuple[dict[str, list[floa
             "HTTP, direct": http_server.url,
             "HTTP, gateway": http_gateway.url,
             "HTTP, gateway, stdio upstream": http_stdio_gateway.url,
+            "HTTP, gateway, JSON responses": json_gateway.url,
+            "HTTP, gateway, stdio upstream, JSON responses": json_stdio_gateway.url,
         }
         if args.baseline is not None:  # the same gateway commands, run from the other checkout
             base = Path(args.baseline).resolve()
@@ -125,13 +133,19 @@ async def _run(args: argparse.Namespace, log: Path) -> tuple[dict[str, list[floa
             base_http = _Child([*proxy, "--listen", "127.0.0.1:0", "--upstream", http_server.url], cwd=base)
             children.append(base_http)
             targets["HTTP, gateway (baseline)"] = base_http.url
+            base_http_stdio = _Child([*proxy, "--listen", "127.0.0.1:0", "--", *server], cwd=base)
+            children.append(base_http_stdio)
+            targets["HTTP, gateway, stdio upstream (baseline)"] = base_http_stdio.url
         times: dict[str, list[float]] = {name: [] for name in targets}
         # whose CPU each contender measures: the process the client talks to (the HTTP server is also the HTTP
         # gateways' upstream, so its CPU is not one contender's)
         pids: dict[str, int | None] = {"HTTP, direct": None, "HTTP, gateway": http_gateway.popen.pid,
-                                       "HTTP, gateway, stdio upstream": http_stdio_gateway.popen.pid}
+                                       "HTTP, gateway, stdio upstream": http_stdio_gateway.popen.pid,
+                                       "HTTP, gateway, JSON responses": json_gateway.popen.pid,
+                                       "HTTP, gateway, stdio upstream, JSON responses": json_stdio_gateway.popen.pid}
         if args.baseline is not None:
             pids["HTTP, gateway (baseline)"] = base_http.popen.pid
+            pids["HTTP, gateway, stdio upstream (baseline)"] = base_http_stdio.popen.pid
         async with AsyncExitStack() as stack:
             clients = {}
             for name, target in targets.items():
@@ -198,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| path | calls | p50 ms | p90 ms | p99 ms | mean ms | added p50 ms | added p99 ms | CPU ms/call |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     base: dict[str, tuple[float, float]] = {}
+    added_p50: dict[str, float] = {}
     for name, values in times.items():
         values.sort()
         p50, p90, p99 = (_quantile(values, q) for q in (0.5, 0.9, 0.99))
@@ -206,9 +221,22 @@ def main(argv: list[str] | None = None) -> int:
             base[transport] = (p50, p99)
             added = "", ""
         else:
+            added_p50[name] = p50 - base[transport][0]
             added = f"{p50 - base[transport][0]:+.2f}", f"{p99 - base[transport][1]:+.2f}"
         print(f"| {name} | {len(values):,} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {statistics.fmean(values):.2f} | "
               f"{added[0]} | {added[1]} | {'' if cpu.get(name) is None else f'{cpu[name]:.2f}'} |")
+    pairs = [(n[:-len(" (baseline)")], n) for n in times if n.endswith(" (baseline)")]
+    if pairs:
+        print("\nthis gateway against the baseline's, same run (this / baseline):\n")
+        print("| path | added p50 ms | baseline added p50 ms | ratio | CPU ms/call | baseline CPU ms/call | ratio |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for mine, theirs in pairs:
+            a, b = added_p50[mine], added_p50[theirs]
+            c, d = cpu.get(mine), cpu.get(theirs)
+            ratio = f"{a / b:.2f}" if b > 0 else ""
+            cpu_cells = (f"{c:.2f} | {d:.2f} | {c / d:.2f}" if c is not None and d is not None and d > 0
+                         else " |  | ")
+            print(f"| {mine} | {a:+.2f} | {b:+.2f} | {ratio} | {cpu_cells} |")
     own = own[args.warmup:]
     print(f"\ninside the gateway's tools/call handler, the upstream call excluded (decide, log, bookkeeping; "
           f"from its log, {len(own):,} calls): p50 {_quantile(own, 0.5) * 1000:.0f} µs, "

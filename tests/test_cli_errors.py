@@ -168,7 +168,8 @@ def bad_invocations(w: dict[str, str]) -> dict[str, list[list[str]]]:
                          ["--broker", broker]],
         "mcp proxy": [["--policy", policy], ["--policy", policy, "--listen", "nope", "--", "true"],
                       ["--policy", f"{nowhere}/p.yaml", "--", "true"],
-                      ["--policy", policy, "--approvals", "http://127.0.0.1:1", "--broker", broker, "--", "true"]],
+                      ["--policy", policy, "--approvals", "http://127.0.0.1:1", "--broker", broker, "--", "true"],
+                      ["--policy", policy, "--json-response", "--", "true"]],
     }
 
 

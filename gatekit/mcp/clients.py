@@ -131,7 +131,8 @@ class Clients:
         except NoBackChannelError:
             return types.ErrorData(code=types.INVALID_REQUEST, message=(
                 f"the MCP client's connection cannot take `{method}` (the 2026-07-28 protocol has no requests "
-                "from server to client): not relayed"))
+                "from server to client, and a gateway run with --json-response answers with JSON bodies only): "
+                "not relayed"))
         except MCPError as exc:  # the client refused or failed: the upstream server gets its error as it is
             return exc.error
 

@@ -56,6 +56,10 @@ def mcp() -> None:
 @click.option("--listen", metavar="HOST:PORT",
               help="serve Streamable HTTP at http://HOST:PORT/mcp instead of stdio (its URL is printed first)")
 @click.option("--allow-remote", is_flag=True, help="let --listen bind a non-loopback address")
+@click.option("--json-response", is_flag=True,
+              help="with --listen: answer each request with one JSON body, not an SSE stream (faster; a call "
+                   "waiting for approval then sends no progress, and the upstream's requests to the client "
+                   "during a call are refused)")
 @click.option("--max-args-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True,
               help="refuse, undecided, a call whose arguments are larger than this as JSON")
 @click.option("--restarts", type=click.IntRange(min=0), default=3, show_default=True,
@@ -67,7 +71,7 @@ def mcp() -> None:
 def proxy(policy_path: Path, approvals: str | None, credential_env: str, broker: Path | None, agent: str | None,
           user: str | None, context: tuple[str, ...], server_name: str | None, mode: str, hide_denied: bool,
           log_path: Path | None, timeout: float | None, upstream: str | None, listen: str | None,
-          allow_remote: bool, max_args_bytes: int, restarts: int, progress_interval: float, as_json: bool,
+          allow_remote: bool, json_response: bool, max_args_bytes: int, restarts: int, progress_interval: float, as_json: bool,
           quiet: bool, command: tuple[str, ...]) -> None:
     """Run an MCP gateway in front of the server started by COMMAND (after `--`) or at --upstream URL.
 
@@ -107,6 +111,8 @@ def proxy(policy_path: Path, approvals: str | None, credential_env: str, broker:
         gate_kwargs.update(approvals=approvals, credential=credential)
     elif broker:
         gate_kwargs.update(broker=broker)
+    if json_response and not listen:
+        raise click.UsageError("--json-response is for --listen (HTTP): over stdio every message is a line")
     host = port = None
     if listen:
         host, sep, port_text = listen.rpartition(":")
@@ -140,7 +146,8 @@ def proxy(policy_path: Path, approvals: str | None, credential_env: str, broker:
                 sys.stdout.flush()
 
             anyio.run(lambda: serve_http(gateway, host, port, echo=echo,  # type: ignore[arg-type]
-                                         allow_remote=allow_remote), backend_options=_loop_options())
+                                         allow_remote=allow_remote, json_response=json_response),
+                      backend_options=_loop_options())
         else:
             anyio.run(serve_stdio, gateway, backend_options=_loop_options())
     except KeyboardInterrupt:

@@ -22,15 +22,13 @@ import anyio.to_thread
 
 from gatekit.errors import GatekitError, InputError
 from gatekit.mcp.gateway import Gateway
-from gatekit.mcp.stdio import wire
+from gatekit.mcp.stdio import message_streams, wire
 
 THREADS = 64  # blocking gate work (approvals long-polls, broker writes): one thread per waiting call
 
 
 async def serve_stdio(gateway: Gateway) -> None:
     """Serve one client on this process's stdin and stdout until it closes them."""
-    from mcp.server.stdio import stdio_server
-
     _widen_threads()
     async with anyio.create_task_group() as tg:
         await _start_upstream(gateway, tg)
@@ -38,17 +36,23 @@ async def serve_stdio(gateway: Gateway) -> None:
             server = gateway.build()
             tg.start_soon(_stop_with_upstream, gateway, tg.cancel_scope)
             tg.start_soon(_stop_on_signal, tg.cancel_scope)
-            async with wire() as (stdin, stdout), stdio_server(stdin=stdin, stdout=stdout) as (read, write):
+            async with wire() as (stdin, stdout):
+                read, write = message_streams(stdin, stdout)
                 await server.run(read, write, server.create_initialization_options(gateway.notification_options()))
         tg.cancel_scope.cancel()
     _raise_failure(gateway)
 
 
 async def serve_http(gateway: Gateway, host: str, port: int, *, echo: Callable[[str], Any] = print,
-                     allow_remote: bool = False, path: str = "/mcp") -> None:
+                     allow_remote: bool = False, path: str = "/mcp", json_response: bool = False) -> None:
     """Serve Streamable HTTP at `http://host:port/mcp`; `echo` gets that URL once the socket is bound.
 
     Loopback only unless `allow_remote` (the gateway has no client authentication of its own).
+    `json_response` answers each request with one JSON body (the SDK's JSON response mode) instead of an SSE
+    stream: no stream and its tasks per request, and the SDK's client reads the whole body, so it keeps its
+    connection (it closes an SSE response unread to its end, which drops the connection). A JSON body
+    carries only the response: the progress of a call waiting for approval is not sent, and what the
+    upstream asks the client during a call (sampling, elicitation, roots) is refused with an error.
     """
     import uvicorn
 
@@ -72,7 +76,7 @@ async def serve_http(gateway: Gateway, host: str, port: int, *, echo: Callable[[
         await _start_upstream(gateway, tg)
         if gateway.upstream.client is not None:
             server = gateway.build()
-            app = server.streamable_http_app(streamable_http_path=path, host=host)
+            app = server.streamable_http_app(streamable_http_path=path, host=host, json_response=json_response)
             # a call waiting for approval holds its request open: on SIGTERM wait briefly, then cancel it
             # (which withdraws its approval request) rather than wait for a reviewer
             config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,

@@ -1,4 +1,4 @@
-"""The process's stdin and stdout as the SDK's `stdio_server` reads and writes them, on the event loop.
+"""The process's stdin and stdout as the SDK's server reads and writes them, on the event loop.
 
 The SDK reads and writes the standard streams through worker threads: two thread hops per message written,
 one per line read, and a read the gateway cannot stop when it must (its upstream is gone). When stdin and
@@ -9,8 +9,22 @@ Like the SDK's own transport, the wire is kept private while serving: fd 0 reads
 writes to stderr, so a stray `print` cannot corrupt the protocol. A line longer than `limit` bytes is
 dropped (logged), never buffered whole.
 
+The SDK's `stdio_server` puts a reader task and a writer task between the wire and its dispatcher, joined
+to it by memory streams: a task switch per message each way. `MessageStreams` are the SDK's own stream
+protocols (`mcp.shared._stream_protocols`, what `Server.run` and a client `Transport` take) over the lines
+themselves: the dispatcher's loop reads and parses the next line (`jsonrpc_message_adapter`, as the SDK's
+transport does), the task sending a message serialises and writes it (`model_dump_json`, the same).
+
+The gateway's upstream over stdio is the same on the other end: `ChildProcess` is a client `Transport`
+(what `mcp.Client` takes) that starts the server as the SDK's `stdio_client` does (its own session and
+process group, the SDK's default environment under the given one) and stops it as the SDK does (stdin
+closed, a grace period, then the SDK's `terminate_posix_process_tree`), with the messages read and written
+by the dispatcher's own tasks. Off POSIX the SDK's `stdio_client` is used as it is.
+
 >>> async with wire() as (stdin, stdout):
-...     async with stdio_server(stdin=stdin, stdout=stdout) as (read, write): ...
+...     read, write = message_streams(stdin, stdout)
+...     await server.run(read, write, options)
+>>> async with Client(ChildProcess(StdioServerParameters(command="python", args=["server.py"]))) as client: ...
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +41,8 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import mcp.types as types
+from mcp.shared.message import SessionMessage
 
 logger = logging.getLogger("gatekit.mcp")
 LIMIT = 64 << 20  # bytes in one JSON-RPC message on stdin; the gateway refuses large arguments well below this
@@ -184,3 +201,143 @@ class _ThreadLines:
             except RuntimeError:
                 pass
 
+
+
+def message_streams(lines: Any, out: Any) -> tuple[MessageReader, MessageWriter]:
+    """JSON-RPC messages read from `lines` (an async iterator of lines) and written to `out` (`write`, `flush`)."""
+    return MessageReader(lines), MessageWriter(out)
+
+
+class MessageReader:
+    """The SDK's read stream over lines: each a `SessionMessage`, or the exception that parsing it raised."""
+
+    def __init__(self, lines: Any) -> None:
+        self._lines = lines.__aiter__()
+        self._closed = False
+
+    async def receive(self) -> SessionMessage | Exception:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        try:
+            line = await self._lines.__anext__()
+        except StopAsyncIteration:
+            raise anyio.EndOfStream from None
+        try:
+            return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+        except Exception as exc:  # noqa: BLE001  as the SDK's transports do: the dispatcher reports it
+            return exc
+
+    def __aiter__(self) -> MessageReader:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> MessageReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class MessageWriter:
+    """The SDK's write stream over a line writer: one JSON line per message, written whole, then flushed."""
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+        self._closed = False
+        # a pipe's writer takes a line at once (senders never interleave); a file written from worker threads
+        # takes one sender at a time
+        self._lock = None if isinstance(out, _Writer) else anyio.Lock()
+
+    async def send(self, item: SessionMessage) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        text = item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
+        try:
+            if self._lock is None:
+                await self._out.write(text)
+                await self._out.flush()
+            else:
+                async with self._lock:
+                    await self._out.write(text)
+                    await self._out.flush()
+        except (ConnectionError, OSError) as exc:  # the reader went away
+            self._closed = True
+            raise anyio.BrokenResourceError from exc
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> MessageWriter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class ChildProcess:
+    """A client `Transport` to a server started as a child process, its stdin and stdout the wire."""
+
+    def __init__(self, params: Any, limit: int = LIMIT, grace: float = 2.0, kill_after: float = 2.0) -> None:
+        self.params = params
+        self.limit = limit
+        self.grace = grace  # seconds the server has to exit once its stdin is closed
+        self.kill_after = kill_after  # seconds between SIGTERM to its process group and SIGKILL
+        self.process: asyncio.subprocess.Process | None = None
+        self._sdk: Any = None
+
+    async def __aenter__(self) -> tuple[Any, Any]:
+        from mcp.client.stdio import get_default_environment, stdio_client
+
+        if sys.platform == "win32":  # the SDK's own transport, Job Objects and all
+            self._sdk = stdio_client(self.params)
+            return await self._sdk.__aenter__()
+        params = self.params
+        self.process = await asyncio.create_subprocess_exec(
+            params.command, *params.args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=sys.stderr, env=get_default_environment() | (params.env or {}), cwd=params.cwd,
+            start_new_session=True, limit=1 << 16)
+        assert self.process.stdin is not None and self.process.stdout is not None
+        return message_streams(_Lines(self.process.stdout, self.limit), _Writer(self.process.stdin))
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._sdk is not None:
+            await self._sdk.__aexit__(*exc)
+            return
+        process = self.process
+        if process is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await self._stop(process)
+
+    async def _stop(self, process: asyncio.subprocess.Process) -> None:
+        """As the SDK stops its server: close its stdin, wait out the grace period, then end its process group."""
+        from mcp.os.posix.utilities import terminate_posix_process_tree
+
+        assert process.stdin is not None
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+        if not await _exited(process, self.grace):
+            await terminate_posix_process_tree(process, self.kill_after)  # type: ignore[arg-type]
+            if not await _exited(process, 2.0):
+                logger.warning("the upstream MCP server (pid %d) is still alive after SIGKILL", process.pid)
+        transport = getattr(process, "_transport", None)  # a descendant may hold the pipes open: close them
+        if transport is not None:
+            transport.close()
+
+
+async def _exited(process: asyncio.subprocess.Process, timeout: float) -> bool:
+    """Whether the process exited within `timeout` s (its return code; `wait()` also waits for pipe EOF)."""
+    with anyio.move_on_after(timeout):
+        while process.returncode is None:
+            await anyio.sleep(0.01)
+    return process.returncode is not None

@@ -6,6 +6,11 @@ with `connected()`. When the server goes away (a crash, an exit, a dropped HTTP 
 fail, `lost()` is called, and the supervisor starts it again, up to `restarts` times; after that the gateway
 stops with `failure` saying why.
 
+Over HTTP the SDK's client closes a request's SSE response as soon as the response event has arrived, before
+the server's end of the body, which makes httpx close the connection: a new TCP connection (and a new
+connection on the server) per call. The gateway's HTTP client (`KeepAlive`) reads the end of a POST's
+finished body first (briefly: a body that does not end is closed as before), so the connection is kept.
+
 >>> upstream = Upstream(StdioServerParameters(command="python", args=["server.py"]), restarts=3)
 >>> await task_group.start(upstream.run)
 >>> client, generation = await upstream.connected()
@@ -15,15 +20,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import httpx2
 import mcp.types as types
 from mcp import Client, StdioServerParameters
 from mcp.types import Implementation
 
 from gatekit.errors import GatekitError
+from gatekit.mcp.stdio import ChildProcess
 
 logger = logging.getLogger("gatekit.mcp")
 
@@ -113,7 +121,9 @@ class Upstream:
             try:
                 # the callbacks declare sampling, elicitation and roots to the server: its requests are relayed
                 # to the client whose call they belong to, which answers them (or the gateway refuses them)
-                async with Client(self.target, mode="legacy", client_info=self.client_info, cache=None,
+                target = (ChildProcess(self.target) if isinstance(self.target, StdioServerParameters)
+                          else http_transport(self.target))
+                async with Client(target, mode="legacy", client_info=self.client_info, cache=None,
                                   message_handler=self._message, sampling_callback=self._sampling,
                                   elicitation_callback=self._elicitation,
                                   list_roots_callback=self._list_roots) as client:
@@ -180,3 +190,70 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_why(e) for e in exc.exceptions)
     return str(exc) or type(exc).__name__
+
+
+DRAIN_SECONDS = 1.0  # how long a finished POST response's body may take to end before the connection is dropped
+DRAIN_BYTES = 1 << 16  # what is read of it at most
+
+
+@asynccontextmanager
+async def http_transport(url: str) -> AsyncIterator[Any]:
+    """The SDK's Streamable HTTP client transport to `url`, on an httpx client that keeps its connections."""
+    from mcp.client.streamable_http import streamable_http_client
+
+    # the SDK's default timeouts (`create_mcp_http_client`): 30 s, and 300 s to read (a stream may stay open)
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=300.0),
+                                  transport=KeepAlive(httpx2.AsyncHTTPTransport())) as http:
+        async with streamable_http_client(url, http_client=http) as streams:
+            yield streams
+
+
+class KeepAlive(httpx2.AsyncBaseTransport):
+    """An httpx transport whose POST responses, closed before their end, read the end first when it is there."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method == "POST":
+            response.stream = _Drained(response.stream)  # type: ignore[arg-type]
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Drained(httpx2.AsyncByteStream):
+    """A response body that, closed early, reads what is left of it (if it ends soon) so httpx can reuse the
+    connection; a body still streaming after `DRAIN_SECONDS` or `DRAIN_BYTES` is closed as it is."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.chunks: Any = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.chunks = self.inner.__aiter__()
+        while True:
+            try:
+                chunk = await self.chunks.__anext__()
+            except StopAsyncIteration:
+                self.chunks = None
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            if self.chunks is not None:
+                left = DRAIN_BYTES
+                with anyio.move_on_after(DRAIN_SECONDS):
+                    while left > 0:
+                        try:
+                            left -= len(await self.chunks.__anext__())
+                        except StopAsyncIteration:
+                            break
+        except Exception:  # noqa: BLE001  the body broke: closing it drops the connection, as without this
+            pass
+        finally:
+            self.chunks = None
+            await self.inner.aclose()
