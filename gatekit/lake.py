@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from gatekit.logs.store import check_memory_limit, limit_memory
 from gatekit.policy.compile import compile_sql, lit
 from gatekit.policy.model import Policy
 from gatekit.policy.semantics import JSON_SPACE
+from gatekit.replayed import ReplayResult
 
 __all__ = ["FilesResult", "parquet_files", "replay_files", "source_sql"]
 
@@ -138,23 +139,13 @@ def source_sql(con: duckdb.DuckDBPyConnection, files: list[Path]) -> tuple[str, 
 
 
 @dataclass
-class FilesResult:
-    """What a replay of files wrote: decisions by verdict, errored and quarantined counts, the reasons."""
+class FilesResult(ReplayResult):
+    """A replay of files on DuckDB: what every engine's replay reports, and the memory limit it held to."""
 
-    out: str
-    actions: int
-    decisions: dict[str, int]
-    errored: int
-    quarantined: int
-    reasons: list[tuple[str, int]] = field(default_factory=list)
-    seconds: float = 0.0
     memory_limit: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "actions": self.actions, "decisions": self.decisions, "errored": self.errored,
-                "quarantined": self.quarantined,
-                "quarantine_reasons": [{"reason": r, "count": n} for r, n in self.reasons],
-                "seconds": round(self.seconds, 3), "memory_limit": self.memory_limit}
+        return super().to_dict() | {"memory_limit": self.memory_limit}
 
 
 def replay_files(policy: Policy, path: str | Path, out: str | Path, *, memory_limit: str | None = None,
@@ -195,13 +186,14 @@ def replay_files(policy: Policy, path: str | Path, out: str | Path, *, memory_li
         written = f"read_parquet({lit(str(decisions))})"
         counts = dict(con.execute(f"SELECT decision, count(*) FROM {written} GROUP BY ALL").fetchall())
         errored = con.execute(f"SELECT count(*) FROM {written} WHERE len(errors) > 0").fetchall()[0][0]
+        # the refused rows in one more pass over the files, kept (they are few) to count and to write
+        con.execute(f"CREATE TEMP TABLE refused_ AS SELECT filename AS file, file_row_number AS row, reason "
+                    f"FROM ({body}) WHERE reason IS NOT NULL")
         reasons = [(r, n) for r, n in con.execute(
-            f"SELECT reason, count(*) AS n FROM ({body}) WHERE reason IS NOT NULL GROUP BY ALL "
-            "ORDER BY n DESC, reason").fetchall()]
+            "SELECT reason, count(*) AS n FROM refused_ GROUP BY ALL ORDER BY n DESC, reason").fetchall()]
         if reasons:
             quarantine.mkdir()
-            con.execute(f"COPY (SELECT filename AS file, file_row_number AS row, reason FROM ({body}) "
-                        f"WHERE reason IS NOT NULL ORDER BY filename, file_row_number) "
+            con.execute(f"COPY (SELECT * FROM refused_ ORDER BY file, row) "
                         f"TO {lit(str(quarantine / 'quarantine.parquet'))} (FORMAT parquet)")
     except duckdb.OutOfMemoryException as e:
         raise InputError(f"out of memory under `--memory-limit {memory_limit}`: {str(e).splitlines()[0]}") from None

@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 import anyio
@@ -208,12 +208,26 @@ def message_streams(lines: Any, out: Any) -> tuple[MessageReader, MessageWriter]
     return MessageReader(lines), MessageWriter(out)
 
 
-class MessageReader:
+class _Stream:
+    """What the SDK's streams share: closing (then `_closed`), and use as an async context manager."""
+
+    _closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class MessageReader(_Stream):
     """The SDK's read stream over lines: each a `SessionMessage`, or the exception that parsing it raised."""
 
     def __init__(self, lines: Any) -> None:
         self._lines = lines.__aiter__()
-        self._closed = False
 
     async def receive(self) -> SessionMessage | Exception:
         if self._closed:
@@ -236,22 +250,12 @@ class MessageReader:
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
 
-    async def aclose(self) -> None:
-        self._closed = True
 
-    async def __aenter__(self) -> MessageReader:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class MessageWriter:
+class MessageWriter(_Stream):
     """The SDK's write stream over a line writer: one JSON line per message, written whole, then flushed."""
 
     def __init__(self, out: Any) -> None:
         self._out = out
-        self._closed = False
         # a pipe's writer takes a line at once (senders never interleave); a file written from worker threads
         # takes one sender at a time
         self._lock = None if isinstance(out, _Writer) else anyio.Lock()
@@ -261,25 +265,12 @@ class MessageWriter:
             raise anyio.ClosedResourceError
         text = item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
         try:
-            if self._lock is None:
+            async with self._lock or nullcontext():
                 await self._out.write(text)
                 await self._out.flush()
-            else:
-                async with self._lock:
-                    await self._out.write(text)
-                    await self._out.flush()
         except (ConnectionError, OSError) as exc:  # the reader went away
             self._closed = True
             raise anyio.BrokenResourceError from exc
-
-    async def aclose(self) -> None:
-        self._closed = True
-
-    async def __aenter__(self) -> MessageWriter:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 class ChildProcess:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -21,6 +19,7 @@ from pyspark.sql import types as T
 
 from gatekit.errors import InputError
 from gatekit.policy.model import Policy
+from gatekit.replayed import ReplayResult
 from gatekit.spark.engine import decide_frame, parse_json_text, register_udfs
 
 __all__ = ["ReplayResult", "read_actions", "replay_spark", "session"]
@@ -177,25 +176,6 @@ def _format(path: str) -> str:
 
 
 # ---- the replay ----------------------------------------------------------------------------------------
-@dataclass
-class ReplayResult:
-    """What a Spark replay wrote: decisions by verdict, errored and quarantined counts, quarantine reasons."""
-
-    out: str
-    actions: int
-    decisions: dict[str, int]
-    errored: int
-    quarantined: int
-    reasons: list[tuple[str, int]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "actions": self.actions, "decisions": self.decisions, "errored": self.errored,
-                "quarantined": self.quarantined,
-                "quarantine_reasons": [{"reason": r, "count": n} for r, n in self.reasons],
-                "seconds": round(self.seconds, 3)}
-
-
 def replay_spark(spark: SparkSession, policy: Policy, path: str, out: str) -> ReplayResult:
     """Decide every action at `path` and write `out/` (Parquet: action_id, decision, rules, errors, tier,
     error_details); records that break the contract go to `out/_quarantine/` (Parquet: seq, raw, reason)."""
