@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from gatekit.action import canonical_json
 from gatekit.enforce.receipts import Verification
 from gatekit.enforce.tokens import b64decode, b64encode, key_id, load_public_key, strict_json
+from gatekit.server.store import TAIL
 
 GENESIS = "sha256:" + "0" * 64
 KINDS = ("submit", "vote", "approve", "deny", "timeout", "token", "consume", "refuse", "revoke", "requirements",
@@ -71,7 +72,7 @@ class Chain:
     def append(self, con: Any, kind: str, body: dict[str, Any], request_id: str | None, at: int) -> int:
         if kind not in KINDS:
             raise ValueError(f"unknown audit kind `{kind}`")
-        row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        row = con.execute(TAIL).fetchone()
         seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
         text = canonical_json({"kind": kind, "at": at, **body})
         con.execute("INSERT INTO audit (seq, kind, request_id, body, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
@@ -81,7 +82,7 @@ class Chain:
     def extend(self, con: Any, entries: list[tuple[str, dict[str, Any], str | None, int]]) -> tuple[int, str]:
         """Append `(kind, body, request_id, at)` entries in order: one read of the head, one INSERT (a batch
         of writes is chained at once). Returns the new `(count, head)`."""
-        row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        row = con.execute(TAIL).fetchone()
         sql, values, last = self.entries(entries, row)
         if entries:
             con.execute(sql, values)
@@ -125,7 +126,7 @@ class Chain:
     def checkpoint(self, con: Any, at: int, last: tuple[int, str] | None = None) -> Checkpoint:
         """Sign `(count, head)` now (`last`: as `extend` returned it, else read); call last in the transaction."""
         if last is None:
-            row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            row = con.execute(TAIL).fetchone()
             last = (row[0], row[1]) if row else (0, GENESIS)
         point = self.sign(*last, at)
         con.execute(_CHECKPOINT_INSERT, (point.count, point.head, at, self.key_id, point.signature))

@@ -98,12 +98,9 @@ class Connection:
     def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
         """Run `sql` (several statements, `;`-separated, only without parameters); the cursor holds the last
         statement's rows."""
-        params = tuple(params)
         if self._begin is not None:
-            sql, self._begin = f"{self._begin}; {sql}", None
-            cursor = _client_cursor(self._con).execute(placeholders(sql), params)
-        else:
-            cursor = self._con.execute(placeholders(sql), params)
+            return self.in_turn([(sql, params)])  # with the BEGIN not sent yet
+        cursor = self._con.execute(placeholders(sql), tuple(params))
         while cursor.nextset():
             pass
         return cursor
