@@ -319,8 +319,7 @@ class Service:
     def _peek(self, request_id: Any) -> dict[str, Any]:
         """A request and its votes as they are now: one statement, its own snapshot (a read's three
         round trips are two more than one row needs)."""
-        if not isinstance(request_id, str):
-            raise Refusal("a request id is a string", "bad_request", 400)
+        _checked_id(request_id)
         if not _REQUEST_COLUMNS:
             with self.store.read() as con:
                 return self._load(con, request_id)
@@ -376,7 +375,7 @@ class Service:
         self.maybe_reload()
 
         def cast(con: Any, now: int, audit: list) -> dict[str, Any]:
-            if for_update(con) and isinstance(request_id, str):
+            if for_update(con) and _checked_id(request_id):
                 # PostgreSQL: the row lock first, its votes after. `_load`'s join takes its snapshot before
                 # it waits for the lock, so a vote another replica committed meanwhile would be missing from
                 # the votes it returns (a second vote of one reviewer then broke the primary key instead of
@@ -496,6 +495,7 @@ class Service:
             raise Refusal("only the requesting agent or an executor consumes approvals", "forbidden", 403)
         if not isinstance(key, str) or not 8 <= len(key) <= 128:
             raise Refusal("a consume names its attempt with a `key` of 8-128 characters", "bad_request", 400)
+        _storable(key, "the consume's `key`")
         try:
             claims = verify_signature(token, self.public_key)
             if action is not None and action_digest(action) != claims.digest:
@@ -566,8 +566,7 @@ class Service:
             raise Refusal("an outcome is `executed` or `failed`", "bad_request", 400)
 
         def record(con: Any, now: int, audit: list) -> None:
-            if not isinstance(request_id, str):
-                raise Refusal("a request id is a string", "bad_request", 400)
+            _checked_id(request_id)
             # the checks in the UPDATE's WHERE (its row lock waited for, READ COMMITTED checks them again on
             # the row as its holder left it): one statement; only a refusal reads the request, to say why
             changed = agent.kind == "agent" and con.execute(
@@ -582,8 +581,7 @@ class Service:
 
     # -- rows --------------------------------------------------------------------------------------------
     def _load(self, con: Any, request_id: Any) -> dict[str, Any]:
-        if not isinstance(request_id, str):
-            raise Refusal("a request id is a string", "bad_request", 400)
+        _checked_id(request_id)
         _columns(con)
         # in a write, locked until its commit: another write to this request waits, then sees this one's
         return _joined(request_id, con.execute(_LOAD + for_update(con, of="r"), (request_id,)).fetchall())
@@ -742,6 +740,16 @@ def _submission(agent: Principal, payload: Mapping[str, Any]) -> tuple[dict[str,
     cap = payload.get("timeout")
     cap_us = round(cap * 1e6) if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0 else None
     return action, dict(claimed), gate, cap_us
+
+
+def _checked_id(request_id: Any) -> str:
+    """A request id as the client sent it, refused unless every store can look it up: text without NUL or a
+    lone surrogate (PostgreSQL's driver refuses both before sending: a store error, not a refusal, and one
+    in a group commit failed the other writes of its batch with it)."""
+    if not isinstance(request_id, str):
+        raise Refusal("a request id is a string", "bad_request", 400)
+    _storable(request_id, "the request id")
+    return request_id
 
 
 def _storable(text: str | None, what: str) -> None:
