@@ -19,7 +19,8 @@ The gateway's upstream over stdio is the same on the other end: `ChildProcess` i
 (what `mcp.Client` takes) that starts the server as the SDK's `stdio_client` does (its own session and
 process group, the SDK's default environment under the given one) and stops it as the SDK does (stdin
 closed, a grace period, then the SDK's `terminate_posix_process_tree`), with the messages read and written
-by the dispatcher's own tasks. Off POSIX the SDK's `stdio_client` is used as it is.
+by the dispatcher's own tasks. Its stdout closing ends the connection at once, even if the process lives on
+(the calls in flight fail then, not when it exits). Off POSIX the SDK's `stdio_client` is used as it is.
 
 >>> async with wire() as (stdin, stdout):
 ...     read, write = message_streams(stdin, stdout)
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -61,18 +63,11 @@ async def wire(limit: int = LIMIT) -> AsyncIterator[tuple[Any, Any]]:
     transports: list[asyncio.BaseTransport] = []
     try:
         try:
-            reader = asyncio.StreamReader(limit=1 << 16)
-            read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                                             os.fdopen(wire_in, "rb", buffering=0))
-            transports.append(read_transport)
-            stdin: Any = _Lines(reader, limit)
+            stdin: Any = await _read_pipe(loop, os.fdopen(wire_in, "rb", buffering=0), limit, transports)
         except (ValueError, OSError):  # not a pipe, socket or character device: read it in a daemon thread
             stdin = _ThreadLines(wire_in, limit)
         try:
-            write_transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
-                                                                      os.fdopen(wire_out, "wb", buffering=0))
-            transports.append(write_transport)
-            stdout: Any = _Writer(asyncio.StreamWriter(write_transport, protocol, None, loop))
+            stdout: Any = await _write_pipe(loop, os.fdopen(wire_out, "wb", buffering=0), transports)
         except (ValueError, OSError):
             stdout = anyio.wrap_file(os.fdopen(wire_out, "w", encoding="utf-8", closefd=False))
         yield stdin, stdout
@@ -88,6 +83,22 @@ async def wire(limit: int = LIMIT) -> AsyncIterator[tuple[Any, Any]]:
         os.dup2(saved[1], 1)
         for fd in saved:
             os.close(fd)
+
+
+async def _read_pipe(loop: asyncio.AbstractEventLoop, file: Any, limit: int,
+                     transports: list[asyncio.BaseTransport]) -> _Lines:
+    """The lines of a pipe (or socket) read on the event loop; its transport is added to `transports`."""
+    reader = asyncio.StreamReader(limit=1 << 16)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
+    transports.append(transport)
+    return _Lines(reader, limit)
+
+
+async def _write_pipe(loop: asyncio.AbstractEventLoop, file: Any, transports: list[asyncio.BaseTransport]) -> _Writer:
+    """A line writer to a pipe (or socket) on the event loop; its transport is added to `transports`."""
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, file)
+    transports.append(transport)
+    return _Writer(asyncio.StreamWriter(transport, protocol, None, loop))
 
 
 class _Lines:
@@ -274,14 +285,20 @@ class MessageWriter(_Stream):
 
 
 class ChildProcess:
-    """A client `Transport` to a server started as a child process, its stdin and stdout the wire."""
+    """A client `Transport` to a server started as a child process, its stdin and stdout the wire.
+
+    The child is started by `subprocess.Popen` and its pipes are handed to the event loop, not started by the
+    loop's own `subprocess_exec`: under uvloop a child's stdout read that way reaches end-of-file only when the
+    process exits, so a server that closed its stdout but lives on would hold the calls in flight until then.
+    """
 
     def __init__(self, params: Any, limit: int = LIMIT, grace: float = 2.0, kill_after: float = 2.0) -> None:
         self.params = params
         self.limit = limit
         self.grace = grace  # seconds the server has to exit once its stdin is closed
         self.kill_after = kill_after  # seconds between SIGTERM to its process group and SIGKILL
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: _Child | None = None
+        self._transports: list[asyncio.BaseTransport] = []
         self._sdk: Any = None
 
     async def __aenter__(self) -> tuple[Any, Any]:
@@ -291,12 +308,22 @@ class ChildProcess:
             self._sdk = stdio_client(self.params)
             return await self._sdk.__aenter__()
         params = self.params
-        self.process = await asyncio.create_subprocess_exec(
-            params.command, *params.args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=sys.stderr, env=get_default_environment() | (params.env or {}), cwd=params.cwd,
-            start_new_session=True, limit=1 << 16)
-        assert self.process.stdin is not None and self.process.stdout is not None
-        return message_streams(_Lines(self.process.stdout, self.limit), _Writer(self.process.stdin))
+        popen = subprocess.Popen([params.command, *params.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=sys.stderr, env=get_default_environment() | (params.env or {}),
+                                 cwd=params.cwd, start_new_session=True)
+        self.process = _Child(popen)
+        assert popen.stdin is not None and popen.stdout is not None
+        loop = asyncio.get_running_loop()
+        try:
+            lines = await _read_pipe(loop, popen.stdout, self.limit, self._transports)
+            out = await _write_pipe(loop, popen.stdin, self._transports)
+        except BaseException:
+            for pipe in (popen.stdout, popen.stdin)[len(self._transports):]:  # the loop closes those it took
+                pipe.close()
+            with anyio.CancelScope(shield=True):
+                await self._stop(self.process)
+            raise
+        return message_streams(lines, out)
 
     async def __aexit__(self, *exc: Any) -> None:
         if self._sdk is not None:
@@ -308,26 +335,36 @@ class ChildProcess:
         with anyio.CancelScope(shield=True):
             await self._stop(process)
 
-    async def _stop(self, process: asyncio.subprocess.Process) -> None:
+    async def _stop(self, process: _Child) -> None:
         """As the SDK stops its server: close its stdin, wait out the grace period, then end its process group."""
         from mcp.os.posix.utilities import terminate_posix_process_tree
 
-        assert process.stdin is not None
-        try:
-            process.stdin.close()
-        except OSError:
-            pass
+        if len(self._transports) == 2:  # the writer: the server reads end-of-file
+            self._transports[1].close()
         if not await _exited(process, self.grace):
             await terminate_posix_process_tree(process, self.kill_after)  # type: ignore[arg-type]
             if not await _exited(process, 2.0):
                 logger.warning("the upstream MCP server (pid %d) is still alive after SIGKILL", process.pid)
-        transport = getattr(process, "_transport", None)  # a descendant may hold the pipes open: close them
-        if transport is not None:
-            transport.close()
+        if self._transports:  # the reader closes its pipe (the writer's breaks, the server gone, if not closed)
+            self._transports[0].close()
+        self._transports.clear()
 
 
-async def _exited(process: asyncio.subprocess.Process, timeout: float) -> bool:
-    """Whether the process exited within `timeout` s (its return code; `wait()` also waits for pipe EOF)."""
+class _Child:
+    """A started server as the SDK's `terminate_posix_process_tree` sees a process: a pid, and a return code
+    that, read, reaps the process once it has exited (else a zombie leader keeps its group alive)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+
+async def _exited(process: _Child, timeout: float) -> bool:
+    """Whether the process exited (and was reaped) within `timeout` s."""
     with anyio.move_on_after(timeout):
         while process.returncode is None:
             await anyio.sleep(0.01)

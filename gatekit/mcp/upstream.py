@@ -178,10 +178,20 @@ class Upstream:
 
     async def _message(self, message: Any) -> None:
         if isinstance(message, Exception):  # a line the server wrote that is not JSON-RPC: logged, skipped
-            logger.warning("the upstream MCP server sent something unreadable: %s", message)
+            logger.warning("the upstream MCP server sent a line that is not JSON-RPC (skipped): %s", _unreadable(message))
             return
         if self.on_message is not None:
             await self.on_message(message)
+
+
+def _unreadable(exc: Exception) -> str:
+    """One line for a message that did not parse: pydantic's first complaint and the start of what was sent."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = errors(include_url=False)[0]
+    sent = repr(first.get("input"))
+    return f"{first['msg']}: {sent[:120]}{'...' if len(sent) > 120 else ''}"
 
 
 def _why(exc: BaseException) -> str:

@@ -1,13 +1,18 @@
 """A misbehaving MCP server over stdio, written by hand on purpose: before every answer it writes a line that
 is not JSON, and a JSON object that is not JSON-RPC. A gateway must skip both and keep relaying.
 
-    python tests/mcp/badserver.py
+With `--hang-up`, a `tools/call` is answered with a forged id and junk, then half an answer, then the server
+closes its stdout and stays alive (a server whose pipe broke, not one that exited).
+
+    python tests/mcp/badserver.py [--hang-up]
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 
 TOOLS = [{"name": "echo", "description": "Return the text.",
           "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}]
@@ -34,6 +39,13 @@ def main() -> None:
                       "serverInfo": {"name": "badserver", "version": "0"}}
         elif method == "tools/list":
             result = {"tools": TOOLS}
+        elif method == "tools/call" and "--hang-up" in sys.argv:
+            send({"jsonrpc": "2.0", "id": 987654, "result": {"content": [], "isError": False}})  # nobody asked
+            sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": mid})[:-1] + ', "result": {"content": [')
+            sys.stdout.flush()
+            os.close(sys.stdout.fileno())
+            time.sleep(8)
+            return
         elif method == "tools/call":
             result = {"content": [{"type": "text", "text": message["params"]["arguments"].get("text", "")}],
                       "isError": False}

@@ -187,3 +187,30 @@ def test_usage_errors_name_the_missing_piece(gatekit_cli, world: World, monkeypa
     code, _, err = gatekit_cli("mcp", "proxy", "--policy", world.root / "missing.yaml", "--", "true")
     assert code == 3
 
+
+
+def test_a_server_that_closes_its_stdout_mid_answer_and_stays_alive_fails_the_call_closed(world: World) -> None:
+    """The server answers with a forged id and junk, then half an answer, then closes its stdout but does not
+    exit: the pending call gets an error result (not a hang, not the forged answer) and, with restarts off, the
+    gateway stops with its clear message instead of waiting on a process whose pipe is gone."""
+    policy = world.root / "allow-all.yaml"
+    policy.write_text("version: 1\nname: allow-all\ndefault: allow\nrules: []\n")
+    log = world.root / "hangup.jsonl"
+    cmd = gateway_command(policy, "--log", str(log), "--restarts", "0",
+                          upstream=[sys.executable, str(HERE / "badserver.py"), "--hang-up"])
+    gw = Raw(cmd, environment(world.root / "hangup.marker"), world.root / "hangup.stderr")
+    try:
+        gw.initialize()
+        started = time.monotonic()
+        answer = gw.request(1, "tools/call", {"name": "echo", "arguments": {"text": "hi"}})
+        assert time.monotonic() - started < 6  # well before the server's 8 s sleep ends: EOF is the signal
+        assert answer["result"]["isError"] is True
+        assert "closed the connection during the call" in answer["result"]["content"][0]["text"]
+        assert gw.popen.wait(timeout=20) == 7
+        assert "not restarting it (--restarts 0)" in gw.stderr()
+        # each bad line is one line of warning: two before each answer, then the half answer
+        assert gw.stderr().count("not JSON-RPC (skipped)") == 5 and "validation error" not in gw.stderr()
+        [line] = log_lines(log)
+        assert line["tool"] == "echo" and line["decision"] == "allow" and line["outcome"] == "failed"
+    finally:
+        gw.stop()

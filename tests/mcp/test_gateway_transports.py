@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -112,19 +113,21 @@ def test_the_child_process_transport_serves_a_real_server_and_stops_it() -> None
     assert transport.process is not None and transport.process.returncode is not None
 
 
-def test_a_child_that_ignores_its_stdin_closing_and_sigterm_is_killed_with_its_process_group() -> None:
+def test_a_child_that_ignores_its_stdin_closing_and_sigterm_is_killed_with_its_process_group(tmp_path: Path) -> None:
     # the server's child (a grandchild) must go too: the whole process group is ended
-    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    pid_file = tmp_path / "grandchild"
+    code = ("import pathlib, signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "p = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
             "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)']); "
-            "print(p.pid, flush=True); time.sleep(60)")
-    transport = ChildProcess(StdioServerParameters(command=sys.executable, args=["-c", code]), grace=0.2,
-                             kill_after=0.2)
+            "pathlib.Path(sys.argv[1]).write_text(str(p.pid)); time.sleep(60)")
+    transport = ChildProcess(StdioServerParameters(command=sys.executable, args=["-c", code, str(pid_file)]),
+                             grace=0.2, kill_after=0.2)
 
     async def main() -> int:
-        async with transport as (read, _):
-            line = await transport.process.stdout.readline()  # type: ignore[union-attr]
-        return int(line)
+        async with transport:
+            while not pid_file.exists() or not pid_file.read_text():
+                await anyio.sleep(0.01)
+        return int(pid_file.read_text())
 
     grandchild = anyio.run(main)
     assert transport.process.returncode == -9  # type: ignore[union-attr]
