@@ -12,6 +12,7 @@ headed by the exact command that produced them (BENCHMARKS.md is assembled from 
     python -m benchmarks mcp                       # latency the MCP gateway adds per tools/call (stdio and HTTP)
     python -m benchmarks approvals                 # the approvals service: agents, reviewers, replicas, kill -9
     python -m benchmarks spark [--sizes 1M,10M]    # replay on Spark local[1] / local[2] vs DuckDB (--quick: CI)
+    python -m benchmarks outofcore --sizes 1M,10M,100M   # Parquet files replayed under --memory-limit 4GB, RSS
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import sys
 COMMANDS = {"quick": "benchmarks.quick", "scale": "benchmarks.scale", "peers": "benchmarks.quick",
             "enforce": "benchmarks.enforce", "ingest": "benchmarks.ingest", "report": "benchmarks.report",
             "dashboard": "benchmarks.dashboard", "replay": "benchmarks.replay", "gate": "benchmarks.gate",
-            "approvals": "benchmarks.approvals", "mcp": "benchmarks.mcp", "spark": "benchmarks.spark"}
+            "approvals": "benchmarks.approvals", "mcp": "benchmarks.mcp", "spark": "benchmarks.spark",
+            "outofcore": "benchmarks.outofcore"}
 
 
 def main(argv: list[str]) -> int:

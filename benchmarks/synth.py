@@ -11,21 +11,17 @@ TOOLS = ["db.query", "crm.lookup", "docs.search", "tickets.read", "kb.search", "
          "deploy.rollback", "infra.scale", "infra.iam.grant", "data.export", "vault.read"]
 
 
-def build(path: Path, n: int) -> Path:
-    """A store at `path` with `n` actions: realistic mix of tools, args and context, 5 actions a second."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        path.unlink()
+def rows_sql(first: int, last: int) -> str:
+    """The SELECT of actions `first`..`last` (1-based, inclusive) as the store's `actions` columns: a realistic
+    mix of tools, args and context, 5 actions a second; action `i` is the same row whatever range holds it."""
     tools = "[" + ", ".join(f"'{t}'" for t in TOOLS) + "]"
-    with Store(path) as store:
-        store.con.execute(f"""
-        INSERT INTO actions (seq, action_id, ts, agent, session, "user", tool, args, context)
-        SELECT i, 'b-' || i,
-               TIMESTAMPTZ '2026-10-01 00:00:00+00' + to_microseconds(i * 200000),
-               'agent-' || (hash(i, 1) % 12),
-               's-' || (i // 25),
-               'u-' || (hash(i, 2) % 400),
-               {tools}[1 + CAST(hash(i, 3) % {len(TOOLS)} AS INTEGER)],
+    return f"""
+        SELECT i AS seq, 'b-' || i AS action_id,
+               TIMESTAMPTZ '2026-10-01 00:00:00+00' + to_microseconds(i * 200000) AS ts,
+               'agent-' || (hash(i, 1) % 12) AS agent,
+               's-' || (i // 25) AS session,
+               'u-' || (hash(i, 2) % 400) AS "user",
+               {tools}[1 + CAST(hash(i, 3) % {len(TOOLS)} AS INTEGER)] AS tool,
                json_object(
                  'amount', CASE WHEN hash(i, 4) % 50 = 0 THEN to_json(CAST(round((hash(i, 5) % 5000000) / 100.0, 2) AS VARCHAR))
                                 ELSE to_json(round((hash(i, 5) % 2000000) / 100.0, 2)) END,
@@ -37,9 +33,19 @@ def build(path: Path, n: int) -> Path:
                  'replicas', hash(i, 11) % 80,
                  'recipients', hash(i, 12) % 9000,
                  'to', (['a@example.com', 'b@customer.org', 'c@example.com'])[1 + CAST(hash(i, 13) % 3 AS INTEGER)],
-                 'path', (['secret/prod/db', 'secret/dev/x', 'kv/app'])[1 + CAST(hash(i, 14) % 3 AS INTEGER)]),
-               json_object('env', (['prod', 'staging', 'dev'])[1 + CAST(hash(i, 15) % 3 AS INTEGER)])
-        FROM range(1, {n} + 1) t(i)
-        """)
+                 'path', (['secret/prod/db', 'secret/dev/x', 'kv/app'])[1 + CAST(hash(i, 14) % 3 AS INTEGER)]) AS args,
+               json_object('env', (['prod', 'staging', 'dev'])[1 + CAST(hash(i, 15) % 3 AS INTEGER)]) AS context
+        FROM range({first}, {last} + 1) t(i)
+        """
+
+
+def build(path: Path, n: int) -> Path:
+    """A store at `path` with `n` actions (`rows_sql(1, n)`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    with Store(path) as store:
+        store.con.execute('INSERT INTO actions (seq, action_id, ts, agent, session, "user", tool, args, context) '
+                          + rows_sql(1, n))
         store.con.execute("CHECKPOINT")
     return path

@@ -61,3 +61,28 @@ def test_spark_decides_the_sample_as_duckdb(spark, capsys: pytest.CaptureFixture
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "as duckdb does" in out
+
+
+def test_the_out_of_core_benchmark_checks_its_decisions_against_the_store(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m benchmarks outofcore` at a small size: Parquet files in two parts, replayed under a memory
+    limit, every action compared with the store's replay of the same rows; a changed row is caught."""
+    import duckdb
+
+    from benchmarks import outofcore
+
+    code = outofcore.main(["--sizes", "2k", "--memory-limit", "256MB", "--dir", str(tmp_path), "--chunk", "1500"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2k nowindow: 2,000 actions compared with the store's replay, 0 differ" in out
+    assert "2k window: 2,000 actions compared with the store's replay, 0 differ" in out
+    assert sorted(p.name for p in (tmp_path / "lake-2k").glob("*.parquet")) == ["part-00000.parquet",
+                                                                               "part-00001.parquet"]
+    # a lake whose payments all go to a blocked recipient no longer decides as the store does
+    part = tmp_path / "lake-2k" / "part-00001.parquet"
+    duckdb.execute(f"COPY (SELECT * REPLACE (replace(args::VARCHAR, 'acme', 'mallory') AS args) "
+                   f"FROM '{part}') TO '{part}.tmp' (FORMAT parquet)")
+    Path(f"{part}.tmp").replace(part)
+    code = outofcore.main(["--sizes", "2k", "--policies", "nowindow", "--dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1 and "0 differ" not in out, out
