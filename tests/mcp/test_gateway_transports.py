@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,37 @@ def test_the_child_process_transport_serves_a_real_server_and_stops_it() -> None
 
     assert anyio.run(main, backend_options={"use_uvloop": True}) == "hi"
     assert transport.process is not None and transport.process.returncode is not None
+
+
+@pytest.mark.parametrize("uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_a_server_that_closes_its_stdout_is_gone_at_once_and_twenty_of_them_leak_no_descriptor(uvloop: bool) -> None:
+    """The server closes its stdout and sleeps: the reader sees the end at once (not when the process exits),
+    the transport ends it within its grace, and starting and stopping twenty leaves this process's open file
+    descriptors as they were (a leaked pipe per restart would starve a long-running gateway)."""
+    code = "import os, sys, time; sys.stdout.write('half'); sys.stdout.flush(); os.close(1); time.sleep(30)"
+
+    async def once() -> float:
+        transport = ChildProcess(StdioServerParameters(command=sys.executable, args=["-c", code]), grace=0.1,
+                                 kill_after=0.5)
+        started = time.monotonic()
+        async with transport as (read, _):
+            first = await read.receive()  # the half line, read at the end: not JSON-RPC
+            assert isinstance(first, Exception)
+            with pytest.raises(anyio.EndOfStream):
+                await read.receive()
+            ended = time.monotonic() - started
+        assert transport.process is not None and transport.process.returncode is not None
+        return ended
+
+    async def main() -> tuple[int, int, float]:
+        await once()  # the loop's own descriptors (its self-pipe, the child watcher) exist from here on
+        before = len(os.listdir("/proc/self/fd"))
+        slowest = max([await once() for _ in range(20)])
+        return before, len(os.listdir("/proc/self/fd")), slowest
+
+    before, after, slowest = anyio.run(main, backend_options={"use_uvloop": uvloop})
+    assert after == before
+    assert slowest < 5  # the server sleeps 30 s: the end came from its stdout, not its exit
 
 
 def test_a_child_that_ignores_its_stdin_closing_and_sigterm_is_killed_with_its_process_group(tmp_path: Path) -> None:
