@@ -345,7 +345,9 @@ class ChildProcess:
             await terminate_posix_process_tree(process, self.kill_after)  # type: ignore[arg-type]
             if not await _exited(process, 2.0):
                 logger.warning("the upstream MCP server (pid %d) is still alive after SIGKILL", process.pid)
-        if self._transports:  # the reader closes its pipe (the writer's breaks, the server gone, if not closed)
+        if len(self._transports) == 2 and self._transports[1].get_write_buffer_size():  # type: ignore[attr-defined]
+            self._transports[1].abort()  # type: ignore[attr-defined]  unsent, and a descendant holds the pipe
+        if self._transports:
             self._transports[0].close()
         self._transports.clear()
 

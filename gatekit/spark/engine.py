@@ -170,8 +170,10 @@ def decide_frame(policy: Policy, frame: DataFrame, *, by: str | None = None,
         out = out.selectExpr(*layer)
     if p.sums and held is not None:
         # the sum joins read this frame three times (the rows, a window's calls, the rows near its threshold):
-        # kept once rather than computed again from the input for each; the caller unpersists it
-        out = out.persist(StorageLevel.MEMORY_AND_DISK)
+        # kept once rather than computed again from the input for each; the caller unpersists it. On disk
+        # only: a partition is as big as an input split (2.5M wide rows at 10M on local[1]), and a block kept
+        # with memory is read back from disk whole into one heap buffer (Java heap space at 10M, 4 GB driver)
+        out = out.persist(StorageLevel.DISK_ONLY)
         held.append(out)
     for s in p.sums:
         out = _sum_join(out, s, p.grouped)
