@@ -63,11 +63,13 @@ async def wire(limit: int = LIMIT) -> AsyncIterator[tuple[Any, Any]]:
     transports: list[asyncio.BaseTransport] = []
     try:
         try:
-            stdin: Any = await _read_pipe(loop, os.fdopen(wire_in, "rb", buffering=0), limit, transports)
+            stdin, reading = await _read_pipe(loop, os.fdopen(wire_in, "rb", buffering=0), limit)
+            transports.append(reading)
         except (ValueError, OSError):  # not a pipe, socket or character device: read it in a daemon thread
             stdin = _ThreadLines(wire_in, limit)
         try:
-            stdout: Any = await _write_pipe(loop, os.fdopen(wire_out, "wb", buffering=0), transports)
+            stdout, writing = await _write_pipe(loop, os.fdopen(wire_out, "wb", buffering=0))
+            transports.append(writing)
         except (ValueError, OSError):
             stdout = anyio.wrap_file(os.fdopen(wire_out, "w", encoding="utf-8", closefd=False))
         yield stdin, stdout
@@ -85,20 +87,17 @@ async def wire(limit: int = LIMIT) -> AsyncIterator[tuple[Any, Any]]:
             os.close(fd)
 
 
-async def _read_pipe(loop: asyncio.AbstractEventLoop, file: Any, limit: int,
-                     transports: list[asyncio.BaseTransport]) -> _Lines:
-    """The lines of a pipe (or socket) read on the event loop; its transport is added to `transports`."""
+async def _read_pipe(loop: asyncio.AbstractEventLoop, file: Any, limit: int) -> tuple[Any, Any]:
+    """The lines of a pipe (or socket) read on the event loop, and its transport (which closes `file`)."""
     reader = asyncio.StreamReader(limit=1 << 16)
     transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
-    transports.append(transport)
-    return _Lines(reader, limit)
+    return _Lines(reader, limit), transport
 
 
-async def _write_pipe(loop: asyncio.AbstractEventLoop, file: Any, transports: list[asyncio.BaseTransport]) -> _Writer:
-    """A line writer to a pipe (or socket) on the event loop; its transport is added to `transports`."""
+async def _write_pipe(loop: asyncio.AbstractEventLoop, file: Any) -> tuple[Any, Any]:
+    """A line writer to a pipe (or socket) on the event loop, and its transport (which closes `file`)."""
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, file)
-    transports.append(transport)
-    return _Writer(asyncio.StreamWriter(transport, protocol, None, loop))
+    return _Writer(asyncio.StreamWriter(transport, protocol, None, loop)), transport
 
 
 class _Lines:
@@ -298,7 +297,8 @@ class ChildProcess:
         self.grace = grace  # seconds the server has to exit once its stdin is closed
         self.kill_after = kill_after  # seconds between SIGTERM to its process group and SIGKILL
         self.process: _Child | None = None
-        self._transports: list[asyncio.BaseTransport] = []
+        self._reading: Any = None  # the loop's transports over the server's stdout and stdin, once taken
+        self._writing: Any = None
         self._sdk: Any = None
 
     async def __aenter__(self) -> tuple[Any, Any]:
@@ -315,11 +315,13 @@ class ChildProcess:
         assert popen.stdin is not None and popen.stdout is not None
         loop = asyncio.get_running_loop()
         try:
-            lines = await _read_pipe(loop, popen.stdout, self.limit, self._transports)
-            out = await _write_pipe(loop, popen.stdin, self._transports)
+            lines, self._reading = await _read_pipe(loop, popen.stdout, self.limit)
+            out, self._writing = await _write_pipe(loop, popen.stdin)
         except BaseException:
-            for pipe in (popen.stdout, popen.stdin)[len(self._transports):]:  # the loop closes those it took
-                pipe.close()
+            if self._reading is None:  # the loop closes the pipes it took
+                popen.stdout.close()
+            if self._writing is None:
+                popen.stdin.close()
             with anyio.CancelScope(shield=True):
                 await self._stop(self.process)
             raise
@@ -339,17 +341,17 @@ class ChildProcess:
         """As the SDK stops its server: close its stdin, wait out the grace period, then end its process group."""
         from mcp.os.posix.utilities import terminate_posix_process_tree
 
-        if len(self._transports) == 2:  # the writer: the server reads end-of-file
-            self._transports[1].close()
+        if self._writing is not None:  # the server reads end-of-file
+            self._writing.close()
         if not await _exited(process, self.grace):
             await terminate_posix_process_tree(process, self.kill_after)  # type: ignore[arg-type]
             if not await _exited(process, 2.0):
                 logger.warning("the upstream MCP server (pid %d) is still alive after SIGKILL", process.pid)
-        if len(self._transports) == 2 and self._transports[1].get_write_buffer_size():  # type: ignore[attr-defined]
-            self._transports[1].abort()  # type: ignore[attr-defined]  unsent, and a descendant holds the pipe
-        if self._transports:
-            self._transports[0].close()
-        self._transports.clear()
+        if self._writing is not None and self._writing.get_write_buffer_size():
+            self._writing.abort()  # unsent, and a descendant holds the pipe
+        if self._reading is not None:
+            self._reading.close()
+        self._reading = self._writing = None
 
 
 class _Child:
