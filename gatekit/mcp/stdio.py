@@ -63,12 +63,12 @@ async def wire(limit: int = LIMIT) -> AsyncIterator[tuple[Any, Any]]:
     transports: list[asyncio.BaseTransport] = []
     try:
         try:
-            stdin, reading = await _read_pipe(loop, os.fdopen(wire_in, "rb", buffering=0), limit)
+            stdin, reading = await _read_pipe(loop, _pipe_file(loop, wire_in, "rb"), limit)
             transports.append(reading)
         except (ValueError, OSError):  # not a pipe, socket or character device: read it in a daemon thread
             stdin = _ThreadLines(wire_in, limit)
         try:
-            stdout, writing = await _write_pipe(loop, os.fdopen(wire_out, "wb", buffering=0))
+            stdout, writing = await _write_pipe(loop, _pipe_file(loop, wire_out, "wb"))
             transports.append(writing)
         except (ValueError, OSError):
             stdout = anyio.wrap_file(os.fdopen(wire_out, "w", encoding="utf-8", closefd=False))
@@ -85,6 +85,22 @@ async def wire(limit: int = LIMIT) -> AsyncIterator[tuple[Any, Any]]:
         os.dup2(saved[1], 1)
         for fd in saved:
             os.close(fd)
+
+
+def _pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> Any:
+    """`fd` as the file object a loop's pipe transport takes, closed once when the transport closes: asyncio's
+    transports close the file object; uvloop's close the descriptor themselves and then the file object too,
+    so there the object must not own it (else the number is closed twice, and the second close may hit
+    whatever another thread opened under that number meanwhile)."""
+    return os.fdopen(fd, mode, buffering=0, closefd=not type(loop).__module__.startswith("uvloop"))
+
+
+def _close_file(file: Any) -> None:
+    """Close a `_pipe_file` that no transport took, and its descriptor."""
+    fd, owned = file.fileno(), file.closefd
+    file.close()
+    if not owned:
+        os.close(fd)
 
 
 async def _read_pipe(loop: asyncio.AbstractEventLoop, file: Any, limit: int) -> tuple[Any, Any]:
@@ -165,6 +181,8 @@ class _Writer:
         self.writer = writer
 
     async def write(self, text: str) -> None:
+        if self.writer.transport.is_closing():  # the reader went away (uvloop closes the transport at once;
+            raise BrokenPipeError("the pipe is closed")  # writing to it then is a RuntimeError, not an OSError)
         self.writer.write(text.encode("utf-8"))
 
     async def flush(self) -> None:
@@ -308,20 +326,30 @@ class ChildProcess:
             self._sdk = stdio_client(self.params)
             return await self._sdk.__aenter__()
         params = self.params
-        popen = subprocess.Popen([params.command, *params.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=sys.stderr, env=get_default_environment() | (params.env or {}),
-                                 cwd=params.cwd, start_new_session=True)
-        self.process = _Child(popen)
-        assert popen.stdin is not None and popen.stdout is not None
-        loop = asyncio.get_running_loop()
+        child_in, to_child = os.pipe()  # not inheritable (PEP 446): the child gets only its two ends
+        from_child, child_out = os.pipe()
         try:
-            lines, self._reading = await _read_pipe(loop, popen.stdout, self.limit)
-            out, self._writing = await _write_pipe(loop, popen.stdin)
+            popen = subprocess.Popen([params.command, *params.args], stdin=child_in, stdout=child_out,
+                                     stderr=sys.stderr, env=get_default_environment() | (params.env or {}),
+                                     cwd=params.cwd, start_new_session=True)
+        except BaseException:
+            os.close(to_child)
+            os.close(from_child)
+            raise
+        finally:
+            os.close(child_in)
+            os.close(child_out)
+        self.process = _Child(popen)
+        loop = asyncio.get_running_loop()
+        reading, writing = _pipe_file(loop, from_child, "rb"), _pipe_file(loop, to_child, "wb")
+        try:
+            lines, self._reading = await _read_pipe(loop, reading, self.limit)
+            out, self._writing = await _write_pipe(loop, writing)
         except BaseException:
             if self._reading is None:  # the loop closes the pipes it took
-                popen.stdout.close()
+                _close_file(reading)
             if self._writing is None:
-                popen.stdin.close()
+                _close_file(writing)
             with anyio.CancelScope(shield=True):
                 await self._stop(self.process)
             raise

@@ -16,6 +16,7 @@ import httpx2
 import mcp.types as types
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from gatekit.mcp import upstream as upstream_module
@@ -143,6 +144,36 @@ def test_a_server_that_closes_its_stdout_is_gone_at_once_and_twenty_of_them_leak
     before, after, slowest = anyio.run(main, backend_options={"use_uvloop": uvloop})
     assert after == before
     assert slowest < 5  # the server sleeps 30 s: the end came from its stdout, not its exit
+
+
+DEAF = r"""
+import json, os, sys, time
+m = json.loads(sys.stdin.readline())
+print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": {"protocolVersion": m["params"]["protocolVersion"],
+      "capabilities": {"tools": {}}, "serverInfo": {"name": "deaf", "version": "0"}}}), flush=True)
+sys.stdin.readline()  # notifications/initialized
+os.close(0)  # stops listening: its stdout stays open and it lives on
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_a_server_that_closes_its_stdin_breaks_the_connection_for_the_next_request(uvloop: bool) -> None:
+    """The next request fails as a broken connection (what makes the gateway restart the server and answer
+    with an error result), not with the loop's RuntimeError about a closed transport."""
+    params = StdioServerParameters(command=sys.executable, args=["-c", DEAF])
+
+    async def main() -> BaseException | None:
+        async with Client(ChildProcess(params, grace=0.2, kill_after=0.5), mode="legacy") as client:
+            await anyio.sleep(0.3)
+            try:
+                await client.session.send_ping()
+            except BaseException as exc:  # noqa: BLE001  the kind is what is tested
+                return exc
+        return None
+
+    raised = anyio.run(main, backend_options={"use_uvloop": uvloop})
+    assert isinstance(raised, (anyio.BrokenResourceError, MCPError)), repr(raised)
 
 
 def test_a_child_that_ignores_its_stdin_closing_and_sigterm_is_killed_with_its_process_group(tmp_path: Path) -> None:
