@@ -162,7 +162,7 @@ def test_the_gate_is_never_laxer_than_decide(doc: dict[str, Any], log: list[dict
     _note(doc, log)
     policy = to_policy(doc)
     for action in log:  # a fresh gate each (no history), at a pinned time (decide has no clock)
-        who = {k: action.get(k) for k in ("agent", "session", "user")}  # as decide reads them
+        who = {k: action.get(k) for k in ("agent", "session", "user", "context")}  # pinned, as decide reads them
         got = Gate(policy).check(action, ts=DENSE[0], **who)
         want = decide(policy, {**action, "ts": DENSE[0]})
         assert LEVEL[got.decision] >= LEVEL[want.decision], (got, want)
